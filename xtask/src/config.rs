@@ -1,0 +1,348 @@
+//! `deployments/deploy.toml` read into typed, validated structs.
+//!
+//! Parsing (I/O and TOML) is separate from [`Config::validate`], so the rules
+//! are unit-tested on strings without touching files. Relative paths in the
+//! file are resolved against the file's own directory, so a config and its
+//! compose files can move together (tests write whole configs to temp dirs).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::validate;
+
+/// The whole deployment config.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Images the `build` task produces, one entry per matrix job.
+    #[serde(default, rename = "image")]
+    pub images: Vec<Image>,
+    /// Environments by name.
+    #[serde(rename = "env")]
+    pub envs: BTreeMap<String, Env>,
+    /// Directory the file was read from; relative paths resolve against it.
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+/// One image of the build matrix.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Image {
+    pub name: String,
+    /// Repository without tag, e.g. `127.0.0.1:5000/fetchml/testbed`.
+    pub repository: String,
+    pub dockerfile: PathBuf,
+    /// Build context; defaults to the Dockerfile's directory.
+    pub context: Option<PathBuf>,
+    /// A workspace package built as a static binary and placed at the context root first.
+    pub cargo_package: Option<String>,
+    /// Extra `--build-arg`s (non-secret).
+    #[serde(default)]
+    pub build_args: BTreeMap<String, String>,
+}
+
+/// How an environment's stack is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    #[default]
+    Compose,
+    Swarm,
+}
+
+/// One environment.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Env {
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// Compose project (or swarm stack) name.
+    pub project: String,
+    pub compose_files: Vec<PathBuf>,
+    /// The environment variable that carries the image tag into compose.
+    #[serde(default = "default_tag_var")]
+    pub tag_var: String,
+    /// The only services deploy and rollback may recreate.
+    pub app_services: Vec<String>,
+    /// Queue, storage, database: never recreated, never `down`, never lose a volume.
+    #[serde(default)]
+    pub stateful_services: Vec<String>,
+    /// Image repository per app service.
+    pub images: BTreeMap<String, String>,
+    /// Every URL must answer the service contract before a deploy counts.
+    pub health_urls: Vec<String>,
+    /// The `compliance_mode` /health must report.
+    pub compliance_mode: String,
+    #[serde(default = "default_timeout")]
+    pub health_timeout_secs: u64,
+    #[serde(default = "default_timeout")]
+    pub rollback_timeout_secs: u64,
+    /// Root of this environment's state; the environment's own directory is `<state_dir>/<env>`.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    /// A second copy of the audit log, on another disk or mount.
+    pub audit_sink: Option<PathBuf>,
+    /// Non-secret variables passed to compose (ports, mode).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// Promotion gate: a tag must have a successful deploy in this environment first.
+    pub promote_from: Option<String>,
+    /// Promotion gate: passing records required for the tag (security-modes-test, backup-smoke).
+    #[serde(default)]
+    pub require_evidence: Vec<String>,
+}
+
+fn default_tag_var() -> String {
+    "FETCHML_TAG".into()
+}
+fn default_timeout() -> u64 {
+    60
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".state")
+}
+
+const MODES: [&str; 3] = ["dev", "standard", "hipaa"];
+/// Evidence the promotion gate knows how to look up.
+pub const EVIDENCE: [&str; 2] = ["security-modes-test", "backup-smoke"];
+
+impl Config {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!("reading config {}: pass --config PATH to use another file", path.display())
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let mut cfg = Self::parse(&text, &path.display().to_string())?;
+        cfg.base = std::path::absolute(&base).unwrap_or(base);
+        Ok(cfg)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Config> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, col) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let key = if key == "." { String::new() } else { format!(" (key `{key}`)") };
+            let msg = inner.message().trim().replace('\n', ": ");
+            anyhow::anyhow!("{origin}:{line}:{col}: {msg}{key}")
+        })?;
+        cfg.validate().with_context(|| format!("{origin}: invalid config"))?;
+        Ok(cfg)
+    }
+
+    /// Checks the rules that types alone cannot express.
+    pub fn validate(&self) -> Result<()> {
+        if self.envs.is_empty() {
+            bail!("no environments: add an [env.NAME] table");
+        }
+        let mut image_names = std::collections::BTreeSet::new();
+        for img in &self.images {
+            if !image_names.insert(&img.name) {
+                bail!("image `{}` is declared twice", img.name);
+            }
+            validate::repository(&img.repository)
+                .with_context(|| format!("image `{}`", img.name))?;
+        }
+        for (name, env) in &self.envs {
+            validate::env_name(name)?;
+            env.validate(name, self).with_context(|| format!("env `{name}`"))?;
+        }
+        Ok(())
+    }
+
+    /// The environment called `name`, or an error listing the valid ones.
+    pub fn env(&self, name: &str) -> Result<&Env> {
+        self.envs.get(name).ok_or_else(|| {
+            let valid: Vec<&str> = self.envs.keys().map(String::as_str).collect();
+            anyhow::anyhow!("unknown environment `{name}`: valid environments are {}", valid.join(", "))
+        })
+    }
+
+    /// Resolves a path from the config against the config's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+impl Env {
+    fn validate(&self, name: &str, cfg: &Config) -> Result<()> {
+        validate::project_name(&self.project)?;
+        validate::var_name(&self.tag_var)?;
+        if self.compose_files.is_empty() {
+            bail!("compose_files is empty");
+        }
+        if self.app_services.is_empty() {
+            bail!("app_services is empty: deploy needs at least one service to recreate");
+        }
+        for s in self.app_services.iter().chain(&self.stateful_services) {
+            validate::service_name(s)?;
+        }
+        if let Some(s) = self.app_services.iter().find(|s| self.stateful_services.contains(s)) {
+            bail!("service `{s}` is both an app service and a stateful service");
+        }
+        for s in &self.app_services {
+            let repo = self.images.get(s).with_context(|| {
+                format!("app service `{s}` has no image repository in `images`")
+            })?;
+            validate::repository(repo).with_context(|| format!("images.{s}"))?;
+        }
+        if let Some(extra) = self.images.keys().find(|k| !self.app_services.contains(k)) {
+            bail!("images.{extra} names a service that is not in app_services");
+        }
+        if self.health_urls.is_empty() {
+            bail!("health_urls is empty: the health gate needs at least one URL");
+        }
+        for u in &self.health_urls {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                bail!("health url `{u}` must start with http:// or https://");
+            }
+        }
+        if !MODES.contains(&self.compliance_mode.as_str()) {
+            bail!(
+                "compliance_mode `{}` is not one of {}",
+                self.compliance_mode,
+                MODES.join(", ")
+            );
+        }
+        if self.health_timeout_secs == 0 || self.rollback_timeout_secs == 0 {
+            bail!("timeouts must be at least 1 second");
+        }
+        for k in self.vars.keys() {
+            validate::var_name(k)?;
+            if k == &self.tag_var {
+                bail!("vars.{k} would override the tag variable; the tag comes from --tag");
+            }
+        }
+        if let Some(from) = &self.promote_from {
+            if from == name {
+                bail!("promote_from names the environment itself");
+            }
+            if !cfg.envs.contains_key(from) {
+                bail!("promote_from names unknown environment `{from}`");
+            }
+        }
+        for e in &self.require_evidence {
+            if !EVIDENCE.contains(&e.as_str()) {
+                bail!("require_evidence `{e}` is not one of {}", EVIDENCE.join(", "));
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory holding this environment's audit log and lock.
+    pub fn state_dir(&self, cfg: &Config, name: &str, override_root: Option<&Path>) -> PathBuf {
+        match override_root {
+            Some(root) => root.join(name),
+            None => cfg.resolve(&self.state_dir).join(name),
+        }
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = r#"
+[[image]]
+name = "testbed"
+repository = "127.0.0.1:5000/fetchml/testbed"
+dockerfile = "testbed/Dockerfile"
+
+[env.staging]
+project = "fetchml-staging"
+compose_files = ["docker-compose.yml"]
+app_services = ["api", "worker"]
+stateful_services = ["redis"]
+images = { api = "127.0.0.1:5000/fetchml/testbed", worker = "127.0.0.1:5000/fetchml/testbed" }
+health_urls = ["http://127.0.0.1:18080/health"]
+compliance_mode = "standard"
+
+[env.prod]
+project = "fetchml-prod"
+compose_files = ["docker-compose.yml"]
+app_services = ["api"]
+images = { api = "127.0.0.1:5000/fetchml/testbed" }
+health_urls = ["http://127.0.0.1:19080/health"]
+compliance_mode = "hipaa"
+promote_from = "staging"
+require_evidence = ["security-modes-test"]
+"#;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Config::parse(text, "deploy.toml").unwrap_err())
+    }
+
+    #[test]
+    fn good_config_parses() {
+        let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
+        assert_eq!(cfg.envs.len(), 2);
+        assert_eq!(cfg.env("staging").unwrap().tag_var, "FETCHML_TAG");
+        assert_eq!(cfg.env("prod").unwrap().promote_from.as_deref(), Some("staging"));
+    }
+
+    #[test]
+    fn unknown_env_lists_valid_ones() {
+        let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
+        let e = cfg.env("production").unwrap_err().to_string();
+        assert_eq!(e, "unknown environment `production`: valid environments are prod, staging");
+    }
+
+    #[test]
+    fn syntax_error_names_line_and_column() {
+        let e = err("[env.staging]\nproject = \"x\"\ncompose_files = [\"a.yml\"\n");
+        assert!(e.starts_with("deploy.toml:4:1: invalid array: expected `]`"), "{e}");
+        assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let bad = GOOD.replace("app_services = [\"api\"]", "app_services = \"api\"");
+        let e = err(&bad);
+        assert!(e.contains("key `env.prod.app_services`"), "{e}");
+        assert!(e.starts_with("deploy.toml:19:"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_is_rejected() {
+        let bad = GOOD.replace("compliance_mode = \"hipaa\"", "compliance_mode = \"hipaa\"\nhealth_url = \"x\"");
+        let e = err(&bad);
+        assert!(e.contains("unknown field `health_url`"), "{e}");
+    }
+
+    #[test]
+    fn rules() {
+        let cases = [
+            ("stateful_services = [\"redis\"]", "stateful_services = [\"redis\", \"api\"]", "both an app service and a stateful service"),
+            ("compliance_mode = \"standard\"", "compliance_mode = \"lax\"", "compliance_mode `lax` is not one of"),
+            ("project = \"fetchml-staging\"", "project = \"Fetch ML\"", "project name"),
+            ("promote_from = \"staging\"", "promote_from = \"qa\"", "unknown environment `qa`"),
+            ("require_evidence = [\"security-modes-test\"]", "require_evidence = [\"vibes\"]", "require_evidence `vibes`"),
+            ("health_urls = [\"http://127.0.0.1:19080/health\"]", "health_urls = [\"127.0.0.1:19080\"]", "must start with http"),
+            ("app_services = [\"api\"]\n", "app_services = [\"api\", \"web\"]\n", "app service `web` has no image repository"),
+        ];
+        for (from, to, want) in cases {
+            assert!(GOOD.contains(from), "fixture lacks {from}");
+            let e = err(&GOOD.replacen(from, to, 1));
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The engine lowers the typed stack steps (pull, recreate, stop) to commands.
+//!
+//! A [`Target`] is "these app services of this environment, on this tag". It
+//! can only be built from an environment's config, which takes the service
+//! list from `app_services`, so no deploy or rollback plan can name a
+//! stateful service, `down`, a volume or `rm`: those words have no
+//! constructor here. The scope tests in `tasks::deploy` and `tasks::rollback`
+//! check the rendered commands anyway.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+
+use crate::config::{Config, EngineKind, Env};
+use crate::plan::{Command, Effect};
+
+/// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ComposeCli {
+    V2Plugin,
+    V1Standalone,
+}
+
+/// The app services of one environment on one tag.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub env: String,
+    pub engine: EngineKind,
+    pub cli: ComposeCli,
+    pub project: String,
+    pub files: Vec<PathBuf>,
+    pub tag_var: String,
+    pub tag: String,
+    /// App services only (from `app_services`).
+    pub services: Vec<String>,
+    /// Image repository per app service.
+    pub images: BTreeMap<String, String>,
+    pub vars: BTreeMap<String, String>,
+}
+
+impl Target {
+    /// All app services of `env_name`, on `tag`.
+    pub fn app(cfg: &Config, env_name: &str, env: &Env, tag: &str, cli: ComposeCli) -> Result<Target> {
+        crate::validate::tag(tag)?;
+        if env.engine != EngineKind::Compose {
+            bail!("env `{env_name}`: the swarm engine is not available yet; use engine = \"compose\"");
+        }
+        Ok(Target {
+            env: env_name.into(),
+            engine: env.engine,
+            cli,
+            project: env.project.clone(),
+            files: env.compose_files.iter().map(|f| cfg.resolve(f)).collect(),
+            tag_var: env.tag_var.clone(),
+            tag: tag.into(),
+            services: env.app_services.clone(),
+            images: env.images.clone(),
+            vars: env.vars.clone(),
+        })
+    }
+
+    /// The same services on another tag (the rollback of a deploy).
+    pub fn on_tag(&self, tag: &str) -> Target {
+        Target { tag: tag.into(), ..self.clone() }
+    }
+
+    /// `docker compose -p P -f F...` with the tag and vars in the environment.
+    pub fn compose(&self, effect: Effect) -> Command {
+        let mut c = match self.cli {
+            ComposeCli::V2Plugin => Command::new("docker", effect).arg("compose"),
+            ComposeCli::V1Standalone => Command::new("docker-compose", effect),
+        };
+        c = c.arg("-p").arg(&self.project);
+        for f in &self.files {
+            c = c.arg("-f").arg(f.display().to_string());
+        }
+        for (k, v) in &self.vars {
+            c = c.env(k, v);
+        }
+        c.env(&self.tag_var, &self.tag)
+    }
+
+    /// Distinct `repo:tag` references of the target's images.
+    pub fn image_refs(&self) -> Vec<String> {
+        let mut refs: Vec<String> = self.images.values().map(|r| format!("{r}:{}", self.tag)).collect();
+        refs.sort();
+        refs.dedup();
+        refs
+    }
+
+    pub fn pull_commands(&self) -> Vec<Command> {
+        vec![self.compose(Effect::Mutating).arg("pull").arg("--quiet").args(self.services.clone())]
+    }
+
+    pub fn recreate_commands(&self) -> Vec<Command> {
+        vec![self
+            .compose(Effect::Mutating)
+            .args(["up", "-d", "--no-deps", "--no-build"])
+            .args(self.services.clone())]
+    }
+
+    pub fn stop_commands(&self) -> Vec<Command> {
+        vec![self.compose(Effect::Mutating).arg("stop").args(self.services.clone())]
+    }
+}

@@ -1,0 +1,265 @@
+//! Every task and flag, with the doc comments that `--help` shows.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Operations for the FetchML stack: build, deploy, promote, roll back, and
+/// prove that security modes and backups hold. Every task that changes
+/// anything can be previewed with --dry-run.
+#[derive(Debug, Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, max_term_width = 100)]
+pub struct Xtask {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub task: Task,
+}
+
+/// Flags every task accepts.
+#[derive(Debug, Args, Clone)]
+pub struct Global {
+    /// Print the plan (secrets redacted) and change nothing: no container, lock, file or registry write.
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Output format for data on stdout.
+    #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// The deployment config.
+    #[arg(long, global = true, value_name = "PATH", default_value = "deployments/deploy.toml")]
+    pub config: PathBuf,
+    /// Root of per-environment state (audit log, lock); overrides the config's state_dir.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub state_dir: Option<PathBuf>,
+    /// Echo every command run, with its output.
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Human-readable lines.
+    Text,
+    /// One JSON document.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Task {
+    /// Build the images of the build matrix, tagged sha-<12 hex of HEAD>.
+    Build(Build),
+    /// Deploy a tag to staging behind the health gate; roll back automatically on failure.
+    DeployStaging(Deploy),
+    /// Promote a tag that passed staging to production, behind the promotion gate.
+    DeployProd(DeployProd),
+    /// Put the app services of an environment back on an earlier image (image-only).
+    Rollback(Rollback),
+    /// Check each security mode's config (static) and running behaviour (dynamic).
+    SecurityModesTest(SecurityModes),
+    /// Prove a PostgreSQL backup restores with its audit hash chain byte-exact.
+    BackupSmoke(BackupSmoke),
+    /// The version an environment runs now, the previous good one, and the audit head.
+    Status(EnvArg),
+    /// The deployments of an environment, derived from its audit chain.
+    History(EnvArg),
+    /// Verify, show or repair the hash-chained audit log.
+    Audit(Audit),
+    /// Install (where missing) and start (where stopped) the local engines.
+    Setup(Setup),
+    /// Run the whole lifecycle against the testbed stack on the local engine.
+    Demo(Demo),
+    /// Run setup, then every test in the workspace.
+    Test(Test),
+    /// Lint the repository: fmt, clippy, actionlint and shellcheck.
+    Lint,
+    /// Run the benchmarks and rewrite the tables in docs/benchmarks.md.
+    Bench(Bench),
+}
+
+#[derive(Debug, Args)]
+pub struct Build {
+    /// Build only this image of the matrix (repeatable).
+    #[arg(long = "image", value_name = "NAME")]
+    pub images: Vec<String>,
+    /// Push each image to the configured registry and print its digest.
+    #[arg(long)]
+    pub push: bool,
+    /// Build from a tree with uncommitted changes; the tag then ends in -dirty.
+    #[arg(long)]
+    pub allow_dirty: bool,
+    /// Build this tag instead of HEAD's (testbed and rehearsals).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Pass BROKEN=1 to the image build: a version whose health never turns ok (rollback rehearsals).
+    #[arg(long, hide = true)]
+    pub broken: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Deploy {
+    /// The image tag to deploy; defaults to HEAD's sha-<12 hex>.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// Wait up to SECS for the environment's lock instead of failing at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub lock_wait: u64,
+    /// Why this deploy happens; recorded verbatim in the audit log.
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Append even to an audit chain that does not verify (needs --reason; recorded).
+    #[arg(long, requires = "reason")]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployProd {
+    #[command(flatten)]
+    pub deploy: Deploy,
+    /// Confirm a production deploy outside CI.
+    #[arg(long)]
+    pub yes: bool,
+    /// On a failed health gate, leave the new version running and print the rollback command.
+    #[arg(long)]
+    pub no_auto_rollback: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Rollback {
+    /// The environment to roll back (from the config).
+    pub env: String,
+    /// Roll back to this tag (must have been deployed successfully, unless --force).
+    #[arg(long, value_name = "TAG")]
+    pub to: Option<String>,
+    /// Why; recorded verbatim in the audit log.
+    #[arg(long, value_name = "TEXT", default_value = "manual")]
+    pub reason: String,
+    /// Proceed past a broken audit chain or an unknown --to tag (recorded).
+    #[arg(long)]
+    pub force: bool,
+    /// Wait up to SECS for the environment's lock instead of failing at once.
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub lock_wait: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct SecurityModes {
+    /// Run only this mode.
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+    /// Only the static config checks; needs no running Docker.
+    #[arg(long)]
+    pub static_only: bool,
+    /// The image tag to boot and to record the result for; defaults to HEAD's.
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// The environment whose audit log records the result.
+    #[arg(long, value_name = "ENV", default_value = "staging")]
+    pub env: String,
+    /// The policy file.
+    #[arg(long, value_name = "PATH", default_value = "deployments/security-modes.toml")]
+    pub policy: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupSmoke {
+    /// Rows of synthetic audit workload.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub rows: u32,
+    /// Use this existing server (else PG* variables, else a throwaway embedded cluster).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Restore this existing custom-format dump into a scratch database and verify its chain.
+    #[arg(long, value_name = "FILE")]
+    pub dump: Option<PathBuf>,
+    /// The canonical form of the chain.
+    #[arg(long, value_enum, default_value_t = Profile::Default)]
+    pub profile: Profile,
+    /// Allow touching objects that this run did not create.
+    #[arg(long)]
+    pub destructive: bool,
+    /// The image tag to record a passing result for (promotion evidence).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
+    /// The environment whose audit log records the result.
+    #[arg(long, value_name = "ENV")]
+    pub env: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Profile {
+    /// The project's own unambiguous, sequence-ordered chain.
+    Default,
+    /// Chains written by certctl's audit migration 000047.
+    Certctl,
+}
+
+#[derive(Debug, Args)]
+pub struct EnvArg {
+    /// The environment (from the config).
+    pub env: String,
+}
+
+#[derive(Debug, Args)]
+pub struct Audit {
+    #[command(subcommand)]
+    pub cmd: AuditCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCmd {
+    /// Walk the chain; print count and head, or the first bad line and its kind.
+    Verify {
+        /// Only this environment (default: every environment).
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// Fail unless the head equals HEX (catches truncation of the newest records).
+        #[arg(long, value_name = "HEX")]
+        expect_head: Option<String>,
+    },
+    /// Print records in the line form: ts | action | outcome | from | to | actor | reason.
+    Show {
+        /// Only this environment (default: every environment).
+        #[arg(long, value_name = "ENV")]
+        env: Option<String>,
+        /// Only the newest N records.
+        #[arg(short = 'n', value_name = "N")]
+        n: Option<usize>,
+    },
+    /// Truncate a torn last line (left by a crash mid-write) and record a repair event.
+    Repair {
+        /// The environment whose log to repair.
+        #[arg(long, value_name = "ENV")]
+        env: String,
+        /// Why; recorded in the repair event.
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct Setup {
+    /// Only report what is missing or stopped; install and start nothing.
+    #[arg(long)]
+    pub check: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Demo {
+    /// Keep the demo stacks running afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct Test {
+    /// Extra arguments for cargo test.
+    #[arg(last = true)]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Bench {
+    /// Smaller inputs, for a quick look (tables are not rewritten).
+    #[arg(long)]
+    pub quick: bool,
+}

@@ -1,0 +1,174 @@
+//! The health gate: polls every URL until the service contract holds for the
+//! deployed tag, or the timeout passes.
+//!
+//! A response counts only when `status` is `ok`, `version` equals the tag
+//! just deployed (an old container still answering does not count), and
+//! `compliance_mode` equals the environment's expected mode.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use serde::Deserialize;
+
+use crate::plan::Gate;
+
+/// Between polls. Short, so the gate notices a healthy service within ~one interval.
+const INTERVAL: Duration = Duration::from_millis(50);
+
+/// The fields of `/health` the gate reads.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+    pub compliance_mode: String,
+}
+
+/// One probe of one URL: the parsed body, or why it did not count.
+pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Result<Health, String> {
+    let resp = client.get(url).send().map_err(|e| one_line(&e))?;
+    let code = resp.status();
+    let body = resp.text().map_err(|e| one_line(&e))?;
+    match serde_json::from_str::<Health>(&body) {
+        Ok(h) => Ok(h),
+        Err(_) => Err(format!("HTTP {code}: {}", body.chars().take(200).collect::<String>())),
+    }
+}
+
+fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.replace('\n', " ")
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_millis(500))
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("building an HTTP client with static settings")
+}
+
+/// Checks one response against the gate; `Err` says what is wrong.
+pub fn judge(h: &Health, gate: &Gate) -> std::result::Result<(), String> {
+    if h.status != "ok" {
+        return Err(format!("status is {:?}", h.status));
+    }
+    if h.version != gate.version {
+        return Err(format!("version is {:?}, want {:?}", h.version, gate.version));
+    }
+    if h.compliance_mode != gate.compliance_mode {
+        return Err(format!(
+            "compliance_mode is {:?}, want {:?}",
+            h.compliance_mode, gate.compliance_mode
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until every URL passes. Returns the last health seen per URL.
+pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
+    let client = client();
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(gate.timeout_secs);
+    let spinner = std::io::stderr().is_terminal().then(|| {
+        let s = indicatif::ProgressBar::new_spinner();
+        s.enable_steady_tick(Duration::from_millis(120));
+        s
+    });
+    let mut last: Vec<String> = vec!["no answer yet".into(); gate.urls.len()];
+    let mut passed: Vec<Option<Health>> = vec![None; gate.urls.len()];
+    let mut reported = Instant::now();
+    loop {
+        for (i, url) in gate.urls.iter().enumerate() {
+            if passed[i].is_some() {
+                continue;
+            }
+            match probe(&client, url) {
+                Ok(h) => match judge(&h, gate) {
+                    Ok(()) => passed[i] = Some(h),
+                    Err(why) => last[i] = why,
+                },
+                Err(why) => last[i] = why,
+            }
+        }
+        if passed.iter().all(Option::is_some) {
+            if let Some(s) = spinner {
+                s.finish_and_clear();
+            }
+            eprintln!(
+                "health gate passed after {:.1}s: version {} in {} mode",
+                start.elapsed().as_secs_f64(),
+                gate.version,
+                gate.compliance_mode
+            );
+            return Ok(passed.into_iter().flatten().collect());
+        }
+        let waiting: Vec<String> = gate
+            .urls
+            .iter()
+            .zip(&last)
+            .zip(&passed)
+            .filter(|(_, p)| p.is_none())
+            .map(|((u, why), _)| format!("{u}: {why}"))
+            .collect();
+        if Instant::now() >= deadline {
+            if let Some(s) = spinner {
+                s.finish_and_clear();
+            }
+            bail!(
+                "health gate failed after {}s for version {}; last seen: {}",
+                gate.timeout_secs,
+                gate.version,
+                waiting.join("; ")
+            );
+        }
+        match &spinner {
+            Some(s) => s.set_message(format!(
+                "waiting for health ({:.0}s): {}",
+                start.elapsed().as_secs_f64(),
+                waiting.join("; ")
+            )),
+            None if reported.elapsed() >= Duration::from_secs(5) => {
+                eprintln!("waiting for health ({:.0}s): {}", start.elapsed().as_secs_f64(), waiting.join("; "));
+                reported = Instant::now();
+            }
+            None => {}
+        }
+        std::thread::sleep(INTERVAL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gate() -> Gate {
+        Gate { urls: vec![], version: "sha-b".into(), compliance_mode: "hipaa".into(), timeout_secs: 1 }
+    }
+    fn h(status: &str, version: &str, mode: &str) -> Health {
+        Health { status: status.into(), version: version.into(), compliance_mode: mode.into() }
+    }
+
+    #[test]
+    fn all_three_must_hold() {
+        assert!(judge(&h("ok", "sha-b", "hipaa"), &gate()).is_ok());
+        assert!(judge(&h("failing", "sha-b", "hipaa"), &gate()).unwrap_err().contains("status"));
+        assert!(judge(&h("ok", "sha-a", "hipaa"), &gate()).unwrap_err().contains("version is \"sha-a\""));
+        assert!(judge(&h("ok", "sha-b", "dev"), &gate()).unwrap_err().contains("compliance_mode"));
+    }
+
+    #[test]
+    fn unreachable_url_times_out_with_last_seen() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let g = Gate { urls: vec![format!("http://127.0.0.1:{port}/health")], ..gate() };
+        let e = wait(&g).unwrap_err().to_string();
+        assert!(e.starts_with("health gate failed after 1s for version sha-b; last seen: http://127.0.0.1:"), "{e}");
+        assert!(!e.contains('\n'));
+    }
+}

@@ -1,0 +1,148 @@
+//! Preflight: the tools each task needs, found with `which`, plus the Docker
+//! daemon and compose version checks. Everything missing is reported at
+//! once, each with how to get it; a real run exits 2, a dry run only warns.
+
+use anyhow::Result;
+
+use crate::engine::ComposeCli;
+use crate::exit::{fail, Code};
+
+/// A tool a task can need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tool {
+    Docker,
+    /// `docker compose` v2, or `docker-compose` v1 as a fallback.
+    Compose,
+    PgDump,
+    PgRestore,
+    Psql,
+    Curl,
+    Git,
+    Cargo,
+}
+
+impl Tool {
+    fn program(self) -> &'static str {
+        match self {
+            Tool::Docker => "docker",
+            Tool::Compose => "docker-compose",
+            Tool::PgDump => "pg_dump",
+            Tool::PgRestore => "pg_restore",
+            Tool::Psql => "psql",
+            Tool::Curl => "curl",
+            Tool::Git => "git",
+            Tool::Cargo => "cargo",
+        }
+    }
+    fn how(self) -> &'static str {
+        match self {
+            Tool::Docker => "run `cargo xtask setup` (Debian package docker.io)",
+            Tool::Compose => "run `cargo xtask setup` (installs the Compose v2 plugin)",
+            Tool::PgDump | Tool::PgRestore | Tool::Psql => {
+                "run `cargo xtask setup` (Debian package postgresql-15 / postgresql-client)"
+            }
+            Tool::Curl => "apt-get install curl",
+            Tool::Git => "apt-get install git",
+            Tool::Cargo => "install the Rust toolchain with rustup",
+        }
+    }
+}
+
+/// What preflight found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub problems: Vec<String>,
+    pub compose: ComposeCli,
+}
+
+/// Which compose CLI is present: the v2 plugin wins; v1 is a detected fallback.
+pub fn detect_compose() -> Option<ComposeCli> {
+    let v2 = which::which("docker").is_ok()
+        && duct::cmd!("docker", "compose", "version", "--short")
+            .stdout_capture()
+            .stderr_null()
+            .unchecked()
+            .run()
+            .is_ok_and(|o| o.status.success() && (o.stdout.starts_with(b"2") || o.stdout.starts_with(b"v2")));
+    if v2 {
+        return Some(ComposeCli::V2Plugin);
+    }
+    let v1 = which::which("docker-compose").is_ok()
+        && duct::cmd!("docker-compose", "version", "--short")
+            .stdout_capture()
+            .stderr_null()
+            .unchecked()
+            .run()
+            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"1."));
+    v1.then_some(ComposeCli::V1Standalone)
+}
+
+/// Is the Docker daemon answering? `Err` is `docker info`'s error, in one line.
+pub fn daemon() -> std::result::Result<(), String> {
+    let out = duct::cmd!("docker", "info", "--format", "{{.ServerVersion}}")
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .run()
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("docker info failed").trim();
+    Err(line.to_string())
+}
+
+/// Checks `tools`; with `needs_daemon`, also that Docker answers.
+pub fn check(tools: &[Tool], needs_daemon: bool) -> Report {
+    let mut problems = Vec::new();
+    let mut compose = ComposeCli::V2Plugin;
+    for &t in tools {
+        if t == Tool::Compose {
+            match detect_compose() {
+                Some(c) => compose = c,
+                None => problems.push(format!(
+                    "docker compose v2 (or docker-compose v1) not found: {}",
+                    t.how()
+                )),
+            }
+        } else if which::which(t.program()).is_err() {
+            problems.push(format!("{} not found: {}", t.program(), t.how()));
+        }
+    }
+    let have_docker = which::which("docker").is_ok();
+    if needs_daemon && have_docker {
+        if let Err(e) = daemon() {
+            problems.push(format!("docker daemon unreachable ({e}): start it with `cargo xtask setup`"));
+        }
+    }
+    Report { problems, compose }
+}
+
+impl Report {
+    /// A real run fails with exit 2 naming every problem; a dry run returns them as warnings.
+    pub fn enforce(self, dry_run: bool) -> Result<(ComposeCli, Vec<String>)> {
+        if self.problems.is_empty() || dry_run {
+            return Ok((self.compose, self.problems));
+        }
+        Err(fail(Code::Preflight, format!("preflight failed: {}", self.problems.join("; "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_tools_are_all_named_with_a_fix() {
+        let r = Report {
+            problems: vec!["pg_dump not found: x".into(), "curl not found: y".into()],
+            compose: ComposeCli::V2Plugin,
+        };
+        let e = r.clone().enforce(false).unwrap_err();
+        assert_eq!(crate::exit::code_of(&e), Code::Preflight);
+        assert_eq!(e.to_string(), "preflight failed: pg_dump not found: x; curl not found: y");
+        let (_, warnings) = r.enforce(true).unwrap();
+        assert_eq!(warnings.len(), 2);
+    }
+}

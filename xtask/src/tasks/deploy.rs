@@ -1,0 +1,174 @@
+//! `deploy-staging` and `deploy-prod`: put the app services on a new tag
+//! behind the health gate, and put them back automatically when it fails.
+//!
+//! Needs: docker, the compose v2 plugin (or v1), a reachable daemon and registry.
+//! Never touches: stateful services, volumes, `down`, `rm` or `prune`; the
+//! plan can only pull, recreate or stop a [`Target`] of app services.
+//! Every outcome (success, failure, refused, rolled-back) is appended to the
+//! environment's audit chain, and the new head is the last line printed.
+
+use anyhow::Result;
+
+use crate::audit::{History, Log};
+use crate::config::{Config, Env};
+use crate::engine::{ComposeCli, Target};
+use crate::exec::NoActions;
+use crate::exit::{fail, Code};
+use crate::flags::{Deploy, DeployProd};
+use crate::plan::{Gate, OnFailure, Plan, RecordSpec, Step};
+use crate::preflight::Tool;
+use crate::{validate, Ctx};
+
+/// What a deploy was asked to do, validated.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub env: String,
+    pub tag: String,
+    pub reason: String,
+    pub force: bool,
+    pub lock_wait: u64,
+    /// Production only: leave a failed version in place instead of rolling back.
+    pub no_auto_rollback: bool,
+}
+
+impl Request {
+    fn new(env: &str, d: &Deploy) -> Result<Request> {
+        let tag = match &d.tag {
+            Some(t) => t.clone(),
+            None => crate::head_tag()?,
+        };
+        validate::tag(&tag)?;
+        let reason = d.reason.clone().unwrap_or_else(|| "deploy".into());
+        validate::reason(&reason)?;
+        Ok(Request { env: env.into(), tag, reason, force: d.force, lock_wait: d.lock_wait, no_auto_rollback: false })
+    }
+}
+
+pub fn staging(ctx: &Ctx, args: Deploy) -> Result<()> {
+    let req = Request::new("staging", &args)?;
+    run(ctx, req, "deploy-staging")
+}
+
+pub fn prod(ctx: &Ctx, args: DeployProd) -> Result<()> {
+    let mut req = Request::new("prod", &args.deploy)?;
+    req.no_auto_rollback = args.no_auto_rollback;
+    let in_ci = std::env::var_os("CI").is_some() || std::env::var_os("GITHUB_ACTIONS").is_some();
+    if !args.yes && !in_ci && !ctx.global.dry_run {
+        return Err(fail(Code::Refused, "deploy-prod outside CI needs --yes (preview it with --dry-run first)"));
+    }
+    run(ctx, req, "deploy-prod")
+}
+
+fn run(ctx: &Ctx, req: Request, task: &str) -> Result<()> {
+    let cfg = ctx.config()?;
+    cfg.env(&req.env)?;
+    let mut pre = Plan::new(task, Some(&req.env));
+    let cli = ctx.preflight(&mut pre, &[Tool::Docker, Tool::Compose], true)?;
+    let mut plan = plan(ctx, &cfg, &req, task, cli)?;
+    plan.warnings = pre.warnings;
+    ctx.finish(&plan, &mut NoActions)
+}
+
+/// The chain of `env`, verified, as history. A broken chain refuses (exit 6)
+/// unless `force`, in which case the break is shown as a planning fact.
+pub fn verified_history(log: &Log, force: bool, plan: &mut Plan) -> Result<(History, Option<String>)> {
+    match log.verify() {
+        Ok(v) => {
+            plan.fact("audit chain", format!("{} records, head {}", v.count, v.head), &log.path.display().to_string());
+            Ok((History::new(log.records()?), Some(v.head)))
+        }
+        Err(e) if force => {
+            plan.fact("audit chain", format!("DOES NOT VERIFY ({e:#}); proceeding because of --force"), &log.path.display().to_string());
+            Ok((History::new(log.records().unwrap_or_default()), None))
+        }
+        Err(e) => Err(fail(
+            Code::Verify,
+            format!("{e:#}; investigate before deploying (or pass --force --reason TEXT, which is recorded)"),
+        )),
+    }
+}
+
+/// The gate for a tag on an environment.
+pub fn gate(env: &Env, tag: &str, timeout_secs: u64) -> Step {
+    Step::HealthGate(Gate {
+        urls: env.health_urls.clone(),
+        version: tag.into(),
+        compliance_mode: env.compliance_mode.clone(),
+        timeout_secs,
+    })
+}
+
+/// Builds the deploy plan. Reads the audit chain(s); changes nothing.
+pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli) -> Result<Plan> {
+    let env = cfg.env(&req.env)?;
+    let log = ctx.log(cfg, &req.env)?;
+    let mut plan = Plan::new(task, Some(&req.env));
+    let (history, head) = verified_history(&log, req.force, &mut plan)?;
+    let current = history.current().map(str::to_string);
+    plan.fact("current version", current.clone().unwrap_or_else(|| "none".into()), "audit history");
+
+    if let Some(from) = &env.promote_from {
+        let mut missing = Vec::new();
+        let source = History::new(ctx.log(cfg, from)?.records()?);
+        if !source.deployed_ok(&req.tag) {
+            missing.push(format!("no successful {from} deploy of {}", req.tag));
+        }
+        for ev in &env.require_evidence {
+            if !source.has_evidence(ev, &req.tag) && !history.has_evidence(ev, &req.tag) {
+                missing.push(format!("no passing {ev} record for {}", req.tag));
+            }
+        }
+        if !missing.is_empty() && req.force {
+            plan.fact("promotion gate", format!("overridden by --force: {}", missing.join("; ")), "audit history");
+            missing.clear();
+        }
+        plan.step(Step::Require { what: format!("promotion evidence from {from}"), missing });
+    }
+
+    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
+    let lock = ctx.log(cfg, &req.env)?.path.with_file_name("deploy.lock");
+    plan.step(Step::Lock {
+        env: req.env.clone(),
+        path: lock,
+        wait_secs: req.lock_wait,
+        task: task.into(),
+        planned_head: head.map(|h| (log.path.clone(), h)),
+    });
+    plan.step(Step::Pull { target: target.clone() });
+    plan.step(Step::Recreate { target: target.clone() });
+    plan.step(gate(env, &req.tag, env.health_timeout_secs));
+
+    let back = current.filter(|c| c != &req.tag);
+    plan.on_failure = if req.no_auto_rollback {
+        OnFailure::Advise {
+            message: format!(
+                "the failed version {} is left running; to roll back run: cargo xtask rollback {} --reason 'failed deploy of {}'",
+                req.tag, req.env, req.tag
+            ),
+        }
+    } else {
+        match &back {
+            Some(prev) => OnFailure::Recover {
+                steps: vec![
+                    Step::Recreate { target: target.on_tag(prev) },
+                    gate(env, prev, env.rollback_timeout_secs),
+                ],
+                to: Some(prev.clone()),
+            },
+            None => OnFailure::Recover { steps: vec![Step::Stop { target: target.clone() }], to: None },
+        }
+    };
+    let reason = if req.force { format!("[forced] {}", req.reason) } else { req.reason.clone() };
+    plan.record = Some(RecordSpec {
+        env: req.env.clone(),
+        log: log.path.clone(),
+        sink: log.sink.clone(),
+        action: if env.promote_from.is_some() { "promote" } else { "deploy" }.into(),
+        from: history.current().map(str::to_string),
+        to: Some(req.tag.clone()),
+        reason,
+        repository: env.app_services.first().and_then(|s| env.images.get(s)).cloned(),
+        force: req.force,
+    });
+    Ok(plan)
+}

@@ -1,0 +1,108 @@
+//! `rollback <env>`: put the app services back on an earlier image.
+//!
+//! Image-only, by construction: the plan can express nothing but "recreate
+//! these app services on this tag" (a [`Target`]), so queue state, artifact
+//! storage, database schema and the audit chain are out of its reach. The
+//! chain is only ever appended to, on success and on failure alike.
+//!
+//! Needs: docker, compose, a reachable daemon; the target image present or pullable.
+
+use anyhow::Result;
+
+use crate::engine::Target;
+use crate::exec::NoActions;
+use crate::exit::{fail, Code};
+use crate::flags::Rollback;
+use crate::plan::{OnFailure, Plan, RecordSpec, Step};
+use crate::preflight::Tool;
+use crate::tasks::deploy::{gate, verified_history};
+use crate::{validate, Ctx};
+
+pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
+    if let Some(t) = &args.to {
+        validate::tag(t)?;
+    }
+    validate::reason(&args.reason)?;
+    let cfg = ctx.config()?;
+    cfg.env(&args.env)?;
+    let mut plan = Plan::new("rollback", Some(&args.env));
+    let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
+    let plan = build(ctx, &cfg, &args, cli, plan)?;
+    ctx.finish(&plan, &mut NoActions)?;
+    if !ctx.global.dry_run {
+        print_checklist(&args.env);
+    }
+    Ok(())
+}
+
+/// Builds the rollback plan (reads the chain; changes nothing).
+pub fn build(
+    ctx: &Ctx,
+    cfg: &crate::config::Config,
+    args: &Rollback,
+    cli: crate::engine::ComposeCli,
+    mut plan: Plan,
+) -> Result<Plan> {
+    let env = cfg.env(&args.env)?;
+    let log = ctx.log(cfg, &args.env)?;
+    let (history, head) = verified_history(&log, args.force, &mut plan)?;
+    let current = history.current().map(str::to_string);
+    plan.fact("current version", current.clone().unwrap_or_else(|| "none".into()), "audit history");
+    let target_tag = match &args.to {
+        Some(t) => {
+            if !history.deployed_ok(t) {
+                if !args.force {
+                    return Err(fail(
+                        Code::Refused,
+                        format!("{t} was never deployed successfully to {}; pass --force --reason to roll back to it anyway", args.env),
+                    ));
+                }
+                plan.fact("rollback target", format!("{t} was never deployed here; allowed by --force"), "audit history");
+            }
+            t.clone()
+        }
+        None => match history.previous_good() {
+            Some(t) => t.to_string(),
+            None => {
+                return Err(fail(
+                    Code::Refused,
+                    format!("no previous successful version of {} to roll back to (history has {} deployments); nothing was changed", args.env, history.deployments().count()),
+                ))
+            }
+        },
+    };
+    plan.fact("rollback target", target_tag.clone(), "audit history");
+    let target = Target::app(cfg, &args.env, env, &target_tag, cli)?;
+    plan.step(Step::EnsureImages { target: target.clone() });
+    plan.step(Step::Lock {
+        env: args.env.clone(),
+        path: log.path.with_file_name("deploy.lock"),
+        wait_secs: args.lock_wait,
+        task: "rollback".into(),
+        planned_head: head.map(|h| (log.path.clone(), h)),
+    });
+    plan.step(Step::Recreate { target });
+    plan.step(gate(env, &target_tag, env.rollback_timeout_secs));
+    plan.on_failure = OnFailure::Nothing;
+    let reason = if args.force { format!("[forced] {}", args.reason) } else { args.reason.clone() };
+    plan.record = Some(RecordSpec {
+        env: args.env.clone(),
+        log: log.path.clone(),
+        sink: log.sink.clone(),
+        action: "rollback".into(),
+        from: current,
+        to: Some(target_tag),
+        reason,
+        repository: env.app_services.first().and_then(|s| env.images.get(s)).cloned(),
+        force: args.force,
+    });
+    Ok(plan)
+}
+
+fn print_checklist(env: &str) {
+    eprintln!("after a rollback (runbook):");
+    eprintln!("  1. check the queue for stuck or failed jobs: rollback does not restore queue state");
+    eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
+    eprintln!("  3. notify the team, with the reason recorded above");
+    eprintln!("  4. find the root cause of the failed version before deploying it again");
+}
