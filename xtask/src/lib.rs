@@ -2,6 +2,7 @@
 //! benchmarks reach the same code the `cargo xtask` binary runs.
 
 pub mod audit;
+pub mod bench;
 pub mod config;
 pub mod engine;
 pub mod exec;

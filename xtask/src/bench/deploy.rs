@@ -1,0 +1,9 @@
+//! The deploy benchmark (filled in by its issue).
+
+use anyhow::Result;
+
+use super::Section;
+
+pub fn run(_quick: bool) -> Result<Section> {
+    anyhow::bail!("the deploy benchmark is not written yet")
+}
