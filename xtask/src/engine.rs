@@ -36,6 +36,8 @@ pub struct Target {
     pub tag: String,
     /// App services only (from `app_services`).
     pub services: Vec<String>,
+    /// Stateful services: only ever started when absent (`--no-recreate`), never recreated.
+    pub stateful: Vec<String>,
     /// Image repository per app service.
     pub images: BTreeMap<String, String>,
     pub vars: BTreeMap<String, String>,
@@ -57,6 +59,7 @@ impl Target {
             tag_var: env.tag_var.clone(),
             tag: tag.into(),
             services: env.app_services.clone(),
+            stateful: env.stateful_services.clone(),
             images: env.images.clone(),
             vars: env.vars.clone(),
         })
@@ -100,6 +103,20 @@ impl Target {
             .compose(Effect::Mutating)
             .args(["up", "-d", "--no-deps", "--no-build"])
             .args(self.services.clone())]
+    }
+
+    /// Starts stateful services that are not running yet, and only those:
+    /// `--no-recreate` keeps an existing container (and its data) as it is,
+    /// even when its config changed. A first deploy into an empty
+    /// environment needs its queue; no deploy may replace it.
+    pub fn start_stateful_commands(&self) -> Vec<Command> {
+        if self.stateful.is_empty() {
+            return Vec::new();
+        }
+        vec![self
+            .compose(Effect::Mutating)
+            .args(["up", "-d", "--no-recreate", "--no-deps", "--no-build"])
+            .args(self.stateful.clone())]
     }
 
     pub fn stop_commands(&self) -> Vec<Command> {

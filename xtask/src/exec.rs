@@ -152,13 +152,16 @@ impl Run<'_> {
                 std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
                 Ok(())
             }
-            Step::Pull { target } | Step::Recreate { target } | Step::Stop { target } => {
-                let verb = match s {
-                    Step::Pull { .. } => "pulling",
-                    Step::Recreate { .. } => "recreating",
-                    _ => "stopping",
-                };
-                eprintln!("{verb} {} on {}", target.services.join(", "), target.tag);
+            Step::Pull { target }
+            | Step::Recreate { target }
+            | Step::Stop { target }
+            | Step::StartStateful { target } => {
+                match s {
+                    Step::Pull { .. } => eprintln!("pulling {} on {}", target.services.join(", "), target.tag),
+                    Step::Recreate { .. } => eprintln!("recreating {} on {}", target.services.join(", "), target.tag),
+                    Step::Stop { .. } => eprintln!("stopping {}", target.services.join(", ")),
+                    _ => eprintln!("starting {} where not running", target.stateful.join(", ")),
+                }
                 for c in s.commands() {
                     run_command(&c, self.verbose)?;
                 }
@@ -187,7 +190,6 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
     let mut run = Run { verbose, actions, lock: None };
     let mut touched = false;
     let mut failure: Option<(anyhow::Error, &'static str, Code)> = None;
-    let mut final_to = plan.record.as_ref().and_then(|r| r.to.clone());
 
     for s in &plan.steps {
         if matches!(s, Step::Recreate { .. }) {
@@ -211,14 +213,11 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
                     let back = to.as_deref().unwrap_or("nothing running");
                     eprintln!("putting {} back on {back}", plan.env.as_deref().unwrap_or("the environment"));
                     match steps.iter().try_for_each(|r| run.step(r)) {
-                        Ok(()) => {
-                            final_to = to.clone();
-                            (
+                        Ok(()) => (
                                 fail(Code::RolledBack, format!("{e:#}; rolled back to {back}")),
                                 "rolled-back",
                                 Code::RolledBack,
-                            )
-                        }
+                            ),
                         Err(re) => {
                             eprintln!("!!! ROLLBACK FAILED: the environment needs a human now !!!");
                             (
@@ -250,7 +249,7 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
                 action: r.action.clone(),
                 outcome: outcome.into(),
                 from: r.from.clone().map(|tag| image_ref(r.repository.as_deref(), tag)),
-                to: final_to.map(|tag| image_ref(r.repository.as_deref(), tag)),
+                to: r.to.clone().map(|tag| image_ref(r.repository.as_deref(), tag)),
                 git_sha: crate::git_sha(),
                 reason: one_line(&reason),
                 duration_ms: started.elapsed().as_millis() as u64,

@@ -2,13 +2,29 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::Parser as _;
 use xtask::exit::code_of;
 use xtask::flags::{AuditCmd, Task, Xtask};
 use xtask::{tasks, Ctx};
 
 fn main() -> ExitCode {
-    let flags = Xtask::parse();
+    let flags = match Xtask::try_parse() {
+        Ok(f) => f,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Bad input is exit 1, like every other bad input; the first
+            // line says what is wrong (clap's own exit code 2 would read as
+            // "preflight failed").
+            let msg = e.render().to_string();
+            let first = msg.lines().next().unwrap_or("error: invalid arguments");
+            eprintln!("{first} (see cargo xtask --help)");
+            return ExitCode::from(1);
+        }
+    };
     let ctx = Ctx { global: flags.global };
     let result = match flags.task {
         Task::Build(a) => tasks::build::run(&ctx, a),

@@ -161,6 +161,9 @@ pub enum Step {
     CopyFile { from: PathBuf, to: PathBuf },
     /// Pull the target's images; fails before anything is touched.
     Pull { target: Target },
+    /// Start the environment's stateful services where they are not running;
+    /// never recreates one (`--no-recreate`).
+    StartStateful { target: Target },
     /// Recreate the target's app services on its tag. Marks the stack as touched.
     Recreate { target: Target },
     /// Stop the target's app services (a failed first deploy with nothing to go back to).
@@ -194,6 +197,7 @@ impl Step {
             Step::Pull { target } => target.pull_commands(),
             Step::Recreate { target } => target.recreate_commands(),
             Step::Stop { target } => target.stop_commands(),
+            Step::StartStateful { target } => target.start_stateful_commands(),
             _ => Vec::new(),
         }
     }
@@ -229,6 +233,11 @@ impl Step {
                 target.services.join(", "),
                 target.tag,
                 lines(&target.recreate_commands())
+            ),
+            Step::StartStateful { target } => format!(
+                "start {} if not running (never recreated): {}",
+                target.stateful.join(", "),
+                lines(&target.start_stateful_commands())
             ),
             Step::Stop { target } => format!(
                 "stop {} (left stopped, volumes kept): {}",

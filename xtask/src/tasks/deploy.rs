@@ -79,13 +79,23 @@ pub fn verified_history(log: &Log, force: bool, plan: &mut Plan) -> Result<(Hist
         }
         Err(e) if force => {
             plan.fact("audit chain", format!("DOES NOT VERIFY ({e:#}); proceeding because of --force"), &log.path.display().to_string());
-            Ok((History::new(log.records().unwrap_or_default()), None))
+            Ok((History::new(readable_records(log)), None))
         }
         Err(e) => Err(fail(
             Code::Verify,
             format!("{e:#}; investigate before deploying (or pass --force --reason TEXT, which is recorded)"),
         )),
     }
+}
+
+/// Every line of a broken chain that still parses as a record: the best
+/// history there is when an operator forces past a break.
+fn readable_records(log: &Log) -> Vec<crate::audit::Record> {
+    std::fs::read(&log.path)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
 }
 
 /// The gate for a tag on an environment.
@@ -135,14 +145,18 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         planned_head: head.map(|h| (log.path.clone(), h)),
     });
     plan.step(Step::Pull { target: target.clone() });
+    if !target.stateful.is_empty() {
+        plan.step(Step::StartStateful { target: target.clone() });
+    }
     plan.step(Step::Recreate { target: target.clone() });
     plan.step(gate(env, &req.tag, env.health_timeout_secs));
 
     let back = current.filter(|c| c != &req.tag);
     plan.on_failure = if req.no_auto_rollback {
+        let to = back.as_ref().map(|b| format!(" --to {b}")).unwrap_or_default();
         OnFailure::Advise {
             message: format!(
-                "the failed version {} is left running; to roll back run: cargo xtask rollback {} --reason 'failed deploy of {}'",
+                "the failed version {} is left running; to roll back run: cargo xtask rollback {}{to} --reason 'failed deploy of {}'",
                 req.tag, req.env, req.tag
             ),
         }

@@ -61,8 +61,8 @@ pub fn build(
             }
             t.clone()
         }
-        None => match history.previous_good() {
-            Some(t) => t.to_string(),
+        None => match default_target(&history) {
+            Some(t) => t,
             None => {
                 return Err(fail(
                     Code::Refused,
@@ -105,4 +105,20 @@ fn print_checklist(env: &str) {
     eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
     eprintln!("  3. notify the team, with the reason recorded above");
     eprintln!("  4. find the root cause of the failed version before deploying it again");
+}
+
+/// The default rollback target. Normally the last good version before the
+/// current one; but when the newest deploy failed and was left in place
+/// (`--no-auto-rollback`), what runs is that failed version, and the target
+/// is the last version that passed: the recorded current one.
+pub fn default_target(h: &crate::audit::History) -> Option<String> {
+    let newest = h.records.iter().rev().find(|r| matches!(r.action.as_str(), "deploy" | "promote" | "rollback"))?;
+    let current = h.current();
+    let left_failed = newest.outcome == "failure"
+        && newest.to.as_ref().map(|t| t.tag.as_str()) != current;
+    if left_failed {
+        current.map(str::to_string)
+    } else {
+        h.previous_good().map(str::to_string)
+    }
 }

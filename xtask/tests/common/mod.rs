@@ -1,0 +1,327 @@
+//! Shared fixtures for the end-to-end tests: the real engines (started
+//! through `cargo xtask setup`, the same code path as CI), the testbed images
+//! (built once per source hash behind a file lock, shared by every test
+//! binary), and a [`Stack`]: a temp config with its own compose projects,
+//! loopback ports and state dirs, taken down (its own projects only) on drop.
+#![allow(dead_code)]
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+use xtask::audit::{History, Log, Record};
+
+pub fn root() -> PathBuf {
+    xtask::workspace_root()
+}
+
+pub fn xtask_bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_xtask"))
+}
+
+/// Text of an output, for assertion messages.
+pub fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Starts the engines through `cargo xtask setup`; a failure fails the test with setup's output.
+pub fn engines() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let o = xtask_bin().arg("setup").output().expect("running xtask setup");
+        assert!(o.status.success(), "the engines are needed and `cargo xtask setup` failed:\n{}", text(&o));
+    });
+}
+
+/// The testbed image tags every test shares.
+pub struct Images {
+    pub v1: String,
+    pub v2: String,
+    /// Health never turns ok.
+    pub bad: String,
+}
+
+fn source_hash() -> String {
+    let mut files = Vec::new();
+    let tb = root().join("deployments/testbed");
+    for f in ["Cargo.toml", "Dockerfile", "src/main.rs"] {
+        files.push(tb.join(f));
+    }
+    let mut src: Vec<PathBuf> = std::fs::read_dir(tb.join("src")).unwrap().map(|e| e.unwrap().path()).collect();
+    src.sort();
+    files.extend(src);
+    let mut all = Vec::new();
+    for f in files {
+        all.extend(f.display().to_string().into_bytes());
+        all.extend(std::fs::read(&f).unwrap());
+    }
+    xtask::audit::sha_hex(&all)[..10].to_string()
+}
+
+/// Builds and pushes v1, v2 and a broken version once per source hash.
+pub fn images() -> &'static Images {
+    static IMAGES: OnceLock<Images> = OnceLock::new();
+    IMAGES.get_or_init(|| {
+        engines();
+        let h = source_hash();
+        let imgs = Images { v1: format!("tb-{h}-v1"), v2: format!("tb-{h}-v2"), bad: format!("tb-{h}-bad") };
+        let dir = root().join("target/testbed-images");
+        std::fs::create_dir_all(&dir).unwrap();
+        let lock = File::create(dir.join("build.lock")).unwrap();
+        lock.lock().unwrap();
+        let marker = dir.join(&h);
+        let present = |t: &str| {
+            Command::new("docker")
+                .args(["image", "inspect", &format!("127.0.0.1:5000/fetchml/testbed:{t}")])
+                .output()
+                .is_ok_and(|o| o.status.success())
+        };
+        if !(marker.exists() && [&imgs.v1, &imgs.v2, &imgs.bad].iter().all(|t| present(t))) {
+            for (tag, broken) in [(&imgs.v1, false), (&imgs.v2, false), (&imgs.bad, true)] {
+                let mut c = xtask_bin();
+                c.args(["--config", "deployments/testbed/deploy.toml", "build", "--push", "--tag", tag]);
+                if broken {
+                    c.arg("--broken");
+                }
+                let o = c.current_dir(root()).output().expect("running xtask build");
+                assert!(o.status.success(), "building testbed image {tag}:\n{}", text(&o));
+            }
+            std::fs::write(&marker, b"").unwrap();
+        }
+        imgs
+    })
+}
+
+/// A free loopback port (asked of the OS).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// Options for a test stack's config.
+#[derive(Clone)]
+pub struct Opts {
+    pub staging_mode: &'static str,
+    pub prod_mode: &'static str,
+    pub gate_secs: u64,
+    pub registry: String,
+    pub require_evidence: &'static str,
+}
+
+impl Default for Opts {
+    fn default() -> Self {
+        Opts {
+            staging_mode: "standard",
+            prod_mode: "hipaa",
+            gate_secs: 8,
+            registry: "127.0.0.1:5000".into(),
+            require_evidence: "",
+        }
+    }
+}
+
+/// One test's environments: staging and prod on their own projects and ports.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+    pub state: PathBuf,
+    pub name: String,
+    pub ports: [(u16, u16); 2],
+}
+
+impl Stack {
+    pub fn new(name: &str) -> Stack {
+        Self::with(name, Opts::default())
+    }
+
+    pub fn with(name: &str, o: Opts) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let unique = format!("xt-{name}-{}", std::process::id());
+        let ports = [(free_port(), free_port()), (free_port(), free_port())];
+        let compose = root().join("deployments/testbed/docker-compose.yml");
+        let mut cfg = String::new();
+        for (i, (env, mode)) in [("staging", o.staging_mode), ("prod", o.prod_mode)].iter().enumerate() {
+            let (api, worker) = ports[i];
+            let repo = format!("{}/fetchml/testbed", o.registry);
+            let promote = if *env == "prod" {
+                format!("promote_from = \"staging\"\nrequire_evidence = [{}]\n", o.require_evidence)
+            } else {
+                String::new()
+            };
+            cfg.push_str(&format!(
+                r#"
+[env.{env}]
+project = "{unique}-{env}"
+compose_files = ["{compose}"]
+app_services = ["api", "worker"]
+stateful_services = ["redis"]
+images = {{ api = "{repo}", worker = "{repo}" }}
+health_urls = ["http://127.0.0.1:{api}/health", "http://127.0.0.1:{worker}/health"]
+compliance_mode = "{mode}"
+health_timeout_secs = {gate}
+rollback_timeout_secs = 30
+audit_sink = "sink"
+vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode}", TESTBED_REGISTRY = "{registry}" }}
+{promote}"#,
+                compose = compose.display(),
+                gate = o.gate_secs,
+                registry = o.registry,
+            ));
+        }
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(&config, cfg).unwrap();
+        let state = dir.path().join("state");
+        Stack { dir, config, state, name: unique, ports }
+    }
+
+    /// `xtask --config C --state-dir S <args>`.
+    pub fn cmd(&self) -> Command {
+        let mut c = xtask_bin();
+        c.arg("--config").arg(&self.config).arg("--state-dir").arg(&self.state);
+        c.env_remove("GITHUB_ACTIONS").env_remove("CI").env("USER", "e2e-test");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("running xtask")
+    }
+
+    pub fn ok(&self, args: &[&str]) -> Output {
+        let o = self.run(args);
+        assert!(o.status.success(), "xtask {args:?} failed:\n{}", text(&o));
+        o
+    }
+
+    pub fn log(&self, env: &str) -> Log {
+        Log::new(&self.state.join(env), env, Some(&self.dir.path().join("sink")))
+    }
+
+    pub fn records(&self, env: &str) -> Vec<Record> {
+        self.log(env).records().unwrap()
+    }
+
+    pub fn history(&self, env: &str) -> History {
+        History::new(self.records(env))
+    }
+
+    pub fn project(&self, env: &str) -> String {
+        format!("{}-{env}", self.name)
+    }
+
+    pub fn api(&self, env: &str) -> String {
+        let p = if env == "staging" { self.ports[0].0 } else { self.ports[1].0 };
+        format!("http://127.0.0.1:{p}")
+    }
+
+    /// `/health` of the api as JSON.
+    pub fn health(&self, env: &str) -> serde_json::Value {
+        let body = reqwest::blocking::get(format!("{}/health", self.api(env))).unwrap().text().unwrap();
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}"))
+    }
+
+    /// `docker compose` on this stack's project for `env` (test-side inspection).
+    pub fn compose(&self, env: &str, args: &[&str]) -> Output {
+        Command::new("docker")
+            .args(["compose", "-p", &self.project(env), "-f"])
+            .arg(root().join("deployments/testbed/docker-compose.yml"))
+            .args(args)
+            .env("FETCHML_TAG", "unused")
+            .output()
+            .unwrap()
+    }
+
+    /// The container ID of `service` in `env`.
+    pub fn container_id(&self, env: &str, service: &str) -> String {
+        let o = self.compose(env, &["ps", "-q", service]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+
+    /// Queue jobs through the api (bearer token from the dev token file) and
+    /// wait until the worker has moved them all to the done list.
+    pub fn jobs(&self, env: &str, n: usize) -> serde_json::Value {
+        let token = std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
+        let c = reqwest::blocking::Client::new();
+        for i in 0..n {
+            let r = c
+                .post(format!("{}/api/jobs", self.api(env)))
+                .bearer_auth(token.trim())
+                .body(format!("job-{i}"))
+                .send()
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 202, "{:?}", r.text());
+        }
+        let start = std::time::Instant::now();
+        loop {
+            let v = self.queue(env);
+            if v["queued"] == 0 || start.elapsed().as_secs() > 20 {
+                return v;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    /// `GET /api/jobs`.
+    pub fn queue(&self, env: &str) -> serde_json::Value {
+        let token = std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
+        let body = reqwest::blocking::Client::new()
+            .get(format!("{}/api/jobs", self.api(env)))
+            .bearer_auth(token.trim())
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        serde_json::from_str(&body).unwrap()
+    }
+
+    /// Writes a file into the worker's artifacts volume.
+    pub fn put_artifact(&self, env: &str, name: &str, contents: &str) {
+        let src = self.dir.path().join(name);
+        std::fs::write(&src, contents).unwrap();
+        let o = self.compose(env, &["cp", &src.display().to_string(), &format!("worker:/artifacts/{name}")]);
+        assert!(o.status.success(), "docker compose cp: {}", text(&o));
+    }
+
+    /// Reads a file back from the worker's artifacts volume.
+    pub fn get_artifact(&self, env: &str, name: &str) -> String {
+        let dst = self.dir.path().join(format!("{name}.back"));
+        let _ = std::fs::remove_file(&dst);
+        let o = self.compose(env, &["cp", &format!("worker:/artifacts/{name}"), &dst.display().to_string()]);
+        assert!(o.status.success(), "docker compose cp back: {}", text(&o));
+        std::fs::read_to_string(dst).unwrap()
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        for env in ["staging", "prod"] {
+            // Only this test's own projects, and their volumes, which it created.
+            let _ = self.compose(env, &["down", "-v", "--remove-orphans", "--timeout", "2"]);
+        }
+    }
+}
+
+pub fn exit_code(o: &Output) -> i32 {
+    o.status.code().unwrap_or(-1)
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// The last non-empty line of stdout.
+pub fn last_line(o: &Output) -> String {
+    stdout(o).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string()
+}
+
+pub fn exists(p: &Path) -> bool {
+    p.exists()
+}
