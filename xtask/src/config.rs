@@ -168,11 +168,7 @@ impl Config {
 
     /// Resolves a path from the config against the config's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
-        if p.is_absolute() {
-            p.to_path_buf()
-        } else {
-            self.base.join(p)
-        }
+        normalize(&self.base.join(p))
     }
 }
 
@@ -248,6 +244,22 @@ impl Env {
             None => cfg.resolve(&self.state_dir).join(name),
         }
     }
+}
+
+/// Removes `.` and `..` lexically, so paths read as plainly as they are written.
+fn normalize(p: &Path) -> PathBuf {
+    use std::path::Component;
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir if out.file_name().is_some() => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {

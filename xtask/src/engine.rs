@@ -50,12 +50,16 @@ impl Target {
         if env.engine != EngineKind::Compose {
             bail!("env `{env_name}`: the swarm engine is not available yet; use engine = \"compose\"");
         }
+        let files: Vec<PathBuf> = env.compose_files.iter().map(|f| cfg.resolve(f)).collect();
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            bail!("env `{env_name}`: compose file {} not found (compose_files in the config)", missing.display());
+        }
         Ok(Target {
             env: env_name.into(),
             engine: env.engine,
             cli,
             project: env.project.clone(),
-            files: env.compose_files.iter().map(|f| cfg.resolve(f)).collect(),
+            files,
             tag_var: env.tag_var.clone(),
             tag: tag.into(),
             services: env.app_services.clone(),

@@ -74,7 +74,7 @@ fn run(ctx: &Ctx, req: Request, task: &str) -> Result<()> {
 pub fn verified_history(log: &Log, force: bool, plan: &mut Plan) -> Result<(History, Option<String>)> {
     match log.verify() {
         Ok(v) => {
-            plan.fact("audit chain", format!("{} records, head {}", v.count, v.head), &log.path.display().to_string());
+            plan.fact("audit chain", format!("{} record(s), head {}", v.count, v.head), &log.path.display().to_string());
             Ok((History::new(log.records()?), Some(v.head)))
         }
         Err(e) if force => {

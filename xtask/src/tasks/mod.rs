@@ -14,6 +14,9 @@ pub mod setup;
 pub mod status;
 pub mod test;
 
+#[cfg(test)]
+mod scope;
+
 use crate::exec::NoActions;
 use crate::plan::{Effect, Plan, Step};
 use crate::Ctx;

@@ -1,0 +1,166 @@
+//! Scope by construction, checked: every plan deploy and rollback can produce
+//! stays on the app services. No step may name `down`, `rm`, `-v`, a volume,
+//! `prune` or a migration; a stateful service may only appear in the
+//! start-if-absent step, which carries `--no-recreate`; rollback plans may not
+//! name a stateful service at all. A step type added later that lowers to any
+//! such command fails here, because the check reads the rendered commands.
+
+use std::path::Path;
+
+use crate::audit::{Entry, ImageRef, Log};
+use crate::config::Config;
+use crate::engine::ComposeCli;
+use crate::flags::{Format, Global, Rollback};
+use crate::plan::{Plan, Step};
+use crate::tasks::deploy::{self, Request};
+use crate::Ctx;
+
+const FORBIDDEN: [&str; 7] = ["down", "rm", "-v", "--volumes", "volume", "prune", "migrate"];
+
+fn setup(dir: &Path) -> (Ctx, Config) {
+    std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
+    let toml = r#"
+[env.staging]
+project = "s"
+compose_files = ["compose.yml"]
+app_services = ["api", "worker"]
+stateful_services = ["redis", "postgres", "minio"]
+images = { api = "r/api", worker = "r/worker" }
+health_urls = ["http://127.0.0.1:1/health"]
+compliance_mode = "standard"
+
+[env.prod]
+project = "p"
+compose_files = ["compose.yml"]
+app_services = ["api", "worker"]
+stateful_services = ["redis", "postgres", "minio"]
+images = { api = "r/api", worker = "r/worker" }
+health_urls = ["http://127.0.0.1:2/health"]
+compliance_mode = "hipaa"
+promote_from = "staging"
+require_evidence = ["security-modes-test", "backup-smoke"]
+"#;
+    let path = dir.join("deploy.toml");
+    std::fs::write(&path, toml).unwrap();
+    let global = Global {
+        dry_run: true,
+        format: Format::Text,
+        config: path.clone(),
+        state_dir: Some(dir.join("state")),
+        verbose: false,
+    };
+    (Ctx { global }, Config::load(&path).unwrap())
+}
+
+fn seed(ctx: &Ctx, cfg: &Config, env: &str, tags: &[&str]) {
+    let log: Log = ctx.log(cfg, env).unwrap();
+    for t in tags {
+        let e = Entry {
+            action: "deploy".into(),
+            outcome: "success".into(),
+            from: None,
+            to: Some(ImageRef { tag: t.to_string(), digest: None }),
+            git_sha: None,
+            reason: "seed".into(),
+            duration_ms: 0,
+        };
+        log.append(e, false).unwrap();
+    }
+}
+
+fn check(plan: &Plan, stateful: &[&str], allow_stateful_start: bool) {
+    for step in plan.all_steps() {
+        for c in step.commands() {
+            for a in c.args.iter().chain(std::iter::once(&c.program)) {
+                assert!(!FORBIDDEN.contains(&a.as_str()), "{}: `{a}` in {}", plan.task, c.display());
+            }
+            let names_stateful = c.args.iter().any(|a| stateful.contains(&a.as_str()));
+            if names_stateful {
+                let ok = allow_stateful_start
+                    && matches!(step, Step::StartStateful { .. })
+                    && c.args.iter().any(|a| a == "--no-recreate");
+                assert!(ok, "{}: a stateful service is named by {}", plan.task, c.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn every_deploy_plan_stays_on_app_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, cfg) = setup(dir.path());
+    seed(&ctx, &cfg, "staging", &["sha-aaaaaaaaaaaa"]);
+    let stateful = ["redis", "postgres", "minio"];
+    let mut n = 0;
+    for env in ["staging", "prod"] {
+        for history in [false, true] {
+            if history {
+                seed(&ctx, &cfg, env, &["sha-111111111111", "sha-222222222222"]);
+            }
+            for (force, no_auto) in [(false, false), (true, false), (true, true)] {
+                let req = Request {
+                    env: env.into(),
+                    tag: "sha-aaaaaaaaaaaa".into(),
+                    reason: "scope".into(),
+                    force,
+                    lock_wait: 0,
+                    no_auto_rollback: no_auto,
+                };
+                for cli in [ComposeCli::V2Plugin, ComposeCli::V1Standalone] {
+                    let plan = deploy::plan(&ctx, &cfg, &req, "deploy", cli).unwrap();
+                    check(&plan, &stateful, true);
+                    n += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(n, 24);
+}
+
+#[test]
+fn every_rollback_plan_can_only_recreate_app_services() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, cfg) = setup(dir.path());
+    seed(&ctx, &cfg, "staging", &["sha-111111111111", "sha-222222222222", "sha-333333333333"]);
+    let stateful = ["redis", "postgres", "minio"];
+    for to in [None, Some("sha-111111111111"), Some("sha-999999999999")] {
+        for cli in [ComposeCli::V2Plugin, ComposeCli::V1Standalone] {
+            let args = Rollback {
+                env: "staging".into(),
+                to: to.map(Into::into),
+                reason: "scope".into(),
+                force: true,
+                lock_wait: 0,
+            };
+            let plan = crate::tasks::rollback::build(&ctx, &cfg, &args, cli, Plan::new("rollback", Some("staging"))).unwrap();
+            check(&plan, &stateful, false);
+            for s in plan.all_steps() {
+                assert!(
+                    matches!(s, Step::EnsureImages { .. } | Step::Lock { .. } | Step::Recreate { .. } | Step::HealthGate(_)),
+                    "rollback plan has a step outside its scope: {s:?}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_check_itself_catches_a_forbidden_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, cfg) = setup(dir.path());
+    let req = Request {
+        env: "staging".into(),
+        tag: "sha-aaaaaaaaaaaa".into(),
+        reason: "x".into(),
+        force: false,
+        lock_wait: 0,
+        no_auto_rollback: false,
+    };
+    let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
+    let Some(Step::Recreate { target }) = plan.steps.iter().find(|s| matches!(s, Step::Recreate { .. })).cloned() else {
+        panic!("no recreate step")
+    };
+    plan.step(Step::run("sneaky", target.compose(crate::plan::Effect::Mutating).args(["down", "-v"])));
+    let caught = std::panic::catch_unwind(|| check(&plan, &["redis"], true));
+    assert!(caught.is_err(), "a `down -v` step went unnoticed");
+}
