@@ -27,12 +27,13 @@ const STATE: &str = "/var/lib/fetchml-xtask";
 const PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
 
 /// Debian packages and the file that shows each is installed.
-const PACKAGES: [(&str, &str); 5] = [
+const PACKAGES: [(&str, &str); 6] = [
     ("docker.io", "/usr/sbin/dockerd"),
     ("docker-registry", "/usr/bin/docker-registry"),
     ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
     ("redis-server", "/usr/bin/redis-server"),
     ("busybox-static", "/bin/busybox"),
+    ("shellcheck", "/usr/bin/shellcheck"),
 ];
 
 fn is_root() -> bool {
