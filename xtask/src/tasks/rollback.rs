@@ -28,11 +28,16 @@ pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     let mut plan = Plan::new("rollback", Some(&args.env));
     let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
     let plan = build(ctx, &cfg, &args, cli, plan)?;
-    ctx.finish(&plan, &mut NoActions)?;
+    let result = ctx.finish(&plan, &mut NoActions);
     if !ctx.global.dry_run {
+        // The runbook's checks, on success and failure alike.
+        match ctx.log(&cfg, &args.env)?.verify() {
+            Ok(v) => eprintln!("audit chain of {} verifies: {} records, head {}", args.env, v.count, v.head),
+            Err(e) => eprintln!("audit chain of {} DOES NOT VERIFY: {e:#}", args.env),
+        }
         print_checklist(&args.env);
     }
-    Ok(())
+    result
 }
 
 /// Builds the rollback plan (reads the chain; changes nothing).
