@@ -1,0 +1,221 @@
+//! Deploy history, derived from the chain: the one source of truth. There is
+//! no second deployment log that could disagree with it.
+
+use super::Record;
+
+/// Actions that change what runs.
+pub const RUN_CHANGING: [&str; 3] = ["deploy", "rollback", "promote"];
+
+/// The records of one environment, oldest first.
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    pub records: Vec<Record>,
+}
+
+fn to_tag(r: &Record) -> Option<&str> {
+    r.to.as_ref().map(|t| t.tag.as_str())
+}
+
+impl History {
+    pub fn new(records: Vec<Record>) -> History {
+        History { records }
+    }
+
+    /// Run-changing records (deploy, rollback, promote) of every outcome, oldest first.
+    pub fn attempts(&self) -> impl Iterator<Item = &Record> {
+        self.records
+            .iter()
+            .filter(|r| RUN_CHANGING.contains(&r.action.as_str()))
+    }
+
+    /// Successful run-changing records, oldest first.
+    pub fn deployments(&self) -> impl Iterator<Item = &Record> {
+        self.attempts().filter(|r| r.outcome == "success")
+    }
+
+    /// The tag running now: the target of the last successful deploy, promote or rollback.
+    pub fn current(&self) -> Option<&str> {
+        self.deployments().last().and_then(to_tag)
+    }
+
+    /// The versions that could still be rolled back to, oldest first; the
+    /// last is the current one. The rule (docs/audit-log.md, "History"):
+    /// a successful deploy or promote of X moves X to the top (removing an
+    /// older entry of X); a successful rollback to X drops the version rolled
+    /// back from (the top) and every version above X's entry, since a
+    /// rollback undoes them; if X is not on the stack (a forced rollback to
+    /// a tag rolled back from before) it is pushed.
+    pub fn stack(&self) -> Vec<&str> {
+        let mut st: Vec<&str> = Vec::new();
+        for r in self.deployments() {
+            let Some(x) = to_tag(r) else { continue };
+            if r.action == "rollback" {
+                st.pop();
+                match st.iter().rposition(|t| *t == x) {
+                    Some(i) => st.truncate(i + 1),
+                    None => st.push(x),
+                }
+            } else {
+                st.retain(|t| *t != x);
+                st.push(x);
+            }
+        }
+        st
+    }
+
+    /// The rollback target: the version below the current one on [`History::stack`].
+    /// After a rollback from v2 to v1 this is what ran before v1, never v2.
+    pub fn previous_good(&self) -> Option<&str> {
+        let st = self.stack();
+        st.len().checked_sub(2).map(|i| st[i])
+    }
+
+    /// Was `tag` ever deployed successfully here?
+    pub fn deployed_ok(&self, tag: &str) -> bool {
+        self.deployments().any(|r| to_tag(r) == Some(tag))
+    }
+
+    /// Is there a passing `action` record (e.g. security-modes-test) for `tag`?
+    pub fn has_evidence(&self, action: &str, tag: &str) -> bool {
+        self.records
+            .iter()
+            .any(|r| r.action == action && r.outcome == "success" && to_tag(r) == Some(tag))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::ImageRef;
+    use super::*;
+
+    fn rec(action: &str, outcome: &str, from: Option<&str>, to: &str) -> Record {
+        Record {
+            seq: 0,
+            ts: String::new(),
+            env: "staging".into(),
+            action: action.into(),
+            outcome: outcome.into(),
+            from: from.map(|t| ImageRef {
+                tag: t.into(),
+                digest: None,
+            }),
+            to: Some(ImageRef {
+                tag: to.into(),
+                digest: None,
+            }),
+            git_sha: None,
+            actor: String::new(),
+            host: String::new(),
+            reason: String::new(),
+            duration_ms: 0,
+            prev: String::new(),
+        }
+    }
+
+    fn h(steps: &[(&str, &str, &str)]) -> History {
+        History::new(steps.iter().map(|(a, o, t)| rec(a, o, None, t)).collect())
+    }
+
+    #[test]
+    fn deploys_stack_up() {
+        let hist = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("deploy", "success", "v3"),
+        ]);
+        assert_eq!(hist.current(), Some("v3"));
+        assert_eq!(hist.previous_good(), Some("v2"));
+        assert_eq!(h(&[("deploy", "success", "v1")]).previous_good(), None);
+        assert_eq!(h(&[]).current(), None);
+    }
+
+    #[test]
+    fn after_a_rollback_from_v2_to_v1_the_target_is_not_v2() {
+        let hist = h(&[
+            ("deploy", "success", "v0"),
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("rollback", "success", "v1"),
+        ]);
+        assert_eq!(hist.current(), Some("v1"));
+        assert_eq!(hist.previous_good(), Some("v0"));
+        // And again: nothing older than v0 is left.
+        let mut again = hist.clone();
+        again
+            .records
+            .push(rec("rollback", "success", Some("v1"), "v0"));
+        assert_eq!(again.current(), Some("v0"));
+        assert_eq!(again.previous_good(), None);
+        // Only v1 and v2 ever ran: after rolling back from v2 there is no target.
+        let two = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("rollback", "success", "v1"),
+        ]);
+        assert_eq!(two.previous_good(), None);
+    }
+
+    #[test]
+    fn a_rollback_past_several_versions_undoes_them_all() {
+        let hist = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("deploy", "success", "v3"),
+            ("rollback", "success", "v1"),
+        ]);
+        assert_eq!(hist.stack(), vec!["v1"]);
+        assert_eq!(hist.previous_good(), None);
+    }
+
+    #[test]
+    fn failures_change_nothing_and_redeploys_move_to_the_top() {
+        let hist = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("deploy", "rolled-back", "v3"),
+            ("deploy", "failure", "v4"),
+            ("rollback", "failure", "v1"),
+            ("security-modes-test", "success", "v9"),
+        ]);
+        assert_eq!(hist.current(), Some("v2"));
+        assert_eq!(hist.previous_good(), Some("v1"));
+        let re = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("deploy", "success", "v1"),
+        ]);
+        assert_eq!(re.stack(), vec!["v2", "v1"]);
+        assert_eq!(re.previous_good(), Some("v2"));
+        // A new deploy after a rollback stacks on the version rolled back to.
+        let after = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("rollback", "success", "v1"),
+            ("deploy", "success", "v3"),
+        ]);
+        assert_eq!(after.previous_good(), Some("v1"));
+        // A forced rollback to a version not on the stack is pushed.
+        let forced = h(&[
+            ("deploy", "success", "v1"),
+            ("deploy", "success", "v2"),
+            ("rollback", "success", "v1"),
+            ("deploy", "success", "v3"),
+            ("rollback", "success", "v2"),
+        ]);
+        assert_eq!(forced.stack(), vec!["v1", "v2"]);
+        assert_eq!(forced.previous_good(), Some("v1"));
+    }
+
+    #[test]
+    fn evidence_and_deployed_ok() {
+        let hist = h(&[
+            ("deploy", "success", "v1"),
+            ("security-modes-test", "success", "v2"),
+            ("deploy", "failure", "v3"),
+        ]);
+        assert!(hist.deployed_ok("v1"));
+        assert!(!hist.deployed_ok("v3"));
+        assert!(hist.has_evidence("security-modes-test", "v2"));
+        assert!(!hist.has_evidence("backup-smoke", "v2"));
+    }
+}

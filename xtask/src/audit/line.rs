@@ -1,0 +1,126 @@
+//! The familiar one-line form of a record, for people:
+//! `2024-01-15T14:30:00Z | rollback | success | from=sha-abc123 | to=sha-def456 | actor=deploy-user | reason=health-check-failure`.
+//!
+//! Every value is escaped so that no stored text can forge a field or a line:
+//! `\` becomes `\\`, `|` becomes `\|`, and any character that is not
+//! printable (controls, line and paragraph separators, bidi overrides,
+//! zero-width and other format characters) becomes `\u{hex}`. A field
+//! separator is therefore always an unescaped ` | `.
+
+use super::{ImageRef, Record};
+
+/// Escapes one value of the line form.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '|' => out.push_str("\\|"),
+            ' ' | '\'' | '"' => out.push(c),
+            // std's printable table: escape_debug leaves a printable
+            // character alone and escapes the rest.
+            c if c.escape_debug().len() == 1 => out.push(c),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    out
+}
+
+/// `2024-01-15T14:30:00.123456Z` shown as `2024-01-15T14:30:00Z`.
+pub fn ts_seconds(ts: &str) -> String {
+    let b = ts.as_bytes();
+    if b.len() > 20
+        && b[19] == b'.'
+        && ts.ends_with('Z')
+        && b[20..b.len() - 1].iter().all(u8::is_ascii_digit)
+    {
+        format!("{}Z", &ts[..19])
+    } else {
+        escape(ts)
+    }
+}
+
+fn image(r: &Option<ImageRef>) -> String {
+    r.as_ref()
+        .map_or_else(|| "-".to_string(), |i| escape(&i.tag))
+}
+
+/// The line form of `r`.
+pub fn line_form(r: &Record) -> String {
+    format!(
+        "{} | {} | {} | from={} | to={} | actor={} | reason={}",
+        ts_seconds(&r.ts),
+        escape(&r.action),
+        escape(&r.outcome),
+        image(&r.from),
+        image(&r.to),
+        escape(&r.actor),
+        escape(&r.reason)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(reason: &str) -> Record {
+        Record {
+            seq: 1,
+            ts: "2024-01-15T14:30:00.123456Z".into(),
+            env: "staging".into(),
+            action: "rollback".into(),
+            outcome: "success".into(),
+            from: Some(ImageRef {
+                tag: "sha-abc123".into(),
+                digest: Some("sha256:00".into()),
+            }),
+            to: Some(ImageRef {
+                tag: "sha-def456".into(),
+                digest: None,
+            }),
+            git_sha: None,
+            actor: "deploy-user".into(),
+            host: "h".into(),
+            reason: reason.into(),
+            duration_ms: 1,
+            prev: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_familiar_form() {
+        assert_eq!(
+            line_form(&rec("health-check-failure")),
+            "2024-01-15T14:30:00Z | rollback | success | from=sha-abc123 | to=sha-def456 | actor=deploy-user | reason=health-check-failure"
+        );
+    }
+
+    #[test]
+    fn a_reason_cannot_forge_fields_or_lines() {
+        let evil =
+            "x | actor=root | reason=ok\n2024-01-01T00:00:00Z | deploy | success\u{2028}\u{202e}\\";
+        let l = line_form(&rec(evil));
+        assert!(
+            !l.contains('\n') && !l.contains('\u{2028}') && !l.contains('\u{202e}'),
+            "{l}"
+        );
+        assert!(l.ends_with(
+            "reason=x \\| actor=root \\| reason=ok\\u{a}2024-01-01T00:00:00Z \\| deploy \\| success\\u{2028}\\u{202e}\\\\"
+        ));
+        // Exactly seven fields when split on unescaped pipes.
+        let mut fields = 1;
+        let mut esc = false;
+        for c in l.chars() {
+            match (esc, c) {
+                (false, '\\') => esc = true,
+                (false, '|') => fields += 1,
+                _ => esc = false,
+            }
+        }
+        assert_eq!(fields, 7, "{l}");
+        assert_eq!(
+            escape("rückgängig ✓ 'q' \"dq\" $(id)"),
+            "rückgängig ✓ 'q' \"dq\" $(id)"
+        );
+    }
+}
