@@ -1,0 +1,611 @@
+//! `deployments/security-modes.toml` read into typed, validated structs.
+//!
+//! The policy is data: stacks (the base compose files the mode overlays are
+//! layered on), named rules of a fixed set of kinds, named probes, and the
+//! modes that pick which rules and probes apply to them. A new mode, or a new
+//! rule of an existing kind, is a change to the file only.
+//!
+//! Parsing is separate from [`Policy::validate`], so the rules about the file
+//! are unit-tested on strings. Relative paths resolve against the file's own
+//! directory, so a policy and its overlays can move together (tests write
+//! whole policies to temp dirs).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+
+use crate::validate;
+
+/// The whole policy file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    /// Base stacks by name; every mode is rendered on each of them.
+    #[serde(rename = "stack")]
+    pub stacks: BTreeMap<String, Stack>,
+    /// Modes in the order they run and are reported.
+    #[serde(rename = "mode")]
+    pub modes: Vec<Mode>,
+    #[serde(default, rename = "rule")]
+    pub rules: BTreeMap<String, Rule>,
+    #[serde(default, rename = "probe")]
+    pub probes: BTreeMap<String, Probe>,
+    /// Directory the file was read from.
+    #[serde(skip)]
+    pub base: PathBuf,
+}
+
+/// A base stack: compose files plus what the checks need to know about them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Stack {
+    pub compose_files: Vec<PathBuf>,
+    /// The variable that carries the image tag into compose.
+    #[serde(default = "default_tag_var")]
+    pub tag_var: String,
+    /// The services `app_rules` apply to.
+    #[serde(default)]
+    pub app_services: Vec<String>,
+    /// Non-secret variables for compose (render and boot).
+    #[serde(default)]
+    pub vars: BTreeMap<String, String>,
+    /// `service:container-port` pairs allowed to publish beyond loopback.
+    #[serde(default)]
+    pub public_ports: Vec<String>,
+    /// Exact image references allowed without a `sha-` tag or digest.
+    #[serde(default)]
+    pub unpinned_images: Vec<String>,
+    /// How the dynamic probes boot this stack; exactly one stack has it.
+    pub boot: Option<Boot>,
+}
+
+fn default_tag_var() -> String {
+    "FETCHML_TAG".into()
+}
+
+/// How to boot a stack for the dynamic probes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Boot {
+    /// Service -> the variable that sets its loopback host port; each gets a free port.
+    pub ports: BTreeMap<String, String>,
+    /// The bearer token the stack is configured with (for `bearer = true` probes).
+    pub token_file: Option<PathBuf>,
+    /// The stack counts as booted when every probed service answers this.
+    pub ready: JsonCheck,
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    60
+}
+
+/// A GET whose JSON body must carry these field values (any HTTP status).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonCheck {
+    pub path: String,
+    /// Field -> expected value; `{mode}` and `{tag}` are substituted.
+    pub expect: BTreeMap<String, String>,
+}
+
+/// One mode: an overlay and the rules and probes it must pass.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mode {
+    pub name: String,
+    pub overlay: PathBuf,
+    /// Rules every service of the rendered stack must pass.
+    #[serde(default)]
+    pub rules: Vec<String>,
+    /// Rules the stack's app services must pass.
+    #[serde(default)]
+    pub app_rules: Vec<String>,
+    /// Probes against the booted stack.
+    #[serde(default)]
+    pub probes: Vec<String>,
+}
+
+/// A static rule; `kind` picks the check, the other keys are its parameters.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Rule {
+    /// `privileged: true` is refused.
+    NoPrivileged,
+    /// No bind mount of the Docker socket (or the directory holding it).
+    NoDockerSocket,
+    /// No sharing of the host's namespace.
+    NoHostNamespace {
+        namespace: Namespace,
+    },
+    /// Published ports bind to loopback unless the stack allow-lists them.
+    LoopbackPorts,
+    /// Secret-looking variables must point at a file (`<NAME>_FILE`), never hold the value.
+    NoInlineSecrets {
+        /// Case-insensitive substrings that make a key secret-looking.
+        key_patterns: Vec<String>,
+        #[serde(default = "default_file_suffix")]
+        file_suffix: String,
+        /// Keys that match a pattern but hold no secret.
+        #[serde(default)]
+        allowed_keys: Vec<String>,
+    },
+    /// Images carry a digest or a tag with one of these prefixes; never `latest`.
+    PinnedImages {
+        tag_prefixes: Vec<String>,
+    },
+    /// An environment variable has this value (`{mode}`, `{tag}` substituted).
+    EnvEquals {
+        key: String,
+        value: String,
+    },
+    ReadOnly,
+    NoNewPrivileges,
+    CapDropAll,
+    Healthcheck,
+    RestartPolicy,
+    /// The variable naming the audit sink is set and lies on a writable mount.
+    AuditSink {
+        env: String,
+    },
+}
+
+fn default_file_suffix() -> String {
+    "_FILE".into()
+}
+
+/// A namespace compose can share with the host.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Namespace {
+    Network,
+    Pid,
+    Ipc,
+    Uts,
+}
+
+impl Namespace {
+    /// The service key that selects it.
+    pub fn key(self) -> &'static str {
+        match self {
+            Namespace::Network => "network_mode",
+            Namespace::Pid => "pid",
+            Namespace::Ipc => "ipc",
+            Namespace::Uts => "uts",
+        }
+    }
+}
+
+/// A dynamic probe against the booted stack.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Probe {
+    /// GET `path` must answer `status`.
+    Status {
+        path: String,
+        status: u16,
+        /// Send the stack's bearer token.
+        #[serde(default)]
+        bearer: bool,
+        /// Default: every service in `boot.ports`.
+        #[serde(default)]
+        services: Vec<String>,
+    },
+    /// GET `path` must answer JSON with these field values.
+    Json {
+        path: String,
+        expect: BTreeMap<String, String>,
+        #[serde(default)]
+        services: Vec<String>,
+    },
+}
+
+impl Probe {
+    pub fn services(&self) -> &[String] {
+        match self {
+            Probe::Status { services, .. } | Probe::Json { services, .. } => services,
+        }
+    }
+    pub fn describe(&self) -> String {
+        match self {
+            Probe::Status {
+                path,
+                status,
+                bearer,
+                ..
+            } => {
+                let auth = if *bearer {
+                    "with the token"
+                } else {
+                    "without a token"
+                };
+                format!("GET {path} {auth} answers {status}")
+            }
+            Probe::Json { path, expect, .. } => {
+                let fields: Vec<String> = expect.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                format!("GET {path} reports {}", fields.join(", "))
+            }
+        }
+    }
+}
+
+/// `{mode}` and `{tag}` in a policy value.
+pub fn substitute(template: &str, mode: &str, tag: &str) -> String {
+    template.replace("{mode}", mode).replace("{tag}", tag)
+}
+
+impl Policy {
+    /// Reads, parses and validates `path`.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let text = std::fs::read_to_string(path).with_context(|| {
+            format!(
+                "reading policy {}: pass --policy PATH to use another file",
+                path.display()
+            )
+        })?;
+        let mut p = Self::parse(&text, &path.display().to_string())?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        p.base = std::path::absolute(&base).unwrap_or(base);
+        Ok(p)
+    }
+
+    /// Parses and validates TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Policy> {
+        let de = toml::Deserializer::new(text);
+        let p: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let (line, col) = inner
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            let key = if key == "." {
+                String::new()
+            } else {
+                format!(" (key `{key}`)")
+            };
+            let msg = inner.message().trim().replace('\n', ": ");
+            anyhow::anyhow!("{origin}:{line}:{col}: {msg}{key}")
+        })?;
+        p.validate()
+            .with_context(|| format!("{origin}: invalid policy"))?;
+        Ok(p)
+    }
+
+    /// The rules that types alone cannot express.
+    pub fn validate(&self) -> Result<()> {
+        if self.stacks.is_empty() {
+            bail!("no stacks: add a [stack.NAME] table with compose_files");
+        }
+        if self.modes.is_empty() {
+            bail!("no modes: add a [[mode]] table");
+        }
+        let mut names = BTreeSet::new();
+        for m in &self.modes {
+            validate::env_name(&m.name).with_context(|| format!("mode `{}`", m.name))?;
+            if !names.insert(m.name.as_str()) {
+                bail!("mode `{}` is declared twice", m.name);
+            }
+            for r in m.rules.iter().chain(&m.app_rules) {
+                if !self.rules.contains_key(r) {
+                    bail!(
+                        "mode `{}` names rule `{r}`, which no [rule.{r}] table defines",
+                        m.name
+                    );
+                }
+            }
+            for p in &m.probes {
+                if !self.probes.contains_key(p) {
+                    bail!(
+                        "mode `{}` names probe `{p}`, which no [probe.{p}] table defines",
+                        m.name
+                    );
+                }
+            }
+            if m.rules.is_empty() && m.app_rules.is_empty() && m.probes.is_empty() {
+                bail!(
+                    "mode `{}` has no rules and no probes: it would pass by checking nothing",
+                    m.name
+                );
+            }
+        }
+        for (name, rule) in &self.rules {
+            rule.validate().with_context(|| format!("rule `{name}`"))?;
+        }
+        for (name, s) in &self.stacks {
+            s.validate().with_context(|| format!("stack `{name}`"))?;
+            if s.app_services.is_empty() && self.modes.iter().any(|m| !m.app_rules.is_empty()) {
+                bail!("stack `{name}`: app_services is empty, so app_rules would check nothing");
+            }
+        }
+        let booted: Vec<&String> = self
+            .stacks
+            .iter()
+            .filter(|(_, s)| s.boot.is_some())
+            .map(|(n, _)| n)
+            .collect();
+        if booted.len() > 1 {
+            let list: Vec<&str> = booted.iter().map(|s| s.as_str()).collect();
+            bail!(
+                "stacks {} all have [boot]; the probes boot exactly one",
+                list.join(" and ")
+            );
+        }
+        let wants_probes = self.modes.iter().any(|m| !m.probes.is_empty());
+        if let Some((_, s)) = self.boot_stack() {
+            let boot = s.boot.as_ref().expect("boot stack has boot");
+            for (name, p) in &self.probes {
+                for svc in p.services() {
+                    if !boot.ports.contains_key(svc) {
+                        bail!("probe `{name}` targets `{svc}`, which has no port in boot.ports");
+                    }
+                }
+                if matches!(p, Probe::Status { bearer: true, .. }) && boot.token_file.is_none() {
+                    bail!("probe `{name}` sends the bearer token, but boot.token_file is not set");
+                }
+            }
+        } else if wants_probes {
+            bail!("modes name probes, but no stack has a [stack.NAME.boot] table to boot");
+        }
+        Ok(())
+    }
+
+    /// The stack the probes boot, if any.
+    pub fn boot_stack(&self) -> Option<(&str, &Stack)> {
+        self.stacks
+            .iter()
+            .find(|(_, s)| s.boot.is_some())
+            .map(|(n, s)| (n.as_str(), s))
+    }
+
+    /// The modes to run: all, or the one named (an unknown name lists the valid ones).
+    pub fn select(&self, only: Option<&str>) -> Result<Vec<&Mode>> {
+        match only {
+            None => Ok(self.modes.iter().collect()),
+            Some(name) => match self.modes.iter().find(|m| m.name == name) {
+                Some(m) => Ok(vec![m]),
+                None => {
+                    let valid: Vec<&str> = self.modes.iter().map(|m| m.name.as_str()).collect();
+                    bail!(
+                        "unknown mode `{name}`: the policy defines {}",
+                        valid.join(", ")
+                    )
+                }
+            },
+        }
+    }
+
+    /// A path from the policy, against the policy's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+impl Stack {
+    fn validate(&self) -> Result<()> {
+        if self.compose_files.is_empty() {
+            bail!("compose_files is empty");
+        }
+        validate::var_name(&self.tag_var)?;
+        for s in &self.app_services {
+            validate::service_name(s)?;
+        }
+        for k in self.vars.keys() {
+            validate::var_name(k)?;
+            if k == &self.tag_var {
+                bail!("vars.{k} would override the tag variable; the tag comes from --tag");
+            }
+        }
+        for p in &self.public_ports {
+            let ok = p
+                .split_once(':')
+                .is_some_and(|(s, port)| !s.is_empty() && port.parse::<u16>().is_ok());
+            if !ok {
+                bail!("public_ports entry `{p}` must be service:container-port, e.g. web:443");
+            }
+        }
+        if let Some(b) = &self.boot {
+            if b.ports.is_empty() {
+                bail!("boot.ports is empty: the probes need at least one service to reach");
+            }
+            for (svc, var) in &b.ports {
+                validate::service_name(svc)?;
+                validate::var_name(var)?;
+            }
+            if b.timeout_secs == 0 {
+                bail!("boot.timeout_secs must be at least 1");
+            }
+            if !b.ready.path.starts_with('/') || b.ready.expect.is_empty() {
+                bail!("boot.ready needs a path starting with / and at least one expected field");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Rule {
+    fn validate(&self) -> Result<()> {
+        match self {
+            Rule::NoInlineSecrets {
+                key_patterns,
+                file_suffix,
+                ..
+            } => {
+                if key_patterns.iter().all(|p| p.trim().is_empty()) {
+                    bail!("key_patterns is empty: no key would ever count as a secret");
+                }
+                if file_suffix.is_empty() {
+                    bail!("file_suffix is empty: every key would count as a file pointer");
+                }
+            }
+            Rule::PinnedImages { tag_prefixes } => {
+                if tag_prefixes.iter().any(|p| p.is_empty()) || tag_prefixes.is_empty() {
+                    bail!("tag_prefixes needs at least one non-empty prefix, e.g. \"sha-\"");
+                }
+            }
+            Rule::EnvEquals { key, .. } | Rule::AuditSink { env: key } => validate::var_name(key)?,
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[stack.testbed]
+compose_files = ["testbed/docker-compose.yml"]
+app_services = ["api"]
+[stack.testbed.boot]
+ports = { api = "API_PORT" }
+token_file = "testbed/api-token.dev"
+ready = { path = "/health", expect = { redis = "ok" } }
+
+[rule.no-privileged]
+kind = "no-privileged"
+[rule.no-host-pid]
+kind = "no-host-namespace"
+namespace = "pid"
+[rule.read-only]
+kind = "read-only"
+
+[probe.auth]
+kind = "status"
+path = "/api/jobs"
+status = 401
+
+[[mode]]
+name = "standard"
+overlay = "modes/standard.yml"
+rules = ["no-privileged", "no-host-pid"]
+app_rules = ["read-only"]
+probes = ["auth"]
+"#;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", Policy::parse(text, "p.toml").unwrap_err())
+    }
+
+    #[test]
+    fn parses() {
+        let p = Policy::parse(GOOD, "p.toml").unwrap();
+        assert_eq!(p.modes[0].name, "standard");
+        assert_eq!(
+            p.rules["no-host-pid"],
+            Rule::NoHostNamespace {
+                namespace: Namespace::Pid
+            }
+        );
+        assert_eq!(p.boot_stack().unwrap().0, "testbed");
+        assert_eq!(p.stacks["testbed"].tag_var, "FETCHML_TAG");
+    }
+
+    #[test]
+    fn unknown_kind_and_key_are_named() {
+        let e = err(&GOOD.replace("kind = \"read-only\"", "kind = \"vibes\""));
+        assert!(
+            e.contains("unknown variant `vibes`") && e.contains("rule.read-only"),
+            "{e}"
+        );
+        let e = err(&GOOD.replace("namespace = \"pid\"", "namespace = \"pid\"\nextra = 1"));
+        assert!(e.contains("unknown field `extra`"), "{e}");
+    }
+
+    #[test]
+    fn references_must_resolve() {
+        let cases = [
+            (
+                "rules = [\"no-privileged\", ",
+                "rules = [\"nope\", ",
+                "names rule `nope`",
+            ),
+            (
+                "probes = [\"auth\"]",
+                "probes = [\"missing\"]",
+                "names probe `missing`",
+            ),
+            (
+                "status = 401",
+                "status = 401\nservices = [\"worker\"]",
+                "targets `worker`",
+            ),
+            (
+                "status = 401",
+                "status = 401\nbearer = true",
+                "sends the bearer token",
+            ),
+            (
+                "name = \"standard\"",
+                "name = \"Standard Mode\"",
+                "mode `Standard Mode`",
+            ),
+            (
+                "app_services = [\"api\"]",
+                "app_services = []",
+                "app_rules would check nothing",
+            ),
+        ];
+        for (from, to, want) in cases {
+            assert!(GOOD.contains(from), "fixture lacks {from}");
+            let bad = GOOD.replacen(from, to, 1);
+            let bad = if to.contains("bearer") {
+                bad.replace("token_file = \"testbed/api-token.dev\"\n", "")
+            } else {
+                bad
+            };
+            let e = err(&bad);
+            assert!(e.contains(want), "{to}: {e}");
+        }
+    }
+
+    #[test]
+    fn probes_need_a_boot_stack() {
+        let bad = GOOD.replace("[stack.testbed.boot]", "[stack.testbed.nope]");
+        assert!(err(&bad).contains("unknown field `nope`"));
+        let start = GOOD.find("[stack.testbed.boot]").unwrap();
+        let end = GOOD.find("[rule.no-privileged]").unwrap();
+        let bad = format!("{}{}", &GOOD[..start], &GOOD[end..]);
+        assert!(
+            err(&bad).contains("no stack has a [stack.NAME.boot]"),
+            "{}",
+            err(&bad)
+        );
+    }
+
+    #[test]
+    fn select_names_valid_modes() {
+        let p = Policy::parse(GOOD, "p.toml").unwrap();
+        assert_eq!(p.select(None).unwrap().len(), 1);
+        let e = p.select(Some("hipaa")).unwrap_err().to_string();
+        assert_eq!(e, "unknown mode `hipaa`: the policy defines standard");
+    }
+
+    #[test]
+    fn substitution() {
+        assert_eq!(substitute("{mode}/{tag}", "hipaa", "sha-1"), "hipaa/sha-1");
+    }
+}

@@ -1,0 +1,219 @@
+//! The result of a run: one row per mode, stack and rule (static) or probe
+//! (dynamic), with every offending value. Text is a table; `--format json`
+//! is the same data as one JSON line.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Static,
+    Dynamic,
+}
+
+/// One offending value: which service, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    pub service: String,
+    pub value: String,
+}
+
+/// One rule or probe of one mode on one stack.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    pub mode: String,
+    pub phase: Phase,
+    pub stack: String,
+    /// The rule or probe name (or `render` / `boot`).
+    pub check: String,
+    pub passed: bool,
+    pub findings: Vec<Finding>,
+}
+
+impl Row {
+    pub fn new(mode: &str, phase: Phase, stack: &str, check: &str, findings: Vec<Finding>) -> Row {
+        Row {
+            mode: mode.into(),
+            phase,
+            stack: stack.into(),
+            check: check.into(),
+            passed: findings.is_empty(),
+            findings,
+        }
+    }
+}
+
+/// Wall time of one phase of one mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct Timing {
+    pub mode: String,
+    pub phase: Phase,
+    pub secs: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Report {
+    pub tag: String,
+    pub passed: bool,
+    pub rows: Vec<Row>,
+    pub timings: Vec<Timing>,
+    /// Mode -> the compose project it was booted as.
+    pub projects: BTreeMap<String, String>,
+}
+
+impl Report {
+    pub fn add(&mut self, row: Row) {
+        self.rows.push(row);
+    }
+
+    pub fn time(&mut self, mode: &str, phase: Phase, secs: f64) {
+        match self
+            .timings
+            .iter_mut()
+            .find(|t| t.mode == mode && t.phase == phase)
+        {
+            Some(t) => t.secs += secs,
+            None => self.timings.push(Timing {
+                mode: mode.into(),
+                phase,
+                secs,
+            }),
+        }
+    }
+
+    pub fn failures(&self) -> impl Iterator<Item = &Row> {
+        self.rows.iter().filter(|r| !r.passed)
+    }
+
+    /// Every violation as `mode/stack/service rule: value`, for the error line.
+    pub fn violations(&self) -> Vec<String> {
+        self.failures()
+            .flat_map(|r| {
+                r.findings.iter().map(move |f| {
+                    format!(
+                        "{}/{}/{} {}: {}",
+                        r.mode, r.stack, f.service, r.check, f.value
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn finish(&mut self) {
+        self.passed = !self.rows.is_empty() && self.rows.iter().all(|r| r.passed);
+    }
+
+    /// The table: one line per row, then one indented line per finding.
+    pub fn table(&self) -> String {
+        let w = |f: fn(&Row) -> usize, head: &str| {
+            self.rows.iter().map(f).max().unwrap_or(0).max(head.len())
+        };
+        let (wm, ws, wc) = (
+            w(|r| r.mode.len(), "MODE"),
+            w(|r| r.stack.len(), "STACK"),
+            w(|r| r.check.len(), "CHECK"),
+        );
+        let mut out = String::new();
+        let _ = writeln!(out, "security modes for tag {}", self.tag);
+        let _ = writeln!(
+            out,
+            "{:wm$}  {:7}  {:ws$}  {:wc$}  RESULT",
+            "MODE", "PHASE", "STACK", "CHECK"
+        );
+        for r in &self.rows {
+            let phase = match r.phase {
+                Phase::Static => "static",
+                Phase::Dynamic => "dynamic",
+            };
+            let result = if r.passed { "pass" } else { "FAIL" };
+            let _ = writeln!(
+                out,
+                "{:wm$}  {phase:7}  {:ws$}  {:wc$}  {result}",
+                r.mode, r.stack, r.check
+            );
+            for f in &r.findings {
+                let _ = writeln!(out, "    {}: {}", f.service, f.value);
+            }
+        }
+        let times: Vec<String> = self
+            .timings
+            .iter()
+            .map(|t| format!("{} {:?} {:.1}s", t.mode, t.phase, t.secs).to_lowercase())
+            .collect();
+        if !times.is_empty() {
+            let _ = writeln!(out, "time: {}", times.join(", "));
+        }
+        let failed = self.failures().count();
+        let _ = writeln!(
+            out,
+            "{}: {} checks, {failed} failed",
+            if self.passed { "PASS" } else { "FAIL" },
+            self.rows.len()
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_names_mode_service_rule_and_value() {
+        let mut r = Report {
+            tag: "sha-1".into(),
+            ..Default::default()
+        };
+        r.add(Row::new(
+            "dev",
+            Phase::Static,
+            "testbed",
+            "no-privileged",
+            vec![],
+        ));
+        let f = Finding {
+            service: "api".into(),
+            value: "read_only is false".into(),
+        };
+        r.add(Row::new(
+            "hipaa",
+            Phase::Static,
+            "testbed",
+            "read-only",
+            vec![f],
+        ));
+        r.time("hipaa", Phase::Dynamic, 1.25);
+        r.finish();
+        let t = r.table();
+        assert!(
+            t.contains("dev    static   testbed  no-privileged  pass\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains(
+                "hipaa  static   testbed  read-only      FAIL\n    api: read_only is false\n"
+            ),
+            "{t}"
+        );
+        assert!(
+            t.contains("time: hipaa dynamic 1.2s") || t.contains("time: hipaa dynamic 1.3s"),
+            "{t}"
+        );
+        assert!(t.ends_with("FAIL: 2 checks, 1 failed\n"), "{t}");
+        assert_eq!(
+            r.violations(),
+            ["hipaa/testbed/api read-only: read_only is false"]
+        );
+        assert!(!r.passed);
+    }
+
+    #[test]
+    fn no_rows_is_no_pass() {
+        let mut r = Report::default();
+        r.finish();
+        assert!(!r.passed);
+    }
+}
