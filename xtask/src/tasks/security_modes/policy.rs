@@ -450,10 +450,10 @@ impl Rule {
                     bail!("file_suffix is empty: every key would count as a file pointer");
                 }
             }
-            Rule::PinnedImages { tag_prefixes } => {
-                if tag_prefixes.iter().any(|p| p.is_empty()) || tag_prefixes.is_empty() {
-                    bail!("tag_prefixes needs at least one non-empty prefix, e.g. \"sha-\"");
-                }
+            Rule::PinnedImages { tag_prefixes }
+                if tag_prefixes.is_empty() || tag_prefixes.iter().any(|p| p.is_empty()) =>
+            {
+                bail!("tag_prefixes needs at least one non-empty prefix, e.g. \"sha-\"");
             }
             Rule::EnvEquals { key, .. } | Rule::AuditSink { env: key } => validate::var_name(key)?,
             _ => {}
