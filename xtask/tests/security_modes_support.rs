@@ -1,0 +1,101 @@
+//! Helpers shared by the security-modes-test test binaries (included with
+//! `#[path]`; on its own it is an empty test binary): policies written to
+//! temp dirs from the shipped one, and readers of the JSON report.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    xtask::workspace_root()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// The shipped policy with absolute paths, edited by `edit`, written to `dir`.
+pub fn policy_in(dir: &Path, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
+    let deployments = root().join("deployments");
+    let text = std::fs::read_to_string(deployments.join("security-modes.toml")).unwrap();
+    let mut t: toml::Table = text.parse().unwrap();
+    let abs = |v: &mut toml::Value| {
+        let p = deployments.join(v.as_str().unwrap());
+        *v = toml::Value::String(p.display().to_string());
+    };
+    for (_, stack) in t["stack"].as_table_mut().unwrap().iter_mut() {
+        stack["compose_files"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .for_each(abs);
+        if let Some(boot) = stack.get_mut("boot") {
+            if let Some(tf) = boot.get_mut("token_file") {
+                abs(tf);
+            }
+        }
+    }
+    for mode in t["mode"].as_array_mut().unwrap() {
+        abs(&mut mode["overlay"]);
+    }
+    edit(&mut t);
+    let path = dir.join("security-modes.toml");
+    std::fs::write(&path, toml::to_string(&t).unwrap()).unwrap();
+    path
+}
+
+pub fn fixture(name: &str) -> String {
+    root()
+        .join("xtask/tests/fixtures/insecure")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Points `mode`'s overlay at `path`.
+pub fn set_overlay(t: &mut toml::Table, mode: &str, path: &str) {
+    let modes = t["mode"].as_array_mut().unwrap();
+    let m = modes
+        .iter_mut()
+        .find(|m| m["name"].as_str() == Some(mode))
+        .unwrap();
+    m["overlay"] = toml::Value::String(path.into());
+}
+
+/// The report line of a `--format json` run.
+pub fn report(o: &Output) -> Value {
+    let out = String::from_utf8_lossy(&o.stdout);
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("{\"tag\""))
+        .unwrap_or_else(|| panic!("no report:\n{}", text(o)));
+    serde_json::from_str(line).unwrap()
+}
+
+/// The row of `mode`, `phase` and `check`.
+pub fn row<'a>(r: &'a Value, mode: &str, phase: &str, check: &str) -> &'a Value {
+    r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["mode"] == mode && x["phase"] == phase && x["check"] == check)
+        .unwrap_or_else(|| panic!("no {mode} {phase} row for {check} in {r}"))
+}
+
+/// The findings of a row for `service`, as "value" strings.
+pub fn findings(row: &Value, service: &str) -> Vec<String> {
+    row["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["service"] == service)
+        .map(|f| f["value"].as_str().unwrap().to_string())
+        .collect()
+}
