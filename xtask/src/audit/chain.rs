@@ -106,8 +106,16 @@ impl fmt::Display for Break {
     }
 }
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+fn hex_into(bytes: &[u8; 32], out: &mut [u8; 64]) {
+    for (i, b) in bytes.iter().enumerate() {
+        out[2 * i] = DIGITS[(b >> 4) as usize];
+        out[2 * i + 1] = DIGITS[(b & 15) as usize];
+    }
+}
+
 pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
     for b in bytes {
         s.push(DIGITS[(b >> 4) as usize] as char);
@@ -146,12 +154,11 @@ pub struct ScanError {
     pub expected: &'static str,
 }
 
-/// `seq` and `prev` of a canonical record; `end` is the index of its newline.
+/// `seq` and `prev` of a canonical record.
 #[derive(Debug, Clone, Copy)]
 pub struct Scanned {
     pub seq: u64,
     pub prev: [u8; 32],
-    pub end: usize,
 }
 
 struct Cur<'a> {
@@ -305,8 +312,15 @@ impl Cur<'_> {
     }
 }
 
-/// Scans one canonical record at the start of `b`, through its newline.
-pub fn scan(b: &[u8]) -> Result<Scanned, ScanError> {
+/// The shape of a canonical record: everything but the 64 bytes of `prev`
+/// (which the walk compares with the expected hex as they are).
+pub struct Shape {
+    pub seq: u64,
+    pub prev_at: usize,
+    pub end: usize,
+}
+
+fn scan_shape(b: &[u8]) -> Result<Shape, ScanError> {
     let mut c = Cur { b, i: 0 };
     c.lit(b"{\"seq\":", "{\"seq\":")?;
     let seq = c.uint()?;
@@ -333,17 +347,28 @@ pub fn scan(b: &[u8]) -> Result<Scanned, ScanError> {
     c.lit(b",\"duration_ms\":", ",\"duration_ms\":")?;
     c.uint()?;
     c.lit(b",\"prev\":\"", ",\"prev\":\"")?;
-    let prev = b
-        .get(c.i..c.i + 64)
-        .and_then(parse_hex32)
-        .ok_or_else(|| c.err("64 lowercase hex digits"))?;
+    let prev_at = c.i;
+    if b.len() < prev_at + 64 {
+        c.i = b.len();
+        return Err(c.err("64 lowercase hex digits"));
+    }
     c.i += 64;
     c.lit(b"\"}\n", "\"} and the end of the line")?;
-    Ok(Scanned {
+    Ok(Shape {
         seq,
-        prev,
+        prev_at,
         end: c.i - 1,
     })
+}
+
+/// Scans one canonical record at the start of `b`, through its newline.
+pub fn scan(b: &[u8]) -> Result<Scanned, ScanError> {
+    let s = scan_shape(b)?;
+    let prev = parse_hex32(&b[s.prev_at..s.prev_at + 64]).ok_or(ScanError {
+        at: s.prev_at,
+        expected: "64 lowercase hex digits",
+    })?;
+    Ok(Scanned { seq: s.seq, prev })
 }
 
 // ---------------------------------------------------------------------------
@@ -355,9 +380,11 @@ pub fn scan(b: &[u8]) -> Result<Scanned, ScanError> {
 /// only an incomplete line (or nothing) remains.
 pub fn walk_buf(buf: &[u8], tip: &mut Tip) -> Result<usize, usize> {
     let mut pos = 0;
+    let mut head_hex = [0u8; 64];
+    hex_into(&tip.head, &mut head_hex);
     while pos < buf.len() {
         let rest = &buf[pos..];
-        let s = match scan(rest) {
+        let s = match scan_shape(rest) {
             Ok(s) => s,
             // A canonical line holds no raw newline, so a scan that fails
             // before any newline ran out of bytes: wait for more.
@@ -365,10 +392,14 @@ pub fn walk_buf(buf: &[u8], tip: &mut Tip) -> Result<usize, usize> {
             Err(_) => return Err(pos),
         };
         let line = &rest[..s.end];
-        if s.prev != tip.head || s.seq != tip.count + 1 || std::str::from_utf8(line).is_err() {
+        if rest[s.prev_at..s.prev_at + 64] != head_hex
+            || s.seq != tip.count + 1
+            || std::str::from_utf8(line).is_err()
+        {
             return Err(pos);
         }
         tip.head = Sha256::digest(line).into();
+        hex_into(&tip.head, &mut head_hex);
         tip.count += 1;
         tip.len += s.end as u64 + 1;
         pos += s.end + 1;
@@ -789,9 +820,8 @@ mod tests {
         ];
         for t in tricky {
             let l = line(1, &GENESIS, t);
-            let s = scan(&l)
-                .unwrap_or_else(|e| panic!("{t:?}: {e:?} in {}", String::from_utf8_lossy(&l)));
-            assert_eq!(s.end, l.len() - 1);
+            scan(&l).unwrap_or_else(|e| panic!("{t:?}: {e:?} in {}", String::from_utf8_lossy(&l)));
+            assert_eq!(scan_shape(&l).unwrap().end, l.len() - 1);
         }
         // Non-canonical spellings of valid JSON are refused.
         let base = String::from_utf8(line(1, &GENESIS, "x")).unwrap();
@@ -815,7 +845,7 @@ mod tests {
             seed ^= seed << 17;
             let i = (seed % (l.len() as u64 - 1)) as usize;
             l[i] = (seed >> 32) as u8;
-            if let Ok(s) = scan(&l) {
+            if let (Ok(_), Ok(s)) = (scan(&l), scan_shape(&l)) {
                 let body = &l[..s.end];
                 if let Ok(text) = std::str::from_utf8(body) {
                     let r: super::super::Record =

@@ -388,6 +388,12 @@ impl Log {
         Ok(Check { local, sink })
     }
 
+    /// Drops what this process remembers of the chain, so that its next
+    /// append walks the whole file again (benchmarks and tests).
+    pub fn forget_verified(&self) {
+        forget(&self.path);
+    }
+
     /// Verifies the chain and compares the sink; any problem fails with exit 6.
     pub fn verify(&self) -> Result<Verified> {
         let c = self.check()?;
@@ -437,6 +443,103 @@ impl Log {
                 serde_json::from_slice(body).map_err(|_| String::from_utf8_lossy(body).into_owned())
             })
             .collect())
+    }
+
+    /// The line whose SHA-256 is `head` (64 hex), if any: where an expected
+    /// head sits in the chain when it is no longer the newest.
+    pub fn line_of(&self, head: &str) -> Result<Option<u64>> {
+        let Some(mut f) = open_shared(&self.path)? else {
+            return Ok(None);
+        };
+        let bytes = read_all(&mut f, &self.path)?;
+        Ok(bytes
+            .split(|&b| b == b'\n')
+            .position(|l| sha_hex(l) == head)
+            .map(|i| i as u64 + 1))
+    }
+
+    /// `audit repair`: truncates exactly the torn last line that planning
+    /// found (`offset`, `tail_len` of its [`Break`]), after checking under
+    /// the lock that it is still exactly that. Returns the bytes removed.
+    pub fn truncate_torn(&self, offset: u64, tail_len: u64) -> Result<u64> {
+        let mut f = open_locked(&self.path, "state directory", false)?
+            .with_context(|| format!("{} no longer exists", self.path.display()))?;
+        let len = f
+            .metadata()
+            .with_context(|| format!("reading {}", self.path.display()))?
+            .len();
+        let torn = match walk_file(&mut f, &self.path)? {
+            Err(b) if b.kind == Kind::Torn => b,
+            Err(b) => {
+                return Err(fail(
+                    Code::Verify,
+                    format!(
+                        "{}: {b}: not a torn line; nothing was truncated",
+                        self.path.display()
+                    ),
+                ))
+            }
+            Ok(_) => anyhow::bail!(
+                "{} verifies now: nothing to truncate (another repair ran?)",
+                self.path.display()
+            ),
+        };
+        if torn.offset != offset || torn.tail_len != tail_len || len != offset + tail_len {
+            anyhow::bail!(
+                "{} changed since planning (torn line now {} bytes at offset {}); nothing was truncated: re-run",
+                self.path.display(),
+                torn.tail_len,
+                torn.offset
+            );
+        }
+        f.set_len(offset)
+            .and_then(|_| f.sync_all())
+            .with_context(|| format!("truncating the torn line of {}", self.path.display()))?;
+        forget(&self.path);
+        Ok(tail_len)
+    }
+
+    /// `audit repair`: brings a sink that is missing or behind (a prefix of
+    /// the local log, perhaps ending in a torn line) up to the local log.
+    /// Returns the records copied. Anything else is refused (exit 6).
+    pub fn catch_up_sink(&self) -> Result<u64> {
+        let sink = self.sink.as_ref().context("no audit sink is configured")?;
+        let mut f = open_locked(&self.path, "state directory", false)?
+            .with_context(|| format!("{} no longer exists", self.path.display()))?;
+        let tip = walk_file(&mut f, &self.path)?.map_err(|b| {
+            fail(
+                Code::Verify,
+                format!(
+                    "{}: {b}: the sink is only caught up from a log that verifies",
+                    self.path.display()
+                ),
+            )
+        })?;
+        let mut s =
+            open_locked(sink, "audit sink directory", true)?.context("opening the audit sink")?;
+        let state = compare_sink(&mut f, tip.len, Some(&mut s), sink)?;
+        let (sink_count, torn) = match state {
+            SinkState::Match { .. } => return Ok(0),
+            SinkState::Behind {
+                sink_count,
+                torn_bytes,
+            } => (sink_count, torn_bytes),
+            other => return Err(fail(Code::Verify, other.describe(sink, tip.count))),
+        };
+        let slen = s.metadata().context("reading the audit sink")?.len();
+        let keep = slen - torn;
+        if torn > 0 {
+            s.set_len(keep)
+                .and_then(|_| s.sync_all())
+                .context("truncating the torn line of the audit sink")?;
+        }
+        let mut missing = Vec::new();
+        f.seek(SeekFrom::Start(keep))
+            .and_then(|_| (&mut f).take(tip.len - keep).read_to_end(&mut missing))
+            .with_context(|| format!("reading {}", self.path.display()))?;
+        write_durably(&mut s, sink, &missing, keep)?;
+        forget(&self.path);
+        Ok(tip.count - sink_count)
     }
 
     /// Appends one record and returns the new head. Refuses (exit 6) to
