@@ -15,20 +15,27 @@ use common::{exit_code, text, Stack};
 use serde_json::Value;
 use support::{findings, fixture, policy_in, report, row, set_overlay};
 
-/// Runs the task in `stack`'s config and state dir on the v1 testbed image.
+/// Runs the task on the v1 testbed image, with the real deploy config (its
+/// environments are checked statically) and `stack`'s own state dir, so the
+/// record lands in a temp dir.
 fn modes(stack: &Stack, extra: &[&str]) -> (Output, Value) {
     let tag = &common::images().v1;
-    let mut args = vec![
-        "--format",
-        "json",
-        "security-modes-test",
-        "--tag",
-        tag,
-        "--env",
-        "staging",
-    ];
-    args.extend_from_slice(extra);
-    let o = stack.run(&args);
+    let o = common::xtask_bin()
+        .current_dir(common::root())
+        .args([
+            "--format",
+            "json",
+            "--config",
+            "deployments/deploy.toml",
+            "--state-dir",
+        ])
+        .arg(&stack.state)
+        .args(["security-modes-test", "--tag", tag, "--env", "staging"])
+        .args(extra)
+        .env_remove("GITHUB_ACTIONS")
+        .env("USER", "e2e-test")
+        .output()
+        .unwrap();
     let r = report(&o);
     (o, r)
 }
@@ -190,6 +197,7 @@ fn dev_behaviour_outside_dev_and_lockdown_inside_dev_are_caught() {
         set_overlay(t, "standard", &fixture("dev-as-standard.yml"));
         let standard = root_overlay("standard.yml");
         set_overlay(t, "dev", &standard);
+        support::testbed_only(t);
         let modes = t["mode"].as_array_mut().unwrap();
         modes.retain(|m| m["name"].as_str() != Some("hipaa"));
     });

@@ -31,11 +31,10 @@ pub fn policy_in(dir: &Path, edit: impl FnOnce(&mut toml::Table)) -> PathBuf {
         *v = toml::Value::String(p.display().to_string());
     };
     for (_, stack) in t["stack"].as_table_mut().unwrap().iter_mut() {
-        stack["compose_files"]
-            .as_array_mut()
-            .unwrap()
-            .iter_mut()
-            .for_each(abs);
+        // Stacks naming a deploy environment have no files of their own.
+        if let Some(files) = stack.get_mut("compose_files") {
+            files.as_array_mut().unwrap().iter_mut().for_each(abs);
+        }
         if let Some(boot) = stack.get_mut("boot") {
             if let Some(tf) = boot.get_mut("token_file") {
                 abs(tf);
@@ -79,14 +78,29 @@ pub fn report(o: &Output) -> Value {
     serde_json::from_str(line).unwrap()
 }
 
-/// The row of `mode`, `phase` and `check`.
+/// The testbed's row of `mode`, `phase` and `check`.
 pub fn row<'a>(r: &'a Value, mode: &str, phase: &str, check: &str) -> &'a Value {
+    row_of(r, "testbed", mode, phase, check)
+}
+
+/// The row of `stack`, `mode`, `phase` and `check`.
+pub fn row_of<'a>(r: &'a Value, stack: &str, mode: &str, phase: &str, check: &str) -> &'a Value {
     r["rows"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|x| x["mode"] == mode && x["phase"] == phase && x["check"] == check)
-        .unwrap_or_else(|| panic!("no {mode} {phase} row for {check} in {r}"))
+        .find(|x| {
+            x["stack"] == stack && x["mode"] == mode && x["phase"] == phase && x["check"] == check
+        })
+        .unwrap_or_else(|| panic!("no {stack} {mode} {phase} row for {check} in {r}"))
+}
+
+/// Drops the stacks that name a deploy environment (tests about the testbed alone).
+pub fn testbed_only(t: &mut toml::Table) {
+    t["stack"]
+        .as_table_mut()
+        .unwrap()
+        .retain(|_, s| s.get("env").is_none());
 }
 
 /// The findings of a row for `service`, as "value" strings.

@@ -45,7 +45,7 @@ const STAND_IN_TAG: &str = "sha-000000000000";
 
 pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     let path = resolve_policy(&args.policy);
-    let policy = Policy::load(&path)?;
+    let mut policy = Policy::load(&path)?;
     let tag = match (&args.tag, args.static_only) {
         (Some(t), _) => t.clone(),
         (None, false) => crate::head_tag()?,
@@ -55,8 +55,17 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     if tag == "latest" {
         bail!("`latest` is not a version: pass --tag sha-<12 hex>");
     }
-    let modes = policy.select(args.mode.as_deref())?;
     let full = args.mode.is_none() && !args.static_only;
+    // Environment stacks come from the deploy config, so a static run needs it too.
+    let cfg = if full || policy.has_env_stacks() {
+        Some(ctx.config()?)
+    } else {
+        None
+    };
+    if let Some(cfg) = &cfg {
+        policy.bind_envs(cfg)?;
+    }
+    let modes = policy.select(args.mode.as_deref())?;
 
     let mut plan = Plan::new(TASK, full.then_some(args.env.as_str()));
     let render_tag = if tag.starts_with("sha-") {
@@ -81,9 +90,8 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     for s in &specs {
         plan.step(Step::action(&s.id, s.what.clone(), s.effect));
     }
-    if full {
-        let cfg = ctx.config()?;
-        let log = ctx.log(&cfg, &args.env)?;
+    if let (true, Some(cfg)) = (full, &cfg) {
+        let log = ctx.log(cfg, &args.env)?;
         let names: Vec<&str> = modes.iter().map(|m| m.name.as_str()).collect();
         plan.record = Some(RecordSpec {
             env: args.env.clone(),

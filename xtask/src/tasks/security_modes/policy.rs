@@ -41,6 +41,12 @@ pub struct Policy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Stack {
+    /// An environment of the deploy config (`--config`): rendered as deploy
+    /// renders it (its compose files and vars, no overlay) and checked only in
+    /// the mode it declares (`compliance_mode`). Static checks only.
+    pub env: Option<String>,
+    /// The base compose files the mode overlays are layered on (not with `env`).
+    #[serde(default)]
     pub compose_files: Vec<PathBuf>,
     /// The variable that carries the image tag into compose.
     #[serde(default = "default_tag_var")]
@@ -59,6 +65,16 @@ pub struct Stack {
     pub unpinned_images: Vec<String>,
     /// How the dynamic probes boot this stack; exactly one stack has it.
     pub boot: Option<Boot>,
+    /// For an `env` stack, the mode its environment declares (set by [`Policy::bind_envs`]).
+    #[serde(skip)]
+    pub fixed_mode: Option<String>,
+}
+
+impl Stack {
+    /// Is `mode` checked on this stack, and with its overlay?
+    pub fn applies(&self, mode: &str) -> bool {
+        self.fixed_mode.as_deref().is_none_or(|m| m == mode)
+    }
 }
 
 fn default_tag_var() -> String {
@@ -322,7 +338,10 @@ impl Policy {
         }
         for (name, s) in &self.stacks {
             s.validate().with_context(|| format!("stack `{name}`"))?;
-            if s.app_services.is_empty() && self.modes.iter().any(|m| !m.app_rules.is_empty()) {
+            if s.env.is_none()
+                && s.app_services.is_empty()
+                && self.modes.iter().any(|m| !m.app_rules.is_empty())
+            {
                 bail!("stack `{name}`: app_services is empty, so app_rules would check nothing");
             }
         }
@@ -366,6 +385,37 @@ impl Policy {
             .map(|(n, s)| (n.as_str(), s))
     }
 
+    /// Does any stack name a deploy environment (so the deploy config is needed)?
+    pub fn has_env_stacks(&self) -> bool {
+        self.stacks.values().any(|s| s.env.is_some())
+    }
+
+    /// Fills each `env` stack from the deploy config: compose files, tag
+    /// variable, app services, vars, and the one mode it is checked in.
+    pub fn bind_envs(&mut self, cfg: &crate::config::Config) -> Result<()> {
+        let modes: Vec<String> = self.modes.iter().map(|m| m.name.clone()).collect();
+        for (name, s) in self.stacks.iter_mut() {
+            let Some(env_name) = s.env.clone() else {
+                continue;
+            };
+            let e = cfg
+                .env(&env_name)
+                .with_context(|| format!("stack `{name}`"))?;
+            if !modes.contains(&e.compliance_mode) {
+                bail!(
+                    "stack `{name}`: environment `{env_name}` runs in mode `{}`, which the policy does not define",
+                    e.compliance_mode
+                );
+            }
+            s.compose_files = e.compose_files.iter().map(|f| cfg.resolve(f)).collect();
+            s.tag_var = e.tag_var.clone();
+            s.app_services = e.app_services.clone();
+            s.vars = e.vars.clone();
+            s.fixed_mode = Some(e.compliance_mode.clone());
+        }
+        Ok(())
+    }
+
     /// The modes to run: all, or the one named (an unknown name lists the valid ones).
     pub fn select(&self, only: Option<&str>) -> Result<Vec<&Mode>> {
         match only {
@@ -395,8 +445,19 @@ impl Policy {
 
 impl Stack {
     fn validate(&self) -> Result<()> {
-        if self.compose_files.is_empty() {
-            bail!("compose_files is empty");
+        if let Some(env) = &self.env {
+            validate::env_name(env)?;
+            let own = !self.compose_files.is_empty()
+                || !self.app_services.is_empty()
+                || !self.vars.is_empty();
+            if own || self.tag_var != default_tag_var() {
+                bail!("env = \"{env}\" takes compose_files, tag_var, app_services and vars from the deploy config; remove them here");
+            }
+            if self.boot.is_some() {
+                bail!("an env stack is checked statically only; boot the testbed stack instead");
+            }
+        } else if self.compose_files.is_empty() {
+            bail!("compose_files is empty (or name a deploy environment with env = \"NAME\")");
         }
         validate::var_name(&self.tag_var)?;
         for s in &self.app_services {
@@ -594,6 +655,22 @@ probes = ["auth"]
             "{}",
             err(&bad)
         );
+    }
+
+    #[test]
+    fn env_stacks_take_everything_from_the_deploy_config() {
+        let with_env = |extra: &str| format!("{GOOD}\n[stack.prod]\nenv = \"prod\"\n{extra}");
+        let p = Policy::parse(&with_env(""), "p.toml").unwrap();
+        assert!(p.has_env_stacks());
+        let e = err(&with_env("compose_files = [\"x.yml\"]"));
+        assert!(
+            e.contains(
+                "takes compose_files, tag_var, app_services and vars from the deploy config"
+            ),
+            "{e}"
+        );
+        let e = err(&with_env("[stack.prod.boot]\nports = { api = \"P\" }\nready = { path = \"/h\", expect = { a = \"b\" } }"));
+        assert!(e.contains("checked statically only"), "{e}");
     }
 
     #[test]

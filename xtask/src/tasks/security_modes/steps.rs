@@ -67,11 +67,13 @@ fn compose(
         .arg("compose")
         .arg("-p")
         .arg(project);
+    // An `env` stack renders as deploy does: its own files, no overlay.
+    let overlay = stack.env.is_none().then_some(overlay);
     for f in stack
         .compose_files
         .iter()
         .map(|f| policy.resolve(f))
-        .chain([overlay])
+        .chain(overlay)
     {
         c = c.arg("-f").arg(f.display().to_string());
     }
@@ -117,7 +119,7 @@ pub(super) fn specs(
         Kind::Preflight { daemon },
     );
     for m in modes {
-        for (sname, stack) in &policy.stacks {
+        for (sname, stack) in policy.stacks.iter().filter(|(_, s)| s.applies(&m.name)) {
             let render = compose(
                 &format!("security-modes-{}", m.name),
                 stack,
@@ -127,7 +129,14 @@ pub(super) fn specs(
             )
             .env(&stack.tag_var, render_tag)
             .args(["config", "--format", "json"]);
-            let what = format!("render {} on {sname}: {}", m.name, render.display());
+            let what = match &stack.env {
+                Some(env) => format!(
+                    "render {sname} as deploy does (deploy environment {env}, which runs {}): {}",
+                    m.name,
+                    render.display()
+                ),
+                None => format!("render {} on {sname}: {}", m.name, render.display()),
+            };
             push(
                 format!("render/{sname}/{}", m.name),
                 what,
