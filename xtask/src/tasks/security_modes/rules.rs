@@ -261,6 +261,8 @@ mod tests {
 
     fn stack() -> Stack {
         Stack {
+            env: None,
+            fixed_mode: None,
             compose_files: vec![],
             tag_var: "T".into(),
             app_services: vec!["api".into()],
