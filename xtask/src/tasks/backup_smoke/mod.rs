@@ -6,3 +6,6 @@ use crate::Ctx;
 pub fn run(ctx: &Ctx, _args: BackupSmoke) -> anyhow::Result<()> {
     super::not_yet(ctx, "backup-smoke", "backup_smoke")
 }
+
+pub mod copy;
+pub mod verify;

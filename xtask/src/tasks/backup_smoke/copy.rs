@@ -1,0 +1,149 @@
+//! Reading and writing PostgreSQL's `COPY` text format: one row per line,
+//! columns separated by tabs, `\N` for NULL, and backslash escapes for the
+//! backslash itself and the control characters. Every raw newline ends a
+//! row (newlines inside values are escaped), so the rows of an export can
+//! be split without looking at their contents.
+
+use std::borrow::Cow;
+
+use anyhow::{bail, Result};
+
+/// One field of a row: `None` is SQL NULL.
+pub type Field<'a> = Option<Cow<'a, [u8]>>;
+
+/// Splits an export into its lines (rows), without the trailing newline.
+pub fn lines(export: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let body = export.strip_suffix(b"\n").unwrap_or(export);
+    let mut rest = (!body.is_empty()).then_some(body);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match memchr::memchr(b'\n', r) {
+            Some(i) => {
+                rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// Splits an export into about `n` pieces that each end at a row boundary.
+pub fn chunks(export: &[u8], n: usize) -> Vec<&[u8]> {
+    let target = export.len().div_ceil(n.max(1)).max(1);
+    let mut out = Vec::new();
+    let mut rest = export;
+    while rest.len() > target {
+        match memchr::memchr(b'\n', &rest[target..]) {
+            Some(i) => {
+                let (a, b) = rest.split_at(target + i + 1);
+                out.push(a);
+                rest = b;
+            }
+            None => break,
+        }
+    }
+    if !rest.is_empty() {
+        out.push(rest);
+    }
+    out
+}
+
+/// Splits one line into exactly `N` fields and undoes the escapes.
+pub fn fields<const N: usize>(line: &[u8]) -> Result<[Field<'_>; N]> {
+    let mut out: [Field<'_>; N] = std::array::from_fn(|_| None);
+    let mut n = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\t', line).chain([line.len()]) {
+        if n < N {
+            out[n] = field(&line[start..end])?;
+        }
+        n += 1;
+        start = end + 1;
+    }
+    if n != N {
+        bail!("expected {N} columns, found {n}");
+    }
+    Ok(out)
+}
+
+fn field(raw: &[u8]) -> Result<Field<'_>> {
+    if raw == b"\\N" {
+        return Ok(None);
+    }
+    if memchr::memchr(b'\\', raw).is_none() {
+        return Ok(Some(Cow::Borrowed(raw)));
+    }
+    let mut v = Vec::with_capacity(raw.len());
+    let mut it = raw.iter().copied();
+    while let Some(b) = it.next() {
+        if b != b'\\' {
+            v.push(b);
+            continue;
+        }
+        let Some(e) = it.next() else { bail!("a field ends in a lone backslash") };
+        v.push(match e {
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'v' => 0x0b,
+            b'\\' => b'\\',
+            other => bail!("unexpected escape \\{} in COPY output", other as char),
+        });
+    }
+    Ok(Some(Cow::Owned(v)))
+}
+
+/// Appends one value in COPY text form (for loading the workload).
+pub fn push_field(out: &mut String, v: Option<&str>) {
+    let Some(v) = v else {
+        out.push_str("\\N");
+        return;
+    };
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_escapes_and_null() {
+        let mut line = String::new();
+        push_field(&mut line, Some("a\tb\\c\nd|'\""));
+        line.push('\t');
+        push_field(&mut line, None);
+        line.push('\t');
+        push_field(&mut line, Some(""));
+        let out: [Field<'_>; 3] = fields(line.as_bytes()).unwrap();
+        assert_eq!(out[0].as_deref(), Some(&b"a\tb\\c\nd|'\""[..]));
+        assert_eq!(out[1], None);
+        assert_eq!(out[2].as_deref(), Some(&b""[..]));
+        assert!(fields::<4>(line.as_bytes()).is_err());
+        assert!(fields::<2>(line.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn splits_rows() {
+        assert_eq!(lines(b"").count(), 0);
+        let data = b"1\ta\n22\tbb\n333\tccc\n";
+        for n in 1..5 {
+            let c = chunks(data, n);
+            assert_eq!(c.concat(), data);
+            assert!(c.iter().all(|p| p.ends_with(b"\n")), "{c:?}");
+        }
+        assert_eq!(lines(b"a\tb\nc\td\n").collect::<Vec<_>>(), vec![&b"a\tb"[..], &b"c\td"[..]]);
+    }
+}
