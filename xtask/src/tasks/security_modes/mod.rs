@@ -46,10 +46,14 @@ const STAND_IN_TAG: &str = "sha-000000000000";
 pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     let path = resolve_policy(&args.policy);
     let mut policy = Policy::load(&path)?;
-    let tag = match (&args.tag, args.static_only) {
-        (Some(t), _) => t.clone(),
-        (None, false) => crate::head_tag()?,
-        (None, true) => crate::head_tag().unwrap_or_else(|_| STAND_IN_TAG.into()),
+    // A static check judges files, so it runs outside a git checkout too.
+    let (tag, tag_source) = match (&args.tag, args.static_only) {
+        (Some(t), _) => (t.clone(), "--tag"),
+        (None, false) => (crate::head_tag()?, "HEAD"),
+        (None, true) => match crate::head_tag() {
+            Ok(t) => (t, "HEAD"),
+            Err(_) => (STAND_IN_TAG.into(), "stand-in: no git HEAD"),
+        },
     };
     validate::tag(&tag)?;
     if tag == "latest" {
@@ -74,16 +78,12 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
         STAND_IN_TAG.to_string()
     };
     plan.fact("policy", path.display().to_string(), "--policy");
-    plan.fact(
-        "tag under test",
-        tag.clone(),
-        if args.tag.is_some() { "--tag" } else { "HEAD" },
-    );
+    plan.fact("tag under test", tag.clone(), tag_source);
     if render_tag != tag {
         plan.fact(
             "render tag",
             format!("{render_tag} (stand-in: {tag} is not a sha- release tag)"),
-            "policy",
+            "tag under test",
         );
     }
     let specs = steps::specs(&policy, &modes, &tag, &render_tag, args.static_only)?;

@@ -229,6 +229,29 @@ mod tests {
     }
 
     #[test]
+    fn a_dropped_guard_tears_down_and_an_explicit_down_runs_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let count = dir.path().join("downs");
+        let down = Command::new("sh", crate::plan::Effect::Mutating)
+            .arg("-c")
+            .arg("echo x >> \"$0\"")
+            .arg(count.display().to_string());
+        let logs = Command::new("true", crate::plan::Effect::ReadOnly);
+        drop(Booted::arm("p1", down.clone(), logs.clone(), false));
+        assert_eq!(
+            std::fs::read_to_string(&count).unwrap(),
+            "x\n",
+            "drop ran down"
+        );
+        Booted::arm("p2", down, logs, false).down().unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&count).unwrap(),
+            "x\nx\n",
+            "down ran once, drop did not repeat it"
+        );
+    }
+
+    #[test]
     fn unreachable_service_is_not_ready() {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -79,10 +79,10 @@ impl Actions for Runner<'_> {
                     bases,
                 } = *b;
                 let t = Instant::now();
-                let guard = Booted::arm(&project, down, logs, self.verbose);
-                self.report.projects.insert(mode.clone(), project);
                 let (_, stack) = self.policy.boot_stack().context("no boot stack")?;
                 let boot = stack.boot.as_ref().context("no boot table")?;
+                let guard = Booted::arm(&project, down, logs, self.verbose);
+                self.report.projects.insert(mode.clone(), project);
                 let result = run_command(&up, self.verbose)
                     .map_err(|e| format!("{e:#}"))
                     .and_then(|_| {
