@@ -28,7 +28,7 @@ pub struct Global {
     /// The deployment config.
     #[arg(long, global = true, value_name = "PATH", default_value = "deployments/deploy.toml")]
     pub config: PathBuf,
-    /// Root of per-environment state (audit log, lock); overrides the config's state_dir.
+    /// Root of per-environment state (audit log, lock, and ROOT/sink for a configured audit sink); overrides the config.
     #[arg(long, global = true, value_name = "PATH")]
     pub state_dir: Option<PathBuf>,
     /// Echo every command run, with its output.

@@ -71,11 +71,17 @@ impl Ctx {
         Config::load(&self.config_path())
     }
 
-    /// The audit log of `env`.
+    /// The audit log of `env`. With `--state-dir ROOT`, a configured sink
+    /// moves to `ROOT/sink`, so an isolated run (a test, a rehearsal) never
+    /// mirrors into, or compares against, the real environment's sink.
     pub fn log(&self, cfg: &Config, env: &str) -> Result<audit::Log> {
         let e = cfg.env(env)?;
         let dir = e.state_dir(cfg, env, self.global.state_dir.as_deref());
-        Ok(audit::Log::new(&dir, env, e.audit_sink.as_ref().map(|s| cfg.resolve(s)).as_deref()))
+        let sink = e.audit_sink.as_ref().map(|s| match &self.global.state_dir {
+            Some(root) => root.join("sink"),
+            None => cfg.resolve(s),
+        });
+        Ok(audit::Log::new(&dir, env, sink.as_deref()))
     }
 
     /// Preflight for `tools`: a real run fails with exit 2; a dry run warns.

@@ -123,7 +123,7 @@ fn concurrent_deploys_one_proceeds_the_other_names_the_holder() {
     let s = Stack::new("lock");
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     // A slow deploy (a broken version waits out its gate) holds the lock.
-    let mut first = s.cmd().args(["deploy-staging", "--tag", &img.bad]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = s.cmd().args(["deploy-staging", "--tag", &img.bad]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let lock = s.state.join("staging/deploy.lock");
     let start = Instant::now();
     while std::fs::read_to_string(&lock).unwrap_or_default().is_empty() {

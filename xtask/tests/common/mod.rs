@@ -34,8 +34,15 @@ pub fn text(o: &Output) -> String {
 pub fn engines() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let o = xtask_bin().arg("setup").output().expect("running xtask setup");
-        assert!(o.status.success(), "the engines are needed and `cargo xtask setup` failed:\n{}", text(&o));
+        let o = xtask_bin()
+            .arg("setup")
+            .output()
+            .expect("running xtask setup");
+        assert!(
+            o.status.success(),
+            "the engines are needed and `cargo xtask setup` failed:\n{}",
+            text(&o)
+        );
     });
 }
 
@@ -53,7 +60,10 @@ fn source_hash() -> String {
     for f in ["Cargo.toml", "Dockerfile", "src/main.rs"] {
         files.push(tb.join(f));
     }
-    let mut src: Vec<PathBuf> = std::fs::read_dir(tb.join("src")).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut src: Vec<PathBuf> = std::fs::read_dir(tb.join("src"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     src.sort();
     files.extend(src);
     let mut all = Vec::new();
@@ -70,7 +80,11 @@ pub fn images() -> &'static Images {
     IMAGES.get_or_init(|| {
         engines();
         let h = source_hash();
-        let imgs = Images { v1: format!("tb-{h}-v1"), v2: format!("tb-{h}-v2"), bad: format!("tb-{h}-bad") };
+        let imgs = Images {
+            v1: format!("tb-{h}-v1"),
+            v2: format!("tb-{h}-v2"),
+            bad: format!("tb-{h}-bad"),
+        };
         let dir = root().join("target/testbed-images");
         std::fs::create_dir_all(&dir).unwrap();
         let lock = File::create(dir.join("build.lock")).unwrap();
@@ -78,19 +92,34 @@ pub fn images() -> &'static Images {
         let marker = dir.join(&h);
         let present = |t: &str| {
             Command::new("docker")
-                .args(["image", "inspect", &format!("127.0.0.1:5000/fetchml/testbed:{t}")])
+                .args([
+                    "image",
+                    "inspect",
+                    &format!("127.0.0.1:5000/fetchml/testbed:{t}"),
+                ])
                 .output()
                 .is_ok_and(|o| o.status.success())
         };
         if !(marker.exists() && [&imgs.v1, &imgs.v2, &imgs.bad].iter().all(|t| present(t))) {
             for (tag, broken) in [(&imgs.v1, false), (&imgs.v2, false), (&imgs.bad, true)] {
                 let mut c = xtask_bin();
-                c.args(["--config", "deployments/testbed/deploy.toml", "build", "--push", "--tag", tag]);
+                c.args([
+                    "--config",
+                    "deployments/testbed/deploy.toml",
+                    "build",
+                    "--push",
+                    "--tag",
+                    tag,
+                ]);
                 if broken {
                     c.arg("--broken");
                 }
                 let o = c.current_dir(root()).output().expect("running xtask build");
-                assert!(o.status.success(), "building testbed image {tag}:\n{}", text(&o));
+                assert!(
+                    o.status.success(),
+                    "building testbed image {tag}:\n{}",
+                    text(&o)
+                );
             }
             std::fs::write(&marker, b"").unwrap();
         }
@@ -100,7 +129,11 @@ pub fn images() -> &'static Images {
 
 /// A free loopback port (asked of the OS).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Options for a test stack's config.
@@ -145,11 +178,17 @@ impl Stack {
         let ports = [(free_port(), free_port()), (free_port(), free_port())];
         let compose = root().join("deployments/testbed/docker-compose.yml");
         let mut cfg = String::new();
-        for (i, (env, mode)) in [("staging", o.staging_mode), ("prod", o.prod_mode)].iter().enumerate() {
+        for (i, (env, mode)) in [("staging", o.staging_mode), ("prod", o.prod_mode)]
+            .iter()
+            .enumerate()
+        {
             let (api, worker) = ports[i];
             let repo = format!("{}/fetchml/testbed", o.registry);
             let promote = if *env == "prod" {
-                format!("promote_from = \"staging\"\nrequire_evidence = [{}]\n", o.require_evidence)
+                format!(
+                    "promote_from = \"staging\"\nrequire_evidence = [{}]\n",
+                    o.require_evidence
+                )
             } else {
                 String::new()
             };
@@ -176,14 +215,25 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
         let config = dir.path().join("deploy.toml");
         std::fs::write(&config, cfg).unwrap();
         let state = dir.path().join("state");
-        Stack { dir, config, state, name: unique, ports }
+        Stack {
+            dir,
+            config,
+            state,
+            name: unique,
+            ports,
+        }
     }
 
     /// `xtask --config C --state-dir S <args>`.
     pub fn cmd(&self) -> Command {
         let mut c = xtask_bin();
-        c.arg("--config").arg(&self.config).arg("--state-dir").arg(&self.state);
-        c.env_remove("GITHUB_ACTIONS").env_remove("CI").env("USER", "e2e-test");
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state);
+        c.env_remove("GITHUB_ACTIONS")
+            .env_remove("CI")
+            .env("USER", "e2e-test");
         c
     }
 
@@ -198,7 +248,12 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
     }
 
     pub fn log(&self, env: &str) -> Log {
-        Log::new(&self.state.join(env), env, Some(&self.dir.path().join("sink")))
+        Log::new(
+            &self.state.join(env),
+            env,
+            // `--state-dir ROOT` puts a configured sink at ROOT/sink.
+            Some(&self.state.join("sink")),
+        )
     }
 
     pub fn records(&self, env: &str) -> Vec<Record> {
@@ -214,13 +269,20 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
     }
 
     pub fn api(&self, env: &str) -> String {
-        let p = if env == "staging" { self.ports[0].0 } else { self.ports[1].0 };
+        let p = if env == "staging" {
+            self.ports[0].0
+        } else {
+            self.ports[1].0
+        };
         format!("http://127.0.0.1:{p}")
     }
 
     /// `/health` of the api as JSON.
     pub fn health(&self, env: &str) -> serde_json::Value {
-        let body = reqwest::blocking::get(format!("{}/health", self.api(env))).unwrap().text().unwrap();
+        let body = reqwest::blocking::get(format!("{}/health", self.api(env)))
+            .unwrap()
+            .text()
+            .unwrap();
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}"))
     }
 
@@ -244,7 +306,8 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
     /// Queue jobs through the api (bearer token from the dev token file) and
     /// wait until the worker has moved them all to the done list.
     pub fn jobs(&self, env: &str, n: usize) -> serde_json::Value {
-        let token = std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
+        let token =
+            std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
         let c = reqwest::blocking::Client::new();
         for i in 0..n {
             let r = c
@@ -267,7 +330,8 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
 
     /// `GET /api/jobs`.
     pub fn queue(&self, env: &str) -> serde_json::Value {
-        let token = std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
+        let token =
+            std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
         let body = reqwest::blocking::Client::new()
             .get(format!("{}/api/jobs", self.api(env)))
             .bearer_auth(token.trim())
@@ -282,7 +346,14 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
     pub fn put_artifact(&self, env: &str, name: &str, contents: &str) {
         let src = self.dir.path().join(name);
         std::fs::write(&src, contents).unwrap();
-        let o = self.compose(env, &["cp", &src.display().to_string(), &format!("worker:/artifacts/{name}")]);
+        let o = self.compose(
+            env,
+            &[
+                "cp",
+                &src.display().to_string(),
+                &format!("worker:/artifacts/{name}"),
+            ],
+        );
         assert!(o.status.success(), "docker compose cp: {}", text(&o));
     }
 
@@ -290,7 +361,14 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
     pub fn get_artifact(&self, env: &str, name: &str) -> String {
         let dst = self.dir.path().join(format!("{name}.back"));
         let _ = std::fs::remove_file(&dst);
-        let o = self.compose(env, &["cp", &format!("worker:/artifacts/{name}"), &dst.display().to_string()]);
+        let o = self.compose(
+            env,
+            &[
+                "cp",
+                &format!("worker:/artifacts/{name}"),
+                &dst.display().to_string(),
+            ],
+        );
         assert!(o.status.success(), "docker compose cp back: {}", text(&o));
         std::fs::read_to_string(dst).unwrap()
     }
@@ -319,7 +397,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// The last non-empty line of stdout.
 pub fn last_line(o: &Output) -> String {
-    stdout(o).lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string()
+    stdout(o)
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string()
 }
 
 pub fn exists(p: &Path) -> bool {
