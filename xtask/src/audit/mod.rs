@@ -122,19 +122,38 @@ impl Check {
     }
 }
 
-/// Chains this process has verified, so that its appends only walk what
-/// was added since. Invariant: the first `tip.len` bytes of the file at
-/// (`dev`, `ino`) verified, and the sink at `sink` held the same bytes.
+/// Chains this process has verified or appended to, so that its next
+/// append need not read them again. Invariant: the file whose metadata is
+/// exactly `stamp` is the verified chain `tip`, and the sink whose metadata
+/// is exactly `sink` held the same bytes. Any write to a file changes its
+/// ctime and mtime, so a stamp that still matches means nobody wrote since.
 #[derive(Clone)]
 struct Known {
     path: PathBuf,
-    id: FileId,
+    stamp: Stamp,
     tip: Tip,
-    sink: Option<FileId>,
+    sink: Option<Stamp>,
 }
 
-/// (device, inode): which file, even if renamed or replaced.
-type FileId = (u64, u64);
+/// Which file, how long, and when it last changed (nanoseconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+fn stamp(m: &std::fs::Metadata) -> Stamp {
+    Stamp {
+        dev: m.dev(),
+        ino: m.ino(),
+        len: m.len(),
+        mtime: (m.mtime(), m.mtime_nsec()),
+        ctime: (m.ctime(), m.ctime_nsec()),
+    }
+}
 
 static KNOWN: Mutex<Vec<Known>> = Mutex::new(Vec::new());
 
@@ -143,12 +162,12 @@ fn known(path: &Path) -> Option<Known> {
     k.iter().find(|k| k.path == path).cloned()
 }
 
-fn remember(path: &Path, id: FileId, tip: Tip, sink: Option<FileId>) {
+fn remember(path: &Path, stamp: Stamp, tip: Tip, sink: Option<Stamp>) {
     let mut k = KNOWN.lock().unwrap_or_else(|p| p.into_inner());
     k.retain(|k| k.path != path);
     k.push(Known {
         path: path.to_path_buf(),
-        id,
+        stamp,
         tip,
         sink,
     });
@@ -169,10 +188,6 @@ fn extent(local: &Result<Tip, Break>) -> (u64, u64) {
         Err(b) if b.kind == Kind::Torn => (b.offset, b.line - 1),
         Err(b) => (b.offset + b.tail_len, b.lines),
     }
-}
-
-fn id_of(m: &std::fs::Metadata) -> FileId {
-    (m.dev(), m.ino())
 }
 
 /// Opens `path` for reading under a shared lock; `None` if it does not exist.
@@ -356,16 +371,16 @@ impl Log {
         };
         let local = walk_file(&mut f, &self.path)?;
         let len = extent(&local).0;
-        let mut sink_id = None;
+        let mut sink_stamp = None;
         let sink = match &self.sink {
             None => None,
             Some(p) => {
                 let state = match open_shared(p) {
                     Ok(mut s) => {
-                        sink_id = s
+                        sink_stamp = s
                             .as_ref()
                             .and_then(|s| s.metadata().ok())
-                            .map(|m| id_of(&m));
+                            .map(|m| stamp(&m));
                         compare_sink(&mut f, len, s.as_mut(), p)?
                     }
                     Err(e) => SinkState::Unreachable {
@@ -377,12 +392,11 @@ impl Log {
         };
         if let Ok(t) = &local {
             let sink_ok = sink.as_ref().is_none_or(|(_, s)| s.is_match());
-            if sink_ok && (self.sink.is_none() || sink_id.is_some() || t.count == 0) {
-                let id = id_of(
-                    &f.metadata()
-                        .with_context(|| format!("reading {}", self.path.display()))?,
-                );
-                remember(&self.path, id, *t, sink_id);
+            if sink_ok && self.sink.is_some() == sink_stamp.is_some() {
+                let m = f
+                    .metadata()
+                    .with_context(|| format!("reading {}", self.path.display()))?;
+                remember(&self.path, stamp(&m), *t, sink_stamp);
             }
         }
         Ok(Check { local, sink })
@@ -552,45 +566,30 @@ impl Log {
         let meta = file
             .metadata()
             .with_context(|| format!("reading {}", self.path.display()))?;
-        let (id, len) = (id_of(&meta), meta.len());
+        let len = meta.len();
         // A new chain creates its sink; an existing one needs the sink to exist.
         let mut sink_file: Option<Result<Option<File>, anyhow::Error>> = self
             .sink
             .as_ref()
             .map(|p| open_locked(p, "audit sink directory", len == 0));
-        let sink_meta = match &sink_file {
-            Some(Ok(Some(s))) => Some(s.metadata().context("reading the audit sink")?),
+        let sink_stamp = match &sink_file {
+            Some(Ok(Some(s))) => Some(stamp(&s.metadata().context("reading the audit sink")?)),
             _ => None,
         };
 
-        // What this process verified before, extended by what others appended since.
-        let mut base: Option<(Tip, Option<SinkState>)> = None;
-        if let Some(Known {
-            tip, sink: ksink, ..
-        }) = known(&self.path).filter(|k| k.id == id && len >= k.tip.len)
-        {
-            let mut suffix = Vec::new();
-            file.seek(SeekFrom::Start(tip.len))
-                .and_then(|_| file.read_to_end(&mut suffix))
-                .with_context(|| format!("reading {}", self.path.display()))?;
-            let mut t = tip;
-            if chain::walk_buf(&suffix, &mut t) == Ok(suffix.len()) {
-                let sink_state = match (&mut sink_file, &sink_meta) {
-                    (None, _) => None,
-                    (Some(Ok(Some(s))), Some(m)) if ksink == Some(id_of(m)) && m.len() == len => {
-                        let mut ss = Vec::new();
-                        s.seek(SeekFrom::Start(tip.len))
-                            .and_then(|_| s.read_to_end(&mut ss))
-                            .context("reading the audit sink")?;
-                        (ss == suffix).then_some(SinkState::Match { count: t.count })
-                    }
-                    _ => None,
-                };
-                if self.sink.is_none() || sink_state.is_some() {
-                    base = Some((t, sink_state));
-                }
-            }
-        }
+        // Unchanged since this process verified or appended: no need to read it again.
+        let base = known(&self.path)
+            .filter(|k| {
+                k.stamp == stamp(&meta)
+                    && k.sink == sink_stamp
+                    && self.sink.is_some() == sink_stamp.is_some()
+            })
+            .map(|k| {
+                (
+                    k.tip,
+                    sink_stamp.map(|_| SinkState::Match { count: k.tip.count }),
+                )
+            });
         // Otherwise the whole chain, and the whole sink.
         let (local, sink_state) = match base {
             Some((t, s)) => (Ok(t), s),
@@ -683,9 +682,9 @@ impl Log {
         write_durably(&mut file, &self.path, &line, len)?;
         let head: [u8; 32] = Sha256::digest(&line[..line.len() - 1]).into();
 
-        let mut sink_id = None;
+        let mut new_sink_stamp = None;
         if let (Some(p), Some(Ok(Some(s))), true) = (&self.sink, &mut sink_file, sink_ok) {
-            let slen = sink_meta.as_ref().map_or(0, |m| m.len());
+            let slen = sink_stamp.map_or(0, |m| m.len);
             write_durably(s, p, &line, slen).with_context(|| {
                 format!(
                     "mirroring to the audit sink {} (the record is in the local log; `cargo xtask audit repair --env {}` catches the sink up)",
@@ -693,7 +692,7 @@ impl Log {
                     self.env
                 )
             })?;
-            sink_id = sink_meta.as_ref().map(id_of);
+            new_sink_stamp = Some(stamp(&s.metadata().context("reading the audit sink")?));
         }
         if chain_ok && sink_ok {
             let tip = Tip {
@@ -701,7 +700,10 @@ impl Log {
                 head,
                 len: len + line.len() as u64,
             };
-            remember(&self.path, id, tip, sink_id);
+            let m = file
+                .metadata()
+                .with_context(|| format!("reading {}", self.path.display()))?;
+            remember(&self.path, stamp(&m), tip, new_sink_stamp);
         } else {
             forget(&self.path);
         }

@@ -78,8 +78,15 @@ pub fn verify(ctx: &Ctx, env: Option<String>, expect_head: Option<String>) -> Re
             if let Ok(t) = &c.local {
                 println!("{e}: {} records, head {}", t.count, t.head_hex());
             }
-            if let Some((p, s @ SinkState::Match { .. })) = &c.sink {
-                println!("{e}: {}", s.describe(p, 0));
+            if let Some((p, s)) = &c.sink {
+                // Always one line per sink, so scripts find its path
+                // (scripts/check-audit-sink.sh): the path, then ": ", then
+                // a summary without ": ".
+                let summary = match s {
+                    SinkState::Match { count } => format!("{count} records, matches the local log"),
+                    _ => "does not match the local log (see the error)".to_string(),
+                };
+                println!("{e}: sink {}: {summary}", p.display());
             }
         }
         reports.push(json!({
