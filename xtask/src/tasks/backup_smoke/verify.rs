@@ -160,6 +160,9 @@ pub struct Outcome {
     /// certctl: rows whose prev_hash is not the row before them in (timestamp, id) order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_order_breaks: Option<u64>,
+    /// Indices of the verified rows in chain order (walked rows first).
+    #[serde(skip)]
+    pub order: Vec<usize>,
 }
 
 impl Outcome {
@@ -562,6 +565,7 @@ fn walk_by_seq(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
         brk: found,
         chain_digest: digest.hex(),
         published_order_breaks: None,
+        order,
     }
 }
 
@@ -584,6 +588,7 @@ fn walk_by_links(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
     }
 
     let mut walked = 0u64;
+    let mut order = Vec::with_capacity(rows.len());
     let mut visited = vec![false; rows.len()];
     let mut digest = ChainDigest::new();
     let mut cur: &[u8] = b"";
@@ -607,12 +612,14 @@ fn walk_by_links(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
             break;
         }
         visited[i] = true;
+        order.push(i);
         digest.add(&rows[i]);
         last.hash = text(&rows[i].row_hash);
         cur = &rows[i].row_hash;
     }
     for &i in &published {
         if !visited[i] {
+            order.push(i);
             digest.add(&rows[i]);
         }
     }
@@ -657,6 +664,7 @@ fn walk_by_links(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
         brk: found,
         chain_digest: digest.hex(),
         published_order_breaks: Some(published_breaks),
+        order,
     }
 }
 

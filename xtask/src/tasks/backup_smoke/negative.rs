@@ -1,0 +1,167 @@
+//! Negative controls: each one damages a scratch copy of the restored
+//! database in one way a real incident (or an attacker) could, and the
+//! smoke passes only if the verifiers notice and name it. They prove, on
+//! every run and on the very data that was restored, that the checks are
+//! not vacuous: a smoke that cannot fail proves nothing.
+
+use serde::Serialize;
+
+use crate::flags::Profile;
+
+/// One way to damage a chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Tamper {
+    pub name: &'static str,
+    /// What is done, in words (named in the report).
+    pub what: String,
+    /// SQL run in the scratch copy, after its guard triggers are disabled.
+    #[serde(skip)]
+    pub sql: Vec<String>,
+    /// Must the checks catch it? (false only where the profile's canonical form cannot.)
+    pub expect_detected: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub why_undetectable: Option<&'static str>,
+}
+
+/// The rows a tamper refers to, by chain position.
+#[derive(Debug, Clone)]
+pub struct ChainRow {
+    pub id: String,
+    pub seq: Option<i64>,
+    pub ts_micros: i64,
+    pub row_hash: String,
+}
+
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// The controls for `profile` on a restored chain (`chain` in chain order,
+/// at least [`super::workload::MIN_ROWS`] rows).
+pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
+    let n = chain.len();
+    let mid = &chain[n / 2];
+    let id = |r: &ChainRow| q(&r.id);
+    // Neighbours with different timestamps (swapping equal ones changes nothing in certctl).
+    let k = (n / 2 - 1..n - 1).chain(0..n / 2 - 1).find(|&k| chain[k].ts_micros != chain[k + 1].ts_micros).unwrap_or(n / 2 - 1);
+    let (a, b) = (&chain[k], &chain[k + 1]);
+    let kept = &chain[n - 3];
+    let t = |name, what: String, sql: Vec<String>| Tamper { name, what, sql, expect_detected: true, why_undetectable: None };
+    let head_to = |r: &ChainRow| match profile {
+        Profile::Default => format!(
+            "UPDATE audit_chain_head SET seq = {}, row_hash = {} WHERE id = 1",
+            r.seq.unwrap_or_default(),
+            q(&r.row_hash)
+        ),
+        Profile::Certctl => format!("UPDATE audit_chain_head SET row_hash = {} WHERE id = 1", q(&r.row_hash)),
+    };
+    let newest: Vec<String> = chain[n - 2..].iter().map(id).collect();
+    let mut v = vec![
+        t(
+            "modify-row",
+            format!("change the actor of row {} (chain position {})", mid.id, n / 2 + 1),
+            vec![format!("UPDATE audit_events SET actor = actor || ' (edited)' WHERE id = {}", id(mid))],
+        ),
+        t(
+            "delete-middle-row",
+            format!("delete row {} from the middle of the chain", mid.id),
+            vec![format!("DELETE FROM audit_events WHERE id = {}", id(mid))],
+        ),
+        t(
+            "delete-oldest-row",
+            format!("delete the oldest row ({})", chain[0].id),
+            vec![format!("DELETE FROM audit_events WHERE id = {}", id(&chain[0]))],
+        ),
+        t(
+            "delete-newest-rows",
+            format!("delete the two newest rows ({})", chain[n - 2..].iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")),
+            vec![format!("DELETE FROM audit_events WHERE id IN ({})", newest.join(", "))],
+        ),
+        match profile {
+            Profile::Default => t(
+                "swap-order",
+                format!("swap the seq of rows {} and {}", a.id, b.id),
+                vec![
+                    format!("UPDATE audit_events SET seq = -1 WHERE id = {}", id(a)),
+                    format!("UPDATE audit_events SET seq = {} WHERE id = {}", a.seq.unwrap_or_default(), id(b)),
+                    format!("UPDATE audit_events SET seq = {} WHERE id = {}", b.seq.unwrap_or_default(), id(a)),
+                ],
+            ),
+            Profile::Certctl => t(
+                "swap-order",
+                format!("swap the timestamps (the published order) of rows {} and {}", a.id, b.id),
+                vec![format!(
+                    "UPDATE audit_events e SET \"timestamp\" = o.\"timestamp\" FROM audit_events o \
+                     WHERE (e.id, o.id) IN (({0}, {1}), ({1}, {0}))",
+                    id(a),
+                    id(b)
+                )],
+            ),
+        },
+        t("truncate", "TRUNCATE audit_events (the head row is left as it was)".into(), vec!["TRUNCATE audit_events".into()]),
+        t(
+            "roll-back-head",
+            format!("set the head back to row {}, leaving the newer rows in place", kept.id),
+            vec![head_to(kept)],
+        ),
+        t(
+            "cut-tail-and-head",
+            format!("delete the two newest rows and move the head back to row {} to match: a consistent rewrite only the outside manifest can catch", kept.id),
+            vec![format!("DELETE FROM audit_events WHERE id IN ({})", newest.join(", ")), head_to(&chain[n - 3])],
+        ),
+    ];
+    let mut sep = t(
+        "move-separator",
+        "move the '|' between actor and actor_type of the first row whose actor holds one ('a|b','c' becomes 'a','b|c')".into(),
+        vec!["UPDATE audit_events SET actor = split_part(actor, '|', 1), \
+              actor_type = substr(actor, strpos(actor, '|') + 1) || '|' || actor_type \
+              WHERE id = (SELECT id FROM audit_events WHERE strpos(actor, '|') > 0 ORDER BY id LIMIT 1)"
+            .into()],
+    );
+    if profile == Profile::Certctl {
+        sep.expect_detected = false;
+        sep.why_undetectable = Some(
+            "the published form joins fields with a bare '|', so 'a|b','c' and 'a','b|c' hash alike: only a length-prefixed form (the default profile) can tell them apart",
+        );
+    }
+    v.push(sep);
+    // Disable the guards first: they would (rightly) refuse every one of these.
+    for c in &mut v {
+        c.sql.insert(0, "ALTER TABLE audit_chain_head DISABLE TRIGGER USER".into());
+        c.sql.insert(0, "ALTER TABLE audit_events DISABLE TRIGGER USER".into());
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chain(n: i64) -> Vec<ChainRow> {
+        (1..=n).map(|s| ChainRow { id: s.to_string(), seq: Some(s), ts_micros: s / 2, row_hash: format!("{s:064x}") }).collect()
+    }
+
+    #[test]
+    fn every_control_is_expected_to_be_caught_in_the_default_profile() {
+        let c = controls(Profile::Default, &chain(24));
+        let names: Vec<&str> = c.iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            [
+                "modify-row",
+                "delete-middle-row",
+                "delete-oldest-row",
+                "delete-newest-rows",
+                "swap-order",
+                "truncate",
+                "roll-back-head",
+                "cut-tail-and-head",
+                "move-separator"
+            ]
+        );
+        assert!(c.iter().all(|t| t.expect_detected));
+        assert!(c[3].sql.last().unwrap().ends_with("IN ('23', '24')"), "{:?}", c[3].sql);
+        let certctl = controls(Profile::Certctl, &chain(8));
+        assert!(!certctl.iter().find(|t| t.name == "move-separator").unwrap().expect_detected);
+    }
+}
