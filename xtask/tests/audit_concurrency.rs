@@ -25,7 +25,9 @@ const COUNT: &str = "XTASK_AUDIT_TEST_CHILD_COUNT";
 /// processes the tests below start. Appends COUNT records, or forever.
 #[test]
 fn child_appender() {
-    let Some(state) = std::env::var_os(STATE) else { return };
+    let Some(state) = std::env::var_os(STATE) else {
+        return;
+    };
     let sink = std::env::var_os(SINK).map(PathBuf::from);
     let id = std::env::var(ID).unwrap();
     let count: Option<u64> = std::env::var(COUNT).ok().map(|c| c.parse().unwrap());
@@ -33,18 +35,30 @@ fn child_appender() {
     let mut i = 0;
     while count.is_none_or(|c| i < c) {
         i += 1;
-        let e = entry("deploy", "success", None, &format!("sha-{id}-{i}"), &format!("child {id} record {i}"));
+        let e = entry(
+            "deploy",
+            "success",
+            None,
+            &format!("sha-{id}-{i}"),
+            &format!("child {id} record {i}"),
+        );
         log.append(e, false).unwrap();
     }
 }
 
 fn spawn(fx: &Fixture, id: usize, count: Option<u64>) -> Child {
     let mut c = Command::new(std::env::current_exe().unwrap());
-    c.args(["child_appender", "--exact", "--nocapture", "--test-threads=1", "-q"])
-        .env(STATE, fx.state.join("staging"))
-        .env(ID, id.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    c.args([
+        "child_appender",
+        "--exact",
+        "--nocapture",
+        "--test-threads=1",
+        "-q",
+    ])
+    .env(STATE, fx.state.join("staging"))
+    .env(ID, id.to_string())
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
     if let Some(s) = &fx.sink_dir {
         c.env(SINK, s);
     }
@@ -55,7 +69,10 @@ fn spawn(fx: &Fixture, id: usize, count: Option<u64>) -> Child {
 }
 
 fn records(fx: &Fixture) -> Vec<Record> {
-    fx.lines().iter().map(|l| serde_json::from_slice(l.strip_suffix(b"\n").unwrap()).unwrap()).collect()
+    fx.lines()
+        .iter()
+        .map(|l| serde_json::from_slice(l.strip_suffix(b"\n").unwrap()).unwrap())
+        .collect()
 }
 
 #[test]
@@ -64,7 +81,11 @@ fn eight_processes_appending_200_each_make_one_chain_of_1600() {
     let children: Vec<Child> = (0..8).map(|id| spawn(&fx, id, Some(200))).collect();
     for c in children {
         let o = c.wait_with_output().unwrap();
-        assert!(o.status.success(), "a child failed: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "a child failed: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
     }
     let o = fx.xtask(&["audit", "verify", "--env", "staging"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
@@ -81,7 +102,12 @@ fn eight_processes_appending_200_each_make_one_chain_of_1600() {
     let mut next = [1u64; 8];
     for (i, r) in recs.iter().enumerate() {
         assert_eq!(r.seq, i as u64 + 1);
-        let (id, n) = r.reason.strip_prefix("child ").unwrap().split_once(" record ").unwrap();
+        let (id, n) = r
+            .reason
+            .strip_prefix("child ")
+            .unwrap()
+            .split_once(" record ")
+            .unwrap();
         let (id, n): (usize, u64) = (id.parse().unwrap(), n.parse().unwrap());
         assert_eq!(n, next[id], "child {id} out of order at line {}", i + 1);
         next[id] += 1;
@@ -91,7 +117,10 @@ fn eight_processes_appending_200_each_make_one_chain_of_1600() {
 
 /// A cheap source of varied delays without a random-number crate.
 fn jitter(round: u64, max_ms: u64) -> Duration {
-    let n = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos() as u64;
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos() as u64;
     Duration::from_micros((n ^ round.wrapping_mul(0x9e37_79b9)) % (max_ms * 1000))
 }
 
@@ -116,7 +145,10 @@ fn kill_9_during_a_burst_never_leaves_a_modified_chain() {
         let local = match &c.local {
             Ok(_) => "clean",
             Err(b) if b.kind == Kind::Torn => "torn",
-            Err(b) => panic!("round {round}: kill -9 left a chain that verify calls {:?}: {b}", b.kind),
+            Err(b) => panic!(
+                "round {round}: kill -9 left a chain that verify calls {:?}: {b}",
+                b.kind
+            ),
         };
         let sink = match &c.sink {
             Some((_, SinkState::Match { .. })) => "in step",
@@ -128,14 +160,35 @@ fn kill_9_during_a_burst_never_leaves_a_modified_chain() {
 
         let o = fx.xtask(&["audit", "verify", "--env", "staging"]);
         let err = String::from_utf8_lossy(&o.stderr);
-        for bad in ["modified", "deleted", "reordered", "inserted", "not JSON", "seq gap", "prev mismatch", "differs"] {
+        for bad in [
+            "modified",
+            "deleted",
+            "reordered",
+            "inserted",
+            "not JSON",
+            "seq gap",
+            "prev mismatch",
+            "differs",
+        ] {
             assert!(!err.contains(bad), "round {round}: {}", text(&o));
         }
         if o.status.code() != Some(0) {
-            let o = fx.xtask(&["audit", "repair", "--env", "staging", "--reason", &format!("kill -9 in round {round}")]);
+            let o = fx.xtask(&[
+                "audit",
+                "repair",
+                "--env",
+                "staging",
+                "--reason",
+                &format!("kill -9 in round {round}"),
+            ]);
             assert_eq!(o.status.code(), Some(0), "round {round}: {}", text(&o));
             let o = fx.xtask(&["audit", "verify", "--env", "staging"]);
-            assert_eq!(o.status.code(), Some(0), "round {round}: after repair: {}", text(&o));
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "round {round}: after repair: {}",
+                text(&o)
+            );
         }
     }
     eprintln!("after 12 kills: {tally:?}");

@@ -22,9 +22,14 @@ const CHILD_STATE: &str = "XTASK_AUDIT_TEST_APPEND_ONCE";
 /// log in CHILD_STATE and exits 0, or prints the error and exits 1.
 #[test]
 fn child_append_once() {
-    let Some(state) = std::env::var_os(CHILD_STATE) else { return };
+    let Some(state) = std::env::var_os(CHILD_STATE) else {
+        return;
+    };
     let log = Log::new(Path::new(&state), "staging", None);
-    if let Err(e) = log.append(entry("deploy", "success", None, "sha-late", "should not land"), false) {
+    if let Err(e) = log.append(
+        entry("deploy", "success", None, "sha-late", "should not land"),
+        false,
+    ) {
         eprintln!("CHILD-ERROR: {e:#}");
         std::process::exit(1);
     }
@@ -50,7 +55,10 @@ fn a_write_cut_short_leaves_no_partial_record() {
         .unwrap();
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
-    let line = err.lines().find(|l| l.starts_with("CHILD-ERROR: ")).unwrap_or_else(|| panic!("{}", text(&o)));
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("CHILD-ERROR: "))
+        .unwrap_or_else(|| panic!("{}", text(&o)));
     assert_eq!(
         line,
         format!(
@@ -58,7 +66,11 @@ fn a_write_cut_short_leaves_no_partial_record() {
             fx.path().display()
         )
     );
-    assert_eq!(std::fs::read(fx.path()).unwrap(), before, "no partial record");
+    assert_eq!(
+        std::fs::read(fx.path()).unwrap(),
+        before,
+        "no partial record"
+    );
     let o = fx.xtask(&["audit", "verify", "--env", "staging"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
@@ -72,11 +84,18 @@ impl Drop for Mount {
 }
 
 fn mount(args: &[&str], at: &Path) -> Option<Mount> {
-    let ok = Command::new("mount").args(args).arg(at).output().is_ok_and(|o| o.status.success());
+    let ok = Command::new("mount")
+        .args(args)
+        .arg(at)
+        .output()
+        .is_ok_and(|o| o.status.success());
     if ok {
         Some(Mount(at.to_path_buf()))
     } else {
-        eprintln!("skipped: `mount {}` is not permitted here (needs root)", args.join(" "));
+        eprintln!(
+            "skipped: `mount {}` is not permitted here (needs root)",
+            args.join(" ")
+        );
         None
     }
 }
@@ -86,7 +105,9 @@ fn a_full_disk_leaves_no_partial_record() {
     let dir = tempfile::tempdir().unwrap();
     let mnt = dir.path().join("tiny");
     std::fs::create_dir(&mnt).unwrap();
-    let Some(_m) = mount(&["-t", "tmpfs", "-o", "size=64k", "tmpfs"], &mnt) else { return };
+    let Some(_m) = mount(&["-t", "tmpfs", "-o", "size=64k", "tmpfs"], &mnt) else {
+        return;
+    };
     let log = Log::new(&mnt.join("staging"), "staging", None);
 
     // Grow the log until its last page has less room than a record needs
@@ -100,14 +121,21 @@ fn a_full_disk_leaves_no_partial_record() {
             break;
         }
         let before = len(&log);
-        log.append(entry("deploy", "success", None, "sha-0", &"p".repeat(pad)), false).unwrap();
+        log.append(
+            entry("deploy", "success", None, "sha-0", &"p".repeat(pad)),
+            false,
+        )
+        .unwrap();
         let line = len(&log) - before;
         // Aim the next line to end 100 bytes short of a page boundary.
         let want = (4096 - (len(&log) + 100) % 4096) % 4096;
         pad = (want as i64 - (line as i64 - pad as i64)).max(1) as usize;
     }
     let slack = 4096 - len(&log) % 4096;
-    assert!((50..200).contains(&slack), "could not place the log end ({slack} bytes free in its page)");
+    assert!(
+        (50..200).contains(&slack),
+        "could not place the log end ({slack} bytes free in its page)"
+    );
 
     // Fill every remaining page.
     let mut filler = std::fs::File::create(mnt.join("filler")).unwrap();
@@ -115,7 +143,9 @@ fn a_full_disk_leaves_no_partial_record() {
     while std::io::Write::write_all(&mut filler, &page).is_ok() {}
 
     let before = std::fs::read(&log.path).unwrap();
-    let e = log.append(entry("deploy", "success", None, "sha-1", "no room"), false).unwrap_err();
+    let e = log
+        .append(entry("deploy", "success", None, "sha-1", "no room"), false)
+        .unwrap_err();
     assert_eq!(
         format!("{e:#}"),
         format!(
@@ -123,13 +153,21 @@ fn a_full_disk_leaves_no_partial_record() {
             log.path.display()
         )
     );
-    assert_eq!(std::fs::read(&log.path).unwrap(), before, "no partial record");
+    assert_eq!(
+        std::fs::read(&log.path).unwrap(),
+        before,
+        "no partial record"
+    );
     log.verify().unwrap();
 
     // Room again: appends resume on the intact chain.
     drop(filler);
     std::fs::remove_file(mnt.join("filler")).unwrap();
-    log.append(entry("deploy", "success", None, "sha-1", "room again"), false).unwrap();
+    log.append(
+        entry("deploy", "success", None, "sha-1", "room again"),
+        false,
+    )
+    .unwrap();
     log.verify().unwrap();
 }
 
@@ -137,16 +175,25 @@ fn a_full_disk_leaves_no_partial_record() {
 fn a_state_dir_under_a_regular_file_gives_a_clear_error() {
     let fx = Fixture::new(false);
     std::fs::write(&fx.state, b"not a directory").unwrap();
-    let e = fx.log().append(entry("deploy", "success", None, "sha-1", "r"), false).unwrap_err();
+    let e = fx
+        .log()
+        .append(entry("deploy", "success", None, "sha-1", "r"), false)
+        .unwrap_err();
     assert_eq!(
         format!("{e:#}"),
-        format!("creating state directory {}: Not a directory (os error 20)", fx.state.join("staging").display())
+        format!(
+            "creating state directory {}: Not a directory (os error 20)",
+            fx.state.join("staging").display()
+        )
     );
     let o = fx.xtask(&["audit", "verify", "--env", "staging"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert_eq!(
         error_line(&o),
-        format!("error: opening {}: Not a directory (os error 20)", fx.path().display())
+        format!(
+            "error: opening {}: Not a directory (os error 20)",
+            fx.path().display()
+        )
     );
 }
 
@@ -159,17 +206,38 @@ fn a_read_only_state_dir_gives_a_clear_error_and_no_partial_record() {
     bytes.truncate(bytes.len() - 5);
     std::fs::write(fx.path(), &bytes).unwrap();
     let dir = fx.state.join("staging");
-    let Some(_bind) = mount(&["--bind", dir.to_str().unwrap()], &dir) else { return };
-    let Some(_ro) = mount(&["-o", "remount,bind,ro"], &dir) else { return };
+    let Some(_bind) = mount(&["--bind", dir.to_str().unwrap()], &dir) else {
+        return;
+    };
+    let Some(_ro) = mount(&["-o", "remount,bind,ro"], &dir) else {
+        return;
+    };
 
-    let e = fx.log().append(entry("deploy", "success", None, "sha-1", "r"), false).unwrap_err();
+    let e = fx
+        .log()
+        .append(entry("deploy", "success", None, "sha-1", "r"), false)
+        .unwrap_err();
     assert_eq!(
         format!("{e:#}"),
-        format!("opening {} for appending: Read-only file system (os error 30)", fx.path().display())
+        format!(
+            "opening {} for appending: Read-only file system (os error 30)",
+            fx.path().display()
+        )
     );
-    let o = fx.xtask(&["audit", "repair", "--env", "staging", "--reason", "read-only"]);
+    let o = fx.xtask(&[
+        "audit",
+        "repair",
+        "--env",
+        "staging",
+        "--reason",
+        "read-only",
+    ]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let err = error_line(&o);
     assert!(err.contains("Read-only file system"), "{}", text(&o));
-    assert_eq!(std::fs::read(fx.path()).unwrap(), bytes, "nothing written, nothing truncated");
+    assert_eq!(
+        std::fs::read(fx.path()).unwrap(),
+        bytes,
+        "nothing written, nothing truncated"
+    );
 }

@@ -42,11 +42,20 @@ impl Fixture {
             ),
         )
         .unwrap();
-        Fixture { dir, config, state, sink_dir }
+        Fixture {
+            dir,
+            config,
+            state,
+            sink_dir,
+        }
     }
 
     pub fn log(&self) -> Log {
-        Log::new(&self.state.join("staging"), "staging", self.sink_dir.as_deref())
+        Log::new(
+            &self.state.join("staging"),
+            "staging",
+            self.sink_dir.as_deref(),
+        )
     }
 
     pub fn path(&self) -> PathBuf {
@@ -64,9 +73,18 @@ impl Fixture {
 
     pub fn cmd(&self, args: &[&str]) -> Command {
         let mut c = Command::new(env!("CARGO_BIN_EXE_xtask"));
-        c.arg("--config").arg(&self.config).arg("--state-dir").arg(&self.state).args(args);
+        c.arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args);
         c.env_remove("GITHUB_ACTIONS").env("USER", "tester");
-        for v in ["GITHUB_ACTOR", "GITEA_ACTOR", "FORGEJO_ACTOR", "CI_COMMIT_AUTHOR"] {
+        for v in [
+            "GITHUB_ACTOR",
+            "GITEA_ACTOR",
+            "FORGEJO_ACTOR",
+            "CI_COMMIT_AUTHOR",
+        ] {
             c.env_remove(v);
         }
         c
@@ -76,8 +94,17 @@ impl Fixture {
     pub fn fill(&self, n: u64) {
         let log = self.log();
         for i in 1..=n {
-            log.append(entry("deploy", "success", Some(&format!("sha-{:012}", i - 1)), &format!("sha-{i:012}"), &format!("deploy {i}")), false)
-                .unwrap();
+            log.append(
+                entry(
+                    "deploy",
+                    "success",
+                    Some(&format!("sha-{:012}", i - 1)),
+                    &format!("sha-{i:012}"),
+                    &format!("deploy {i}"),
+                ),
+                false,
+            )
+            .unwrap();
         }
     }
 
@@ -96,15 +123,25 @@ impl Fixture {
 }
 
 pub fn read_lines(p: &Path) -> Vec<Vec<u8>> {
-    std::fs::read(p).unwrap().split_inclusive(|&b| b == b'\n').map(<[u8]>::to_vec).collect()
+    std::fs::read(p)
+        .unwrap()
+        .split_inclusive(|&b| b == b'\n')
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 pub fn entry(action: &str, outcome: &str, from: Option<&str>, to: &str, reason: &str) -> Entry {
     Entry {
         action: action.into(),
         outcome: outcome.into(),
-        from: from.map(|t| ImageRef { tag: t.into(), digest: None }),
-        to: Some(ImageRef { tag: to.into(), digest: None }),
+        from: from.map(|t| ImageRef {
+            tag: t.into(),
+            digest: None,
+        }),
+        to: Some(ImageRef {
+            tag: to.into(),
+            digest: None,
+        }),
         git_sha: None,
         reason: reason.into(),
         duration_ms: 12,

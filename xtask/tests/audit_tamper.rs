@@ -25,7 +25,11 @@ fn tampered(sink: bool, f: impl FnOnce(&mut Vec<Vec<u8>>)) -> Fixture {
 }
 
 fn flip_reason_byte(line: &mut [u8]) {
-    let at = line.windows(7).position(|w| w == b"deploy ").expect("a reason") + 7;
+    let at = line
+        .windows(7)
+        .position(|w| w == b"deploy ")
+        .expect("a reason")
+        + 7;
     line[at] ^= 1;
 }
 
@@ -43,7 +47,11 @@ fn encode(r: &Record) -> Vec<u8> {
 fn rechain(lines: &mut [Vec<u8>], from: usize) {
     for i in from..lines.len() {
         let mut r = record(&lines[i]);
-        r.prev = if i == 0 { xtask::audit::GENESIS.into() } else { line_hash(&lines[i - 1]) };
+        r.prev = if i == 0 {
+            xtask::audit::GENESIS.into()
+        } else {
+            line_hash(&lines[i - 1])
+        };
         lines[i] = encode(&r);
     }
 }
@@ -54,7 +62,10 @@ fn a_good_chain_verifies_with_count_and_head() {
     fx.fill(10);
     let o = verify(&fx, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert_eq!(stdout(&o), format!("staging: 10 records, head {}\n", line_hash(&fx.lines()[9])));
+    assert_eq!(
+        stdout(&o),
+        format!("staging: 10 records, head {}\n", line_hash(&fx.lines()[9]))
+    );
     let o = verify(&fx, &["--expect-head", &fx.head().to_uppercase()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
@@ -63,14 +74,20 @@ fn a_good_chain_verifies_with_count_and_head() {
 fn one_flipped_byte_in_a_middle_record() {
     let fx = tampered(false, |l| flip_reason_byte(&mut l[4]));
     let p = fx.path().display().to_string();
-    assert_verify_fails(&verify(&fx, &[]), &format!("staging: {p}: line 5: modified: its SHA-256 is not the prev recorded by line 6"));
+    assert_verify_fails(
+        &verify(&fx, &[]),
+        &format!("staging: {p}: line 5: modified: its SHA-256 is not the prev recorded by line 6"),
+    );
 }
 
 #[test]
 fn a_byte_that_breaks_the_json() {
     let fx = tampered(false, |l| l[2][0] = b'x');
     let p = fx.path().display().to_string();
-    assert_verify_fails(&verify(&fx, &[]), &format!("staging: {p}: line 3: not JSON: expected value at line 1 column 1"));
+    assert_verify_fails(
+        &verify(&fx, &[]),
+        &format!("staging: {p}: line 3: not JSON: expected value at line 1 column 1"),
+    );
 }
 
 #[test]
@@ -161,7 +178,10 @@ fn a_deletion_rehashed_without_renumbering_is_a_seq_gap() {
         rechain(l, 4);
     });
     let p = fx.path().display().to_string();
-    assert_verify_fails(&verify(&fx, &[]), &format!("staging: {p}: line 5: seq gap: seq 6 where 5 was expected"));
+    assert_verify_fails(
+        &verify(&fx, &[]),
+        &format!("staging: {p}: line 5: seq gap: seq 6 where 5 was expected"),
+    );
 }
 
 #[test]
@@ -208,7 +228,10 @@ fn tampering_with_the_local_copy_shows_the_sink_still_verifies() {
     let mut lines = fx.lines();
     flip_reason_byte(&mut lines[4]);
     fx.write_lines(&lines);
-    let (p, sink) = (fx.path().display().to_string(), fx.sink().display().to_string());
+    let (p, sink) = (
+        fx.path().display().to_string(),
+        fx.sink().display().to_string(),
+    );
     assert_verify_fails(
         &verify(&fx, &[]),
         &format!(
@@ -253,16 +276,36 @@ fn a_truncated_sink_is_caught_and_repair_catches_it_up() {
     );
     assert_verify_fails(&verify(&fx, &[]), &says);
     // Appends refuse until it is dealt with.
-    let e = fx.log().append(entry("deploy", "success", None, "sha-x", "r"), false).unwrap_err();
+    let e = fx
+        .log()
+        .append(entry("deploy", "success", None, "sha-x", "r"), false)
+        .unwrap_err();
     assert_eq!(code_of(&e), Code::Verify, "{e:#}");
-    let o = fx.xtask(&["audit", "repair", "--env", "staging", "--reason", "sink remounted"]);
+    let o = fx.xtask(&[
+        "audit",
+        "repair",
+        "--env",
+        "staging",
+        "--reason",
+        "sink remounted",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let o = verify(&fx, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
-    assert!(stdout(&o).contains("staging: 11 records, head"), "{}", text(&o));
-    assert_eq!(std::fs::read(&sink).unwrap(), std::fs::read(fx.path()).unwrap());
+    assert!(
+        stdout(&o).contains("staging: 11 records, head"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(&sink).unwrap(),
+        std::fs::read(fx.path()).unwrap()
+    );
     let last = record(fx.lines().last().unwrap());
-    assert_eq!((last.action.as_str(), last.reason.as_str()), ("repair", "sink remounted (caught up the sink)"));
+    assert_eq!(
+        (last.action.as_str(), last.reason.as_str()),
+        ("repair", "sink remounted (caught up the sink)")
+    );
 }
 
 #[test]
@@ -289,7 +332,10 @@ fn a_torn_last_line_is_reported_and_repaired_exactly() {
     );
 
     // Not even --force appends after a torn line.
-    let e = fx.log().append(entry("deploy", "success", None, "sha-x", "r"), true).unwrap_err();
+    let e = fx
+        .log()
+        .append(entry("deploy", "success", None, "sha-x", "r"), true)
+        .unwrap_err();
     assert_eq!(code_of(&e), Code::Verify);
     assert!(format!("{e:#}").contains("audit repair"), "{e:#}");
 
@@ -302,7 +348,15 @@ fn a_torn_last_line_is_reported_and_repaired_exactly() {
     assert_ne!(sink_before, nine);
 
     // The dry run shows exactly what it would truncate and changes nothing.
-    let o = fx.xtask(&["--dry-run", "audit", "repair", "--env", "staging", "--reason", "power loss on ci-7"]);
+    let o = fx.xtask(&[
+        "--dry-run",
+        "audit",
+        "repair",
+        "--env",
+        "staging",
+        "--reason",
+        "power loss on ci-7",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let plan = stdout(&o);
     assert!(
@@ -314,16 +368,30 @@ fn a_torn_last_line_is_reported_and_repaired_exactly() {
     assert!(plan.contains("dry run: nothing was changed"), "{plan}");
     assert_eq!(std::fs::read(fx.path()).unwrap(), bytes);
 
-    let o = fx.xtask(&["audit", "repair", "--env", "staging", "--reason", "power loss on ci-7"]);
+    let o = fx.xtask(&[
+        "audit",
+        "repair",
+        "--env",
+        "staging",
+        "--reason",
+        "power loss on ci-7",
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let after = fx.lines();
     assert_eq!(after.len(), 10);
     assert_eq!(after[..9].concat(), nine, "only the torn bytes went");
     let rec = record(&after[9]);
     assert_eq!(rec.action, "repair");
-    assert_eq!(rec.reason, format!("power loss on ci-7 (truncated {torn} torn bytes of line 10)"));
+    assert_eq!(
+        rec.reason,
+        format!("power loss on ci-7 (truncated {torn} torn bytes of line 10)")
+    );
     let out = stdout(&o);
-    assert_eq!(out.lines().last().unwrap(), format!("audit head: {}", line_hash(&after[9])), "{out}");
+    assert_eq!(
+        out.lines().last().unwrap(),
+        format!("audit head: {}", line_hash(&after[9])),
+        "{out}"
+    );
     let o = verify(&fx, &[]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 
@@ -337,7 +405,14 @@ fn a_torn_last_line_is_reported_and_repaired_exactly() {
 fn repair_refuses_tampering() {
     let fx = tampered(false, |l| flip_reason_byte(&mut l[4]));
     let before = std::fs::read(fx.path()).unwrap();
-    let o = fx.xtask(&["audit", "repair", "--env", "staging", "--reason", "make it go away"]);
+    let o = fx.xtask(&[
+        "audit",
+        "repair",
+        "--env",
+        "staging",
+        "--reason",
+        "make it go away",
+    ]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     assert!(error_line(&o).contains("line 5: modified"), "{}", text(&o));
     assert_eq!(std::fs::read(fx.path()).unwrap(), before);
@@ -347,12 +422,23 @@ fn repair_refuses_tampering() {
 fn appends_refuse_a_broken_chain_unless_forced_and_the_record_says_so() {
     let fx = tampered(false, |l| flip_reason_byte(&mut l[4]));
     let before = std::fs::read(fx.path()).unwrap();
-    let e = fx.log().append(entry("rollback", "success", None, "sha-1", "manual"), false).unwrap_err();
+    let e = fx
+        .log()
+        .append(entry("rollback", "success", None, "sha-1", "manual"), false)
+        .unwrap_err();
     assert_eq!(code_of(&e), Code::Verify);
-    assert!(format!("{e:#}").starts_with("refusing to append to "), "{e:#}");
+    assert!(
+        format!("{e:#}").starts_with("refusing to append to "),
+        "{e:#}"
+    );
     assert_eq!(std::fs::read(fx.path()).unwrap(), before);
 
-    fx.log().append(entry("rollback", "success", None, "sha-1", "[forced] manual"), true).unwrap();
+    fx.log()
+        .append(
+            entry("rollback", "success", None, "sha-1", "[forced] manual"),
+            true,
+        )
+        .unwrap();
     let lines = fx.lines();
     assert_eq!(lines.len(), 11);
     let forced = record(&lines[10]);
@@ -361,7 +447,10 @@ fn appends_refuse_a_broken_chain_unless_forced_and_the_record_says_so() {
     assert_eq!(forced.reason, "[forced] manual [forced past audit break: line 5: modified: its SHA-256 is not the prev recorded by line 6]");
     // The break stays visible: nothing rewrites the log.
     let p = fx.path().display().to_string();
-    assert_verify_fails(&verify(&fx, &[]), &format!("staging: {p}: line 5: modified: its SHA-256 is not the prev recorded by line 6"));
+    assert_verify_fails(
+        &verify(&fx, &[]),
+        &format!("staging: {p}: line 5: modified: its SHA-256 is not the prev recorded by line 6"),
+    );
 }
 
 #[test]
