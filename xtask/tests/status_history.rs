@@ -101,7 +101,7 @@ fn history_lists_deployments_and_the_rollback_target() {
     let o = empty.xtask(&["status", "staging"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(
-        stdout(&o).contains(&format!("current: none (nothing deployed yet)\n")),
+        stdout(&o).contains("current: none (nothing deployed yet)\n"),
         "{}",
         text(&o)
     );

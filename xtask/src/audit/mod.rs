@@ -231,8 +231,13 @@ fn compare_sink(
     path: &Path,
 ) -> Result<SinkState> {
     let Some(s) = sink else {
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
         return Ok(if local_len == 0 {
             SinkState::Match { count: 0 }
+        } else if dir.is_some_and(|d| !d.is_dir()) {
+            SinkState::Unreachable {
+                error: "its directory does not exist (not mounted?)".into(),
+            }
         } else {
             SinkState::Missing
         });
@@ -353,7 +358,8 @@ impl Log {
                 let s = match std::fs::metadata(p) {
                     Ok(m) if m.len() == 0 => SinkState::Match { count: 0 },
                     Ok(_) => SinkState::Ahead {
-                        sink_count: sink::walk_file(p).map_or(0, |t| t.count),
+                        sink_count: std::fs::read(p)
+                            .map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64),
                     },
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         SinkState::Match { count: 0 }

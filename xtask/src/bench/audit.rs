@@ -174,7 +174,8 @@ pub fn run(quick: bool) -> Result<Section> {
     let rps = n as f64 / verify.as_secs_f64();
 
     eprintln!("audit: {appends_n} appends with fsync, local only and local + sink");
-    // A fresh process verifies the whole chain once; later appends walk only what was added.
+    // The first append of a process walks the whole chain; later ones skip
+    // that while the files' stamps show nobody else wrote since.
     let (first, local) = appends(&log, appends_n)?;
     let sink_dir = dir.0.join("sink");
     std::fs::create_dir_all(&sink_dir)?;
@@ -192,8 +193,10 @@ temp directory, page cache warm. `sha256sum` (coreutils, one process over the wh
 `Log::verify` (the code behind `cargo xtask audit verify`: shared lock, stream, scan each line for \
 the canonical shape, SHA-256 it, check `prev` and `seq`) each take the best of {runs} runs in the \
 same process run. Appends: {appends_n} `Log::append` calls on that chain, each one write plus \
-fsync of the file (plus the same for the sink copy in the second row); the first append of a \
-process walks the whole chain and is shown on its own, later ones walk only what was added since.\n\n\
+fsync of the file (plus the same for the sink copy in the second row). The first append of a \
+process walks the whole chain (and compares the sink) and is shown on its own; later ones skip \
+the walk while the files' size, mtime and ctime show nobody else wrote since (a concurrent writer \
+sends the next append back to the full walk).\n\n\
 | measure | value |\n|---|---|\n\
 | records (bytes) | {n} ({mb:.1} MB) |\n\
 | sha256sum over the file | {:.3} s ({:.0} MB/s) |\n\
