@@ -83,7 +83,9 @@ impl Setup {
         format!("{}{}_{what}", target::PREFIX, self.run_id)
     }
     pub fn dump_file(&self) -> PathBuf {
-        self.dump.clone().unwrap_or_else(|| self.dir.join("audit.dump"))
+        self.dump
+            .clone()
+            .unwrap_or_else(|| self.dir.join("audit.dump"))
     }
     pub fn manifest_file(&self) -> PathBuf {
         self.dir.join("audit.dump.manifest.json")
@@ -120,7 +122,11 @@ impl Setup {
         self.psql(&self.conn.maintenance_db, Effect::Mutating, &[&sql])
     }
     pub fn drop_db(&self, name: &str) -> Command {
-        self.psql(&self.conn.maintenance_db, Effect::Mutating, &[&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")])
+        self.psql(
+            &self.conn.maintenance_db,
+            Effect::Mutating,
+            &[&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")],
+        )
     }
     pub fn pg_dump(&self, db: &str) -> Command {
         self.conn
@@ -129,7 +135,9 @@ impl Setup {
             .arg(self.dump_file().display().to_string())
     }
     pub fn pg_restore_list(&self) -> Command {
-        Command::new(&self.pg_restore, Effect::ReadOnly).arg("--list").arg(self.dump_file().display().to_string())
+        Command::new(&self.pg_restore, Effect::ReadOnly)
+            .arg("--list")
+            .arg(self.dump_file().display().to_string())
     }
     pub fn pg_restore(&self, db: &str) -> Command {
         self.conn
@@ -140,7 +148,9 @@ impl Setup {
     pub fn target_label(&self) -> String {
         match (&self.embedded, &self.conn.host) {
             (Some(e), _) => format!("embedded cluster on 127.0.0.1:{}", e.port),
-            (None, Some(h)) => format!("server {h}:{}", self.conn.port.as_deref().unwrap_or("5432")),
+            (None, Some(h)) => {
+                format!("server {h}:{}", self.conn.port.as_deref().unwrap_or("5432"))
+            }
             (None, None) => "server from the PG* environment".into(),
         }
     }
@@ -156,7 +166,9 @@ pub fn run(ctx: &Ctx, args: BackupSmoke) -> Result<()> {
 }
 
 fn pg_env_target() -> bool {
-    ["PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"].iter().any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+    ["PGHOST", "PGHOSTADDR", "PGPORT", "PGSERVICE"]
+        .iter()
+        .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
 }
 
 /// Resolves the flags into a [`Setup`] with read-only look-ups only.
@@ -174,7 +186,10 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
         }
         None => None,
     };
-    let dump_manifest = dump.as_ref().map(|d| PathBuf::from(format!("{}.manifest.json", d.display()))).filter(|m| m.is_file());
+    let dump_manifest = dump
+        .as_ref()
+        .map(|d| PathBuf::from(format!("{}.manifest.json", d.display())))
+        .filter(|m| m.is_file());
     let bindir = target::find_bindir();
     let (dir, run_id) = target::work_dir();
     let (embedded, password, conn) = if args.database_url.is_none() && !pg_env_target() {
@@ -185,14 +200,24 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
                 bail!("running as root, and initdb refuses root, but there is no `{u}` user to run the cluster as: run `cargo xtask setup` (it comes with postgresql-15)");
             }
         }
-        let e = Embedded { dir: dir.clone(), bindir: bindir.clone().unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()), port: target::free_port()?, run_as };
+        let e = Embedded {
+            dir: dir.clone(),
+            bindir: bindir
+                .clone()
+                .unwrap_or_else(|| "/usr/lib/postgresql/15/bin".into()),
+            port: target::free_port()?,
+            run_as,
+        };
         let password = target::random_secret()?;
         let conn = e.conn(&password);
         (Some(e), Some(password), conn)
     } else {
         let conn = match &args.database_url {
             Some(url) => target::parse_url(url)?,
-            None => Conn { maintenance_db: std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()), ..Conn::default() },
+            None => Conn {
+                maintenance_db: std::env::var("PGDATABASE").unwrap_or_else(|_| "postgres".into()),
+                ..Conn::default()
+            },
         };
         target::db_name(&conn.maintenance_db)?;
         (None, None, conn)
@@ -210,7 +235,11 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
         }
         None => None,
     };
-    let leftover_dirs = if embedded.is_some() { target::leftover_dirs() } else { Vec::new() };
+    let leftover_dirs = if embedded.is_some() {
+        target::leftover_dirs()
+    } else {
+        Vec::new()
+    };
     let client = |t| target::client(bindir.as_deref(), t);
     Ok(Setup {
         profile: args.profile,
@@ -261,30 +290,65 @@ pub fn plan(ctx: &Ctx, args: &BackupSmoke) -> Result<(Plan, Smoke)> {
     let s = setup(ctx, args)?;
     let mut plan = Plan::new("backup-smoke", None);
     let problems = preflight(&s);
-    let (_, warnings) = crate::preflight::Report { problems, compose: ComposeCli::V2Plugin }.enforce(ctx.global.dry_run)?;
-    plan.warnings.extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
+    let (_, warnings) = crate::preflight::Report {
+        problems,
+        compose: ComposeCli::V2Plugin,
+    }
+    .enforce(ctx.global.dry_run)?;
+    plan.warnings
+        .extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
     plan.fact("target", s.target_label(), "flags and PG* environment");
-    plan.fact("profile", format!("{:?}", s.profile).to_lowercase(), "--profile");
+    plan.fact(
+        "profile",
+        format!("{:?}", s.profile).to_lowercase(),
+        "--profile",
+    );
     match &s.dump {
         Some(d) => {
             plan.fact("dump to verify", d.display().to_string(), "--dump");
-            let m = s.dump_manifest.as_ref().map_or("none (count and head cannot be compared)".into(), |m| m.display().to_string());
+            let m = s
+                .dump_manifest
+                .as_ref()
+                .map_or("none (count and head cannot be compared)".into(), |m| {
+                    m.display().to_string()
+                });
             plan.fact("manifest beside the dump", m, "file check");
         }
         None => plan.fact("workload", format!("{} rows", s.rows), "--rows"),
     }
     if let Some(e) = &s.embedded {
         plan.fact("free loopback port", e.port.to_string(), "asked the OS");
-        plan.fact("server binaries", e.bindir.display().to_string(), "/usr/lib/postgresql or PATH");
+        plan.fact(
+            "server binaries",
+            e.bindir.display().to_string(),
+            "/usr/lib/postgresql or PATH",
+        );
         if let Some(u) = &e.run_as {
-            plan.fact("cluster runs as", u.clone(), "running as root: initdb refuses root");
+            plan.fact(
+                "cluster runs as",
+                u.clone(),
+                "running as root: initdb refuses root",
+            );
         }
     }
     plan.fact("work directory", s.dir.display().to_string(), "temp dir");
     if !s.leftover_dirs.is_empty() {
-        let list = s.leftover_dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ");
-        let what = if s.destructive { "will be removed (--destructive)" } else { "left alone; pass --destructive to remove them" };
-        plan.fact("leftovers of interrupted runs", format!("{list}: {what}"), "temp dir");
+        let list = s
+            .leftover_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let what = if s.destructive {
+            "will be removed (--destructive)"
+        } else {
+            "left alone; pass --destructive to remove them"
+        };
+        plan.fact(
+            "leftovers of interrupted runs",
+            format!("{list}: {what}"),
+            "temp dir",
+        );
     }
     steps(&s, &mut plan);
     let smoke = Smoke::new(s);
@@ -296,7 +360,20 @@ fn steps(s: &Setup, plan: &mut Plan) {
         plan.step(Step::action(id, what, effect));
     };
     let files = |db: &str, f: &[PathBuf]| s.files(db, f);
-    act(plan, "prepare", format!("create the work directory {} (mode 0700{})", s.dir.display(), if s.embedded.as_ref().is_some_and(|e| e.run_as.is_some()) { ", owned by postgres, with the superuser's password file" } else { "" }), Effect::Mutating);
+    act(
+        plan,
+        "prepare",
+        format!(
+            "create the work directory {} (mode 0700{})",
+            s.dir.display(),
+            if s.embedded.as_ref().is_some_and(|e| e.run_as.is_some()) {
+                ", owned by postgres, with the superuser's password file"
+            } else {
+                ""
+            }
+        ),
+        Effect::Mutating,
+    );
     if s.destructive {
         let what = match &s.embedded {
             Some(_) => format!("remove leftovers of interrupted runs: {} work directories (stop their postmaster first)", s.leftover_dirs.len()),
@@ -306,50 +383,151 @@ fn steps(s: &Setup, plan: &mut Plan) {
     }
     if let Some(e) = &s.embedded {
         plan.step(Step::run("create the throwaway cluster", e.initdb()));
-        plan.step(Step::run("start it on loopback and wait until it accepts connections", e.start()));
+        plan.step(Step::run(
+            "start it on loopback and wait until it accepts connections",
+            e.start(),
+        ));
     }
-    act(plan, "server", format!("look up the server version{} and leftover scratch databases", if s.embedded.is_none() { ", check the role may CREATE DATABASE," } else { "" }), Effect::ReadOnly);
+    act(
+        plan,
+        "server",
+        format!(
+            "look up the server version{} and leftover scratch databases",
+            if s.embedded.is_none() {
+                ", check the role may CREATE DATABASE,"
+            } else {
+                ""
+            }
+        ),
+        Effect::ReadOnly,
+    );
     let restored = s.db("restored");
     if s.dump.is_none() {
         let kat = s.db("kat");
-        plan.step(Step::run("create the known-answer database", s.create_db(&kat, None)));
-        plan.step(Step::run("load the schema into it", files(&kat, &[s.chain_sql(), s.events_sql()])));
+        plan.step(Step::run(
+            "create the known-answer database",
+            s.create_db(&kat, None),
+        ));
+        plan.step(Step::run(
+            "load the schema into it",
+            files(&kat, &[s.chain_sql(), s.events_sql()]),
+        ));
         act(plan, "known-answer", format!("known answer: {} under TimeZone {KAT_TZ} must give the head written in the file; the Rust verifier must agree from the exported rows", s.kat_sql().display()), Effect::Mutating);
         plan.step(Step::run("drop the known-answer database", s.drop_db(&kat)));
         let src = s.db("src");
-        plan.step(Step::run("create the source database", s.create_db(&src, None)));
-        plan.step(Step::run("load the schema, trigger and verifier", files(&src, &[s.chain_sql(), s.events_sql()])));
+        plan.step(Step::run(
+            "create the source database",
+            s.create_db(&src, None),
+        ));
+        plan.step(Step::run(
+            "load the schema, trigger and verifier",
+            files(&src, &[s.chain_sql(), s.events_sql()]),
+        ));
         let w = workload::build(s.profile, s.rows);
-        plan.step(Step::WriteFile { path: s.dir.join("workload.sql"), contents: w.serial.clone().into_bytes(), what: format!("the serial workload ({} rows)", w.serial_rows) });
+        plan.step(Step::WriteFile {
+            path: s.dir.join("workload.sql"),
+            contents: w.serial.clone().into_bytes(),
+            what: format!("the serial workload ({} rows)", w.serial_rows),
+        });
         for (i, script) in w.writers.iter().enumerate() {
-            plan.step(Step::WriteFile { path: s.dir.join(format!("writer-{i}.sql")), contents: script.clone().into_bytes(), what: format!("concurrent writer {i}'s rows") });
+            plan.step(Step::WriteFile {
+                path: s.dir.join(format!("writer-{i}.sql")),
+                contents: script.clone().into_bytes(),
+                what: format!("concurrent writer {i}'s rows"),
+            });
         }
         let serial = s.files(&src, &[s.dir.join("workload.sql")]);
         act(plan, "workload", format!("workload: {} rows in one session ({}), then {} rows from {} sessions at once (psql ... -f {}/writer-N.sql)", w.serial_rows, serial.display(), w.concurrent_rows, w.writers.len(), s.dir.display()), Effect::Mutating);
-        act(plan, "verify-before", "verify the chain before the dump: SQL verifier and Rust verifier".into(), Effect::ReadOnly);
-        act(plan, "dump", format!("dump: {}", s.pg_dump(&src).display()), Effect::Mutating);
+        act(
+            plan,
+            "verify-before",
+            "verify the chain before the dump: SQL verifier and Rust verifier".into(),
+            Effect::ReadOnly,
+        );
+        act(
+            plan,
+            "dump",
+            format!("dump: {}", s.pg_dump(&src).display()),
+            Effect::Mutating,
+        );
         act(plan, "manifest", format!("write the manifest (count, head, last row hash, chain digest, dump SHA-256) outside the database: {}", s.manifest_file().display()), Effect::Mutating);
-        act(plan, "list", format!("check the dump's table of contents: {}", s.pg_restore_list().display()), Effect::ReadOnly);
-        plan.step(Step::run("drop the source database (the data loss)", s.drop_db(&src)));
+        act(
+            plan,
+            "list",
+            format!(
+                "check the dump's table of contents: {}",
+                s.pg_restore_list().display()
+            ),
+            Effect::ReadOnly,
+        );
+        plan.step(Step::run(
+            "drop the source database (the data loss)",
+            s.drop_db(&src),
+        ));
     } else {
-        act(plan, "list", format!("check the dump's table of contents: {}", s.pg_restore_list().display()), Effect::ReadOnly);
+        act(
+            plan,
+            "list",
+            format!(
+                "check the dump's table of contents: {}",
+                s.pg_restore_list().display()
+            ),
+            Effect::ReadOnly,
+        );
     }
-    plan.step(Step::run("create a fresh database to restore into", s.create_db(&restored, None)));
-    act(plan, "restore", format!("restore: {}", s.pg_restore(&restored).display()), Effect::Mutating);
-    plan.step(Step::run("install the verifier from the repository (a dump never vouches for itself)", files(&restored, &[s.chain_sql()])));
+    plan.step(Step::run(
+        "create a fresh database to restore into",
+        s.create_db(&restored, None),
+    ));
+    act(
+        plan,
+        "restore",
+        format!("restore: {}", s.pg_restore(&restored).display()),
+        Effect::Mutating,
+    );
+    plan.step(Step::run(
+        "install the verifier from the repository (a dump never vouches for itself)",
+        files(&restored, &[s.chain_sql()]),
+    ));
     act(plan, "assert-restored", "assert: count equal, head byte-exact, head = last row, SQL verifier clean over every row, Rust verifier agrees, manifest matches, triggers enabled".into(), Effect::ReadOnly);
-    act(plan, "assert-timezone", format!("assert: the same results under session TimeZone {OTHER_TZ}"), Effect::ReadOnly);
+    act(
+        plan,
+        "assert-timezone",
+        format!("assert: the same results under session TimeZone {OTHER_TZ}"),
+        Effect::ReadOnly,
+    );
     if s.dump.is_none() {
         act(plan, "negative-controls", "negative controls: damage 9 scratch copies of the restored database (modify, delete middle/oldest/newest, swap, truncate, roll back the head, cut tail and head, move a separator); each must be caught".into(), Effect::Mutating);
     }
     act(plan, "assert-append", "assert: a row appended after the restore chains onto the old head, and the chain still verifies".into(), Effect::Mutating);
     let teardown = match &s.embedded {
-        Some(e) => format!("teardown: {} and remove {} (also on failure)", e.stop().display(), s.dir.display()),
-        None => format!("teardown: drop this run's scratch databases ({}*) and remove {} (also on failure)", s.db(""), s.dir.display()),
+        Some(e) => format!(
+            "teardown: {} and remove {} (also on failure)",
+            e.stop().display(),
+            s.dir.display()
+        ),
+        None => format!(
+            "teardown: drop this run's scratch databases ({}*) and remove {} (also on failure)",
+            s.db(""),
+            s.dir.display()
+        ),
     };
     act(plan, "teardown", teardown, Effect::Mutating);
-    act(plan, "report", "report every check; fail with exit 6 if any failed".into(), Effect::ReadOnly);
+    act(
+        plan,
+        "report",
+        "report every check; fail with exit 6 if any failed".into(),
+        Effect::ReadOnly,
+    );
     if let Some((log, tag)) = &s.evidence {
-        act(plan, "record-evidence", format!("append `backup-smoke | success | to={tag}` to {} (the promotion gate's evidence)", log.path.display()), Effect::Mutating);
+        act(
+            plan,
+            "record-evidence",
+            format!(
+                "append `backup-smoke | success | to={tag}` to {} (the promotion gate's evidence)",
+                log.path.display()
+            ),
+            Effect::Mutating,
+        );
     }
 }

@@ -32,6 +32,14 @@ pub struct ChainRow {
     pub row_hash: String,
 }
 
+/// How the report names a row: by seq where the profile has one.
+fn label(r: &ChainRow) -> String {
+    match r.seq {
+        Some(s) => format!("seq {s} (id {})", r.id),
+        None => format!("id {}", r.id),
+    }
+}
+
 fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
@@ -43,44 +51,56 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
     let mid = &chain[n / 2];
     let id = |r: &ChainRow| q(&r.id);
     // Neighbours with different timestamps (swapping equal ones changes nothing in certctl).
-    let k = (n / 2 - 1..n - 1).chain(0..n / 2 - 1).find(|&k| chain[k].ts_micros != chain[k + 1].ts_micros).unwrap_or(n / 2 - 1);
+    let k = (n / 2 - 1..n - 1)
+        .chain(0..n / 2 - 1)
+        .find(|&k| chain[k].ts_micros != chain[k + 1].ts_micros)
+        .unwrap_or(n / 2 - 1);
     let (a, b) = (&chain[k], &chain[k + 1]);
     let kept = &chain[n - 3];
-    let t = |name, what: String, sql: Vec<String>| Tamper { name, what, sql, expect_detected: true, why_undetectable: None };
+    let t = |name, what: String, sql: Vec<String>| Tamper {
+        name,
+        what,
+        sql,
+        expect_detected: true,
+        why_undetectable: None,
+    };
     let head_to = |r: &ChainRow| match profile {
         Profile::Default => format!(
             "UPDATE audit_chain_head SET seq = {}, row_hash = {} WHERE id = 1",
             r.seq.unwrap_or_default(),
             q(&r.row_hash)
         ),
-        Profile::Certctl => format!("UPDATE audit_chain_head SET row_hash = {} WHERE id = 1", q(&r.row_hash)),
+        Profile::Certctl => format!(
+            "UPDATE audit_chain_head SET row_hash = {} WHERE id = 1",
+            q(&r.row_hash)
+        ),
     };
     let newest: Vec<String> = chain[n - 2..].iter().map(id).collect();
     let mut v = vec![
         t(
             "modify-row",
-            format!("change the actor of row {} (chain position {})", mid.id, n / 2 + 1),
+            format!("change the actor of the row at {}", label(mid)),
             vec![format!("UPDATE audit_events SET actor = actor || ' (edited)' WHERE id = {}", id(mid))],
         ),
         t(
             "delete-middle-row",
-            format!("delete row {} from the middle of the chain", mid.id),
+            format!("delete the row at {} from the middle of the chain", label(mid)),
             vec![format!("DELETE FROM audit_events WHERE id = {}", id(mid))],
         ),
         t(
             "delete-oldest-row",
-            format!("delete the oldest row ({})", chain[0].id),
+            format!("delete the oldest row, at {}", label(&chain[0])),
             vec![format!("DELETE FROM audit_events WHERE id = {}", id(&chain[0]))],
         ),
         t(
             "delete-newest-rows",
-            format!("delete the two newest rows ({})", chain[n - 2..].iter().map(|r| r.id.as_str()).collect::<Vec<_>>().join(", ")),
+            format!("delete the two newest rows, at {} and {}", label(&chain[n - 2]), label(&chain[n - 1])),
             vec![format!("DELETE FROM audit_events WHERE id IN ({})", newest.join(", "))],
         ),
         match profile {
             Profile::Default => t(
                 "swap-order",
-                format!("swap the seq of rows {} and {}", a.id, b.id),
+                format!("swap the seq of the rows at {} and {}", label(a), label(b)),
                 vec![
                     format!("UPDATE audit_events SET seq = -1 WHERE id = {}", id(a)),
                     format!("UPDATE audit_events SET seq = {} WHERE id = {}", a.seq.unwrap_or_default(), id(b)),
@@ -89,7 +109,7 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
             ),
             Profile::Certctl => t(
                 "swap-order",
-                format!("swap the timestamps (the published order) of rows {} and {}", a.id, b.id),
+                format!("swap the timestamps (the published order) of the rows at {} and {}", label(a), label(b)),
                 vec![format!(
                     "UPDATE audit_events e SET \"timestamp\" = o.\"timestamp\" FROM audit_events o \
                      WHERE (e.id, o.id) IN (({0}, {1}), ({1}, {0}))",
@@ -101,12 +121,12 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
         t("truncate", "TRUNCATE audit_events (the head row is left as it was)".into(), vec!["TRUNCATE audit_events".into()]),
         t(
             "roll-back-head",
-            format!("set the head back to row {}, leaving the newer rows in place", kept.id),
+            format!("set the head back to the row at {}, leaving the newer rows in place", label(kept)),
             vec![head_to(kept)],
         ),
         t(
             "cut-tail-and-head",
-            format!("delete the two newest rows and move the head back to row {} to match: a consistent rewrite only the outside manifest can catch", kept.id),
+            format!("delete the two newest rows and move the head back to the row at {} to match: a consistent rewrite only the outside manifest can catch", label(kept)),
             vec![format!("DELETE FROM audit_events WHERE id IN ({})", newest.join(", ")), head_to(&chain[n - 3])],
         ),
     ];
@@ -127,8 +147,12 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
     v.push(sep);
     // Disable the guards first: they would (rightly) refuse every one of these.
     for c in &mut v {
-        c.sql.insert(0, "ALTER TABLE audit_chain_head DISABLE TRIGGER USER".into());
-        c.sql.insert(0, "ALTER TABLE audit_events DISABLE TRIGGER USER".into());
+        c.sql.insert(
+            0,
+            "ALTER TABLE audit_chain_head DISABLE TRIGGER USER".into(),
+        );
+        c.sql
+            .insert(0, "ALTER TABLE audit_events DISABLE TRIGGER USER".into());
     }
     v
 }
@@ -138,7 +162,14 @@ mod tests {
     use super::*;
 
     fn chain(n: i64) -> Vec<ChainRow> {
-        (1..=n).map(|s| ChainRow { id: s.to_string(), seq: Some(s), ts_micros: s / 2, row_hash: format!("{s:064x}") }).collect()
+        (1..=n)
+            .map(|s| ChainRow {
+                id: s.to_string(),
+                seq: Some(s),
+                ts_micros: s / 2,
+                row_hash: format!("{s:064x}"),
+            })
+            .collect()
     }
 
     #[test]
@@ -160,8 +191,18 @@ mod tests {
             ]
         );
         assert!(c.iter().all(|t| t.expect_detected));
-        assert!(c[3].sql.last().unwrap().ends_with("IN ('23', '24')"), "{:?}", c[3].sql);
+        assert!(
+            c[3].sql.last().unwrap().ends_with("IN ('23', '24')"),
+            "{:?}",
+            c[3].sql
+        );
         let certctl = controls(Profile::Certctl, &chain(8));
-        assert!(!certctl.iter().find(|t| t.name == "move-separator").unwrap().expect_detected);
+        assert!(
+            !certctl
+                .iter()
+                .find(|t| t.name == "move-separator")
+                .unwrap()
+                .expect_detected
+        );
     }
 }

@@ -92,7 +92,13 @@ pub struct Speeds {
 
 impl Speeds {
     pub fn new(rows: u64, sql_ms: f64, export_ms: f64, rust_ms: f64) -> Speeds {
-        let per_s = |ms: f64| if ms > 0.0 { rows as f64 / (ms / 1000.0) } else { f64::INFINITY };
+        let per_s = |ms: f64| {
+            if ms > 0.0 {
+                rows as f64 / (ms / 1000.0)
+            } else {
+                f64::INFINITY
+            }
+        };
         Speeds {
             rows,
             sql_ms,
@@ -140,13 +146,24 @@ pub struct Report {
 impl Report {
     pub fn check(&mut self, name: &str, pass: bool, detail: impl Into<String>) {
         let status = if pass { Status::Pass } else { Status::Fail };
-        self.assertions.push(Assertion { name: name.into(), status, detail: detail.into() });
+        self.assertions.push(Assertion {
+            name: name.into(),
+            status,
+            detail: detail.into(),
+        });
     }
     pub fn skip(&mut self, name: &str, why: impl Into<String>) {
-        self.assertions.push(Assertion { name: name.into(), status: Status::Skip, detail: why.into() });
+        self.assertions.push(Assertion {
+            name: name.into(),
+            status: Status::Skip,
+            detail: why.into(),
+        });
     }
     pub fn time(&mut self, phase: &str, ms: u64) {
-        self.timings.push(Timing { phase: phase.into(), ms });
+        self.timings.push(Timing {
+            phase: phase.into(),
+            ms,
+        });
     }
     pub fn ms(&self, phase: &str) -> Option<u64> {
         self.timings.iter().find(|t| t.phase == phase).map(|t| t.ms)
@@ -162,8 +179,15 @@ impl Report {
             .map(|a| format!("{}: {}", a.name, a.detail))
             .collect();
         for c in self.negative_controls.iter().filter(|c| !c.as_expected()) {
-            let how = if c.tamper.expect_detected { "NOT detected" } else { "detected, though the profile cannot detect it" };
-            f.push(format!("negative control {} ({}): {how}", c.tamper.name, c.tamper.what));
+            let how = if c.tamper.expect_detected {
+                "NOT detected"
+            } else {
+                "detected, though the profile cannot detect it"
+            };
+            f.push(format!(
+                "negative control {} ({}): {how}",
+                c.tamper.name, c.tamper.what
+            ));
         }
         if let Some(e) = &self.error {
             f.push(e.clone());
@@ -179,8 +203,17 @@ impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let verdict = if self.ok { "PASS" } else { "FAIL" };
-        let rows = self.after_rust.as_ref().or(self.before.as_ref()).map(|o| format!(", {} rows", o.total)).unwrap_or_default();
-        let _ = writeln!(out, "backup-smoke {verdict}: profile {}, {}{rows}", self.profile, self.target);
+        let rows = self
+            .after_rust
+            .as_ref()
+            .or(self.before.as_ref())
+            .map(|o| format!(", {} rows", o.total))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "backup-smoke {verdict}: profile {}, {}{rows}",
+            self.profile, self.target
+        );
         for a in &self.assertions {
             let s = match a.status {
                 Status::Pass => "ok  ",
@@ -190,17 +223,28 @@ impl Report {
             let _ = writeln!(out, "  {s} {:<22} {}", a.name, a.detail);
         }
         if !self.negative_controls.is_empty() {
-            let _ = writeln!(out, "negative controls (each on a scratch copy of the restored database):");
+            let _ = writeln!(
+                out,
+                "negative controls (each on a scratch copy of the restored database):"
+            );
             for c in &self.negative_controls {
                 let s = if c.as_expected() { "ok  " } else { "FAIL" };
-                let caught: Vec<String> =
-                    c.findings.iter().filter(|f| f.caught).map(|f| format!("{}: {}", f.check, f.detail)).collect();
+                let caught: Vec<String> = c
+                    .findings
+                    .iter()
+                    .filter(|f| f.caught)
+                    .map(|f| format!("{}: {}", f.check, f.detail))
+                    .collect();
                 let verdict = match (c.detected, &c.tamper.why_undetectable) {
                     (true, _) => format!("caught by {}", caught.join("; ")),
                     (false, Some(why)) => format!("not detectable here: {why}"),
                     (false, None) => "NOT DETECTED".to_string(),
                 };
-                let _ = writeln!(out, "  {s} {:<22} {}: {verdict}", c.tamper.name, c.tamper.what);
+                let _ = writeln!(
+                    out,
+                    "  {s} {:<22} {}: {verdict}",
+                    c.tamper.name, c.tamper.what
+                );
             }
         }
         if let Some(s) = &self.verifier_speeds {
@@ -211,7 +255,11 @@ impl Report {
             );
         }
         if !self.timings.is_empty() {
-            let t: Vec<String> = self.timings.iter().map(|t| format!("{} {}", t.phase, fmt_ms(t.ms))).collect();
+            let t: Vec<String> = self
+                .timings
+                .iter()
+                .map(|t| format!("{} {}", t.phase, fmt_ms(t.ms)))
+                .collect();
             let _ = writeln!(out, "timings: {}", t.join(", "));
         }
         for w in &self.warnings {
@@ -237,8 +285,16 @@ pub fn verdict(o: &Outcome) -> String {
     match &o.brk {
         None if o.walked == o.total => format!("clean, walked {} of {}", o.walked, o.total),
         None => format!("walked only {} of {} rows", o.walked, o.total),
-        Some(Break { at: Some(at), kind, detail }) => format!("{kind} at {at} ({detail})"),
-        Some(Break { at: None, kind, detail }) => format!("{kind} ({detail})"),
+        Some(Break {
+            at: Some(at),
+            kind,
+            detail,
+        }) => format!("{kind} at {at} ({detail})"),
+        Some(Break {
+            at: None,
+            kind,
+            detail,
+        }) => format!("{kind} ({detail})"),
     }
 }
 
@@ -248,7 +304,10 @@ mod tests {
 
     #[test]
     fn failures_make_the_report_fail_and_are_listed() {
-        let mut r = Report { task: "backup-smoke".into(), ..Report::default() };
+        let mut r = Report {
+            task: "backup-smoke".into(),
+            ..Report::default()
+        };
         r.check("count-equal", true, "24 == 24");
         r.skip("manifest-matches", "no manifest beside the dump");
         r.finish();
@@ -256,7 +315,10 @@ mod tests {
         r.check("head-byte-exact", false, "1:aa != 2:bb");
         r.finish();
         assert!(!r.ok);
-        assert_eq!(r.failures(), vec!["head-byte-exact: 1:aa != 2:bb".to_string()]);
+        assert_eq!(
+            r.failures(),
+            vec!["head-byte-exact: 1:aa != 2:bb".to_string()]
+        );
         assert!(r.text().contains("FAIL head-byte-exact"), "{}", r.text());
     }
 }

@@ -65,13 +65,26 @@ fn expected_triggers(p: Profile) -> &'static [&'static str] {
 
 /// What the SQL verifier function returned, as an [`Outcome`].
 pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
-    let line = copy::lines(out).next().context("the SQL verifier returned no row")?;
-    let s = |f: &Field<'_>| f.as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
+    let line = copy::lines(out)
+        .next()
+        .context("the SQL verifier returned no row")?;
+    let s = |f: &Field<'_>| {
+        f.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
     let n = |f: &Field<'_>| -> Result<Option<i64>> {
-        s(f).map(|v| v.parse::<i64>().with_context(|| format!("not a number: {v}"))).transpose()
+        s(f).map(|v| {
+            v.parse::<i64>()
+                .with_context(|| format!("not a number: {v}"))
+        })
+        .transpose()
     };
     let brk = |at: Option<String>, kind: Option<String>, detail: Option<String>| {
-        kind.map(|kind| verify::Break { at, kind, detail: detail.unwrap_or_default() })
+        kind.map(|kind| verify::Break {
+            at,
+            kind,
+            detail: detail.unwrap_or_default(),
+        })
     };
     Ok(match p {
         Profile::Default => {
@@ -79,8 +92,14 @@ pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
             Outcome {
                 walked: n(&f[0])?.unwrap_or(0) as u64,
                 total: n(&f[1])?.unwrap_or(0) as u64,
-                head: s(&f[3]).map(|hash| Head { seq: n(&f[2]).ok().flatten(), hash }),
-                last: Head { seq: n(&f[4])?, hash: s(&f[5]).unwrap_or_default() },
+                head: s(&f[3]).map(|hash| Head {
+                    seq: n(&f[2]).ok().flatten(),
+                    hash,
+                }),
+                last: Head {
+                    seq: n(&f[4])?,
+                    hash: s(&f[5]).unwrap_or_default(),
+                },
                 brk: brk(s(&f[6]), s(&f[7]), s(&f[8])),
                 chain_digest: String::new(),
                 published_order_breaks: None,
@@ -93,7 +112,10 @@ pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
                 walked: n(&f[0])?.unwrap_or(0) as u64,
                 total: n(&f[1])?.unwrap_or(0) as u64,
                 head: s(&f[2]).map(|hash| Head { seq: None, hash }),
-                last: Head { seq: None, hash: s(&f[3]).unwrap_or_default() },
+                last: Head {
+                    seq: None,
+                    hash: s(&f[3]).unwrap_or_default(),
+                },
                 brk: brk(s(&f[4]), s(&f[5]), s(&f[6])),
                 chain_digest: String::new(),
                 published_order_breaks: n(&f[7])?.map(|v| v as u64),
@@ -105,7 +127,8 @@ pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
 
 /// The same verdict on the same chain (ignoring the order rows were exported in).
 fn same(a: &Outcome, b: &Outcome) -> bool {
-    (a.total, a.walked, &a.head, &a.last, &a.brk, &a.chain_digest) == (b.total, b.walked, &b.head, &b.last, &b.brk, &b.chain_digest)
+    (a.total, a.walked, &a.head, &a.last, &a.brk, &a.chain_digest)
+        == (b.total, b.walked, &b.head, &b.last, &b.brk, &b.chain_digest)
 }
 
 fn ms(d: Duration) -> f64 {
@@ -190,7 +213,10 @@ impl Smoke {
             .map(|n| s.db(&n))
             .collect();
         let drops = s.embedded.is_none().then(|| {
-            let stmts: Vec<String> = names.iter().map(|n| format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)")).collect();
+            let stmts: Vec<String> = names
+                .iter()
+                .map(|n| format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"))
+                .collect();
             let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
             s.psql(&s.conn.maintenance_db, Effect::Mutating, &refs)
         });
@@ -202,7 +228,13 @@ impl Smoke {
             dump: s.dump.as_ref().map(|d| d.display().to_string()),
             ..Report::default()
         };
-        let cleanup = Cleanup { armed: false, embedded: s.embedded.clone(), drops, dir: s.dir.clone(), verbose: s.verbose };
+        let cleanup = Cleanup {
+            armed: false,
+            embedded: s.embedded.clone(),
+            drops,
+            dir: s.dir.clone(),
+            verbose: s.verbose,
+        };
         Smoke {
             s,
             report,
@@ -230,7 +262,10 @@ impl Smoke {
         }
         self.report.finish();
         match self.s.format {
-            Format::Json => println!("{}", serde_json::to_string(&self.report).unwrap_or_default()),
+            Format::Json => println!(
+                "{}",
+                serde_json::to_string(&self.report).unwrap_or_default()
+            ),
             Format::Text => print!("{}", self.report.text()),
         }
         if std::env::var_os("GITHUB_ACTIONS").is_some() {
@@ -254,15 +289,30 @@ impl Smoke {
 
     fn sql_verify(&self, db: &str, tz: &str) -> Result<(Outcome, Duration)> {
         let t = Instant::now();
-        let out = self.data(&self.s.psql_tz(db, tz, Effect::ReadOnly, &[sql_verifier(self.s.profile)]))?;
+        let out = self.data(&self.s.psql_tz(
+            db,
+            tz,
+            Effect::ReadOnly,
+            &[sql_verifier(self.s.profile)],
+        ))?;
         let took = t.elapsed();
         Ok((parse_sql_outcome(self.s.profile, out.as_bytes())?, took))
     }
 
     fn rust_verify(&self, db: &str, tz: &str) -> Result<RustRun> {
         let t = Instant::now();
-        let rows = self.data(&self.s.psql_tz(db, tz, Effect::ReadOnly, &[export_rows(self.s.profile)]))?;
-        let head = self.data(&self.s.psql_tz(db, tz, Effect::ReadOnly, &[export_head(self.s.profile)]))?;
+        let rows = self.data(&self.s.psql_tz(
+            db,
+            tz,
+            Effect::ReadOnly,
+            &[export_rows(self.s.profile)],
+        ))?;
+        let head = self.data(&self.s.psql_tz(
+            db,
+            tz,
+            Effect::ReadOnly,
+            &[export_head(self.s.profile)],
+        ))?;
         let export = t.elapsed();
         let t = Instant::now();
         let links = verify::parse_and_check(self.s.profile, rows.as_bytes())?;
@@ -285,8 +335,18 @@ impl Smoke {
         let sample_ts = copy::lines(rows.as_bytes())
             .next()
             .and_then(|l| copy::fields::<{ verify::col::COUNT }>(l).ok())
-            .and_then(|f| f[verify::col::TS].as_deref().map(|b| String::from_utf8_lossy(b).into_owned()));
-        Ok(RustRun { outcome, chain, export, verify, sample_ts })
+            .and_then(|f| {
+                f[verify::col::TS]
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+            });
+        Ok(RustRun {
+            outcome,
+            chain,
+            export,
+            verify,
+            sample_ts,
+        })
     }
 
     fn prepare(&mut self) -> Result<()> {
@@ -296,12 +356,14 @@ impl Smoke {
         set_mode(dir, 0o700)?;
         if let Some(e) = &self.s.embedded {
             let pw = e.pwfile();
-            std::fs::write(&pw, self.s.password.as_deref().unwrap_or_default()).with_context(|| format!("writing {}", pw.display()))?;
+            std::fs::write(&pw, self.s.password.as_deref().unwrap_or_default())
+                .with_context(|| format!("writing {}", pw.display()))?;
             set_mode(&pw, 0o600)?;
             if let Some(u) = &e.run_as {
                 let (uid, gid) = target::user_ids(u).with_context(|| format!("no user `{u}`"))?;
                 for p in [dir, &pw] {
-                    std::os::unix::fs::chown(p, Some(uid), Some(gid)).with_context(|| format!("chown {u} {}", p.display()))?;
+                    std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                        .with_context(|| format!("chown {u} {}", p.display()))?;
                 }
             }
         }
@@ -312,27 +374,46 @@ impl Smoke {
     fn clean_leftovers(&mut self) -> Result<()> {
         if let Some(e) = &self.s.embedded {
             for d in &self.s.leftover_dirs {
-                let old = target::Embedded { dir: d.clone(), ..e.clone() };
+                let old = target::Embedded {
+                    dir: d.clone(),
+                    ..e.clone()
+                };
                 if old.data().join("postmaster.pid").exists() {
                     if let Err(err) = self.cmd(&old.stop()) {
-                        self.report.warnings.push(format!("stopping the leftover cluster in {}: {err:#}", d.display()));
+                        self.report.warnings.push(format!(
+                            "stopping the leftover cluster in {}: {err:#}",
+                            d.display()
+                        ));
                     }
                 }
-                std::fs::remove_dir_all(d).with_context(|| format!("removing leftover {}", d.display()))?;
-                self.report.warnings.push(format!("removed the leftover {} (--destructive)", d.display()));
+                std::fs::remove_dir_all(d)
+                    .with_context(|| format!("removing leftover {}", d.display()))?;
+                self.report.warnings.push(format!(
+                    "removed the leftover {} (--destructive)",
+                    d.display()
+                ));
             }
             return Ok(());
         }
         for db in self.stale_scratch()? {
             self.cmd(&self.s.drop_db(&db))?;
-            self.report.warnings.push(format!("dropped the leftover scratch database {db} (--destructive)"));
+            self.report.warnings.push(format!(
+                "dropped the leftover scratch database {db} (--destructive)"
+            ));
         }
         Ok(())
     }
 
     fn stale_scratch(&self) -> Result<Vec<String>> {
-        let q = format!("COPY (SELECT datname FROM pg_database WHERE starts_with(datname, '{}')) TO STDOUT", target::PREFIX);
-        let out = self.data(&self.s.psql(&self.s.conn.maintenance_db, Effect::ReadOnly, &[&q]))?;
+        let q = format!(
+            "COPY (SELECT datname FROM pg_database WHERE starts_with(datname, '{}')) TO STDOUT",
+            target::PREFIX
+        );
+        let out = self.data(
+            &self
+                .s
+                .psql(&self.s.conn.maintenance_db, Effect::ReadOnly, &[&q]),
+        )?;
         let names: Vec<String> = out.lines().map(str::to_string).collect();
         Ok(target::stale_scratch(&names))
     }
@@ -343,13 +424,28 @@ impl Smoke {
         }
         let q = "COPY (SELECT current_setting('server_version_num'), current_setting('server_version'), \
                  (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)) TO STDOUT";
-        let out = self.data(&self.s.psql(&self.s.conn.maintenance_db, Effect::ReadOnly, &[q]))?;
-        let f: [Field<'_>; 3] = copy::fields(out.trim_end().as_bytes()).context("server version")?;
-        let text = |i: usize| f[i].as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+        let out = self.data(
+            &self
+                .s
+                .psql(&self.s.conn.maintenance_db, Effect::ReadOnly, &[q]),
+        )?;
+        let f: [Field<'_>; 3] =
+            copy::fields(out.trim_end().as_bytes()).context("server version")?;
+        let text = |i: usize| {
+            f[i].as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
         self.server_version_num = text(0).parse().unwrap_or(0);
         self.report.server_version = Some(text(1));
         if self.server_version_num < 130_000 {
-            return Err(fail(Code::Preflight, format!("PostgreSQL {} is too old: backup-smoke needs 13 or newer", text(1))));
+            return Err(fail(
+                Code::Preflight,
+                format!(
+                    "PostgreSQL {} is too old: backup-smoke needs 13 or newer",
+                    text(1)
+                ),
+            ));
         }
         if text(2) != "t" {
             return Err(fail(
@@ -373,7 +469,8 @@ impl Smoke {
     fn known_answer(&mut self) -> Result<()> {
         let kat = self.s.db("kat");
         let file = self.s.kat_sql();
-        let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+        let text = std::fs::read_to_string(&file)
+            .with_context(|| format!("reading {}", file.display()))?;
         let expected = text
             .lines()
             .find_map(|l| l.strip_prefix("-- known-answer-head:"))
@@ -381,20 +478,32 @@ impl Smoke {
             .with_context(|| format!("{} has no `-- known-answer-head:` line", file.display()))?;
         let sql = self.cmd(&self.s.files_tz(&kat, KAT_TZ, &[file.clone()]));
         let rust = self.rust_verify(&kat, KAT_TZ)?;
-        let got = rust.outcome.head.as_ref().map(Head::value).unwrap_or_default();
+        let got = rust
+            .outcome
+            .head
+            .as_ref()
+            .map(Head::value)
+            .unwrap_or_default();
         let mut problems = Vec::new();
         if let Err(e) = &sql {
             problems.push(format!("the trigger under TimeZone {KAT_TZ}: {e:#}"));
         }
         if !rust.outcome.clean() || rust.outcome.last.value() != expected {
-            problems.push(format!("the Rust verifier reached {got} ({})", report::verdict(&rust.outcome)));
+            problems.push(format!(
+                "the Rust verifier reached {got} ({})",
+                report::verdict(&rust.outcome)
+            ));
         }
         let detail = if problems.is_empty() {
-            format!("{} rows give head {expected} in SQL (TimeZone {KAT_TZ}) and in Rust", rust.outcome.total)
+            format!(
+                "{} rows give head {expected} in SQL (TimeZone {KAT_TZ}) and in Rust",
+                rust.outcome.total
+            )
         } else {
             format!("expected head {expected}: {}", problems.join("; "))
         };
-        self.report.check("known-answer", problems.is_empty(), detail);
+        self.report
+            .check("known-answer", problems.is_empty(), detail);
         Ok(())
     }
 
@@ -413,15 +522,25 @@ impl Smoke {
                 if self.s.verbose {
                     eprintln!("$ {} &", c.display());
                 }
-                let h = expression(&c).stdout_capture().stderr_capture().unchecked().start();
+                let h = expression(&c)
+                    .stdout_capture()
+                    .stderr_capture()
+                    .unchecked()
+                    .start();
                 h.map(|h| (c, h))
             })
             .collect::<std::io::Result<_>>()
             .context("starting the concurrent writers")?;
         for (c, h) in running {
-            let out = h.wait().with_context(|| format!("waiting for `{}`", c.display()))?;
+            let out = h
+                .wait()
+                .with_context(|| format!("waiting for `{}`", c.display()))?;
             if !out.status.success() {
-                bail!("concurrent writer `{}` failed: {}", c.display(), String::from_utf8_lossy(&out.stderr).trim());
+                bail!(
+                    "concurrent writer `{}` failed: {}",
+                    c.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                );
             }
         }
         Ok(())
@@ -436,7 +555,12 @@ impl Smoke {
         self.report.check(
             "verified-before-dump",
             pass,
-            format!("{} rows written; SQL: {}; Rust: {}", o.total, report::verdict(&sql), report::verdict(o)),
+            format!(
+                "{} rows written; SQL: {}; Rust: {}",
+                o.total,
+                report::verdict(&sql),
+                report::verdict(o)
+            ),
         );
         if let Some(b) = o.published_order_breaks.filter(|&b| b > 0) {
             self.report.warnings.push(format!(
@@ -449,12 +573,16 @@ impl Smoke {
 
     fn dump(&mut self) -> Result<()> {
         let src = self.s.db("src");
-        self.cmd(&self.s.pg_dump(&src)).map_err(|e| fail(Code::Verify, format!("pg_dump failed: {e:#}")))?;
+        self.cmd(&self.s.pg_dump(&src))
+            .map_err(|e| fail(Code::Verify, format!("pg_dump failed: {e:#}")))?;
         Ok(())
     }
 
     fn write_manifest(&mut self) -> Result<()> {
-        let before = self.before.as_ref().context("no verified chain to describe")?;
+        let before = self
+            .before
+            .as_ref()
+            .context("no verified chain to describe")?;
         let dump = self.s.dump_file();
         let m = Manifest {
             format: MANIFEST_FORMAT.into(),
@@ -463,12 +591,16 @@ impl Smoke {
             head: before.head.as_ref().map(Head::value).unwrap_or_default(),
             last_row_hash: before.last.hash.clone(),
             chain_digest: before.chain_digest.clone(),
-            dump_file: dump.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default(),
+            dump_file: dump
+                .file_name()
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             dump_sha256: file_sha256(&dump)?,
             created: crate::audit::now_rfc3339(),
         };
         let path = self.s.manifest_file();
-        std::fs::write(&path, serde_json::to_string_pretty(&m)? + "\n").with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(&path, serde_json::to_string_pretty(&m)? + "\n")
+            .with_context(|| format!("writing {}", path.display()))?;
         self.report.manifest = Some(m.clone());
         self.manifest = Some(m);
         Ok(())
@@ -476,16 +608,32 @@ impl Smoke {
 
     fn list(&mut self) -> Result<()> {
         let toc = self.cmd(&self.s.pg_restore_list()).map_err(|e| {
-            fail(Code::Verify, format!("pg_restore --list cannot read {}: {e:#}", self.s.dump_file().display()))
+            fail(
+                Code::Verify,
+                format!(
+                    "pg_restore --list cannot read {}: {e:#}",
+                    self.s.dump_file().display()
+                ),
+            )
         })?;
-        let has = |kind: &str, name: &str| toc.lines().any(|l| l.contains(kind) && l.split_whitespace().any(|w| w == name));
+        let has = |kind: &str, name: &str| {
+            toc.lines()
+                .any(|l| l.contains(kind) && l.split_whitespace().any(|w| w == name))
+        };
         let mut missing = Vec::new();
-        for (kind, name) in [("TABLE DATA", "audit_events"), ("TABLE DATA", "audit_chain_head"), ("TRIGGER", "audit_events")] {
+        for (kind, name) in [
+            ("TABLE DATA", "audit_events"),
+            ("TABLE DATA", "audit_chain_head"),
+            ("TRIGGER", "audit_events"),
+        ] {
             if !has(kind, name) {
                 missing.push(format!("{kind} {name}"));
             }
         }
-        let entries = toc.lines().filter(|l| !l.starts_with(';') && !l.trim().is_empty()).count();
+        let entries = toc
+            .lines()
+            .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+            .count();
         let pass = missing.is_empty();
         let detail = if pass {
             format!("{entries} entries, with the data of audit_events and audit_chain_head and the chain trigger")
@@ -500,12 +648,19 @@ impl Smoke {
         let restored = self.s.db("restored");
         match self.cmd(&self.s.pg_restore(&restored)) {
             Ok(_) => {
-                self.report.check("restored", true, format!("pg_restore --exit-on-error into the fresh database {restored}"));
+                self.report.check(
+                    "restored",
+                    true,
+                    format!("pg_restore --exit-on-error into the fresh database {restored}"),
+                );
                 Ok(())
             }
             Err(e) => {
                 self.report.check("restored", false, format!("{e:#}"));
-                Err(fail(Code::Verify, format!("the dump does not restore: {e:#}")))
+                Err(fail(
+                    Code::Verify,
+                    format!("the dump does not restore: {e:#}"),
+                ))
             }
         }
     }
@@ -517,8 +672,10 @@ impl Smoke {
             None if self.s.dump.is_none() => self.s.manifest_file(),
             None => return Ok(None),
         };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading the manifest {}", path.display()))?;
-        let m: Manifest = serde_json::from_str(&text).with_context(|| format!("parsing the manifest {}", path.display()))?;
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the manifest {}", path.display()))?;
+        let m: Manifest = serde_json::from_str(&text)
+            .with_context(|| format!("parsing the manifest {}", path.display()))?;
         Ok(Some(m))
     }
 
@@ -533,31 +690,57 @@ impl Smoke {
 
         match &reference {
             Some(m) => {
-                r.check("count-equal", o.total == m.rows, format!("{} rows in the manifest, {} restored", m.rows, o.total));
+                r.check(
+                    "count-equal",
+                    o.total == m.rows,
+                    format!("{} rows in the manifest, {} restored", m.rows, o.total),
+                );
                 let same_head = head.as_deref() == Some(m.head.as_str());
                 r.check(
                     "head-byte-exact",
                     same_head && sql.head == o.head,
-                    format!("manifest {} vs restored {}", m.head, head.as_deref().unwrap_or("(no head row)")),
+                    format!(
+                        "manifest {} vs restored {}",
+                        m.head,
+                        head.as_deref().unwrap_or("(no head row)")
+                    ),
                 );
             }
             None => {
-                r.skip("count-equal", "no manifest beside the dump: nothing to compare the count with");
-                r.skip("head-byte-exact", "no manifest beside the dump: nothing to compare the head with");
+                r.skip(
+                    "count-equal",
+                    "no manifest beside the dump: nothing to compare the count with",
+                );
+                r.skip(
+                    "head-byte-exact",
+                    "no manifest beside the dump: nothing to compare the head with",
+                );
             }
         }
         let head_last = o.head.as_ref().is_some_and(|h| *h == o.last) && o.walked == o.total;
         r.check(
             "head-is-last-row",
             head_last,
-            format!("head {} / last row {}", head.as_deref().unwrap_or("(none)"), o.last.value()),
+            format!(
+                "head {} / last row {}",
+                head.as_deref().unwrap_or("(none)"),
+                o.last.value()
+            ),
         );
-        r.check("sql-verifier-clean", sql.clean() && sql.total == o.total, report::verdict(&sql));
+        r.check(
+            "sql-verifier-clean",
+            sql.clean() && sql.total == o.total,
+            report::verdict(&sql),
+        );
         let agree = o.clean() && sql.walked == o.walked && sql.last == o.last && sql.head == o.head;
         r.check(
             "rust-verifier-agrees",
             agree,
-            format!("Rust recomputed every row: {}; SQL said {}", report::verdict(o), report::verdict(&sql)),
+            format!(
+                "Rust recomputed every row: {}; SQL said {}",
+                report::verdict(o),
+                report::verdict(&sql)
+            ),
         );
         match &reference {
             Some(m) => {
@@ -566,8 +749,16 @@ impl Smoke {
                 for (what, want, got) in [
                     ("rows", m.rows.to_string(), o.total.to_string()),
                     ("head", m.head.clone(), head.clone().unwrap_or_default()),
-                    ("last_row_hash", m.last_row_hash.clone(), o.last.hash.clone()),
-                    ("chain_digest", m.chain_digest.clone(), o.chain_digest.clone()),
+                    (
+                        "last_row_hash",
+                        m.last_row_hash.clone(),
+                        o.last.hash.clone(),
+                    ),
+                    (
+                        "chain_digest",
+                        m.chain_digest.clone(),
+                        o.chain_digest.clone(),
+                    ),
                     ("dump_sha256", m.dump_sha256.clone(), dump_sha),
                 ] {
                     if want != got {
@@ -575,7 +766,11 @@ impl Smoke {
                     }
                 }
                 let detail = if diffs.is_empty() {
-                    format!("rows, head, last row hash, chain digest {} and dump SHA-256 {} all match", short(&m.chain_digest), short(&m.dump_sha256))
+                    format!(
+                        "rows, head, last row hash, chain digest {} and dump SHA-256 {} all match",
+                        short(&m.chain_digest),
+                        short(&m.dump_sha256)
+                    )
                 } else {
                     diffs.join("; ")
                 };
@@ -588,10 +783,18 @@ impl Smoke {
                 r.warnings.push(format!("{b} rows are out of (timestamp, id) order: a verifier that walks the published certctl order reports {b} false breaks on this chain"));
             }
         }
-        r.verifier_speeds = Some(Speeds::new(o.total, ms(sql_took), ms(rust.export), ms(rust.verify)));
+        r.verifier_speeds = Some(Speeds::new(
+            o.total,
+            ms(sql_took),
+            ms(rust.export),
+            ms(rust.verify),
+        ));
         r.after_sql = Some(sql);
         r.after_rust = Some(o.clone());
-        r.time("verify", (sql_took + rust.export + rust.verify).as_millis() as u64);
+        r.time(
+            "verify",
+            (sql_took + rust.export + rust.verify).as_millis() as u64,
+        );
         self.check_triggers(&restored)?;
         self.after = Some(rust);
         Ok(())
@@ -604,7 +807,11 @@ impl Smoke {
         let mut before_insert = false;
         for line in copy::lines(out.as_bytes()) {
             let f: [Field<'_>; 4] = copy::fields(line).context("trigger list")?;
-            let t = |i: usize| f[i].as_deref().map(|b| String::from_utf8_lossy(b).into_owned()).unwrap_or_default();
+            let t = |i: usize| {
+                f[i].as_deref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default()
+            };
             let name = format!("{}.{}", t(0), t(1));
             let enabled = matches!(t(2).as_str(), "O" | "A");
             if !enabled {
@@ -615,10 +822,20 @@ impl Smoke {
         }
         // Our own schema's trigger names are known; a certctl dump's are not.
         let ours = self.s.profile == Profile::Default || self.s.dump.is_none();
-        let missing: Vec<&str> =
-            if ours { expected_triggers(self.s.profile).iter().copied().filter(|n| !names.iter().any(|x| x == n)).collect() } else { Vec::new() };
+        let missing: Vec<&str> = if ours {
+            expected_triggers(self.s.profile)
+                .iter()
+                .copied()
+                .filter(|n| !names.iter().any(|x| x == n))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let pass = disabled.is_empty() && missing.is_empty() && before_insert;
-        let mut detail = format!("{} triggers, all enabled; a BEFORE INSERT row trigger chains audit_events", names.len());
+        let mut detail = format!(
+            "{} triggers, all enabled; a BEFORE INSERT row trigger chains audit_events",
+            names.len()
+        );
         if !pass {
             detail = format!(
                 "disabled: [{}]; missing: [{}]; enabled BEFORE INSERT row trigger on audit_events: {}",
@@ -633,14 +850,21 @@ impl Smoke {
 
     fn assert_timezone(&mut self) -> Result<()> {
         let restored = self.s.db("restored");
-        let zone = self.data(&self.s.psql_tz(&restored, OTHER_TZ, Effect::ReadOnly, &["SHOW TimeZone"]))?;
+        let zone = self.data(&self.s.psql_tz(
+            &restored,
+            OTHER_TZ,
+            Effect::ReadOnly,
+            &["SHOW TimeZone"],
+        ))?;
         let (sql, _) = self.sql_verify(&restored, OTHER_TZ)?;
         let rust = self.rust_verify(&restored, OTHER_TZ)?;
-        let (Some(utc_sql), Some(utc_rust)) = (self.report.after_sql.as_ref(), self.after.as_ref()) else {
+        let (Some(utc_sql), Some(utc_rust)) = (self.report.after_sql.as_ref(), self.after.as_ref())
+        else {
             bail!("the UTC results are missing");
         };
         let zone = zone.trim();
-        let pass = zone == OTHER_TZ && same(&sql, utc_sql) && same(&rust.outcome, &utc_rust.outcome);
+        let pass =
+            zone == OTHER_TZ && same(&sql, utc_sql) && same(&rust.outcome, &utc_rust.outcome);
         self.report.check(
             "timezone-invariant",
             pass,
@@ -662,14 +886,23 @@ impl Smoke {
         let reference = self.reference()?.context("no manifest")?;
         let controls = negative::controls(self.s.profile, &after.chain);
         // FILE_COPY copies the files (fast for a big template); WAL_LOG is 15's default.
-        let strategy = if self.server_version_num >= 150_000 { " STRATEGY FILE_COPY" } else { "" };
+        let strategy = if self.server_version_num >= 150_000 {
+            " STRATEGY FILE_COPY"
+        } else {
+            ""
+        };
         let mut done = Vec::new();
         for (i, t) in controls.into_iter().enumerate() {
             let copy = self.s.db(&format!("n{}", i + 1));
             let create = format!("CREATE DATABASE \"{copy}\" TEMPLATE \"{restored}\"{strategy}");
-            self.cmd(&self.s.psql(&self.s.conn.maintenance_db, Effect::Mutating, &[&create]))?;
+            self.cmd(
+                &self
+                    .s
+                    .psql(&self.s.conn.maintenance_db, Effect::Mutating, &[&create]),
+            )?;
             let sql_refs: Vec<&str> = t.sql.iter().map(String::as_str).collect();
-            self.cmd(&self.s.psql(&copy, Effect::Mutating, &sql_refs)).with_context(|| format!("damaging the copy for {}", t.name))?;
+            self.cmd(&self.s.psql(&copy, Effect::Mutating, &sql_refs))
+                .with_context(|| format!("damaging the copy for {}", t.name))?;
             let (sql, _) = self.sql_verify(&copy, "UTC")?;
             let rust = self.rust_verify(&copy, "UTC")?.outcome;
             self.cmd(&self.s.drop_db(&copy))?;
@@ -678,23 +911,47 @@ impl Smoke {
             for (what, want, got) in [
                 ("rows", reference.rows.to_string(), rust.total.to_string()),
                 ("head", reference.head.clone(), head),
-                ("chain digest", reference.chain_digest.clone(), rust.chain_digest.clone()),
+                (
+                    "chain digest",
+                    reference.chain_digest.clone(),
+                    rust.chain_digest.clone(),
+                ),
             ] {
                 if want != got {
-                    diffs.push(if what == "rows" { format!("{got} rows, manifest says {want}") } else { format!("{what} differs") });
+                    diffs.push(if what == "rows" {
+                        format!("{got} rows, manifest says {want}")
+                    } else {
+                        format!("{what} differs")
+                    });
                 }
             }
             let findings = vec![
-                Finding { check: "sql-verifier".into(), caught: !sql.clean(), detail: report::verdict(&sql) },
-                Finding { check: "rust-verifier".into(), caught: !rust.clean(), detail: report::verdict(&rust) },
+                Finding {
+                    check: "sql-verifier".into(),
+                    caught: !sql.clean(),
+                    detail: report::verdict(&sql),
+                },
+                Finding {
+                    check: "rust-verifier".into(),
+                    caught: !rust.clean(),
+                    detail: report::verdict(&rust),
+                },
                 Finding {
                     check: "manifest".into(),
                     caught: !diffs.is_empty(),
-                    detail: if diffs.is_empty() { "matches".into() } else { diffs.join(", ") },
+                    detail: if diffs.is_empty() {
+                        "matches".into()
+                    } else {
+                        diffs.join(", ")
+                    },
                 },
             ];
             let detected = findings.iter().any(|f| f.caught);
-            done.push(Control { tamper: t, detected, findings });
+            done.push(Control {
+                tamper: t,
+                detected,
+                findings,
+            });
         }
         self.report.negative_controls = done;
         Ok(())
@@ -702,7 +959,11 @@ impl Smoke {
 
     fn assert_append(&mut self) -> Result<()> {
         let restored = self.s.db("restored");
-        let old = self.report.after_rust.clone().context("no restored chain")?;
+        let old = self
+            .report
+            .after_rust
+            .clone()
+            .context("no restored chain")?;
         let insert = match self.s.profile {
             Profile::Default => "COPY (INSERT INTO audit_events (actor, actor_type, action, resource_type, resource_id, details, event_category) \
                  VALUES ('xtask backup-smoke', 'system', 'backup.restore-verified', 'database', current_database(), '{\"verified\": true}', 'backup') \
@@ -718,26 +979,48 @@ impl Smoke {
         let out = match self.cmd(&self.s.psql(&restored, Effect::Mutating, &[&insert])) {
             Ok(o) => o,
             Err(e) => {
-                self.report.check("append-chains", false, format!("appending a row failed: {e:#}"));
+                self.report.check(
+                    "append-chains",
+                    false,
+                    format!("appending a row failed: {e:#}"),
+                );
                 return Ok(());
             }
         };
-        let f: [Field<'_>; 3] = copy::fields(out.trim_end_matches('\n').as_bytes()).context("the appended row")?;
-        let t = |i: usize| f[i].as_deref().map(|b| String::from_utf8_lossy(b).into_owned());
+        let f: [Field<'_>; 3] =
+            copy::fields(out.trim_end_matches('\n').as_bytes()).context("the appended row")?;
+        let t = |i: usize| {
+            f[i].as_deref()
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
         let (seq, prev, hash) = (t(0), t(1).unwrap_or_default(), t(2).unwrap_or_default());
-        let old_head = old.head.clone().unwrap_or(Head { seq: None, hash: String::new() });
+        let old_head = old.head.clone().unwrap_or(Head {
+            seq: None,
+            hash: String::new(),
+        });
         let (sql, _) = self.sql_verify(&restored, "UTC")?;
         let mut problems = Vec::new();
         if prev != old_head.hash {
-            problems.push(format!("its prev_hash {} is not the old head {}", short(&prev), short(&old_head.hash)));
+            problems.push(format!(
+                "its prev_hash {} is not the old head {}",
+                short(&prev),
+                short(&old_head.hash)
+            ));
         }
         if let (Some(s), Some(h)) = (&seq, old_head.seq) {
             if s.parse::<i64>().ok() != Some(h + 1) {
                 problems.push(format!("its seq {s} does not follow the old head's {h}"));
             }
         }
-        if !sql.clean() || sql.total != old.total + 1 || sql.last.hash != hash || sql.head.as_ref().map(|h| &h.hash) != Some(&hash) {
-            problems.push(format!("after the append the SQL verifier says {}", report::verdict(&sql)));
+        if !sql.clean()
+            || sql.total != old.total + 1
+            || sql.last.hash != hash
+            || sql.head.as_ref().map(|h| &h.hash) != Some(&hash)
+        {
+            problems.push(format!(
+                "after the append the SQL verifier says {}",
+                report::verdict(&sql)
+            ));
         }
         let detail = if problems.is_empty() {
             format!(
@@ -749,40 +1032,58 @@ impl Smoke {
         } else {
             problems.join("; ")
         };
-        self.report.check("append-chains", problems.is_empty(), detail);
+        self.report
+            .check("append-chains", problems.is_empty(), detail);
         Ok(())
     }
 
     fn report_step(&mut self) -> Result<()> {
-        self.report.time("total", self.started.elapsed().as_millis() as u64);
+        self.report
+            .time("total", self.started.elapsed().as_millis() as u64);
         self.print_report(None);
         let failures = self.report.failures();
         if self.report.ok {
             return Ok(());
         }
         let n = failures.len().max(1);
-        Err(fail(Code::Verify, format!("backup-smoke: {n} check(s) failed: {}", failures.join(" | "))))
+        Err(fail(
+            Code::Verify,
+            format!(
+                "backup-smoke: {n} check(s) failed: {}",
+                failures.join(" | ")
+            ),
+        ))
     }
 
     fn record_evidence(&mut self) -> Result<()> {
-        let Some((log, tag)) = &self.s.evidence else { return Ok(()) };
+        let Some((log, tag)) = &self.s.evidence else {
+            return Ok(());
+        };
         let o = self.report.after_rust.as_ref();
         let entry = Entry {
             action: "backup-smoke".into(),
             outcome: "success".into(),
             from: None,
-            to: Some(ImageRef { tag: tag.clone(), digest: None }),
+            to: Some(ImageRef {
+                tag: tag.clone(),
+                digest: None,
+            }),
             git_sha: crate::git_sha(),
             reason: format!(
                 "profile {}, {} rows restored byte-exact, head {}",
                 self.report.profile,
                 o.map_or(0, |o| o.total),
-                o.and_then(|o| o.head.as_ref()).map(Head::value).unwrap_or_default()
+                o.and_then(|o| o.head.as_ref())
+                    .map(Head::value)
+                    .unwrap_or_default()
             ),
             duration_ms: self.started.elapsed().as_millis() as u64,
         };
         let head = log.append(entry, false)?;
-        eprintln!("recorded backup-smoke success for {tag} in {} (head {head})", log.path.display());
+        eprintln!(
+            "recorded backup-smoke success for {tag} in {} (head {head})",
+            log.path.display()
+        );
         Ok(())
     }
 }
@@ -816,7 +1117,9 @@ impl Actions for Smoke {
             other => bail!("backup-smoke has no action `{other}`"),
         };
         let phase = match id {
-            "known-answer" | "workload" | "dump" | "restore" | "negative-controls" | "teardown" => Some(id),
+            "known-answer" | "workload" | "dump" | "restore" | "negative-controls" | "teardown" => {
+                Some(id)
+            }
             "verify-before" => Some("verify-before"),
             "assert-timezone" => Some("timezone"),
             "assert-append" => Some("append"),
@@ -835,7 +1138,8 @@ fn short(h: &str) -> String {
 
 fn set_mode(p: &std::path::Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).with_context(|| format!("chmod {mode:o} {}", p.display()))
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", p.display()))
 }
 
 /// SHA-256 of a file, streamed (a production dump can be large).
@@ -844,7 +1148,9 @@ pub fn file_sha256(path: &std::path::Path) -> Result<String> {
     let mut sha = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     loop {
-        let n = f.read(&mut buf).with_context(|| format!("reading {}", path.display()))?;
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
         if n == 0 {
             break;
         }

@@ -53,7 +53,9 @@ impl Embedded {
     fn server_cmd(&self, tool: &str, effect: Effect) -> Command {
         let prog = self.bindir.join(tool).display().to_string();
         match &self.run_as {
-            Some(u) => Command::new("runuser", effect).args(["-u", u.as_str(), "--", prog.as_str()]),
+            Some(u) => {
+                Command::new("runuser", effect).args(["-u", u.as_str(), "--", prog.as_str()])
+            }
             None => Command::new(&prog, effect),
         }
     }
@@ -65,7 +67,14 @@ impl Embedded {
             .args(["--username", "postgres", "--pwfile"])
             .arg(self.pwfile().display().to_string())
             .args(["--auth-local", "peer", "--auth-host", "scram-sha-256"])
-            .args(["--encoding", "UTF8", "--locale", "C", "--no-sync", "--no-instructions"])
+            .args([
+                "--encoding",
+                "UTF8",
+                "--locale",
+                "C",
+                "--no-sync",
+                "--no-instructions",
+            ])
     }
 
     /// `pg_ctl -o` goes through a shell inside pg_ctl, so the directory must
@@ -142,7 +151,9 @@ impl Conn {
 
     /// `psql` running `sql` (one or more statements, each its own -c) in `db`.
     pub fn psql(&self, psql: &str, db: &str, effect: Effect, sql: &[&str]) -> Command {
-        let mut c = self.cmd(psql, db, effect).args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
+        let mut c =
+            self.cmd(psql, db, effect)
+                .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1"]);
         for s in sql {
             c = c.arg("-c").arg(*s);
         }
@@ -151,9 +162,13 @@ impl Conn {
 
     /// `psql -f file...` in `db`, all files in one transaction.
     pub fn psql_files(&self, psql: &str, db: &str, files: &[PathBuf]) -> Command {
-        let mut c = self
-            .cmd(psql, db, Effect::Mutating)
-            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction"]);
+        let mut c = self.cmd(psql, db, Effect::Mutating).args([
+            "-X",
+            "-q",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "--single-transaction",
+        ]);
         for f in files {
             c = c.arg("-f").arg(f.display().to_string());
         }
@@ -174,7 +189,10 @@ pub fn parse_url(url: &str) -> Result<Conn> {
         Some((u, h)) => (Some(u), h),
         None => (None, authority),
     };
-    let mut c = Conn { maintenance_db: "postgres".into(), ..Conn::default() };
+    let mut c = Conn {
+        maintenance_db: "postgres".into(),
+        ..Conn::default()
+    };
     if let Some(u) = userinfo {
         let (user, pass) = match u.split_once(':') {
             Some((a, b)) => (a, Some(b)),
@@ -187,7 +205,9 @@ pub fn parse_url(url: &str) -> Result<Conn> {
         bail!("--database-url: several hosts are not supported; name one");
     }
     let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
-        let (h, p) = v6.split_once(']').context("--database-url: unterminated [ipv6] host")?;
+        let (h, p) = v6
+            .split_once(']')
+            .context("--database-url: unterminated [ipv6] host")?;
         (h.to_string(), p.strip_prefix(':').map(str::to_string))
     } else {
         match hostport.rsplit_once(':') {
@@ -198,7 +218,8 @@ pub fn parse_url(url: &str) -> Result<Conn> {
     c.host = Some(host).filter(|h| !h.is_empty());
     c.port = port.filter(|p| !p.is_empty());
     if let Some(p) = &c.port {
-        p.parse::<u16>().with_context(|| format!("--database-url: port {p:?} is not a number"))?;
+        p.parse::<u16>()
+            .with_context(|| format!("--database-url: port {p:?} is not a number"))?;
     }
     if !db.is_empty() {
         c.maintenance_db = decode(db)?;
@@ -251,8 +272,13 @@ fn decode(s: &str) -> Result<String> {
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).context("--database-url: a % escape is cut short")?;
-            out.push(u8::from_str_radix(hex, 16).with_context(|| format!("--database-url: bad escape %{hex}"))?);
+            let hex = s
+                .get(i + 1..i + 3)
+                .context("--database-url: a % escape is cut short")?;
+            out.push(
+                u8::from_str_radix(hex, 16)
+                    .with_context(|| format!("--database-url: bad escape %{hex}"))?,
+            );
             i += 3;
         } else {
             out.push(b[i]);
@@ -294,7 +320,11 @@ pub fn find_bindir() -> Option<PathBuf> {
     versions
         .pop()
         .map(|(_, b)| b)
-        .or_else(|| which::which("initdb").ok().and_then(|p| p.parent().map(Path::to_path_buf)))
+        .or_else(|| {
+            which::which("initdb")
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf))
+        })
         .filter(|b| b.join("pg_ctl").exists())
 }
 
@@ -302,7 +332,11 @@ pub fn find_bindir() -> Option<PathBuf> {
 pub fn is_root() -> bool {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         .unwrap_or(false)
 }
@@ -312,7 +346,8 @@ pub fn user_ids(user: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
     passwd.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&user) && f.len() > 3).then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
+        (f.first() == Some(&user) && f.len() > 3)
+            .then(|| Some((f[2].parse().ok()?, f[3].parse().ok()?)))?
     })
 }
 
@@ -320,7 +355,9 @@ pub fn user_ids(user: &str) -> Option<(u32, u32)> {
 /// this run's scratch databases: `<unix seconds>_<pid>_<ms>`. The seconds
 /// let a later run tell an abandoned scratch database from a running one.
 pub fn work_dir() -> (PathBuf, String) {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
     let pid = std::process::id();
     let (secs, ms) = (now.as_secs(), now.subsec_millis());
     let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{pid}-{secs}-{ms:03}"));
@@ -330,11 +367,16 @@ pub fn work_dir() -> (PathBuf, String) {
 /// Scratch databases of other runs that started more than six hours ago
 /// (a smoke takes minutes), from their names.
 pub fn stale_scratch(names: &[String]) -> Vec<String> {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     names
         .iter()
         .filter(|n| {
-            let started = n.strip_prefix(PREFIX).and_then(|r| r.split('_').next()).and_then(|s| s.parse::<u64>().ok());
+            let started = n
+                .strip_prefix(PREFIX)
+                .and_then(|r| r.split('_').next())
+                .and_then(|s| s.parse::<u64>().ok());
             started.is_some_and(|s| s + 6 * 3600 < now)
         })
         .cloned()
@@ -344,7 +386,11 @@ pub fn stale_scratch(names: &[String]) -> Vec<String> {
 /// Is `dir` safe to hand to pg_ctl's shell and as a socket directory?
 pub fn plain_dir(dir: &Path) -> Result<()> {
     let s = dir.display().to_string();
-    if !s.chars().all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c)) || s.len() > 80 {
+    if !s
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/-_.".contains(c))
+        || s.len() > 80
+    {
         bail!("the work directory {s} has characters pg_ctl's shell would misread (or is over 80 bytes): set TMPDIR to a plain path such as /tmp");
     }
     Ok(())
@@ -358,8 +404,14 @@ pub fn leftover_dirs() -> Vec<PathBuf> {
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().to_str()?.to_string();
-            let pid = name.strip_prefix(DIR_PREFIX)?.split('-').next()?.parse::<u32>().ok()?;
-            (pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists()).then(|| e.path())
+            let pid = name
+                .strip_prefix(DIR_PREFIX)?
+                .split('-')
+                .next()?
+                .parse::<u32>()
+                .ok()?;
+            (pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+                .then(|| e.path())
         })
         .collect()
 }
@@ -369,7 +421,9 @@ pub fn leftover_dirs() -> Vec<PathBuf> {
 pub fn random_secret() -> Result<String> {
     use std::io::Read;
     let mut b = [0u8; 16];
-    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut b)).context("reading /dev/urandom")?;
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .context("reading /dev/urandom")?;
     Ok(b.iter().map(|x| format!("{x:02x}")).collect())
 }
 
@@ -379,18 +433,40 @@ mod tests {
 
     #[test]
     fn urls_become_parameters_and_the_password_stays_out_of_argv() {
-        let c = parse_url("postgres://smoke%40x:p%3Ass@db.example:6543/ops?sslmode=require&application_name=bs").unwrap();
+        let c = parse_url(
+            "postgres://smoke%40x:p%3Ass@db.example:6543/ops?sslmode=require&application_name=bs",
+        )
+        .unwrap();
         assert_eq!(c.user.as_deref(), Some("smoke@x"));
         assert_eq!(c.password.as_deref(), Some("p:ss"));
-        assert_eq!((c.host.as_deref(), c.port.as_deref()), (Some("db.example"), Some("6543")));
+        assert_eq!(
+            (c.host.as_deref(), c.port.as_deref()),
+            (Some("db.example"), Some("6543"))
+        );
         assert_eq!(c.maintenance_db, "ops");
         assert!(c.env.contains(&("PGSSLMODE".into(), "require".into())));
-        let cmd = c.psql("psql", "xtask_bsmoke_1_src", Effect::ReadOnly, &["SELECT 1"]);
-        assert!(!cmd.args.iter().any(|a| a.contains("p:ss")), "{:?}", cmd.args);
-        assert!(cmd.display().contains("PGPASSWORD='***'"), "{}", cmd.display());
+        let cmd = c.psql(
+            "psql",
+            "xtask_bsmoke_1_src",
+            Effect::ReadOnly,
+            &["SELECT 1"],
+        );
+        assert!(
+            !cmd.args.iter().any(|a| a.contains("p:ss")),
+            "{:?}",
+            cmd.args
+        );
+        assert!(
+            cmd.display().contains("PGPASSWORD='***'"),
+            "{}",
+            cmd.display()
+        );
 
         let c = parse_url("postgresql://[::1]:5432").unwrap();
-        assert_eq!((c.host.as_deref(), c.maintenance_db.as_str()), (Some("::1"), "postgres"));
+        assert_eq!(
+            (c.host.as_deref(), c.maintenance_db.as_str()),
+            (Some("::1"), "postgres")
+        );
         assert!(parse_url("mysql://x").is_err());
         assert!(parse_url("postgres://h/db?weird=1").is_err());
         assert!(parse_url("postgres://h:abc/db").is_err());

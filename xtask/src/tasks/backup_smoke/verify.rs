@@ -68,7 +68,11 @@ impl<'a> Row<'a> {
         let ts = cols[col::TS].as_deref().unwrap_or_default();
         let ts_micros = parse_ts(ts)
             .with_context(|| format!("unreadable timestamp {:?}", String::from_utf8_lossy(ts)))?;
-        Ok(Row { seq, ts_micros, cols })
+        Ok(Row {
+            seq,
+            ts_micros,
+            cols,
+        })
     }
     pub fn get(&self, c: usize) -> Option<&[u8]> {
         self.cols[c].as_deref()
@@ -91,10 +95,19 @@ pub struct Link<'a> {
     pub row_hash: Cow<'a, [u8]>,
     /// Does row_hash match the row's contents?
     pub ok: bool,
+    /// SHA-256 of `ns(id) ns(prev_hash) ns(row_hash)`: this row's part of the chain digest.
+    pub leaf: [u8; 32],
 }
 
 impl<'a> Link<'a> {
-    fn of(mut r: Row<'a>, ok: bool) -> Link<'a> {
+    /// Computed where the row's hash is checked (in parallel), so the
+    /// sequential walk only hashes 32 bytes a row.
+    fn of(mut r: Row<'a>, ok: bool, buf: &mut Vec<u8>) -> Link<'a> {
+        buf.clear();
+        push_ns(buf, r.get(col::ID));
+        push_ns(buf, r.get(col::PREV));
+        push_ns(buf, r.get(col::ROW_HASH));
+        let leaf = Sha256::digest(&buf[..]).into();
         Link {
             seq: r.seq,
             ts_micros: r.ts_micros,
@@ -102,6 +115,7 @@ impl<'a> Link<'a> {
             prev_hash: r.cols[col::PREV].take(),
             row_hash: r.cols[col::ROW_HASH].take().unwrap_or_default(),
             ok,
+            leaf,
         }
     }
     fn prev(&self) -> &[u8] {
@@ -154,7 +168,7 @@ pub struct Outcome {
     pub last: Head,
     #[serde(rename = "break")]
     pub brk: Option<Break>,
-    /// SHA-256 over `ns(id) ns(prev_hash) ns(row_hash)` of every row, in chain order.
+    /// SHA-256 over the SHA-256 of `ns(id) ns(prev_hash) ns(row_hash)` of every row, in chain order.
     #[serde(skip_serializing_if = "String::is_empty")]
     pub chain_digest: String,
     /// certctl: rows whose prev_hash is not the row before them in (timestamp, id) order.
@@ -176,7 +190,9 @@ pub fn parse_rows(export: &[u8]) -> Result<Vec<Row<'_>>> {
     copy::lines(export)
         .enumerate()
         .map(|(i, line)| {
-            copy::fields(line).and_then(Row::new).with_context(|| format!("exported row {}", i + 1))
+            copy::fields(line)
+                .and_then(Row::new)
+                .with_context(|| format!("exported row {}", i + 1))
         })
         .collect()
 }
@@ -187,7 +203,10 @@ pub fn parse_head(export: &[u8]) -> Result<Option<Head>> {
     for line in copy::lines(export) {
         let f: [Field<'_>; 2] = copy::fields(line).context("head row")?;
         let seq = f[0].as_deref().map(parse_int).transpose()?;
-        let hash = f[1].as_deref().map(|h| String::from_utf8_lossy(h).into_owned()).unwrap_or_default();
+        let hash = f[1]
+            .as_deref()
+            .map(|h| String::from_utf8_lossy(h).into_owned())
+            .unwrap_or_default();
         heads.push(Head { seq, hash });
     }
     if heads.len() > 1 {
@@ -248,7 +267,9 @@ pub fn parse_ts(s: &[u8]) -> Option<i64> {
         return None;
     }
     let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date = time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?).ok()?;
+    let date =
+        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
+            .ok()?;
     let days = i64::from(date.to_julian_day()) - 2_440_588;
     let secs = days * 86_400 + h * 3600 + m * 60 + sec - sign * off;
     Some(secs * 1_000_000 + micros)
@@ -277,7 +298,10 @@ pub fn certctl_ts(micros: i64, out: &mut Vec<u8>) {
     let us = micros.rem_euclid(1_000_000);
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
-    match i32::try_from(days + 2_440_588).ok().and_then(|j| time::Date::from_julian_day(j).ok()) {
+    match i32::try_from(days + 2_440_588)
+        .ok()
+        .and_then(|j| time::Date::from_julian_day(j).ok())
+    {
         Some(d) => {
             push_padded(out, i64::from(d.year()), 4);
             out.push(b'-');
@@ -308,23 +332,27 @@ fn push_padded(out: &mut Vec<u8>, v: i64, width: u32) {
     }
 }
 
-/// Decimal digits of `v`, as PostgreSQL prints a bigint.
-fn push_int(out: &mut Vec<u8>, v: i64) {
-    if v < 0 {
-        out.push(b'-');
-    }
-    let mut digits = [0u8; 20];
+/// Decimal digits of `v`, as PostgreSQL prints a bigint, in `buf`.
+fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut n = v.unsigned_abs();
-    let mut i = digits.len();
+    let mut i = buf.len();
     loop {
         i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+        buf[i] = b'0' + (n % 10) as u8;
         n /= 10;
         if n == 0 {
             break;
         }
     }
-    out.extend_from_slice(&digits[i..]);
+    if v < 0 {
+        i -= 1;
+        buf[i] = b'-';
+    }
+    &buf[i..]
+}
+
+fn push_int(out: &mut Vec<u8>, v: i64) {
+    out.extend_from_slice(decimal(v, &mut [0; 20]));
 }
 
 /// A netstring, `<byte length>:<bytes>,`, or `~` for NULL.
@@ -341,9 +369,7 @@ fn push_ns(out: &mut Vec<u8>, v: Option<&[u8]>) {
 }
 
 fn push_ns_int(out: &mut Vec<u8>, v: i64) {
-    let mut digits = Vec::with_capacity(20);
-    push_int(&mut digits, v);
-    push_ns(out, Some(&digits));
+    push_ns(out, Some(decimal(v, &mut [0; 20])));
 }
 
 /// The canonical payload of `r` in `profile` (what its row_hash is the SHA-256 of).
@@ -356,13 +382,29 @@ pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
             push_ns(out, r.get(col::PREV));
             push_ns(out, r.get(col::ID));
             push_ns_int(out, r.ts_micros);
-            for c in [col::ACTOR, col::ACTOR_TYPE, col::ACTION, col::RESOURCE_TYPE, col::RESOURCE_ID, col::DETAILS, col::CATEGORY] {
+            for c in [
+                col::ACTOR,
+                col::ACTOR_TYPE,
+                col::ACTION,
+                col::RESOURCE_TYPE,
+                col::RESOURCE_ID,
+                col::DETAILS,
+                col::CATEGORY,
+            ] {
                 push_ns(out, r.get(c));
             }
         }
         Profile::Certctl => {
             out.extend_from_slice(r.text(col::PREV));
-            for c in [col::ID, col::ACTOR, col::ACTOR_TYPE, col::ACTION, col::RESOURCE_TYPE, col::RESOURCE_ID, col::DETAILS] {
+            for c in [
+                col::ID,
+                col::ACTOR,
+                col::ACTOR_TYPE,
+                col::ACTION,
+                col::RESOURCE_TYPE,
+                col::RESOURCE_ID,
+                col::DETAILS,
+            ] {
                 out.push(b'|');
                 out.extend_from_slice(r.text(c));
             }
@@ -397,7 +439,9 @@ fn matches(profile: Profile, r: &Row<'_>, buf: &mut Vec<u8>) -> bool {
 }
 
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+    std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
 }
 
 /// Parses an export and checks every row's hash in one pass, in parallel
@@ -416,7 +460,7 @@ pub fn parse_and_check(profile: Profile, export: &[u8]) -> Result<Vec<Link<'_>>>
                     for line in copy::lines(part) {
                         let r = Row::new(copy::fields(line)?)?;
                         let ok = matches(profile, &r, &mut buf);
-                        out.push(Link::of(r, ok));
+                        out.push(Link::of(r, ok, &mut buf));
                     }
                     Ok(out)
                 })
@@ -424,7 +468,10 @@ pub fn parse_and_check(profile: Profile, export: &[u8]) -> Result<Vec<Link<'_>>>
             .collect();
         running
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a verifier thread panicked"))))
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a verifier thread panicked")))
+            })
             .collect()
     });
     let mut links = Vec::new();
@@ -445,7 +492,7 @@ pub fn verify(profile: Profile, rows: &[Row<'_>], head: Option<&Head>) -> Outcom
         .iter()
         .map(|r| {
             let ok = matches(profile, r, &mut buf);
-            Link::of(r.clone(), ok)
+            Link::of(r.clone(), ok, &mut buf)
         })
         .collect();
     walk(profile, &links, head)
@@ -466,25 +513,19 @@ pub fn walk(profile: Profile, links: &[Link<'_>], head: Option<&Head>) -> Outcom
     }
 }
 
-/// SHA-256 over `ns(id) ns(prev_hash) ns(row_hash)` of each row in order.
-struct ChainDigest {
-    sha: Sha256,
-    buf: Vec<u8>,
-}
+/// The chain digest: SHA-256 over each row's leaf (the SHA-256 of
+/// `ns(id) ns(prev_hash) ns(row_hash)`), in chain order.
+struct ChainDigest(Sha256);
 
 impl ChainDigest {
     fn new() -> ChainDigest {
-        ChainDigest { sha: Sha256::new(), buf: Vec::with_capacity(256) }
+        ChainDigest(Sha256::new())
     }
     fn add(&mut self, r: &Link<'_>) {
-        self.buf.clear();
-        push_ns(&mut self.buf, Some(&r.id[..]));
-        push_ns(&mut self.buf, r.prev_hash.as_deref());
-        push_ns(&mut self.buf, Some(&r.row_hash[..]));
-        self.sha.update(&self.buf);
+        self.0.update(r.leaf);
     }
     fn hex(self) -> String {
-        String::from_utf8_lossy(&hex(&self.sha.finalize())).into_owned()
+        String::from_utf8_lossy(&hex(&self.0.finalize())).into_owned()
     }
 }
 
@@ -493,7 +534,11 @@ fn text(b: &[u8]) -> String {
 }
 
 fn brk(at: Option<String>, kind: &str, detail: String) -> Option<Break> {
-    Some(Break { at, kind: kind.into(), detail })
+    Some(Break {
+        at,
+        kind: kind.into(),
+        detail,
+    })
 }
 
 fn walk_by_seq(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
@@ -520,14 +565,31 @@ fn walk_by_seq(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
         let at = Some(seq.to_string());
         found = if seq != want {
             if want == 1 {
-                brk(at, "first-seq", format!("the first row has seq {seq}, not 1: the oldest rows are missing"))
+                brk(
+                    at,
+                    "first-seq",
+                    format!("the first row has seq {seq}, not 1: the oldest rows are missing"),
+                )
             } else if seq < want {
                 brk(at, "duplicate-seq", format!("seq {seq} appears twice"))
             } else {
-                brk(at, "seq-gap", format!("seq {seq} follows seq {}: rows in between are missing", want - 1))
+                brk(
+                    at,
+                    "seq-gap",
+                    format!(
+                        "seq {seq} follows seq {}: rows in between are missing",
+                        want - 1
+                    ),
+                )
             }
         } else if !r.ok {
-            brk(at, "row-hash", format!("seq {seq}: row_hash does not match the row's contents: the row was modified"))
+            brk(
+                at,
+                "row-hash",
+                format!(
+                    "seq {seq}: row_hash does not match the row's contents: the row was modified"
+                ),
+            )
         } else {
             brk(
                 at,
@@ -537,8 +599,14 @@ fn walk_by_seq(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
         };
     }
     let last = match last {
-        Some(l) => Head { seq: rows[l].seq, hash: text(&rows[l].row_hash) },
-        None => Head { seq: Some(0), hash: ZEROS.into() },
+        Some(l) => Head {
+            seq: rows[l].seq,
+            hash: text(&rows[l].row_hash),
+        },
+        None => Head {
+            seq: Some(0),
+            hash: ZEROS.into(),
+        },
     };
     if found.is_none() {
         found = match head {
@@ -550,7 +618,11 @@ fn walk_by_seq(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
                 } else if hs < ls {
                     brk(None, "head-behind", format!("the head names seq {hs} but the last row is seq {ls}: the head was rolled back"))
                 } else if h.hash != last.hash {
-                    brk(None, "head-hash", format!("the head hash is not the row_hash of seq {ls}"))
+                    brk(
+                        None,
+                        "head-hash",
+                        format!("the head hash is not the row_hash of seq {ls}"),
+                    )
                 } else {
                     None
                 }
@@ -573,7 +645,8 @@ fn walk_by_links(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
     let total = rows.len() as u64;
     // (timestamp, id): the published order, also the tie-break wherever one is needed.
     let mut published: Vec<usize> = (0..rows.len()).collect();
-    published.sort_by(|&a, &b| (rows[a].ts_micros, &rows[a].id).cmp(&(rows[b].ts_micros, &rows[b].id)));
+    published
+        .sort_by(|&a, &b| (rows[a].ts_micros, &rows[a].id).cmp(&(rows[b].ts_micros, &rows[b].id)));
     let mut published_breaks = 0u64;
     let mut before: &[u8] = b"";
     for &i in &published {
@@ -592,18 +665,35 @@ fn walk_by_links(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
     let mut visited = vec![false; rows.len()];
     let mut digest = ChainDigest::new();
     let mut cur: &[u8] = b"";
-    let mut last = Head { seq: None, hash: String::new() };
+    let mut last = Head {
+        seq: None,
+        hash: String::new(),
+    };
     let mut found = None;
     while let Some(next) = by_prev.get(cur) {
         let i = next[0];
         let id = text(&rows[i].id);
         if let Some(&j) = next.get(1) {
-            let from = if cur.is_empty() { "the start of the chain".to_string() } else { text(cur) };
-            found = brk(Some(text(&rows[j].id)), "fork", format!("rows {id} and {} both follow {from}", text(&rows[j].id)));
+            let from = if cur.is_empty() {
+                "the start of the chain".to_string()
+            } else {
+                text(cur)
+            };
+            found = brk(
+                Some(text(&rows[j].id)),
+                "fork",
+                format!("rows {id} and {} both follow {from}", text(&rows[j].id)),
+            );
             break;
         }
         if !rows[i].ok {
-            found = brk(Some(id.clone()), "row-hash", format!("row {id}: row_hash does not match the row's contents: the row was modified"));
+            found = brk(
+                Some(id.clone()),
+                "row-hash",
+                format!(
+                    "row {id}: row_hash does not match the row's contents: the row was modified"
+                ),
+            );
             break;
         }
         walked += 1;
@@ -673,7 +763,11 @@ mod tests {
     use super::*;
 
     fn row(seq: i64, prev: &str, actor: &str, ts: i64) -> Row<'static> {
-        let mut r = Row { seq: Some(seq), ts_micros: ts, cols: Default::default() };
+        let mut r = Row {
+            seq: Some(seq),
+            ts_micros: ts,
+            cols: Default::default(),
+        };
         r.set(col::SEQ, Some(&seq.to_string()));
         r.set(col::ID, Some(&seq.to_string()));
         r.set(col::TS, Some("(parsed)"));
@@ -702,7 +796,13 @@ mod tests {
             prev = seal(Profile::Default, &mut r);
             rows.push(r);
         }
-        (rows, Head { seq: Some(n), hash: prev })
+        (
+            rows,
+            Head {
+                seq: Some(n),
+                hash: prev,
+            },
+        )
     }
 
     #[test]
@@ -713,7 +813,10 @@ mod tests {
         assert_eq!(parse_ts(b"2024-01-15 11:00:00.123456-03:30"), Some(utc));
         assert_eq!(parse_ts(b"1969-12-31 23:59:59.5+00"), Some(-500_000));
         assert_eq!(parse_ts(b"1970-01-01 00:00:00+00"), Some(0));
-        assert_eq!(parse_ts(b"1850-01-01 00:00:00+00:09:21"), Some((-3_786_825_600 - 561) * 1_000_000));
+        assert_eq!(
+            parse_ts(b"1850-01-01 00:00:00+00:09:21"),
+            Some((-3_786_825_600 - 561) * 1_000_000)
+        );
         assert_eq!(parse_ts(b"yesterday"), None);
         let mut out = Vec::new();
         certctl_ts(-500_000, &mut out);
@@ -728,24 +831,41 @@ mod tests {
         assert_eq!((o.walked, o.last.seq), (6, Some(6)));
 
         let kind = |rows: &[Row<'_>], head: Option<&Head>| {
-            verify(Profile::Default, rows, head).brk.map(|b| (b.kind, b.at))
+            verify(Profile::Default, rows, head)
+                .brk
+                .map(|b| (b.kind, b.at))
         };
         let mut modified = rows.clone();
         modified[2].set(col::ACTOR, Some("mallory"));
-        assert_eq!(kind(&modified, Some(&head)), Some(("row-hash".into(), Some("3".into()))));
+        assert_eq!(
+            kind(&modified, Some(&head)),
+            Some(("row-hash".into(), Some("3".into())))
+        );
         let mut middle = rows.clone();
         middle.remove(3);
-        assert_eq!(kind(&middle, Some(&head)), Some(("seq-gap".into(), Some("5".into()))));
-        assert_eq!(kind(&rows[1..], Some(&head)), Some(("first-seq".into(), Some("2".into()))));
+        assert_eq!(
+            kind(&middle, Some(&head)),
+            Some(("seq-gap".into(), Some("5".into())))
+        );
+        assert_eq!(
+            kind(&rows[1..], Some(&head)),
+            Some(("first-seq".into(), Some("2".into())))
+        );
         assert_eq!(kind(&rows[..4], Some(&head)).unwrap().0, "head-ahead");
         assert_eq!(kind(&[], Some(&head)).unwrap().0, "head-ahead");
-        let old = Head { seq: Some(4), hash: text(rows[3].get(col::ROW_HASH).unwrap()) };
+        let old = Head {
+            seq: Some(4),
+            hash: text(rows[3].get(col::ROW_HASH).unwrap()),
+        };
         assert_eq!(kind(&rows, Some(&old)).unwrap().0, "head-behind");
         assert_eq!(kind(&rows, None).unwrap().0, "head-missing");
         let mut swapped = rows.clone();
         swapped[1].seq = Some(3);
         swapped[2].seq = Some(2);
-        assert_eq!(kind(&swapped, Some(&head)), Some(("row-hash".into(), Some("2".into()))));
+        assert_eq!(
+            kind(&swapped, Some(&head)),
+            Some(("row-hash".into(), Some("2".into())))
+        );
     }
 
     #[test]
@@ -757,13 +877,25 @@ mod tests {
         let mut b = a.clone();
         b.set(col::ACTOR, Some("alice"));
         b.set(col::ACTOR_TYPE, Some("x|user"));
-        assert_ne!(row_hash(Profile::Default, &a), row_hash(Profile::Default, &b));
-        assert_eq!(row_hash(Profile::Certctl, &a), row_hash(Profile::Certctl, &b));
+        assert_ne!(
+            row_hash(Profile::Default, &a),
+            row_hash(Profile::Default, &b)
+        );
+        assert_eq!(
+            row_hash(Profile::Certctl, &a),
+            row_hash(Profile::Certctl, &b)
+        );
         // NULL and '' differ in the default form only.
         let mut n = a.clone();
         n.set(col::CATEGORY, None);
-        assert_ne!(row_hash(Profile::Default, &a), row_hash(Profile::Default, &n));
-        assert_eq!(row_hash(Profile::Certctl, &a), row_hash(Profile::Certctl, &n));
+        assert_ne!(
+            row_hash(Profile::Default, &a),
+            row_hash(Profile::Default, &n)
+        );
+        assert_eq!(
+            row_hash(Profile::Certctl, &a),
+            row_hash(Profile::Certctl, &n)
+        );
     }
 
     #[test]
@@ -780,38 +912,23 @@ mod tests {
             prev = Some(seal(Profile::Certctl, &mut r));
             rows.push(r);
         }
-        let head = Head { seq: None, hash: prev.unwrap() };
+        let head = Head {
+            seq: None,
+            hash: prev.unwrap(),
+        };
         let o = verify(Profile::Certctl, &rows, Some(&head));
         assert!(o.clean(), "{o:?}");
         assert_eq!(o.published_order_breaks, Some(3));
         let o = verify(Profile::Certctl, &rows[1..], Some(&head));
         assert_eq!(o.brk.unwrap().kind, "no-genesis");
-        let o = verify(Profile::Certctl, &[rows[0].clone(), rows[2].clone()], Some(&head));
-        assert_eq!(o.brk.map(|b| (b.kind, b.at)), Some(("orphan".into(), Some("a".into()))));
-    }
-}
-#[cfg(test)]
-mod perf_probe {
-    #[test]
-    #[ignore]
-    fn probe() {
-        let data = std::fs::read("/tmp/exp100k.txt").unwrap();
-        let t = std::time::Instant::now();
-        let links = super::parse_and_check(crate::flags::Profile::Default, &data).unwrap();
-        let t1 = t.elapsed();
-        let o = super::walk(crate::flags::Profile::Default, &links, None);
-        eprintln!("parse+check {t1:?} total {:?} {:?} {}", t.elapsed(), o.brk, o.walked);
-        let t = std::time::Instant::now();
-        let rows = super::parse_rows(&data).unwrap();
-        eprintln!("parse 1 thread {:?}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut buf = Vec::new();
-        let mut n = 0;
-        for r in &rows { super::payload(crate::flags::Profile::Default, r, &mut buf); n += buf.len(); }
-        eprintln!("payload 1 thread {:?} {n}", t.elapsed());
-        let t = std::time::Instant::now();
-        let mut x = 0u8;
-        for r in &rows { super::payload(crate::flags::Profile::Default, r, &mut buf); x ^= <sha2::Sha256 as sha2::Digest>::digest(&buf)[0]; }
-        eprintln!("payload+sha 1 thread {:?} {x}", t.elapsed());
+        let o = verify(
+            Profile::Certctl,
+            &[rows[0].clone(), rows[2].clone()],
+            Some(&head),
+        );
+        assert_eq!(
+            o.brk.map(|b| (b.kind, b.at)),
+            Some(("orphan".into(), Some("a".into())))
+        );
     }
 }

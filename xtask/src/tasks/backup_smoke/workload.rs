@@ -57,10 +57,18 @@ const DETAILS: [Option<&str>; 9] = [
     Some("[]"),
     Some(r#""just a string""#),
     Some(r#"{"big": 12345678901234567890.000001, "neg": -0.0, "exp": 1e-7, "tiny": 0.10}"#),
-    Some(r#"{"k|": "|v", "emoji": "🚀", "ctl": "\u0001", "nested": {"deeper": {"deepest": [[], {}]}}}"#),
+    Some(
+        r#"{"k|": "|v", "emoji": "🚀", "ctl": "\u0001", "nested": {"deeper": {"deepest": [[], {}]}}}"#,
+    ),
     Some("null"),
 ];
-const CATEGORIES: [Option<&str>; 5] = [None, Some("security"), Some("lifecycle"), Some(""), Some("a|b")];
+const CATEGORIES: [Option<&str>; 5] = [
+    None,
+    Some("security"),
+    Some("lifecycle"),
+    Some(""),
+    Some("a|b"),
+];
 
 /// 2024-01-15T14:30:00Z in microseconds since the epoch.
 const BASE_MICROS: i64 = 1_705_329_000_000_000;
@@ -91,7 +99,8 @@ pub fn row(profile: Profile, i: u32, explicit_ts: bool) -> WorkRow {
         _ => format!("😀-{i}"),
     };
     WorkRow {
-        id: (profile == Profile::Certctl).then(|| format!("evt-{:08x}-{i}", i.wrapping_mul(2_654_435_761))),
+        id: (profile == Profile::Certctl)
+            .then(|| format!("evt-{:08x}-{i}", i.wrapping_mul(2_654_435_761))),
         ts: explicit_ts.then(|| ts_literal(i)),
         actor: ACTORS[n % ACTORS.len()].into(),
         actor_type: ACTOR_TYPES[n % ACTOR_TYPES.len()].into(),
@@ -119,8 +128,11 @@ fn ts_literal(i: u32) -> String {
 }
 
 fn utc(micros: i64) -> String {
-    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000).expect("in range");
-    let f = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00");
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1000)
+        .expect("in range");
+    let f = time::macros::format_description!(
+        "[year]-[month]-[day] [hour]:[minute]:[second].[subsecond digits:6]+00"
+    );
     t.format(&f).expect("formatting a UTC timestamp")
 }
 
@@ -145,18 +157,34 @@ fn lit(v: Option<&str>) -> String {
 
 /// `INSERT ...;` for one row (DEFAULT for a timestamp left to now()).
 pub fn insert(profile: Profile, r: &WorkRow) -> String {
-    let ts = r.ts.as_deref().map_or("DEFAULT".to_string(), |t| lit(Some(t)));
+    let ts =
+        r.ts.as_deref()
+            .map_or("DEFAULT".to_string(), |t| lit(Some(t)));
     let mut vals = Vec::new();
     if profile == Profile::Certctl {
         vals.push(lit(r.id.as_deref()));
     }
     vals.push(ts);
-    for v in [&r.actor, &r.actor_type, &r.action, &r.resource_type, &r.resource_id] {
+    for v in [
+        &r.actor,
+        &r.actor_type,
+        &r.action,
+        &r.resource_type,
+        &r.resource_id,
+    ] {
         vals.push(lit(Some(v)));
     }
-    vals.push(r.details.as_deref().map_or("NULL".into(), |d| format!("{}::jsonb", lit(Some(d)))));
+    vals.push(
+        r.details
+            .as_deref()
+            .map_or("NULL".into(), |d| format!("{}::jsonb", lit(Some(d)))),
+    );
     vals.push(lit(r.category.as_deref()));
-    format!("INSERT INTO audit_events ({}) VALUES ({});\n", columns(profile), vals.join(", "))
+    format!(
+        "INSERT INTO audit_events ({}) VALUES ({});\n",
+        columns(profile),
+        vals.join(", ")
+    )
 }
 
 fn copy_line(profile: Profile, r: &WorkRow, out: &mut String) {
@@ -165,7 +193,13 @@ fn copy_line(profile: Profile, r: &WorkRow, out: &mut String) {
         fields.push(r.id.as_deref());
     }
     fields.push(r.ts.as_deref());
-    for v in [&r.actor, &r.actor_type, &r.action, &r.resource_type, &r.resource_id] {
+    for v in [
+        &r.actor,
+        &r.actor_type,
+        &r.action,
+        &r.resource_type,
+        &r.resource_id,
+    ] {
         fields.push(Some(v));
     }
     fields.push(r.details.as_deref());
@@ -213,7 +247,11 @@ pub fn build(profile: Profile, rows: u32) -> Workload {
     let mut start = inserted;
     while start < serial_rows {
         let end = (start + COPY_BLOCK).min(serial_rows);
-        let _ = writeln!(serial, "COPY audit_events ({}) FROM STDIN;", columns(profile));
+        let _ = writeln!(
+            serial,
+            "COPY audit_events ({}) FROM STDIN;",
+            columns(profile)
+        );
         for k in start..end {
             copy_line(profile, &row(profile, k, true), &mut serial);
         }
@@ -236,7 +274,12 @@ pub fn build(profile: Profile, rows: u32) -> Workload {
     } else {
         writers.clear();
     }
-    Workload { serial, writers, serial_rows, concurrent_rows: concurrent }
+    Workload {
+        serial,
+        writers,
+        serial_rows,
+        concurrent_rows: concurrent,
+    }
 }
 
 #[cfg(test)]
@@ -245,20 +288,41 @@ mod tests {
 
     #[test]
     fn rows_are_deterministic_and_varied() {
-        assert_eq!(row(Profile::Default, 5, true), row(Profile::Default, 5, true));
+        assert_eq!(
+            row(Profile::Default, 5, true),
+            row(Profile::Default, 5, true)
+        );
         assert_eq!(row(Profile::Default, 5, true).actor, "svc|deployer");
-        assert_eq!(row(Profile::Default, 3, true).ts.as_deref(), Some("1969-12-31 23:59:59.5+00"));
-        assert_eq!(row(Profile::Default, 10, true).ts, row(Profile::Default, 9, true).ts);
+        assert_eq!(
+            row(Profile::Default, 3, true).ts.as_deref(),
+            Some("1969-12-31 23:59:59.5+00")
+        );
+        assert_eq!(
+            row(Profile::Default, 10, true).ts,
+            row(Profile::Default, 9, true).ts
+        );
         assert_eq!(ts_literal(0), "2024-01-15 14:30:00.000000+00");
-        assert!(row(Profile::Certctl, 1, false).id.is_some() && row(Profile::Default, 1, false).id.is_none());
+        assert!(
+            row(Profile::Certctl, 1, false).id.is_some()
+                && row(Profile::Default, 1, false).id.is_none()
+        );
     }
 
     #[test]
     fn the_workload_splits_into_inserts_copy_blocks_and_writers() {
         let w = build(Profile::Default, 24);
-        assert_eq!((w.serial_rows, w.concurrent_rows, w.writers.len()), (16, 8, 4));
+        assert_eq!(
+            (w.serial_rows, w.concurrent_rows, w.writers.len()),
+            (16, 8, 4)
+        );
         assert_eq!(w.serial.matches("INSERT INTO").count(), 16);
-        assert_eq!(w.writers.iter().map(|s| s.matches("INSERT INTO").count()).sum::<usize>(), 8);
+        assert_eq!(
+            w.writers
+                .iter()
+                .map(|s| s.matches("INSERT INTO").count())
+                .sum::<usize>(),
+            8
+        );
         let big = build(Profile::Certctl, 2000);
         assert_eq!(big.concurrent_rows, 400);
         assert_eq!(big.serial.matches("COPY audit_events").count(), 4);
