@@ -22,7 +22,8 @@ impl Fixture {
     pub fn new(sink: bool) -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
-        let sink_dir = sink.then(|| dir.path().join("sink"));
+        // Where the binary puts the sink when --state-dir is given.
+        let sink_dir = sink.then(|| state.join("sink"));
         let sink_line = sink_dir
             .as_ref()
             .map(|s| format!("audit_sink = {:?}\n", s.display().to_string()))
