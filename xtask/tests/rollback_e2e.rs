@@ -105,5 +105,7 @@ fn a_tampered_chain_is_refused_and_force_proceeds_and_is_recorded() {
     let lines = std::fs::read_to_string(&path).unwrap();
     let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
     assert_eq!(last["action"], "rollback");
-    assert_eq!(last["reason"], "[forced] chain incident INC-7, rolling back anyway");
+    // The append also names the break it was forced past.
+    let reason = last["reason"].as_str().unwrap();
+    assert!(reason.starts_with("[forced] chain incident INC-7, rolling back anyway [forced past audit break: line 1: modified"), "{reason}");
 }
