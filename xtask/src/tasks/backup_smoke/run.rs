@@ -350,22 +350,11 @@ impl Smoke {
     }
 
     fn prepare(&mut self) -> Result<()> {
-        let dir = &self.s.dir;
-        std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // Armed first: a half-made directory is removed too.
         self.cleanup.armed = true;
-        set_mode(dir, 0o700)?;
-        if let Some(e) = &self.s.embedded {
-            let pw = e.pwfile();
-            std::fs::write(&pw, self.s.password.as_deref().unwrap_or_default())
-                .with_context(|| format!("writing {}", pw.display()))?;
-            set_mode(&pw, 0o600)?;
-            if let Some(u) = &e.run_as {
-                let (uid, gid) = target::user_ids(u).with_context(|| format!("no user `{u}`"))?;
-                for p in [dir, &pw] {
-                    std::os::unix::fs::chown(p, Some(uid), Some(gid))
-                        .with_context(|| format!("chown {u} {}", p.display()))?;
-                }
-            }
+        match &self.s.embedded {
+            Some(e) => e.prepare(self.s.password.as_deref().unwrap_or_default())?,
+            None => target::make_private_dir(&self.s.dir)?,
         }
         self.prepared = Some(Instant::now());
         Ok(())
@@ -419,7 +408,7 @@ impl Smoke {
     }
 
     fn server(&mut self) -> Result<()> {
-        if let Some(p) = self.prepared {
+        if let (Some(p), Some(_)) = (self.prepared, &self.s.embedded) {
             self.report.time("boot", p.elapsed().as_millis() as u64);
         }
         let q = "COPY (SELECT current_setting('server_version_num'), current_setting('server_version'), \
@@ -686,7 +675,28 @@ impl Smoke {
         let o = &rust.outcome;
         let head = o.head.as_ref().map(Head::value);
         let reference = self.reference()?;
+        let dump_sha = file_sha256(&self.s.dump_file())?;
         let r = &mut self.report;
+        if self.s.dump.is_some() {
+            // What this dump holds, in manifest form: keep it beside the dump
+            // as FILE.manifest.json, and the next run compares against it.
+            r.manifest = Some(Manifest {
+                format: MANIFEST_FORMAT.into(),
+                profile: r.profile.clone(),
+                rows: o.total,
+                head: head.clone().unwrap_or_default(),
+                last_row_hash: o.last.hash.clone(),
+                chain_digest: o.chain_digest.clone(),
+                dump_file: self
+                    .s
+                    .dump_file()
+                    .file_name()
+                    .map(|f| f.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                dump_sha256: dump_sha.clone(),
+                created: crate::audit::now_rfc3339(),
+            });
+        }
 
         match &reference {
             Some(m) => {
@@ -717,14 +727,21 @@ impl Smoke {
                 );
             }
         }
-        let head_last = o.head.as_ref().is_some_and(|h| *h == o.last) && o.walked == o.total;
+        // The last row in chain order, whether or not the walk got there.
+        let last_row = match rust.chain.last() {
+            Some(c) => Head {
+                seq: c.seq,
+                hash: c.row_hash.clone(),
+            },
+            None => o.last.clone(),
+        };
         r.check(
             "head-is-last-row",
-            head_last,
+            o.head.as_ref() == Some(&last_row),
             format!(
                 "head {} / last row {}",
                 head.as_deref().unwrap_or("(none)"),
-                o.last.value()
+                last_row.value()
             ),
         );
         r.check(
@@ -744,7 +761,6 @@ impl Smoke {
         );
         match &reference {
             Some(m) => {
-                let dump_sha = file_sha256(&self.s.dump_file())?;
                 let mut diffs = Vec::new();
                 for (what, want, got) in [
                     ("rows", m.rows.to_string(), o.total.to_string()),
@@ -1128,18 +1144,27 @@ impl Actions for Smoke {
         if let Some(p) = phase {
             self.report.time(p, t.elapsed().as_millis() as u64);
         }
-        r
+        // A check that cannot even run on the restored data (a table or
+        // column missing, the wrong --profile) is a failed verification.
+        let checking = [
+            "known-answer",
+            "verify-before",
+            "assert-restored",
+            "assert-timezone",
+            "negative-controls",
+            "assert-append",
+        ];
+        match r {
+            Err(e) if checking.contains(&id) && crate::exit::code_of(&e) == Code::Error => {
+                Err(fail(Code::Verify, format!("{id} could not run: {e:#}")))
+            }
+            r => r,
+        }
     }
 }
 
 fn short(h: &str) -> String {
     h.chars().take(12).collect()
-}
-
-fn set_mode(p: &std::path::Path, mode: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
-        .with_context(|| format!("chmod {mode:o} {}", p.display()))
 }
 
 /// SHA-256 of a file, streamed (a production dump can be large).

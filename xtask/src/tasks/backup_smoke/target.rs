@@ -60,6 +60,23 @@ impl Embedded {
         }
     }
 
+    /// Creates the directory (0700; owned by `run_as` when root) and the
+    /// password file initdb reads.
+    pub fn prepare(&self, password: &str) -> Result<()> {
+        make_private_dir(&self.dir)?;
+        let pw = self.pwfile();
+        std::fs::write(&pw, password).with_context(|| format!("writing {}", pw.display()))?;
+        set_mode(&pw, 0o600)?;
+        if let Some(u) = &self.run_as {
+            let (uid, gid) = user_ids(u).with_context(|| format!("no user `{u}`"))?;
+            for p in [&self.dir, &pw] {
+                std::os::unix::fs::chown(p, Some(uid), Some(gid))
+                    .with_context(|| format!("chown {u} {}", p.display()))?;
+            }
+        }
+        Ok(())
+    }
+
     pub fn initdb(&self) -> Command {
         self.server_cmd("initdb", Effect::Mutating)
             .arg("--pgdata")
@@ -113,6 +130,18 @@ impl Embedded {
             maintenance_db: "postgres".into(),
         }
     }
+}
+
+/// Creates `dir` readable by its owner only (it will hold a dump).
+pub fn make_private_dir(dir: &Path) -> Result<()> {
+    std::fs::create_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
+    set_mode(dir, 0o700)
+}
+
+fn set_mode(p: &Path, mode: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode))
+        .with_context(|| format!("chmod {mode:o} {}", p.display()))
 }
 
 /// A client program (`psql`, `pg_dump`, `pg_restore`): from the server's
@@ -352,16 +381,18 @@ pub fn user_ids(user: &str) -> Option<(u32, u32)> {
 }
 
 /// A fresh work directory name (not created) and the run id that names
-/// this run's scratch databases: `<unix seconds>_<pid>_<ms>`. The seconds
+/// this run's scratch databases: `<unix seconds>_<pid>_<ms><call>`. The seconds
 /// let a later run tell an abandoned scratch database from a running one.
 pub fn work_dir() -> (PathBuf, String) {
+    static CALLS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     let pid = std::process::id();
     let (secs, ms) = (now.as_secs(), now.subsec_millis());
-    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{pid}-{secs}-{ms:03}"));
-    (dir, format!("{secs}_{pid}_{ms:03}"))
+    let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{pid}-{secs}-{ms:03}{n}"));
+    (dir, format!("{secs}_{pid}_{ms:03}{n}"))
 }
 
 /// Scratch databases of other runs that started more than six hours ago

@@ -1,0 +1,79 @@
+//! A passing smoke with `--tag` leaves the evidence the production
+//! promotion gate reads: a `backup-smoke | success` record for that tag in
+//! the environment's audit log. A failing smoke leaves none.
+
+#[path = "backup_smoke_support.rs"]
+mod support;
+
+use support::*;
+use xtask::audit::{History, Log};
+use xtask::flags::Profile;
+
+const CONFIG: &str = r#"
+[env.staging]
+project = "fetchml-bsmoke-evidence"
+compose_files = ["docker-compose.yml"]
+app_services = ["api"]
+images = { api = "127.0.0.1:5000/fetchml/testbed" }
+health_urls = ["http://127.0.0.1:9/health"]
+compliance_mode = "standard"
+"#;
+
+#[test]
+fn a_pass_with_a_tag_is_recorded_and_a_failure_is_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let state = dir.path().join("state");
+    let (cfg, st) = (config.display().to_string(), state.display().to_string());
+    let global = ["--config", cfg.as_str(), "--state-dir", st.as_str()];
+    let log = Log::new(&state.join("staging"), "staging", None);
+
+    let r = smoke(&global, &["--rows", "8", "--tag", "sha-0123456789ab"], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    let records = log.records().unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(
+        (records[0].action.as_str(), records[0].outcome.as_str()),
+        ("backup-smoke", "success")
+    );
+    assert!(History::new(records).has_evidence("backup-smoke", "sha-0123456789ab"));
+    assert!(log.verify().is_ok());
+
+    let c = Cluster::start();
+    c.chain("app", Profile::Default, 8);
+    c.psql(
+        "app",
+        &[
+            "ALTER TABLE audit_events DISABLE TRIGGER USER",
+            "DELETE FROM audit_events WHERE seq = 4",
+        ],
+    );
+    let dump = c.dump("app", dir.path()).display().to_string();
+    let r = smoke(
+        &global,
+        &[
+            "--dump",
+            &dump,
+            "--tag",
+            "sha-bbbbbbbbbbbb",
+            "--env",
+            "staging",
+        ],
+        &[],
+    );
+    assert_eq!(r.code(), Some(6), "{}", r.text());
+    let h = History::new(log.records().unwrap());
+    assert!(
+        !h.has_evidence("backup-smoke", "sha-bbbbbbbbbbbb"),
+        "a failed smoke left evidence"
+    );
+    assert_eq!(h.records.len(), 1);
+}
+
+#[test]
+fn a_bad_tag_is_refused_before_anything_runs() {
+    let r = smoke(&[], &["--tag", "sha-1; rm -rf /"], &[]);
+    assert_eq!(r.code(), Some(1), "{}", r.text());
+    assert!(r.left_work_dir().is_empty());
+}
