@@ -245,7 +245,10 @@ fn isolated_testbed_config(dir: &Path) -> PathBuf {
     let path = dir.join("deploy.toml");
     std::fs::write(&path, toml::to_string(&cfg).unwrap()).unwrap();
     for (name, env) in &cfg.envs {
-        seed(&env.state_dir.join(name), name, env.audit_sink.as_deref());
+        // `--state-dir` moves the sink too, to `<state-dir>/sink` (Ctx::log),
+        // and `audit verify` (so every task's planning) compares it.
+        let sink = env.audit_sink.as_ref().map(|_| env.state_dir.join("sink"));
+        seed(&env.state_dir.join(name), name, sink.as_deref());
     }
     path
 }
