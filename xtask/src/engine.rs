@@ -4,17 +4,24 @@
 //! can only be built from an environment's config, which takes the service
 //! list from `app_services`, so no deploy or rollback plan can name a
 //! stateful service, `down`, a volume or `rm`: those words have no
-//! constructor here. The scope tests in `tasks::deploy` and `tasks::rollback`
-//! check the rendered commands anyway.
+//! constructor here. The scope tests in `tasks::scope` check the rendered
+//! commands anyway.
+//!
+//! The engine (`engine = "compose" | "swarm"` per environment) is a property
+//! of the `Target`: the plans say "pull", "recreate", "stop" and
+//! [`Target::rollout`], and only the methods here look at which engine runs
+//! the stack. The Swarm lowering lives in [`swarm`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+pub mod swarm;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::config::{Config, EngineKind, Env};
-use crate::plan::{Command, Effect};
+use crate::plan::{Command, Effect, Step};
 
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -41,15 +48,17 @@ pub struct Target {
     /// Image repository per app service.
     pub images: BTreeMap<String, String>,
     pub vars: BTreeMap<String, String>,
+    /// Swarm: change only the app services' image (`docker service update
+    /// --image`), not the whole stack. A rollback is image-only; compose
+    /// recreates the same way in both cases.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub image_only: bool,
 }
 
 impl Target {
     /// All app services of `env_name`, on `tag`.
     pub fn app(cfg: &Config, env_name: &str, env: &Env, tag: &str, cli: ComposeCli) -> Result<Target> {
         crate::validate::tag(tag)?;
-        if env.engine != EngineKind::Compose {
-            bail!("env `{env_name}`: the swarm engine is not available yet; use engine = \"compose\"");
-        }
         let files: Vec<PathBuf> = env.compose_files.iter().map(|f| cfg.resolve(f)).collect();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
             bail!("env `{env_name}`: compose file {} not found (compose_files in the config)", missing.display());
@@ -66,7 +75,23 @@ impl Target {
             stateful: env.stateful_services.clone(),
             images: env.images.clone(),
             vars: env.vars.clone(),
+            image_only: false,
         })
+    }
+
+    /// The same target, changing only images when applied (rollback).
+    pub fn image_only(self) -> Target {
+        Target { image_only: true, ..self }
+    }
+
+    /// The steps that put the app services on the tag: a recreate, and on
+    /// Swarm the wait until the update converged (or Swarm rolled it back).
+    pub fn rollout(&self, timeout_secs: u64) -> Vec<Step> {
+        let mut steps = vec![Step::Recreate { target: self.clone() }];
+        if self.engine == EngineKind::Swarm {
+            steps.push(Step::Converge { target: self.clone(), timeout_secs });
+        }
+        steps
     }
 
     /// The same services on another tag (the rollback of a deploy).
@@ -99,10 +124,16 @@ impl Target {
     }
 
     pub fn pull_commands(&self) -> Vec<Command> {
+        if self.engine == EngineKind::Swarm {
+            return swarm::pull(self);
+        }
         vec![self.compose(Effect::Mutating).arg("pull").arg("--quiet").args(self.services.clone())]
     }
 
     pub fn recreate_commands(&self) -> Vec<Command> {
+        if self.engine == EngineKind::Swarm {
+            return swarm::recreate(self);
+        }
         vec![self
             .compose(Effect::Mutating)
             .args(["up", "-d", "--no-deps", "--no-build"])
@@ -114,7 +145,9 @@ impl Target {
     /// even when its config changed. A first deploy into an empty
     /// environment needs its queue; no deploy may replace it.
     pub fn start_stateful_commands(&self) -> Vec<Command> {
-        if self.stateful.is_empty() {
+        // Swarm: `docker stack deploy` creates a missing service and leaves
+        // one whose spec did not change as it is, so there is no separate step.
+        if self.stateful.is_empty() || self.engine == EngineKind::Swarm {
             return Vec::new();
         }
         vec![self
@@ -124,6 +157,27 @@ impl Target {
     }
 
     pub fn stop_commands(&self) -> Vec<Command> {
+        if self.engine == EngineKind::Swarm {
+            return swarm::stop(self);
+        }
         vec![self.compose(Effect::Mutating).arg("stop").args(self.services.clone())]
+    }
+}
+
+impl Target {
+    /// The read-only look-ups [`Step::Converge`] polls (Swarm only).
+    pub fn converge_commands(&self) -> Vec<Command> {
+        match self.engine {
+            EngineKind::Swarm => swarm::observe(self),
+            EngineKind::Compose => Vec::new(),
+        }
+    }
+
+    /// A service's name as the engine knows it.
+    pub fn service_name(&self, service: &str) -> String {
+        match self.engine {
+            EngineKind::Swarm => format!("{}_{service}", self.project),
+            EngineKind::Compose => service.to_string(),
+        }
     }
 }

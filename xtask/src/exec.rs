@@ -167,6 +167,10 @@ impl Run<'_> {
                 }
                 Ok(())
             }
+            Step::Converge { target, timeout_secs } => {
+                eprintln!("waiting for swarm to run {} on {}", target.services.join(", "), target.tag);
+                crate::engine::swarm::wait(target, *timeout_secs, self.verbose)
+            }
             Step::HealthGate(g) => crate::health::wait(g).map(drop),
             Step::WriteFile { path, contents, what } => {
                 eprintln!("writing {what} to {}", path.display());

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 
 use serde::Serialize;
 
+use crate::config::EngineKind;
 use crate::engine::Target;
 
 /// An environment variable handed to a command; secret values are redacted when rendered.
@@ -168,6 +169,10 @@ pub enum Step {
     Recreate { target: Target },
     /// Stop the target's app services (a failed first deploy with nothing to go back to).
     Stop { target: Target },
+    /// Swarm: wait until every app service's update completed and every
+    /// replica runs the tag; fails distinguishably when Swarm rolled the
+    /// update back by itself (`docker stack deploy` exits 0 even then).
+    Converge { target: Target, timeout_secs: u64 },
     /// Poll the health URLs until the service contract holds for the tag.
     HealthGate(Gate),
     /// Write a file.
@@ -198,6 +203,7 @@ impl Step {
             Step::Recreate { target } => target.recreate_commands(),
             Step::Stop { target } => target.stop_commands(),
             Step::StartStateful { target } => target.start_stateful_commands(),
+            Step::Converge { target, .. } => target.converge_commands(),
             _ => Vec::new(),
         }
     }
@@ -228,11 +234,30 @@ impl Step {
                 target.tag,
                 lines(&target.pull_commands())
             ),
+            Step::Recreate { target } if target.engine == EngineKind::Swarm && target.image_only => format!(
+                "set the image of {} to {} (image-only, nothing else in the stack changes): {}",
+                target.services.join(", "),
+                target.tag,
+                lines(&target.recreate_commands())
+            ),
+            Step::Recreate { target } if target.engine == EngineKind::Swarm => format!(
+                "deploy stack {} with {} on {} (swarm updates only services whose spec changed): {}",
+                target.project,
+                target.services.join(", "),
+                target.tag,
+                lines(&target.recreate_commands())
+            ),
             Step::Recreate { target } => format!(
                 "recreate {} on {}: {}",
                 target.services.join(", "),
                 target.tag,
                 lines(&target.recreate_commands())
+            ),
+            Step::Converge { target, timeout_secs } => format!(
+                "wait until every replica of {} runs {} (up to {timeout_secs}s; swarm rolling it back by itself fails this step), polling: {}",
+                target.services.join(", "),
+                target.tag,
+                lines(&target.converge_commands())
             ),
             Step::StartStateful { target } => format!(
                 "start {} if not running (never recreated): {}",

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod backup;
 pub mod deploy;
+pub mod zero_downtime;
 
 /// One section of docs/benchmarks.md.
 pub struct Section {

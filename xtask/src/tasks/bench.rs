@@ -1,4 +1,4 @@
-//! `bench`: run every benchmark (`crate::bench::{audit, backup, deploy}`) and
+//! `bench`: run every benchmark (`crate::bench::{audit, backup, deploy, zero_downtime}`) and
 //! rewrite each one's section of `docs/benchmarks.md` between its markers,
 //! `<!-- bench:NAME -->` and `<!-- /bench:NAME -->`. Text outside the markers
 //! (the method introduction) is left as written.
@@ -27,10 +27,11 @@ pub const DOC: &str = "docs/benchmarks.md";
 type BenchFn = fn(bool) -> Result<Section>;
 
 /// Every benchmark, in the order they run and appear.
-const AREAS: [(&str, BenchFn); 3] = [
+const AREAS: [(&str, BenchFn); 4] = [
     ("audit", crate::bench::audit::run),
     ("backup", crate::bench::backup::run),
     ("deploy", crate::bench::deploy::run),
+    ("zero-downtime", crate::bench::zero_downtime::run),
 ];
 
 /// The first words of the note left in a section whose benchmark failed.

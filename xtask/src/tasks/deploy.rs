@@ -1,7 +1,8 @@
 //! `deploy-staging` and `deploy-prod`: put the app services on a new tag
 //! behind the health gate, and put them back automatically when it fails.
 //!
-//! Needs: docker, the compose v2 plugin (or v1), a reachable daemon and registry.
+//! Needs: docker, the compose v2 plugin (or v1), a reachable daemon and registry;
+//! for `engine = "swarm"`, a swarm manager (`docker stack deploy`).
 //! Never touches: stateful services, volumes, `down`, `rm` or `prune`; the
 //! plan can only pull, recreate or stop a [`Target`] of app services.
 //! Every outcome (success, failure, refused, rolled-back) is appended to the
@@ -108,6 +109,13 @@ pub fn gate(env: &Env, tag: &str, timeout_secs: u64) -> Step {
     })
 }
 
+/// How long a Swarm update may take to settle: the new tasks' health, and,
+/// when they fail, Swarm's own rollback (which waits on its scheduler; about
+/// 80s for the testbed on one node). Compose has no such step.
+pub fn converge_secs(env: &Env) -> u64 {
+    env.health_timeout_secs + env.rollback_timeout_secs + 90
+}
+
 /// Builds the deploy plan. Reads the audit chain(s); changes nothing.
 pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli) -> Result<Plan> {
     let env = cfg.env(&req.env)?;
@@ -145,10 +153,12 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         planned_head: head.map(|h| (log.path.clone(), h)),
     });
     plan.step(Step::Pull { target: target.clone() });
-    if !target.stateful.is_empty() {
+    if !target.start_stateful_commands().is_empty() {
         plan.step(Step::StartStateful { target: target.clone() });
     }
-    plan.step(Step::Recreate { target: target.clone() });
+    for s in target.rollout(converge_secs(env)) {
+        plan.step(s);
+    }
     plan.step(gate(env, &req.tag, env.health_timeout_secs));
 
     let back = current.filter(|c| c != &req.tag);
@@ -163,10 +173,15 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     } else {
         match &back {
             Some(prev) => OnFailure::Recover {
-                steps: vec![
-                    Step::Recreate { target: target.on_tag(prev) },
-                    gate(env, prev, env.rollback_timeout_secs),
-                ],
+                // On Swarm, when Swarm already rolled the update back by
+                // itself, this redeploy of the previous tag changes nothing
+                // (same spec) and the steps only verify it.
+                steps: target
+                    .on_tag(prev)
+                    .rollout(converge_secs(env))
+                    .into_iter()
+                    .chain([gate(env, prev, env.rollback_timeout_secs)])
+                    .collect(),
                 to: Some(prev.clone()),
             },
             None => OnFailure::Recover { steps: vec![Step::Stop { target: target.clone() }], to: None },

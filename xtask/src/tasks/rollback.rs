@@ -77,7 +77,7 @@ pub fn build(
         },
     };
     plan.fact("rollback target", target_tag.clone(), "audit history");
-    let target = Target::app(cfg, &args.env, env, &target_tag, cli)?;
+    let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
     plan.step(Step::EnsureImages { target: target.clone() });
     plan.step(Step::Lock {
         env: args.env.clone(),
@@ -86,7 +86,9 @@ pub fn build(
         task: "rollback".into(),
         planned_head: head.map(|h| (log.path.clone(), h)),
     });
-    plan.step(Step::Recreate { target });
+    for s in target.rollout(crate::tasks::deploy::converge_secs(env)) {
+        plan.step(s);
+    }
     plan.step(gate(env, &target_tag, env.rollback_timeout_secs));
     plan.on_failure = OnFailure::Nothing;
     let reason = if args.force { format!("[forced] {}", args.reason) } else { args.reason.clone() };

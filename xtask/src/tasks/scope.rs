@@ -1,9 +1,13 @@
 //! Scope by construction, checked: every plan deploy and rollback can produce
-//! stays on the app services. No step may name `down`, `rm`, `-v`, a volume,
-//! `prune` or a migration; a stateful service may only appear in the
-//! start-if-absent step, which carries `--no-recreate`; rollback plans may not
-//! name a stateful service at all. A step type added later that lowers to any
-//! such command fails here, because the check reads the rendered commands.
+//! stays on the app services, on both engines. No step may name `down`, `rm`,
+//! `-v`, a volume, `prune` (`--prune`) or a migration; a stateful service may
+//! only appear in the start-if-absent step, which carries `--no-recreate`;
+//! rollback plans may not name a stateful service at all. On Swarm a
+//! stateful service is `<stack>_<name>`, caught the same way; the one Swarm
+//! command that does not list services, `docker stack deploy`, may appear in
+//! deploy plans only (rollback is `docker service update --image` per app
+//! service). A step type added later that lowers to any such command fails
+//! here, because the check reads the rendered commands.
 
 use std::path::Path;
 
@@ -15,12 +19,19 @@ use crate::plan::{Plan, Step};
 use crate::tasks::deploy::{self, Request};
 use crate::Ctx;
 
-const FORBIDDEN: [&str; 7] = ["down", "rm", "-v", "--volumes", "volume", "prune", "migrate"];
+const FORBIDDEN: [&str; 8] = ["down", "rm", "-v", "--volumes", "volume", "prune", "--prune", "migrate"];
+
+const ENGINES: [&str; 2] = ["compose", "swarm"];
 
 fn setup(dir: &Path) -> (Ctx, Config) {
+    setup_on(dir, "compose")
+}
+
+fn setup_on(dir: &Path, engine: &str) -> (Ctx, Config) {
     std::fs::write(dir.join("compose.yml"), "services: {}\n").unwrap();
     let toml = r#"
 [env.staging]
+engine = "ENGINE"
 project = "s"
 compose_files = ["compose.yml"]
 app_services = ["api", "worker"]
@@ -30,6 +41,7 @@ health_urls = ["http://127.0.0.1:1/health"]
 compliance_mode = "standard"
 
 [env.prod]
+engine = "ENGINE"
 project = "p"
 compose_files = ["compose.yml"]
 app_services = ["api", "worker"]
@@ -41,7 +53,7 @@ promote_from = "staging"
 require_evidence = ["security-modes-test", "backup-smoke"]
 "#;
     let path = dir.join("deploy.toml");
-    std::fs::write(&path, toml).unwrap();
+    std::fs::write(&path, toml.replace("ENGINE", engine)).unwrap();
     let global = Global {
         dry_run: true,
         format: Format::Text,
@@ -74,7 +86,13 @@ fn check(plan: &Plan, stateful: &[&str], allow_stateful_start: bool) {
             for a in c.args.iter().chain(std::iter::once(&c.program)) {
                 assert!(!FORBIDDEN.contains(&a.as_str()), "{}: `{a}` in {}", plan.task, c.display());
             }
-            let names_stateful = c.args.iter().any(|a| stateful.contains(&a.as_str()));
+            // `redis`, or on Swarm `<stack>_redis` (and `<stack>_redis=0` for scale).
+            let names_stateful = c.args.iter().any(|a| {
+                stateful.iter().any(|s| {
+                    let svc = a.split('=').next().unwrap_or(a);
+                    a == s || svc.ends_with(&format!("_{s}"))
+                })
+            });
             if names_stateful {
                 let ok = allow_stateful_start
                     && matches!(step, Step::StartStateful { .. })
@@ -87,8 +105,16 @@ fn check(plan: &Plan, stateful: &[&str], allow_stateful_start: bool) {
 
 #[test]
 fn every_deploy_plan_stays_on_app_services() {
+    let mut n = 0;
+    for engine in ENGINES {
+        n += deploy_plans_on(engine);
+    }
+    assert_eq!(n, 48);
+}
+
+fn deploy_plans_on(engine: &str) -> usize {
     let dir = tempfile::tempdir().unwrap();
-    let (ctx, cfg) = setup(dir.path());
+    let (ctx, cfg) = setup_on(dir.path(), engine);
     seed(&ctx, &cfg, "staging", &["sha-aaaaaaaaaaaa"]);
     let stateful = ["redis", "postgres", "minio"];
     let mut n = 0;
@@ -109,18 +135,29 @@ fn every_deploy_plan_stays_on_app_services() {
                 for cli in [ComposeCli::V2Plugin, ComposeCli::V1Standalone] {
                     let plan = deploy::plan(&ctx, &cfg, &req, "deploy", cli).unwrap();
                     check(&plan, &stateful, true);
+                    if engine == "swarm" {
+                        let rendered = plan.render();
+                        assert!(rendered.contains("docker stack deploy"), "{rendered}");
+                        assert!(plan.all_steps().any(|s| matches!(s, Step::Converge { .. })), "{rendered}");
+                    }
                     n += 1;
                 }
             }
         }
     }
-    assert_eq!(n, 24);
+    n
 }
 
 #[test]
 fn every_rollback_plan_can_only_recreate_app_services() {
+    for engine in ENGINES {
+        rollback_plans_on(engine);
+    }
+}
+
+fn rollback_plans_on(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let (ctx, cfg) = setup(dir.path());
+    let (ctx, cfg) = setup_on(dir.path(), engine);
     seed(&ctx, &cfg, "staging", &["sha-111111111111", "sha-222222222222", "sha-333333333333"]);
     let stateful = ["redis", "postgres", "minio"];
     for to in [None, Some("sha-111111111111"), Some("sha-999999999999")] {
@@ -136,9 +173,20 @@ fn every_rollback_plan_can_only_recreate_app_services() {
             check(&plan, &stateful, false);
             for s in plan.all_steps() {
                 assert!(
-                    matches!(s, Step::EnsureImages { .. } | Step::Lock { .. } | Step::Recreate { .. } | Step::HealthGate(_)),
+                    matches!(
+                        s,
+                        Step::EnsureImages { .. }
+                            | Step::Lock { .. }
+                            | Step::Recreate { .. }
+                            | Step::Converge { .. }
+                            | Step::HealthGate(_)
+                    ),
                     "rollback plan has a step outside its scope: {s:?}"
                 );
+                // Image-only: no whole-stack deploy in a rollback.
+                for c in s.commands() {
+                    assert!(!c.args.iter().any(|a| a == "stack"), "rollback runs {}", c.display());
+                }
             }
         }
     }
@@ -163,4 +211,23 @@ fn the_check_itself_catches_a_forbidden_step() {
     plan.step(Step::run("sneaky", target.compose(crate::plan::Effect::Mutating).args(["down", "-v"])));
     let caught = std::panic::catch_unwind(|| check(&plan, &["redis"], true));
     assert!(caught.is_err(), "a `down -v` step went unnoticed");
+}
+
+#[test]
+fn the_check_catches_a_stateful_swarm_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ctx, cfg) = setup_on(dir.path(), "swarm");
+    let req = Request {
+        env: "staging".into(),
+        tag: "sha-aaaaaaaaaaaa".into(),
+        reason: "x".into(),
+        force: false,
+        lock_wait: 0,
+        no_auto_rollback: false,
+    };
+    let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
+    let sneaky = crate::plan::Command::new("docker", crate::plan::Effect::Mutating).args(["service", "update", "--image", "r/redis:8", "s_redis"]);
+    plan.step(Step::run("sneaky", sneaky));
+    let caught = std::panic::catch_unwind(|| check(&plan, &["redis"], true));
+    assert!(caught.is_err(), "a service update of s_redis went unnoticed");
 }
