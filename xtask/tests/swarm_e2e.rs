@@ -1,0 +1,271 @@
+//! The Swarm engine end to end, on a real single-node swarm with the testbed
+//! images from the local registry.
+//!
+//! Every scenario runs in one test function, in sequence, inside one
+//! `Session`: it initialises a swarm only if the node had none, and leaves it
+//! only if it did, while holding a file lock that every swarm user in this
+//! workspace (test binaries, the zero-downtime benchmark) takes, so no one
+//! leaves the swarm under another. The test removes its own stack and the
+//! volumes that stack created, nothing else.
+
+mod common;
+
+use std::process::Command;
+use std::time::Instant;
+
+use common::*;
+use xtask::bench::zero_downtime::{remove_stack, Session};
+
+fn docker(args: &[&str]) -> String {
+    let o = Command::new("docker").args(args).output().unwrap();
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// The test's staging environment on Swarm: same ports and state as `s`.
+fn swarm_config(s: &Stack) {
+    let (api, worker) = s.ports[0];
+    let file = root().join("deployments/testbed/docker-stack.yml");
+    let repo = "127.0.0.1:5000/fetchml/testbed";
+    let cfg = format!(
+        r#"
+[env.staging]
+engine = "swarm"
+project = "{stack}"
+compose_files = ["{file}"]
+app_services = ["api", "worker"]
+stateful_services = ["redis"]
+images = {{ api = "{repo}", worker = "{repo}" }}
+health_urls = ["http://127.0.0.1:{api}/health", "http://127.0.0.1:{worker}/health"]
+compliance_mode = "standard"
+health_timeout_secs = 20
+rollback_timeout_secs = 30
+audit_sink = "sink"
+vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "standard" }}
+"#,
+        stack = s.project("staging"),
+        file = file.display(),
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+}
+
+/// The running task of a service (its ID and its container).
+fn task(stack: &str, svc: &str) -> (String, String) {
+    let name = format!("{stack}_{svc}");
+    let id = docker(&[
+        "service",
+        "ps",
+        "-q",
+        "--filter",
+        "desired-state=running",
+        &name,
+    ]);
+    let container = docker(&[
+        "ps",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.swarm.service.name={name}"),
+    ]);
+    (id, container)
+}
+
+fn worker_container(stack: &str) -> String {
+    task(stack, "worker").1
+}
+
+fn put_artifact(s: &Stack, stack: &str, name: &str, contents: &str) {
+    let src = s.dir.path().join(name);
+    std::fs::write(&src, contents).unwrap();
+    let dst = format!("{}:/artifacts/{name}", worker_container(stack));
+    let o = Command::new("docker")
+        .args(["cp", &src.display().to_string(), &dst])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker cp: {}", text(&o));
+}
+
+fn get_artifact(s: &Stack, stack: &str, name: &str) -> String {
+    let dst = s.dir.path().join(format!("{name}.back"));
+    let _ = std::fs::remove_file(&dst);
+    let src = format!("{}:/artifacts/{name}", worker_container(stack));
+    let o = Command::new("docker")
+        .args(["cp", &src, &dst.display().to_string()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker cp back: {}", text(&o));
+    std::fs::read_to_string(dst).unwrap()
+}
+
+fn worker_version(s: &Stack) -> String {
+    let body = reqwest::blocking::get(format!("http://127.0.0.1:{}/health", s.ports[0].1))
+        .unwrap()
+        .text()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    v["version"].as_str().unwrap_or_default().to_string()
+}
+
+#[test]
+fn swarm_deploy_rollback_by_swarm_and_manual_rollback_keep_state() {
+    let img = images();
+    let session = Session::enter().expect("a single-node swarm");
+    let s = Stack::new("swarm");
+    swarm_config(&s);
+    let stack = s.project("staging");
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenarios(&s, &stack, img)));
+    remove_stack(&stack);
+    let before = session.created();
+    drop(session);
+    if before {
+        assert_eq!(
+            docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"]),
+            "inactive",
+            "the swarm this test created is still there"
+        );
+    }
+    if let Err(p) = result {
+        std::panic::resume_unwind(p);
+    }
+}
+
+fn scenarios(s: &Stack, stack: &str, img: &Images) {
+    // Dry run: the plan names stack deploy and the convergence watch; nothing runs.
+    let o = s.ok(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);
+    let plan = stdout(&o);
+    assert!(
+        plan.contains("docker stack deploy") && plan.contains("wait until every replica"),
+        "{plan}"
+    );
+    assert!(!plan.contains("--prune"), "{plan}");
+    assert!(docker(&[
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={stack}")
+    ])
+    .is_empty());
+
+    // v1, then state: jobs through the queue, a file in a named volume.
+    let t = Instant::now();
+    let o = s.ok(&["deploy-staging", "--tag", &img.v1]);
+    eprintln!("swarm first deploy: {:.1}s", t.elapsed().as_secs_f64());
+    assert!(last_line(&o).starts_with("audit head: "), "{}", text(&o));
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    assert_eq!(worker_version(s), img.v1);
+    let before = s.jobs("staging", 3);
+    assert_eq!(before["done"], 3, "{before}");
+    put_artifact(s, stack, "model.bin", "weights-v1");
+    let redis = task(stack, "redis");
+    assert!(!redis.0.is_empty() && !redis.1.is_empty(), "{redis:?}");
+
+    // v2: every replica on v2, Redis' task and container unchanged.
+    let t = Instant::now();
+    s.ok(&["deploy-staging", "--tag", &img.v2, "--reason", "release 2"]);
+    eprintln!("swarm v1 -> v2 deploy: {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
+    assert_eq!(worker_version(s), img.v2);
+    assert_eq!(
+        task(stack, "redis"),
+        redis,
+        "redis was replaced by a deploy"
+    );
+    assert_eq!(s.queue("staging")["done"], 3);
+    assert_eq!(get_artifact(s, stack, "model.bin"), "weights-v1");
+
+    // A broken version: Swarm rolls it back by itself; stack deploy said 0,
+    // the tool still reports rolled-back, exit 3.
+    let t = Instant::now();
+    let o = s.run(&["deploy-staging", "--tag", &img.bad]);
+    eprintln!(
+        "swarm broken deploy, rolled back: {:.1}s",
+        t.elapsed().as_secs_f64()
+    );
+    assert_eq!(exit_code(&o), 3, "{}", text(&o));
+    let e = stderr(&o);
+    assert!(
+        e.contains(&format!(
+            "swarm rolled the update to {} back by itself",
+            img.bad
+        )),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        e.contains(&format!("rolled back to {}", img.v2)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
+    assert_eq!(worker_version(s), img.v2);
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("deploy", "rolled-back")
+    );
+    assert_eq!(last.from.as_ref().unwrap().tag, img.v2);
+    assert_eq!(last.to.as_ref().unwrap().tag, img.bad);
+    assert!(
+        last.reason.contains("swarm rolled the update"),
+        "{}",
+        last.reason
+    );
+    assert_eq!(s.history("staging").current(), Some(img.v2.as_str()));
+    assert_eq!(
+        task(stack, "redis"),
+        redis,
+        "redis was replaced across Swarm's rollback"
+    );
+    assert_eq!(s.queue("staging")["done"], 3, "queue lost jobs");
+
+    // A manual rollback: image-only, back to v1, recorded in the same chain.
+    let o = s.run(&[
+        "rollback",
+        "staging",
+        "--reason",
+        "swarm rehearsal",
+        "--dry-run",
+    ]);
+    let plan = stdout(&o);
+    assert!(
+        plan.contains("docker service update") && !plan.contains("stack deploy"),
+        "{}",
+        text(&o)
+    );
+    let t = Instant::now();
+    s.ok(&["rollback", "staging", "--reason", "swarm rehearsal"]);
+    eprintln!("swarm manual rollback: {:.1}s", t.elapsed().as_secs_f64());
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    assert_eq!(worker_version(s), img.v1);
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("rollback", "success")
+    );
+    assert_eq!(
+        (last.from.unwrap().tag, last.to.unwrap().tag),
+        (img.v2.clone(), img.v1.clone())
+    );
+    assert_eq!(
+        task(stack, "redis"),
+        redis,
+        "redis was replaced by a rollback"
+    );
+    assert_eq!(s.queue("staging")["done"], 3);
+    assert_eq!(get_artifact(s, stack, "model.bin"), "weights-v1");
+    let specs = docker(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+        &format!("{stack}_redis"),
+    ]);
+    assert_eq!(specs, "fetchml/testbed-redis:local");
+
+    // status and history read the same chain.
+    let st = stdout(&s.ok(&["status", "staging"]));
+    assert!(st.contains(&img.v1), "{st}");
+    s.ok(&["history", "staging"]);
+    let v = s.log("staging").verify().unwrap();
+    assert_eq!(v.count, 4);
+}
