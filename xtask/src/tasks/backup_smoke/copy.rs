@@ -53,7 +53,7 @@ pub fn chunks(export: &[u8], n: usize) -> Vec<&[u8]> {
 
 /// Splits one line into exactly `N` fields and undoes the escapes.
 pub fn fields<const N: usize>(line: &[u8]) -> Result<[Field<'_>; N]> {
-    let mut out: [Field<'_>; N] = std::array::from_fn(|_| None);
+    let mut out: [Field<'_>; N] = [const { None }; N];
     let mut n = 0;
     let mut start = 0;
     let mut escaped = false;

@@ -35,6 +35,7 @@ pub mod workload;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 
 use crate::audit::Log;
 use crate::engine::ComposeCli;
@@ -76,6 +77,8 @@ pub struct Setup {
     pub evidence: Option<(Log, String)>,
     pub verbose: bool,
     pub format: Format,
+    /// Print no report (the benchmark runs the smoke in process and reads it).
+    pub quiet: bool,
 }
 
 impl Setup {
@@ -163,6 +166,33 @@ pub fn run(ctx: &Ctx, args: BackupSmoke) -> Result<()> {
         smoke.print_report(result.as_ref().err());
     }
     result
+}
+
+/// Runs the smoke in this process on the embedded default with `rows`
+/// rows, printing nothing, and returns its report (the benchmark's entry
+/// point). A failed smoke is an error that carries the report's failures.
+pub fn measure(rows: u32) -> Result<report::Report> {
+    let rows = rows.to_string();
+    let flags = crate::flags::Xtask::try_parse_from([
+        "xtask",
+        "--format",
+        "json",
+        "backup-smoke",
+        "--rows",
+        &rows,
+    ])?;
+    let crate::flags::Task::BackupSmoke(args) = flags.task else {
+        unreachable!("parsed backup-smoke")
+    };
+    let ctx = Ctx {
+        global: flags.global,
+    };
+    let (plan, mut smoke) = plan(&ctx, &args)?;
+    smoke.s.quiet = true;
+    let applied = crate::exec::apply(&plan, false, &mut smoke);
+    smoke.print_report(applied.as_ref().err());
+    applied.with_context(|| format!("backup-smoke with {rows} rows"))?;
+    Ok(smoke.report.clone())
 }
 
 fn pg_env_target() -> bool {
@@ -260,6 +290,7 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
         evidence,
         verbose: ctx.global.verbose,
         format: ctx.global.format,
+        quiet: false,
     })
 }
 
