@@ -205,14 +205,27 @@ struct Probe {
     deploy_secs: f64,
 }
 
+/// One `GET /health` on a fresh connection (HTTP/1.0, closed after), 1 s
+/// timeouts: did it answer 200?
+fn get_health(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut c) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(1)));
+    let _ = c.set_write_timeout(Some(Duration::from_secs(1)));
+    if c.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.") && &head[9..12] == b"200"
+}
+
 fn under_load(port: u16, deploy: impl FnOnce() -> Result<()>) -> Result<Probe> {
     let stop = Arc::new(AtomicBool::new(false));
-    let url = format!("http://127.0.0.1:{port}/health");
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_millis(500))
-        .timeout(Duration::from_secs(1))
-        .pool_max_idle_per_host(0)
-        .build()?;
     let s = stop.clone();
     let loop_ = std::thread::spawn(move || {
         // Bounded: the loop ends when told, or after five minutes at most.
@@ -221,10 +234,7 @@ fn under_load(port: u16, deploy: impl FnOnce() -> Result<()>) -> Result<Probe> {
         while !s.load(Ordering::Relaxed) && Instant::now() < end {
             let next = Instant::now() + Duration::from_millis(20);
             sent += 1;
-            let ok = client
-                .get(&url)
-                .send()
-                .is_ok_and(|r| r.status().as_u16() == 200);
+            let ok = get_health(port);
             if !ok {
                 failed += 1;
             }
