@@ -12,9 +12,8 @@ use std::collections::{HashMap, HashSet};
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
-use sha2::compress256;
-use sha2::digest::generic_array::GenericArray;
 
+use super::canon::{hex, parse_ts, payload, push_ns, sha256};
 use super::copy::{self, Field};
 use crate::flags::Profile;
 
@@ -78,7 +77,7 @@ impl<'a> Row<'a> {
     pub fn get(&self, c: usize) -> Option<&[u8]> {
         self.cols[c].as_deref()
     }
-    fn text(&self, c: usize) -> &[u8] {
+    pub(super) fn text(&self, c: usize) -> &[u8] {
         self.get(c).unwrap_or_default()
     }
     pub fn set(&mut self, c: usize, v: Option<&str>) {
@@ -221,259 +220,6 @@ fn parse_int(s: &[u8]) -> Result<i64> {
         .ok()
         .and_then(|s| s.parse().ok())
         .with_context(|| format!("not an integer: {:?}", String::from_utf8_lossy(s)))
-}
-
-/// Parses PostgreSQL's ISO output (`DateStyle = ISO`) of a timestamptz,
-/// `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]`, into microseconds since the
-/// Unix epoch. Any session TimeZone gives the same instant. Allocation-free:
-/// it runs once per exported row.
-pub fn parse_ts(s: &[u8]) -> Option<i64> {
-    let mut at = 0;
-    let year = digits(s, &mut at, 4, 6)?;
-    expect(s, &mut at, b'-')?;
-    let month = digits(s, &mut at, 2, 2)?;
-    expect(s, &mut at, b'-')?;
-    let day = digits(s, &mut at, 2, 2)?;
-    expect(s, &mut at, b' ')?;
-    let h = digits(s, &mut at, 2, 2)?;
-    expect(s, &mut at, b':')?;
-    let m = digits(s, &mut at, 2, 2)?;
-    expect(s, &mut at, b':')?;
-    let sec = digits(s, &mut at, 2, 2)?;
-    let mut micros = 0;
-    if s.get(at) == Some(&b'.') {
-        at += 1;
-        let start = at;
-        micros = digits(s, &mut at, 1, 6)?;
-        for _ in at - start..6 {
-            micros *= 10;
-        }
-    }
-    let sign = match s.get(at)? {
-        b'+' => 1,
-        b'-' => -1,
-        _ => return None,
-    };
-    at += 1;
-    let mut off = digits(s, &mut at, 2, 2)? * 3600;
-    if s.get(at) == Some(&b':') {
-        at += 1;
-        off += digits(s, &mut at, 2, 2)? * 60;
-        if s.get(at) == Some(&b':') {
-            at += 1;
-            off += digits(s, &mut at, 2, 2)?;
-        }
-    }
-    if at != s.len() {
-        return None;
-    }
-    let month = time::Month::try_from(u8::try_from(month).ok()?).ok()?;
-    let date =
-        time::Date::from_calendar_date(i32::try_from(year).ok()?, month, u8::try_from(day).ok()?)
-            .ok()?;
-    let days = i64::from(date.to_julian_day()) - 2_440_588;
-    let secs = days * 86_400 + h * 3600 + m * 60 + sec - sign * off;
-    Some(secs * 1_000_000 + micros)
-}
-
-fn digits(s: &[u8], at: &mut usize, min: usize, max: usize) -> Option<i64> {
-    let start = *at;
-    let mut v = 0i64;
-    while *at - start < max {
-        match s.get(*at) {
-            Some(b) if b.is_ascii_digit() => v = v * 10 + i64::from(b - b'0'),
-            _ => break,
-        }
-        *at += 1;
-    }
-    (*at - start >= min).then_some(v)
-}
-
-fn expect(s: &[u8], at: &mut usize, c: u8) -> Option<()> {
-    (s.get(*at) == Some(&c)).then(|| *at += 1)
-}
-
-/// `to_char(ts AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`, computed here.
-pub fn certctl_ts(micros: i64, out: &mut Vec<u8>) {
-    let secs = micros.div_euclid(1_000_000);
-    let us = micros.rem_euclid(1_000_000);
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    match i32::try_from(days + 2_440_588)
-        .ok()
-        .and_then(|j| time::Date::from_julian_day(j).ok())
-    {
-        Some(d) => {
-            push_padded(out, i64::from(d.year()), 4);
-            out.push(b'-');
-            push_padded(out, i64::from(u8::from(d.month())), 2);
-            out.push(b'-');
-            push_padded(out, i64::from(d.day()), 2);
-        }
-        None => out.extend_from_slice(b"out-of-range"),
-    }
-    out.push(b'T');
-    push_padded(out, sod / 3600, 2);
-    out.push(b':');
-    push_padded(out, sod / 60 % 60, 2);
-    out.push(b':');
-    push_padded(out, sod % 60, 2);
-    out.push(b'.');
-    push_padded(out, us, 6);
-    out.push(b'Z');
-}
-
-/// `v` in at least `width` digits, zero-padded.
-fn push_padded(out: &mut Vec<u8>, v: i64, width: u32) {
-    if v < 0 || v >= 10i64.pow(width) {
-        return push_int(out, v);
-    }
-    for k in (0..width).rev() {
-        out.push(b'0' + (v / 10i64.pow(k) % 10) as u8);
-    }
-}
-
-/// Decimal digits of `v`, as PostgreSQL prints a bigint, in `buf`.
-fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut n = v.unsigned_abs();
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    if v < 0 {
-        i -= 1;
-        buf[i] = b'-';
-    }
-    &buf[i..]
-}
-
-fn push_int(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(decimal(v, &mut [0; 20]));
-}
-
-/// A netstring, `<byte length>:<bytes>,`, or `~` for NULL.
-fn push_ns(out: &mut Vec<u8>, v: Option<&[u8]>) {
-    match v {
-        None => out.push(b'~'),
-        Some(v) => {
-            push_int(out, v.len() as i64);
-            out.push(b':');
-            out.extend_from_slice(v);
-            out.push(b',');
-        }
-    }
-}
-
-fn push_ns_int(out: &mut Vec<u8>, v: i64) {
-    push_ns(out, Some(decimal(v, &mut [0; 20])));
-}
-
-/// The canonical payload of `r` in `profile` (what its row_hash is the SHA-256 of).
-pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
-    out.clear();
-    match profile {
-        Profile::Default => {
-            push_ns(out, Some(b"fetchml.audit_events.v1"));
-            push_ns_int(out, r.seq.unwrap_or_default());
-            push_ns(out, r.get(col::PREV));
-            push_ns(out, r.get(col::ID));
-            push_ns_int(out, r.ts_micros);
-            for c in [
-                col::ACTOR,
-                col::ACTOR_TYPE,
-                col::ACTION,
-                col::RESOURCE_TYPE,
-                col::RESOURCE_ID,
-                col::DETAILS,
-                col::CATEGORY,
-            ] {
-                push_ns(out, r.get(c));
-            }
-        }
-        Profile::Certctl => {
-            out.extend_from_slice(r.text(col::PREV));
-            for c in [
-                col::ID,
-                col::ACTOR,
-                col::ACTOR_TYPE,
-                col::ACTION,
-                col::RESOURCE_TYPE,
-                col::RESOURCE_ID,
-                col::DETAILS,
-            ] {
-                out.push(b'|');
-                out.extend_from_slice(r.text(c));
-            }
-            out.push(b'|');
-            certctl_ts(r.ts_micros, out);
-            out.push(b'|');
-            out.extend_from_slice(r.text(col::CATEGORY));
-        }
-    }
-}
-
-/// SHA-256 through sha2's block function, with the padding done here. The
-/// same digest as `Sha256::digest`; but `cargo xtask` runs a dev build,
-/// where sha2's generic buffering compiles unoptimized into this crate and
-/// costs three times the hashing (the block function itself is compiled
-/// optimized, with SHA-NI where the CPU has it).
-pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut state: [u32; 8] = [
-        0x6a09_e667,
-        0xbb67_ae85,
-        0x3c6e_f372,
-        0xa54f_f53a,
-        0x510e_527f,
-        0x9b05_688c,
-        0x1f83_d9ab,
-        0x5be0_cd19,
-    ];
-    let full = data.len() / 64 * 64;
-    for block in data[..full].chunks_exact(64) {
-        compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let rest = &data[full..];
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let end = if rest.len() + 9 <= 64 { 64 } else { 128 };
-    tail[end - 8..end].copy_from_slice(&(data.len() as u64 * 8).to_be_bytes());
-    for block in tail[..end].chunks_exact(64) {
-        compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let mut out = [0u8; 32];
-    for (o, w) in out.chunks_exact_mut(4).zip(state) {
-        o.copy_from_slice(&w.to_be_bytes());
-    }
-    out
-}
-
-fn hex(d: &[u8]) -> [u8; 64] {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = [0u8; 64];
-    for (i, b) in d.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(b >> 4)];
-        out[2 * i + 1] = HEX[usize::from(b & 15)];
-    }
-    out
-}
-
-/// Lower-case hex SHA-256 of `r`'s canonical payload.
-pub fn row_hash(profile: Profile, r: &Row<'_>) -> String {
-    let mut buf = Vec::new();
-    payload(profile, r, &mut buf);
-    String::from_utf8_lossy(&hex(&sha256(&buf))).into_owned()
 }
 
 fn matches(profile: Profile, r: &Row<'_>, buf: &mut Vec<u8>) -> bool {
@@ -803,6 +549,7 @@ fn walk_by_links(rows: &[Link<'_>], head: Option<&Head>) -> Outcome {
 
 #[cfg(test)]
 mod tests {
+    use super::super::canon::{certctl_ts, row_hash};
     use super::*;
     use sha2::{Digest, Sha256};
 

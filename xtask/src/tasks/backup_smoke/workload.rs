@@ -120,7 +120,11 @@ fn ts_literal(i: u32) -> String {
         7 => "2099-12-31 23:59:59.999999+00".into(),
         13 => "2024-01-15 20:15:13.25+05:45".into(),
         _ => {
-            let k = if i % 5 == 0 && i > 0 { i - 1 } else { i };
+            let k = if i.is_multiple_of(5) && i > 0 {
+                i - 1
+            } else {
+                i
+            };
             let micros = BASE_MICROS + i64::from(k) * 1_000_000 + i64::from(k) * 7919 % 1_000_000;
             utc(micros)
         }

@@ -1,0 +1,111 @@
+//! The SQL the smoke sends to read the chain back: the row and head exports
+//! the Rust verifier parses, the SQL verifier calls, the trigger list, and
+//! the parser of the SQL verifier's one-row answer.
+
+use anyhow::{Context, Result};
+
+use super::copy::{self, Field};
+use super::verify::{self, Head, Outcome};
+use crate::flags::Profile;
+
+pub fn export_rows(p: Profile) -> &'static str {
+    match p {
+        Profile::Default => "COPY (SELECT seq, id, occurred_at, actor, actor_type, action, resource_type, resource_id, details, event_category, prev_hash, row_hash FROM public.audit_events) TO STDOUT",
+        Profile::Certctl => "COPY (SELECT NULL::bigint, id::text, \"timestamp\", actor, actor_type, action, resource_type, resource_id, details::text, event_category, prev_hash, row_hash FROM public.audit_events) TO STDOUT",
+    }
+}
+
+pub fn export_head(p: Profile) -> &'static str {
+    match p {
+        Profile::Default => "COPY (SELECT seq, row_hash FROM public.audit_chain_head WHERE id = 1) TO STDOUT",
+        Profile::Certctl => "COPY (SELECT NULL::bigint, row_hash FROM public.audit_chain_head WHERE id = 1) TO STDOUT",
+    }
+}
+
+pub fn sql_verifier(p: Profile) -> &'static str {
+    match p {
+        Profile::Default => "COPY (SELECT * FROM audit_verify.verify_chain()) TO STDOUT",
+        Profile::Certctl => "COPY (SELECT * FROM audit_verify.certctl_verify_chain()) TO STDOUT",
+    }
+}
+
+pub const TRIGGERS: &str = "COPY (SELECT c.relname, t.tgname, t.tgenabled, (t.tgtype & 7) = 7 \
+     FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+     WHERE n.nspname = 'public' AND c.relname IN ('audit_events', 'audit_chain_head') AND NOT t.tgisinternal \
+     ORDER BY 1, 2) TO STDOUT";
+
+/// The triggers our own schema must still have after a restore.
+pub fn expected_triggers(p: Profile) -> &'static [&'static str] {
+    match p {
+        Profile::Default => &[
+            "audit_events.zz_audit_events_chain",
+            "audit_events.audit_events_append_only",
+            "audit_events.audit_events_no_truncate",
+            "audit_chain_head.audit_chain_head_guard",
+            "audit_chain_head.audit_chain_head_no_truncate",
+        ],
+        Profile::Certctl => &["audit_events.zz_audit_events_chain"],
+    }
+}
+
+/// What the SQL verifier function returned, as an [`Outcome`].
+pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
+    let line = copy::lines(out)
+        .next()
+        .context("the SQL verifier returned no row")?;
+    let s = |f: &Field<'_>| {
+        f.as_deref()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+    };
+    let n = |f: &Field<'_>| -> Result<Option<i64>> {
+        s(f).map(|v| {
+            v.parse::<i64>()
+                .with_context(|| format!("not a number: {v}"))
+        })
+        .transpose()
+    };
+    let brk = |at: Option<String>, kind: Option<String>, detail: Option<String>| {
+        kind.map(|kind| verify::Break {
+            at,
+            kind,
+            detail: detail.unwrap_or_default(),
+        })
+    };
+    Ok(match p {
+        Profile::Default => {
+            let f: [Field<'_>; 9] = copy::fields(line).context("SQL verifier output")?;
+            Outcome {
+                walked: n(&f[0])?.unwrap_or(0) as u64,
+                total: n(&f[1])?.unwrap_or(0) as u64,
+                head: s(&f[3]).map(|hash| Head {
+                    seq: n(&f[2]).ok().flatten(),
+                    hash,
+                }),
+                last: Head {
+                    seq: n(&f[4])?,
+                    hash: s(&f[5]).unwrap_or_default(),
+                },
+                brk: brk(s(&f[6]), s(&f[7]), s(&f[8])),
+                chain_digest: String::new(),
+                published_order_breaks: None,
+                order: Vec::new(),
+            }
+        }
+        Profile::Certctl => {
+            let f: [Field<'_>; 8] = copy::fields(line).context("SQL verifier output")?;
+            Outcome {
+                walked: n(&f[0])?.unwrap_or(0) as u64,
+                total: n(&f[1])?.unwrap_or(0) as u64,
+                head: s(&f[2]).map(|hash| Head { seq: None, hash }),
+                last: Head {
+                    seq: None,
+                    hash: s(&f[3]).unwrap_or_default(),
+                },
+                brk: brk(s(&f[4]), s(&f[5]), s(&f[6])),
+                chain_digest: String::new(),
+                published_order_breaks: n(&f[7])?.map(|v| v as u64),
+                order: Vec::new(),
+            }
+        }
+    })
+}
