@@ -230,11 +230,6 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
     let (embedded, password, conn) = if args.database_url.is_none() && !pg_env_target() {
         target::plain_dir(&dir)?;
         let run_as = target::is_root().then(|| "postgres".to_string());
-        if let Some(u) = &run_as {
-            if target::user_ids(u).is_none() {
-                bail!("running as root, and initdb refuses root, but there is no `{u}` user to run the cluster as: run `cargo xtask setup` (it comes with postgresql-15)");
-            }
-        }
         let e = Embedded {
             dir: dir.clone(),
             bindir: bindir
@@ -314,8 +309,15 @@ fn preflight(s: &Setup) -> Vec<String> {
                 missing.push(format!("{} not found (the embedded cluster needs the PostgreSQL server binaries): {how}", e.bindir.join(t).display()));
             }
         }
-        if e.run_as.is_some() && which::which("runuser").is_err() {
-            missing.push("runuser not found (to run initdb as postgres when root): apt-get install util-linux".into());
+        if let Some(u) = &e.run_as {
+            if target::user_ids(u).is_none() {
+                missing.push(format!(
+                    "no `{u}` user to run the cluster as (initdb refuses root): {how}"
+                ));
+            }
+            if which::which("runuser").is_err() {
+                missing.push("runuser not found (to run initdb as postgres when root): apt-get install util-linux".into());
+            }
         }
     }
     missing
