@@ -254,3 +254,31 @@ fn too_few_rows_is_bad_input() {
         r.text()
     );
 }
+
+#[test]
+fn leftover_work_directories_are_named_and_removed_only_with_destructive() {
+    require_postgres();
+    // A directory of a run whose process is gone (pid 4194303 is the kernel's maximum).
+    let dead = std::env::temp_dir().join("xtask-backup-smoke-4194303-1000000000-0000");
+    std::fs::create_dir_all(dead.join("data")).unwrap();
+    let r = smoke(&["--dry-run"], &[], &[]);
+    let plan = r.out.stdout.clone();
+    assert!(
+        String::from_utf8_lossy(&plan).contains(&format!("{}: left alone", dead.display())),
+        "{}",
+        r.text()
+    );
+    let r = smoke(&[], &["--rows", "8"], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    assert!(dead.exists(), "removed without --destructive");
+    let r = smoke(&[], &["--rows", "8", "--destructive"], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    assert!(!dead.exists(), "--destructive left {}", dead.display());
+    assert!(
+        r.report["warnings"]
+            .to_string()
+            .contains("removed the leftover"),
+        "{}",
+        r.text()
+    );
+}

@@ -73,9 +73,13 @@ impl Cleanup {
 }
 
 impl Drop for Cleanup {
+    // Also runs while unwinding, possibly because stderr went away: nothing
+    // here may panic again (that would abort and leave the cluster running).
     fn drop(&mut self) {
+        use std::io::Write as _;
+        self.verbose = false;
         for p in self.run() {
-            eprintln!("warning: teardown: {p}");
+            let _ = writeln!(std::io::stderr(), "warning: teardown: {p}");
         }
     }
 }
