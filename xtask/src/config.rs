@@ -114,10 +114,17 @@ impl Config {
     /// Reads, parses and validates `path`.
     pub fn load(path: &Path) -> Result<Config> {
         let text = std::fs::read_to_string(path).with_context(|| {
-            format!("reading config {}: pass --config PATH to use another file", path.display())
+            format!(
+                "reading config {}: pass --config PATH to use another file",
+                path.display()
+            )
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
         let mut cfg = Self::parse(&text, &path.display().to_string())?;
         cfg.base = std::path::absolute(&base).unwrap_or(base);
         Ok(cfg)
@@ -129,12 +136,20 @@ impl Config {
         let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
             let key = e.path().to_string();
             let inner = e.into_inner();
-            let (line, col) = inner.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
-            let key = if key == "." { String::new() } else { format!(" (key `{key}`)") };
+            let (line, col) = inner
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            let key = if key == "." {
+                String::new()
+            } else {
+                format!(" (key `{key}`)")
+            };
             let msg = inner.message().trim().replace('\n', ": ");
             anyhow::anyhow!("{origin}:{line}:{col}: {msg}{key}")
         })?;
-        cfg.validate().with_context(|| format!("{origin}: invalid config"))?;
+        cfg.validate()
+            .with_context(|| format!("{origin}: invalid config"))?;
         Ok(cfg)
     }
 
@@ -153,7 +168,8 @@ impl Config {
         }
         for (name, env) in &self.envs {
             validate::env_name(name)?;
-            env.validate(name, self).with_context(|| format!("env `{name}`"))?;
+            env.validate(name, self)
+                .with_context(|| format!("env `{name}`"))?;
         }
         Ok(())
     }
@@ -162,7 +178,10 @@ impl Config {
     pub fn env(&self, name: &str) -> Result<&Env> {
         self.envs.get(name).ok_or_else(|| {
             let valid: Vec<&str> = self.envs.keys().map(String::as_str).collect();
-            anyhow::anyhow!("unknown environment `{name}`: valid environments are {}", valid.join(", "))
+            anyhow::anyhow!(
+                "unknown environment `{name}`: valid environments are {}",
+                valid.join(", ")
+            )
         })
     }
 
@@ -185,7 +204,11 @@ impl Env {
         for s in self.app_services.iter().chain(&self.stateful_services) {
             validate::service_name(s)?;
         }
-        if let Some(s) = self.app_services.iter().find(|s| self.stateful_services.contains(s)) {
+        if let Some(s) = self
+            .app_services
+            .iter()
+            .find(|s| self.stateful_services.contains(s))
+        {
             bail!("service `{s}` is both an app service and a stateful service");
         }
         for s in &self.app_services {
@@ -231,7 +254,10 @@ impl Env {
         }
         for e in &self.require_evidence {
             if !EVIDENCE.contains(&e.as_str()) {
-                bail!("require_evidence `{e}` is not one of {}", EVIDENCE.join(", "));
+                bail!(
+                    "require_evidence `{e}` is not one of {}",
+                    EVIDENCE.join(", ")
+                );
             }
         }
         Ok(())
@@ -265,7 +291,10 @@ fn normalize(p: &Path) -> PathBuf {
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
     let before = &text[..offset.min(text.len())];
     let line = before.matches('\n').count() + 1;
-    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    let col = before
+        .rfind('\n')
+        .map_or(before.len(), |i| before.len() - i - 1)
+        + 1;
     (line, col)
 }
 
@@ -308,20 +337,29 @@ require_evidence = ["security-modes-test"]
         let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
         assert_eq!(cfg.envs.len(), 2);
         assert_eq!(cfg.env("staging").unwrap().tag_var, "FETCHML_TAG");
-        assert_eq!(cfg.env("prod").unwrap().promote_from.as_deref(), Some("staging"));
+        assert_eq!(
+            cfg.env("prod").unwrap().promote_from.as_deref(),
+            Some("staging")
+        );
     }
 
     #[test]
     fn unknown_env_lists_valid_ones() {
         let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
         let e = cfg.env("production").unwrap_err().to_string();
-        assert_eq!(e, "unknown environment `production`: valid environments are prod, staging");
+        assert_eq!(
+            e,
+            "unknown environment `production`: valid environments are prod, staging"
+        );
     }
 
     #[test]
     fn syntax_error_names_line_and_column() {
         let e = err("[env.staging]\nproject = \"x\"\ncompose_files = [\"a.yml\"\n");
-        assert!(e.starts_with("deploy.toml:4:1: invalid array: expected `]`"), "{e}");
+        assert!(
+            e.starts_with("deploy.toml:4:1: invalid array: expected `]`"),
+            "{e}"
+        );
         assert!(!e.contains('\n'), "one line: {e}");
     }
 
@@ -335,7 +373,10 @@ require_evidence = ["security-modes-test"]
 
     #[test]
     fn unknown_key_is_rejected() {
-        let bad = GOOD.replace("compliance_mode = \"hipaa\"", "compliance_mode = \"hipaa\"\nhealth_url = \"x\"");
+        let bad = GOOD.replace(
+            "compliance_mode = \"hipaa\"",
+            "compliance_mode = \"hipaa\"\nhealth_url = \"x\"",
+        );
         let e = err(&bad);
         assert!(e.contains("unknown field `health_url`"), "{e}");
     }
@@ -343,13 +384,41 @@ require_evidence = ["security-modes-test"]
     #[test]
     fn rules() {
         let cases = [
-            ("stateful_services = [\"redis\"]", "stateful_services = [\"redis\", \"api\"]", "both an app service and a stateful service"),
-            ("compliance_mode = \"standard\"", "compliance_mode = \"lax\"", "compliance_mode `lax` is not one of"),
-            ("project = \"fetchml-staging\"", "project = \"Fetch ML\"", "project name"),
-            ("promote_from = \"staging\"", "promote_from = \"qa\"", "unknown environment `qa`"),
-            ("require_evidence = [\"security-modes-test\"]", "require_evidence = [\"vibes\"]", "require_evidence `vibes`"),
-            ("health_urls = [\"http://127.0.0.1:19080/health\"]", "health_urls = [\"127.0.0.1:19080\"]", "must start with http"),
-            ("app_services = [\"api\"]\n", "app_services = [\"api\", \"web\"]\n", "app service `web` has no image repository"),
+            (
+                "stateful_services = [\"redis\"]",
+                "stateful_services = [\"redis\", \"api\"]",
+                "both an app service and a stateful service",
+            ),
+            (
+                "compliance_mode = \"standard\"",
+                "compliance_mode = \"lax\"",
+                "compliance_mode `lax` is not one of",
+            ),
+            (
+                "project = \"fetchml-staging\"",
+                "project = \"Fetch ML\"",
+                "project name",
+            ),
+            (
+                "promote_from = \"staging\"",
+                "promote_from = \"qa\"",
+                "unknown environment `qa`",
+            ),
+            (
+                "require_evidence = [\"security-modes-test\"]",
+                "require_evidence = [\"vibes\"]",
+                "require_evidence `vibes`",
+            ),
+            (
+                "health_urls = [\"http://127.0.0.1:19080/health\"]",
+                "health_urls = [\"127.0.0.1:19080\"]",
+                "must start with http",
+            ),
+            (
+                "app_services = [\"api\"]\n",
+                "app_services = [\"api\", \"web\"]\n",
+                "app service `web` has no image repository",
+            ),
         ];
         for (from, to, want) in cases {
             assert!(GOOD.contains(from), "fixture lacks {from}");

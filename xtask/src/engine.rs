@@ -57,11 +57,20 @@ pub struct Target {
 
 impl Target {
     /// All app services of `env_name`, on `tag`.
-    pub fn app(cfg: &Config, env_name: &str, env: &Env, tag: &str, cli: ComposeCli) -> Result<Target> {
+    pub fn app(
+        cfg: &Config,
+        env_name: &str,
+        env: &Env,
+        tag: &str,
+        cli: ComposeCli,
+    ) -> Result<Target> {
         crate::validate::tag(tag)?;
         let files: Vec<PathBuf> = env.compose_files.iter().map(|f| cfg.resolve(f)).collect();
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            bail!("env `{env_name}`: compose file {} not found (compose_files in the config)", missing.display());
+            bail!(
+                "env `{env_name}`: compose file {} not found (compose_files in the config)",
+                missing.display()
+            );
         }
         Ok(Target {
             env: env_name.into(),
@@ -81,22 +90,33 @@ impl Target {
 
     /// The same target, changing only images when applied (rollback).
     pub fn image_only(self) -> Target {
-        Target { image_only: true, ..self }
+        Target {
+            image_only: true,
+            ..self
+        }
     }
 
     /// The steps that put the app services on the tag: a recreate, and on
     /// Swarm the wait until the update converged (or Swarm rolled it back).
     pub fn rollout(&self, timeout_secs: u64) -> Vec<Step> {
-        let mut steps = vec![Step::Recreate { target: self.clone() }];
+        let mut steps = vec![Step::Recreate {
+            target: self.clone(),
+        }];
         if self.engine == EngineKind::Swarm {
-            steps.push(Step::Converge { target: self.clone(), timeout_secs });
+            steps.push(Step::Converge {
+                target: self.clone(),
+                timeout_secs,
+            });
         }
         steps
     }
 
     /// The same services on another tag (the rollback of a deploy).
     pub fn on_tag(&self, tag: &str) -> Target {
-        Target { tag: tag.into(), ..self.clone() }
+        Target {
+            tag: tag.into(),
+            ..self.clone()
+        }
     }
 
     /// `docker compose -p P -f F...` with the tag and vars in the environment.
@@ -117,7 +137,11 @@ impl Target {
 
     /// Distinct `repo:tag` references of the target's images.
     pub fn image_refs(&self) -> Vec<String> {
-        let mut refs: Vec<String> = self.images.values().map(|r| format!("{r}:{}", self.tag)).collect();
+        let mut refs: Vec<String> = self
+            .images
+            .values()
+            .map(|r| format!("{r}:{}", self.tag))
+            .collect();
         refs.sort();
         refs.dedup();
         refs
@@ -127,7 +151,11 @@ impl Target {
         if self.engine == EngineKind::Swarm {
             return swarm::pull(self);
         }
-        vec![self.compose(Effect::Mutating).arg("pull").arg("--quiet").args(self.services.clone())]
+        vec![self
+            .compose(Effect::Mutating)
+            .arg("pull")
+            .arg("--quiet")
+            .args(self.services.clone())]
     }
 
     pub fn recreate_commands(&self) -> Vec<Command> {
@@ -160,7 +188,10 @@ impl Target {
         if self.engine == EngineKind::Swarm {
             return swarm::stop(self);
         }
-        vec![self.compose(Effect::Mutating).arg("stop").args(self.services.clone())]
+        vec![self
+            .compose(Effect::Mutating)
+            .arg("stop")
+            .args(self.services.clone())]
     }
 }
 

@@ -46,7 +46,10 @@ pub struct Applied {
 /// Runs one command; a failure is one line naming the command, its exit
 /// status and the last line it printed on stderr.
 pub fn run_command(c: &Command, verbose: bool) -> Result<String> {
-    let mut e = duct::cmd(&c.program, &c.args).stderr_capture().stdout_capture().unchecked();
+    let mut e = duct::cmd(&c.program, &c.args)
+        .stderr_capture()
+        .stdout_capture()
+        .unchecked();
     for v in &c.env {
         e = e.env(&v.name, v.value.expose());
     }
@@ -56,7 +59,9 @@ pub fn run_command(c: &Command, verbose: bool) -> Result<String> {
     if verbose {
         eprintln!("$ {}", c.display());
     }
-    let out = e.run().with_context(|| format!("starting `{}`", c.display()))?;
+    let out = e
+        .run()
+        .with_context(|| format!("starting `{}`", c.display()))?;
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     if verbose {
@@ -69,7 +74,10 @@ pub fn run_command(c: &Command, verbose: bool) -> Result<String> {
             .find(|l| !l.trim().is_empty())
             .unwrap_or("(no error output)")
             .trim();
-        let status = out.status.code().map_or("a signal".to_string(), |c| c.to_string());
+        let status = out
+            .status
+            .code()
+            .map_or("a signal".to_string(), |c| c.to_string());
         anyhow::bail!("`{}` exited with {status}: {last}", c.display());
     }
     Ok(stdout)
@@ -87,12 +95,19 @@ pub fn image_present(image: &str) -> bool {
 
 /// The registry digest of a local image (`repo@sha256:...`), where it has one.
 pub fn image_digest(image: &str) -> Option<String> {
-    let out = duct::cmd!("docker", "image", "inspect", "--format", "{{range .RepoDigests}}{{println .}}{{end}}", image)
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .ok()?;
+    let out = duct::cmd!(
+        "docker",
+        "image",
+        "inspect",
+        "--format",
+        "{{range .RepoDigests}}{{println .}}{{end}}",
+        image
+    )
+    .stdout_capture()
+    .stderr_null()
+    .unchecked()
+    .run()
+    .ok()?;
     let repo = image.rsplit_once(':').map_or(image, |(r, _)| r);
     String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -114,10 +129,25 @@ impl Run<'_> {
                 eprintln!("{why}");
                 run_command(command, self.verbose).map(drop)
             }
-            Step::Lock { env, path, wait_secs, task, planned_head } => {
-                self.lock = Some(crate::lock::acquire(path, env, task, Duration::from_secs(*wait_secs))?);
+            Step::Lock {
+                env,
+                path,
+                wait_secs,
+                task,
+                planned_head,
+            } => {
+                self.lock = Some(crate::lock::acquire(
+                    path,
+                    env,
+                    task,
+                    Duration::from_secs(*wait_secs),
+                )?);
                 if let Some((log, planned)) = planned_head {
-                    let log = Log { env: env.clone(), path: log.clone(), sink: None };
+                    let log = Log {
+                        env: env.clone(),
+                        path: log.clone(),
+                        sink: None,
+                    };
                     let now = log.verify()?.head;
                     if &now != planned {
                         return Err(fail(
@@ -132,7 +162,10 @@ impl Run<'_> {
                 if missing.is_empty() {
                     return Ok(());
                 }
-                Err(fail(Code::Refused, format!("refused: {what} not met: missing {}", missing.join("; "))))
+                Err(fail(
+                    Code::Refused,
+                    format!("refused: {what} not met: missing {}", missing.join("; ")),
+                ))
             }
             Step::EnsureImages { target } => {
                 for r in target.image_refs() {
@@ -140,16 +173,23 @@ impl Run<'_> {
                         continue;
                     }
                     eprintln!("pulling {r} (not present locally)");
-                    let pull = Command::new("docker", crate::plan::Effect::Mutating).args(["pull", "--quiet", r.as_str()]);
-                    run_command(&pull, self.verbose).with_context(|| format!("image {r} is neither present nor pullable"))?;
+                    let pull = Command::new("docker", crate::plan::Effect::Mutating).args([
+                        "pull",
+                        "--quiet",
+                        r.as_str(),
+                    ]);
+                    run_command(&pull, self.verbose)
+                        .with_context(|| format!("image {r} is neither present nor pullable"))?;
                 }
                 Ok(())
             }
             Step::CopyFile { from, to } => {
                 if let Some(d) = to.parent() {
-                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("creating {}", d.display()))?;
                 }
-                std::fs::copy(from, to).with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
+                std::fs::copy(from, to)
+                    .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
                 Ok(())
             }
             Step::Pull { target }
@@ -157,8 +197,14 @@ impl Run<'_> {
             | Step::Stop { target }
             | Step::StartStateful { target } => {
                 match s {
-                    Step::Pull { .. } => eprintln!("pulling {} on {}", target.services.join(", "), target.tag),
-                    Step::Recreate { .. } => eprintln!("recreating {} on {}", target.services.join(", "), target.tag),
+                    Step::Pull { .. } => {
+                        eprintln!("pulling {} on {}", target.services.join(", "), target.tag)
+                    }
+                    Step::Recreate { .. } => eprintln!(
+                        "recreating {} on {}",
+                        target.services.join(", "),
+                        target.tag
+                    ),
                     Step::Stop { .. } => eprintln!("stopping {}", target.services.join(", ")),
                     _ => eprintln!("starting {} where not running", target.stateful.join(", ")),
                 }
@@ -167,17 +213,30 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            Step::Converge { target, timeout_secs } => {
-                eprintln!("waiting for swarm to run {} on {}", target.services.join(", "), target.tag);
+            Step::Converge {
+                target,
+                timeout_secs,
+            } => {
+                eprintln!(
+                    "waiting for swarm to run {} on {}",
+                    target.services.join(", "),
+                    target.tag
+                );
                 crate::engine::swarm::wait(target, *timeout_secs, self.verbose)
             }
             Step::HealthGate(g) => crate::health::wait(g).map(drop),
-            Step::WriteFile { path, contents, what } => {
+            Step::WriteFile {
+                path,
+                contents,
+                what,
+            } => {
                 eprintln!("writing {what} to {}", path.display());
                 if let Some(d) = path.parent() {
-                    std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+                    std::fs::create_dir_all(d)
+                        .with_context(|| format!("creating {}", d.display()))?;
                 }
-                std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+                std::fs::write(path, contents)
+                    .with_context(|| format!("writing {}", path.display()))
             }
             Step::Action { id, what, .. } => {
                 eprintln!("{what}");
@@ -191,7 +250,11 @@ impl Run<'_> {
 /// exit code follows the table above, after the audit record was appended.
 pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Applied> {
     let started = Instant::now();
-    let mut run = Run { verbose, actions, lock: None };
+    let mut run = Run {
+        verbose,
+        actions,
+        lock: None,
+    };
     let mut touched = false;
     let mut failure: Option<(anyhow::Error, &'static str, Code)> = None;
 
@@ -202,7 +265,11 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         if let Err(e) = run.step(s) {
             let code = code_of(&e);
             if !touched {
-                let outcome = if code == Code::Refused { "refused" } else { "failure" };
+                let outcome = if code == Code::Refused {
+                    "refused"
+                } else {
+                    "failure"
+                };
                 failure = Some((e, outcome, code));
                 break;
             }
@@ -211,21 +278,34 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
                 OnFailure::Nothing => (e, "failure", code),
                 OnFailure::Advise { message } => {
                     eprintln!("{message}");
-                    (fail(Code::RolledBack, format!("{e:#}; left as is (no automatic rollback)")), "failure", Code::RolledBack)
+                    (
+                        fail(
+                            Code::RolledBack,
+                            format!("{e:#}; left as is (no automatic rollback)"),
+                        ),
+                        "failure",
+                        Code::RolledBack,
+                    )
                 }
                 OnFailure::Recover { steps, to } => {
                     let back = to.as_deref().unwrap_or("nothing running");
-                    eprintln!("putting {} back on {back}", plan.env.as_deref().unwrap_or("the environment"));
+                    eprintln!(
+                        "putting {} back on {back}",
+                        plan.env.as_deref().unwrap_or("the environment")
+                    );
                     match steps.iter().try_for_each(|r| run.step(r)) {
                         Ok(()) => (
-                                fail(Code::RolledBack, format!("{e:#}; rolled back to {back}")),
-                                "rolled-back",
-                                Code::RolledBack,
-                            ),
+                            fail(Code::RolledBack, format!("{e:#}; rolled back to {back}")),
+                            "rolled-back",
+                            Code::RolledBack,
+                        ),
                         Err(re) => {
                             eprintln!("!!! ROLLBACK FAILED: the environment needs a human now !!!");
                             (
-                                fail(Code::RollbackFailed, format!("{e:#}; and the rollback to {back} failed too: {re:#}")),
+                                fail(
+                                    Code::RollbackFailed,
+                                    format!("{e:#}; and the rollback to {back} failed too: {re:#}"),
+                                ),
                                 "failure",
                                 Code::RollbackFailed,
                             )
@@ -252,19 +332,33 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
             let entry = Entry {
                 action: r.action.clone(),
                 outcome: outcome.into(),
-                from: r.from.clone().map(|tag| image_ref(r.repository.as_deref(), tag)),
-                to: r.to.clone().map(|tag| image_ref(r.repository.as_deref(), tag)),
+                from: r
+                    .from
+                    .clone()
+                    .map(|tag| image_ref(r.repository.as_deref(), tag)),
+                to: r
+                    .to
+                    .clone()
+                    .map(|tag| image_ref(r.repository.as_deref(), tag)),
                 git_sha: crate::git_sha(),
                 reason: one_line(&reason),
                 duration_ms: started.elapsed().as_millis() as u64,
             };
-            let log = Log { env: r.env.clone(), path: r.log.clone(), sink: r.sink.clone() };
+            let log = Log {
+                env: r.env.clone(),
+                path: r.log.clone(),
+                sink: r.sink.clone(),
+            };
             match log.append(entry, r.force) {
                 Ok(head) => Some(head),
                 Err(ae) => {
                     let msg = match err {
-                        Some(e) => format!("{e:#}; and the audit record could not be appended: {ae:#}"),
-                        None => format!("the task succeeded but its audit record could not be appended: {ae:#}"),
+                        Some(e) => {
+                            format!("{e:#}; and the audit record could not be appended: {ae:#}")
+                        }
+                        None => format!(
+                            "the task succeeded but its audit record could not be appended: {ae:#}"
+                        ),
                     };
                     return Err(fail(code_of(&ae), msg));
                 }
@@ -287,5 +381,7 @@ fn image_ref(repository: Option<&str>, tag: String) -> ImageRef {
 }
 
 fn one_line(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }

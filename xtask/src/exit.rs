@@ -39,7 +39,10 @@ impl std::error::Error for Exit {}
 
 /// Builds an error that exits with `code`.
 pub fn fail(code: Code, message: impl Into<String>) -> anyhow::Error {
-    anyhow::Error::new(Exit { code, message: message.into() })
+    anyhow::Error::new(Exit {
+        code,
+        message: message.into(),
+    })
 }
 
 /// The exit code an error maps to: the innermost [`Exit`] in its chain, else 1.

@@ -8,7 +8,12 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// prove that security modes and backups hold. Every task that changes
 /// anything can be previewed with --dry-run.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", bin_name = "cargo xtask", version, max_term_width = 100)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    version,
+    max_term_width = 100
+)]
 pub struct Xtask {
     #[command(flatten)]
     pub global: Global,
@@ -26,7 +31,12 @@ pub struct Global {
     #[arg(long, global = true, value_enum, default_value_t = Format::Text)]
     pub format: Format,
     /// The deployment config.
-    #[arg(long, global = true, value_name = "PATH", default_value = "deployments/deploy.toml")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "PATH",
+        default_value = "deployments/deploy.toml"
+    )]
     pub config: PathBuf,
     /// Root of per-environment state (audit log, lock, and ROOT/sink for a configured audit sink); overrides the config.
     #[arg(long, global = true, value_name = "PATH")]
@@ -156,7 +166,11 @@ pub struct SecurityModes {
     #[arg(long, value_name = "ENV", default_value = "staging")]
     pub env: String,
     /// The policy file.
-    #[arg(long, value_name = "PATH", default_value = "deployments/security-modes.toml")]
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "deployments/security-modes.toml"
+    )]
     pub policy: PathBuf,
 }
 

@@ -31,7 +31,10 @@ pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Resu
     let body = resp.text().map_err(|e| one_line(&e))?;
     match serde_json::from_str::<Health>(&body) {
         Ok(h) => Ok(h),
-        Err(_) => Err(format!("HTTP {code}: {}", body.chars().take(200).collect::<String>())),
+        Err(_) => Err(format!(
+            "HTTP {code}: {}",
+            body.chars().take(200).collect::<String>()
+        )),
     }
 }
 
@@ -60,7 +63,10 @@ pub fn judge(h: &Health, gate: &Gate) -> std::result::Result<(), String> {
         return Err(format!("status is {:?}", h.status));
     }
     if h.version != gate.version {
-        return Err(format!("version is {:?}, want {:?}", h.version, gate.version));
+        return Err(format!(
+            "version is {:?}, want {:?}",
+            h.version, gate.version
+        ));
     }
     if h.compliance_mode != gate.compliance_mode {
         return Err(format!(
@@ -135,7 +141,11 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
                 waiting.join("; ")
             )),
             None if reported.elapsed() >= Duration::from_secs(5) => {
-                eprintln!("waiting for health ({:.0}s): {}", start.elapsed().as_secs_f64(), waiting.join("; "));
+                eprintln!(
+                    "waiting for health ({:.0}s): {}",
+                    start.elapsed().as_secs_f64(),
+                    waiting.join("; ")
+                );
                 reported = Instant::now();
             }
             None => {}
@@ -149,26 +159,53 @@ mod tests {
     use super::*;
 
     fn gate() -> Gate {
-        Gate { urls: vec![], version: "sha-b".into(), compliance_mode: "hipaa".into(), timeout_secs: 1 }
+        Gate {
+            urls: vec![],
+            version: "sha-b".into(),
+            compliance_mode: "hipaa".into(),
+            timeout_secs: 1,
+        }
     }
     fn h(status: &str, version: &str, mode: &str) -> Health {
-        Health { status: status.into(), version: version.into(), compliance_mode: mode.into() }
+        Health {
+            status: status.into(),
+            version: version.into(),
+            compliance_mode: mode.into(),
+        }
     }
 
     #[test]
     fn all_three_must_hold() {
         assert!(judge(&h("ok", "sha-b", "hipaa"), &gate()).is_ok());
-        assert!(judge(&h("failing", "sha-b", "hipaa"), &gate()).unwrap_err().contains("status"));
-        assert!(judge(&h("ok", "sha-a", "hipaa"), &gate()).unwrap_err().contains("version is \"sha-a\""));
-        assert!(judge(&h("ok", "sha-b", "dev"), &gate()).unwrap_err().contains("compliance_mode"));
+        assert!(judge(&h("failing", "sha-b", "hipaa"), &gate())
+            .unwrap_err()
+            .contains("status"));
+        assert!(judge(&h("ok", "sha-a", "hipaa"), &gate())
+            .unwrap_err()
+            .contains("version is \"sha-a\""));
+        assert!(judge(&h("ok", "sha-b", "dev"), &gate())
+            .unwrap_err()
+            .contains("compliance_mode"));
     }
 
     #[test]
     fn unreachable_url_times_out_with_last_seen() {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let g = Gate { urls: vec![format!("http://127.0.0.1:{port}/health")], ..gate() };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let g = Gate {
+            urls: vec![format!("http://127.0.0.1:{port}/health")],
+            ..gate()
+        };
         let e = wait(&g).unwrap_err().to_string();
-        assert!(e.starts_with("health gate failed after 1s for version sha-b; last seen: http://127.0.0.1:"), "{e}");
+        assert!(
+            e.starts_with(
+                "health gate failed after 1s for version sha-b; last seen: http://127.0.0.1:"
+            ),
+            "{e}"
+        );
         assert!(!e.contains('\n'));
     }
 }

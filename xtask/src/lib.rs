@@ -28,7 +28,27 @@ use crate::preflight::Tool;
 
 /// The workspace root (where Cargo.toml with `[workspace]` lives).
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// `n` distinct free loopback ports. Every listener is held until all are
+/// chosen, so one call never hands out the same port twice (asking one at a
+/// time can, once the first listener is closed).
+pub fn free_ports(n: usize) -> Result<Vec<u16>> {
+    use anyhow::Context as _;
+    let listeners = (0..n)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .context("asking the OS for a free loopback port")
+        })
+        .collect::<Result<Vec<_>>>()?;
+    listeners
+        .iter()
+        .map(|l| Ok(l.local_addr()?.port()))
+        .collect()
 }
 
 /// HEAD's commit, if this is a git checkout.
@@ -46,7 +66,8 @@ pub fn git_sha() -> Option<String> {
 
 /// The default tag: `sha-<12 hex of HEAD>`.
 pub fn head_tag() -> Result<String> {
-    let sha = git_sha().ok_or_else(|| anyhow::anyhow!("cannot read HEAD's commit: pass --tag TAG"))?;
+    let sha =
+        git_sha().ok_or_else(|| anyhow::anyhow!("cannot read HEAD's commit: pass --tag TAG"))?;
     Ok(format!("sha-{}", &sha[..12]))
 }
 
@@ -87,7 +108,8 @@ impl Ctx {
     /// Preflight for `tools`: a real run fails with exit 2; a dry run warns.
     pub fn preflight(&self, plan: &mut Plan, tools: &[Tool], daemon: bool) -> Result<ComposeCli> {
         let (cli, warnings) = preflight::check(tools, daemon).enforce(self.global.dry_run)?;
-        plan.warnings.extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
+        plan.warnings
+            .extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
         Ok(cli)
     }
 

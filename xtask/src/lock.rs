@@ -73,16 +73,22 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
         crate::audit::hostname(),
         crate::audit::now_rfc3339()
     );
-    file.set_len(0).with_context(|| format!("writing lock holder to {}", path.display()))?;
+    file.set_len(0)
+        .with_context(|| format!("writing lock holder to {}", path.display()))?;
     file.seek(SeekFrom::Start(0))?;
     file.write_all(who.as_bytes())
         .with_context(|| format!("writing lock holder to {}", path.display()))?;
-    Ok(LockGuard { file, path: path.to_path_buf() })
+    Ok(LockGuard {
+        file,
+        path: path.to_path_buf(),
+    })
 }
 
 fn holder(file: &mut File) -> String {
     let mut s = String::new();
-    let _ = file.seek(SeekFrom::Start(0)).and_then(|_| file.read_to_string(&mut s));
+    let _ = file
+        .seek(SeekFrom::Start(0))
+        .and_then(|_| file.read_to_string(&mut s));
     let s = s.trim();
     if s.is_empty() {
         "another process (holder not yet written)".into()
@@ -104,7 +110,10 @@ mod tests {
         let e = acquire(&p, "staging", "rollback", Duration::ZERO).unwrap_err();
         assert_eq!(code_of(&e), Code::Refused);
         let msg = e.to_string();
-        assert!(msg.contains(&format!("pid {}", std::process::id())), "{msg}");
+        assert!(
+            msg.contains(&format!("pid {}", std::process::id())),
+            "{msg}"
+        );
         assert!(msg.contains("running deploy-staging"), "{msg}");
         drop(g);
         acquire(&p, "staging", "rollback", Duration::ZERO).unwrap();

@@ -25,7 +25,9 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let ctx = Ctx { global: flags.global };
+    let ctx = Ctx {
+        global: flags.global,
+    };
     let result = match flags.task {
         Task::Build(a) => tasks::build::run(&ctx, a),
         Task::DeployStaging(a) => tasks::deploy::staging(&ctx, a),
@@ -56,7 +58,10 @@ fn main() -> ExitCode {
             } else {
                 eprintln!("error: {msg}");
             }
-            let head = xtask::exec::LAST_HEAD.lock().ok().and_then(|mut h| h.take());
+            let head = xtask::exec::LAST_HEAD
+                .lock()
+                .ok()
+                .and_then(|mut h| h.take());
             if let Some(h) = head {
                 println!("audit head: {h}");
             }

@@ -76,7 +76,13 @@ pub struct Command {
 
 impl Command {
     pub fn new(program: &str, effect: Effect) -> Self {
-        Command { program: program.into(), args: Vec::new(), env: Vec::new(), cwd: None, effect }
+        Command {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            effect,
+        }
     }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
         self.args.push(a.into());
@@ -87,12 +93,18 @@ impl Command {
         self
     }
     pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.env.push(EnvVar { name: name.into(), value: Secretable::Plain(value.into()) });
+        self.env.push(EnvVar {
+            name: name.into(),
+            value: Secretable::Plain(value.into()),
+        });
         self
     }
     /// A variable whose value never appears in dry-run output or logs.
     pub fn secret_env(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.env.push(EnvVar { name: name.into(), value: Secretable::Secret(value.into()) });
+        self.env.push(EnvVar {
+            name: name.into(),
+            value: Secretable::Secret(value.into()),
+        });
         self
     }
     pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
@@ -119,7 +131,8 @@ impl Command {
 
 fn quote(s: &str) -> String {
     let plain = !s.is_empty()
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
     if plain {
         s.to_string()
     } else {
@@ -184,15 +197,26 @@ pub enum Step {
     },
     /// A task-specific action in Rust (a verifier, a probe); the task's
     /// [`crate::exec::Actions`] runs it.
-    Action { id: String, what: String, effect: Effect },
+    Action {
+        id: String,
+        what: String,
+        effect: Effect,
+    },
 }
 
 impl Step {
     pub fn run(why: impl Into<String>, command: Command) -> Step {
-        Step::Run { why: why.into(), command }
+        Step::Run {
+            why: why.into(),
+            command,
+        }
     }
     pub fn action(id: &str, what: impl Into<String>, effect: Effect) -> Step {
-        Step::Action { id: id.into(), what: what.into(), effect }
+        Step::Action {
+            id: id.into(),
+            what: what.into(),
+            effect,
+        }
     }
 
     /// Every command line the step can run, rendered (the scope tests read these).
@@ -286,7 +310,10 @@ impl Step {
 }
 
 fn lines(cmds: &[Command]) -> String {
-    cmds.iter().map(Command::display).collect::<Vec<_>>().join(" && ")
+    cmds.iter()
+        .map(Command::display)
+        .collect::<Vec<_>>()
+        .join(" && ")
 }
 
 /// What happens when a step fails after the stack was touched.
@@ -296,7 +323,10 @@ pub enum OnFailure {
     /// Nothing to undo (the plan never touches a stack).
     Nothing,
     /// Run these steps to put the environment back; success exits 3, failure 4.
-    Recover { steps: Vec<Step>, to: Option<String> },
+    Recover {
+        steps: Vec<Step>,
+        to: Option<String>,
+    },
     /// Leave things as they are and tell the operator what to run; exits 3.
     Advise { message: String },
 }
@@ -355,7 +385,11 @@ impl Plan {
         }
     }
     pub fn fact(&mut self, what: &str, value: impl Into<String>, source: &str) {
-        self.facts.push(Fact { what: what.into(), value: value.into(), source: source.into() });
+        self.facts.push(Fact {
+            what: what.into(),
+            value: value.into(),
+            source: source.into(),
+        });
     }
     pub fn step(&mut self, s: Step) -> &mut Self {
         self.steps.push(s);
@@ -374,7 +408,11 @@ impl Plan {
     /// The dry-run text: numbered steps, the failure path and the audit record.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let env = self.env.as_deref().map(|e| format!(" (env {e})")).unwrap_or_default();
+        let env = self
+            .env
+            .as_deref()
+            .map(|e| format!(" (env {e})"))
+            .unwrap_or_default();
         let _ = writeln!(out, "plan: {}{env}", self.task);
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
@@ -392,18 +430,30 @@ impl Plan {
         match &self.on_failure {
             OnFailure::Nothing => {}
             OnFailure::Recover { steps, to } => {
-                let to = to.as_deref().unwrap_or("nothing running (no earlier version)");
-                let _ = writeln!(out, "if a step fails after the stack was touched, put it back on {to}:");
+                let to = to
+                    .as_deref()
+                    .unwrap_or("nothing running (no earlier version)");
+                let _ = writeln!(
+                    out,
+                    "if a step fails after the stack was touched, put it back on {to}:"
+                );
                 for (i, s) in steps.iter().enumerate() {
                     let _ = writeln!(out, "  r{}. {}", i + 1, s.describe());
                 }
             }
             OnFailure::Advise { message } => {
-                let _ = writeln!(out, "if a step fails after the stack was touched: leave it and advise: {message}");
+                let _ = writeln!(
+                    out,
+                    "if a step fails after the stack was touched: leave it and advise: {message}"
+                );
             }
         }
         if let Some(r) = &self.record {
-            let sink = r.sink.as_ref().map(|s| format!(" and sink {}", s.display())).unwrap_or_default();
+            let sink = r
+                .sink
+                .as_ref()
+                .map(|s| format!(" and sink {}", s.display()))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
                 "finally, on every outcome: append `{} | <outcome> | from={} | to={} | reason={}` to {}{sink}",
@@ -430,7 +480,10 @@ mod tests {
             .env("TAG", "v1")
             .secret_env("PGPASSWORD", "hunter2");
         let d = c.display();
-        assert_eq!(d, "TAG=v1 PGPASSWORD='***' docker tag 'sha-1; rm -rf /' 'it'\\''s'");
+        assert_eq!(
+            d,
+            "TAG=v1 PGPASSWORD='***' docker tag 'sha-1; rm -rf /' 'it'\\''s'"
+        );
         let json = serde_json::to_string(&c).unwrap();
         assert!(!json.contains("hunter2"), "{json}");
         assert!(json.contains("\"***\""), "{json}");

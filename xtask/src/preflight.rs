@@ -63,7 +63,9 @@ pub fn detect_compose() -> Option<ComposeCli> {
             .stderr_null()
             .unchecked()
             .run()
-            .is_ok_and(|o| o.status.success() && (o.stdout.starts_with(b"2") || o.stdout.starts_with(b"v2")));
+            .is_ok_and(|o| {
+                o.status.success() && (o.stdout.starts_with(b"2") || o.stdout.starts_with(b"v2"))
+            });
     if v2 {
         return Some(ComposeCli::V2Plugin);
     }
@@ -89,7 +91,11 @@ pub fn daemon() -> std::result::Result<(), String> {
         return Ok(());
     }
     let err = String::from_utf8_lossy(&out.stderr);
-    let line = err.lines().find(|l| !l.trim().is_empty()).unwrap_or("docker info failed").trim();
+    let line = err
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("docker info failed")
+        .trim();
     Err(line.to_string())
 }
 
@@ -113,7 +119,9 @@ pub fn check(tools: &[Tool], needs_daemon: bool) -> Report {
     let have_docker = which::which("docker").is_ok();
     if needs_daemon && have_docker {
         if let Err(e) = daemon() {
-            problems.push(format!("docker daemon unreachable ({e}): start it with `cargo xtask setup`"));
+            problems.push(format!(
+                "docker daemon unreachable ({e}): start it with `cargo xtask setup`"
+            ));
         }
     }
     Report { problems, compose }
@@ -125,7 +133,10 @@ impl Report {
         if self.problems.is_empty() || dry_run {
             return Ok((self.compose, self.problems));
         }
-        Err(fail(Code::Preflight, format!("preflight failed: {}", self.problems.join("; "))))
+        Err(fail(
+            Code::Preflight,
+            format!("preflight failed: {}", self.problems.join("; ")),
+        ))
     }
 }
 
@@ -141,7 +152,10 @@ mod tests {
         };
         let e = r.clone().enforce(false).unwrap_err();
         assert_eq!(crate::exit::code_of(&e), Code::Preflight);
-        assert_eq!(e.to_string(), "preflight failed: pg_dump not found: x; curl not found: y");
+        assert_eq!(
+            e.to_string(),
+            "preflight failed: pg_dump not found: x; curl not found: y"
+        );
         let (_, warnings) = r.enforce(true).unwrap();
         assert_eq!(warnings.len(), 2);
     }

@@ -16,7 +16,9 @@ pub fn tag(t: &str) -> Result<()> {
     let first_ok = t.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if !first_ok
         || t.len() > 128
-        || !all(t, |c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+        || !all(t, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
+        })
     {
         bail!(
             "invalid tag {:?}: a tag is 1-128 of [A-Za-z0-9_.-] and starts with a letter or digit",
@@ -29,7 +31,12 @@ pub fn tag(t: &str) -> Result<()> {
 /// An environment name as written in the config.
 pub fn env_name(n: &str) -> Result<()> {
     let first_ok = n.chars().next().is_some_and(|c| c.is_ascii_lowercase());
-    if !first_ok || n.len() > 32 || !all(n, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+    if !first_ok
+        || n.len() > 32
+        || !all(n, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'
+        })
+    {
         bail!("invalid environment name {n:?}: use lowercase letters, digits and -");
     }
     Ok(())
@@ -37,8 +44,15 @@ pub fn env_name(n: &str) -> Result<()> {
 
 /// A compose project name.
 pub fn project_name(n: &str) -> Result<()> {
-    let first_ok = n.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if !first_ok || !all(n, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')) {
+    let first_ok = n
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    if !first_ok
+        || !all(n, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')
+        })
+    {
         bail!("invalid project name {n:?}: use lowercase letters, digits, - and _");
     }
     Ok(())
@@ -47,7 +61,11 @@ pub fn project_name(n: &str) -> Result<()> {
 /// A compose service name.
 pub fn service_name(n: &str) -> Result<()> {
     let first_ok = n.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
-    if !first_ok || !all(n, |c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
+    if !first_ok
+        || !all(n, |c| {
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')
+        })
+    {
         bail!("invalid service name {n:?}");
     }
     Ok(())
@@ -55,8 +73,15 @@ pub fn service_name(n: &str) -> Result<()> {
 
 /// An environment variable name.
 pub fn var_name(n: &str) -> Result<()> {
-    let first_ok = n.chars().next().is_some_and(|c| c.is_ascii_uppercase() || c == '_');
-    if !first_ok || !all(n, |c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_') {
+    let first_ok = n
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_uppercase() || c == '_');
+    if !first_ok
+        || !all(n, |c| {
+            c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'
+        })
+    {
         bail!("invalid variable name {n:?}: use A-Z, 0-9 and _");
     }
     Ok(())
@@ -68,7 +93,9 @@ pub fn repository(r: &str) -> Result<()> {
         && !r.starts_with(['-', '/', '.'])
         && !r.ends_with('/')
         && !r.contains("//")
-        && all(r, |c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/' | ':'))
+        && all(r, |c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '/' | ':')
+        })
         && !r.rsplit('/').next().unwrap_or("").contains(':');
     if !ok {
         bail!("invalid image repository {r:?}: expected host[:port]/name without a tag");
@@ -97,11 +124,30 @@ mod tests {
 
     #[test]
     fn tags() {
-        for good in ["sha-0123456789ab", "v1.2.3", "sha-0123456789ab-dirty", "A_b.c-d", &"a".repeat(128)] {
+        for good in [
+            "sha-0123456789ab",
+            "v1.2.3",
+            "sha-0123456789ab-dirty",
+            "A_b.c-d",
+            &"a".repeat(128),
+        ] {
             tag(good).unwrap();
         }
         let long = "a".repeat(129);
-        for bad in ["", "-x", ".x", "sha-1; rm -rf /", "$(id)", "a\nb", "--help", "a b", "a/b", "a:b", "ä", &long] {
+        for bad in [
+            "",
+            "-x",
+            ".x",
+            "sha-1; rm -rf /",
+            "$(id)",
+            "a\nb",
+            "--help",
+            "a b",
+            "a/b",
+            "a:b",
+            "ä",
+            &long,
+        ] {
             let e = tag(bad).unwrap_err().to_string();
             assert!(e.starts_with("invalid tag"), "{bad:?}: {e}");
             assert!(!e.contains('\n'), "one line for {bad:?}");
@@ -125,7 +171,13 @@ mod tests {
             assert!(env_name(bad).is_err(), "{bad:?}");
         }
         repository("127.0.0.1:5000/fetchml/api").unwrap();
-        for bad in ["127.0.0.1:5000/fetchml/api:v1", "Fetch/API", "", "a//b", "-a"] {
+        for bad in [
+            "127.0.0.1:5000/fetchml/api:v1",
+            "Fetch/API",
+            "",
+            "a//b",
+            "-a",
+        ] {
             assert!(repository(bad).is_err(), "{bad:?}");
         }
         var_name("FETCHML_TAG").unwrap();

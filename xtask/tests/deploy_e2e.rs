@@ -30,7 +30,11 @@ fn staging_v1_then_v2_then_broken_v3_rolls_back_and_keeps_state() {
     assert_eq!(h.previous_good(), Some(img.v1.as_str()));
     assert_eq!(s.queue("staging")["done"], 3);
     assert_eq!(s.get_artifact("staging", "model.bin"), "weights-v1");
-    assert_eq!(s.container_id("staging", "redis"), redis, "redis was recreated by a deploy");
+    assert_eq!(
+        s.container_id("staging", "redis"),
+        redis,
+        "redis was recreated by a deploy"
+    );
 
     // status is derived from the chain.
     let st = stdout(&s.ok(&["status", "staging"]));
@@ -39,21 +43,48 @@ fn staging_v1_then_v2_then_broken_v3_rolls_back_and_keeps_state() {
     // A broken version: the gate fails, every app service goes back to v2, exit 3.
     let o = s.run(&["deploy-staging", "--tag", &img.bad]);
     assert_eq!(exit_code(&o), 3, "{}", text(&o));
-    assert!(stderr(&o).contains(&format!("rolled back to {}", img.v2)), "{}", text(&o));
+    assert!(
+        stderr(&o).contains(&format!("rolled back to {}", img.v2)),
+        "{}",
+        text(&o)
+    );
     assert!(last_line(&o).starts_with("audit head: "), "{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
-    let worker = reqwest::blocking::get(format!("http://127.0.0.1:{}/health", s.ports[0].1)).unwrap().text().unwrap();
-    assert!(worker.contains(&format!("\"version\":\"{}\"", img.v2)), "worker not back on v2: {worker}");
+    let worker = reqwest::blocking::get(format!("http://127.0.0.1:{}/health", s.ports[0].1))
+        .unwrap()
+        .text()
+        .unwrap();
+    assert!(
+        worker.contains(&format!("\"version\":\"{}\"", img.v2)),
+        "worker not back on v2: {worker}"
+    );
     let recs = s.records("staging");
     let last = recs.last().unwrap();
-    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("deploy", "rolled-back"));
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("deploy", "rolled-back")
+    );
     assert_eq!(last.from.as_ref().unwrap().tag, img.v2);
     assert_eq!(last.to.as_ref().unwrap().tag, img.bad);
-    assert!(last.reason.contains("health gate failed"), "{}", last.reason);
+    assert!(
+        last.reason.contains("health gate failed"),
+        "{}",
+        last.reason
+    );
     assert_eq!(last.actor, "e2e-test (USER)");
-    assert!(last.to.as_ref().unwrap().digest.as_deref().is_some_and(|d| d.starts_with("sha256:")));
+    assert!(last
+        .to
+        .as_ref()
+        .unwrap()
+        .digest
+        .as_deref()
+        .is_some_and(|d| d.starts_with("sha256:")));
     assert_eq!(s.history("staging").current(), Some(img.v2.as_str()));
-    assert_eq!(s.queue("staging")["done"], 3, "queue lost jobs across the rollback");
+    assert_eq!(
+        s.queue("staging")["done"],
+        3,
+        "queue lost jobs across the rollback"
+    );
     assert_eq!(s.get_artifact("staging", "model.bin"), "weights-v1");
     assert_eq!(s.container_id("staging", "redis"), redis);
     let v = s.log("staging").verify().unwrap();
@@ -66,8 +97,15 @@ fn prod_refuses_a_tag_never_deployed_to_staging_then_accepts_it() {
     let s = Stack::new("promote");
     let o = s.run(&["deploy-prod", "--tag", &img.v1, "--yes"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert!(stderr(&o).contains(&format!("no successful staging deploy of {}", img.v1)), "{}", text(&o));
-    assert!(s.container_id("prod", "api").is_empty(), "a refused promotion started something");
+    assert!(
+        stderr(&o).contains(&format!("no successful staging deploy of {}", img.v1)),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        s.container_id("prod", "api").is_empty(),
+        "a refused promotion started something"
+    );
     let refused = s.records("prod");
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].outcome, "refused");
@@ -81,20 +119,44 @@ fn prod_refuses_a_tag_never_deployed_to_staging_then_accepts_it() {
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     s.ok(&["deploy-prod", "--tag", &img.v1, "--yes"]);
     let h = s.health("prod");
-    assert_eq!((h["version"].as_str(), h["compliance_mode"].as_str()), (Some(img.v1.as_str()), Some("hipaa")));
+    assert_eq!(
+        (h["version"].as_str(), h["compliance_mode"].as_str()),
+        (Some(img.v1.as_str()), Some("hipaa"))
+    );
     let last = s.records("prod").pop().unwrap();
-    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("promote", "success"));
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("promote", "success")
+    );
 }
 
 #[test]
 fn prod_requires_configured_evidence_and_force_is_recorded() {
     let img = images();
-    let s = Stack::with("evidence", Opts { require_evidence: "\"backup-smoke\"", ..Opts::default() });
+    let s = Stack::with(
+        "evidence",
+        Opts {
+            require_evidence: "\"backup-smoke\"",
+            ..Opts::default()
+        },
+    );
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     let o = s.run(&["deploy-prod", "--tag", &img.v1, "--yes"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert!(stderr(&o).contains(&format!("no passing backup-smoke record for {}", img.v1)), "{}", text(&o));
-    s.ok(&["deploy-prod", "--tag", &img.v1, "--yes", "--force", "--reason", "hotfix, smoke runs tonight"]);
+    assert!(
+        stderr(&o).contains(&format!("no passing backup-smoke record for {}", img.v1)),
+        "{}",
+        text(&o)
+    );
+    s.ok(&[
+        "deploy-prod",
+        "--tag",
+        &img.v1,
+        "--yes",
+        "--force",
+        "--reason",
+        "hotfix, smoke runs tonight",
+    ]);
     let last = s.records("prod").pop().unwrap();
     assert_eq!(last.outcome, "success");
     assert_eq!(last.reason, "[forced] hotfix, smoke runs tonight");
@@ -106,13 +168,35 @@ fn prod_without_auto_rollback_leaves_the_failed_version_and_prints_the_command()
     let s = Stack::new("noauto");
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     s.ok(&["deploy-prod", "--tag", &img.v1, "--yes"]);
-    let o = s.run(&["deploy-prod", "--tag", &img.bad, "--yes", "--no-auto-rollback", "--force", "--reason", "rehearsal"]);
+    let o = s.run(&[
+        "deploy-prod",
+        "--tag",
+        &img.bad,
+        "--yes",
+        "--no-auto-rollback",
+        "--force",
+        "--reason",
+        "rehearsal",
+    ]);
     assert_eq!(exit_code(&o), 3, "{}", text(&o));
     let e = stderr(&o);
-    assert!(e.contains(&format!("cargo xtask rollback prod --to {} --reason", img.v1)), "{e}");
-    assert_eq!(s.health("prod")["version"], img.bad.as_str(), "the failed version was not left in place");
+    assert!(
+        e.contains(&format!(
+            "cargo xtask rollback prod --to {} --reason",
+            img.v1
+        )),
+        "{e}"
+    );
+    assert_eq!(
+        s.health("prod")["version"],
+        img.bad.as_str(),
+        "the failed version was not left in place"
+    );
     let last = s.records("prod").pop().unwrap();
-    assert_eq!((last.outcome.as_str(), last.to.unwrap().tag), ("failure", img.bad.clone()));
+    assert_eq!(
+        (last.outcome.as_str(), last.to.unwrap().tag),
+        ("failure", img.bad.clone())
+    );
     s.ok(&["rollback", "prod", "--reason", "failed promotion"]);
     assert_eq!(s.health("prod")["version"], img.v1.as_str());
 }
@@ -123,22 +207,45 @@ fn concurrent_deploys_one_proceeds_the_other_names_the_holder() {
     let s = Stack::new("lock");
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     // A slow deploy (a broken version waits out its gate) holds the lock.
-    let first = s.cmd().args(["deploy-staging", "--tag", &img.bad]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let first = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     let lock = s.state.join("staging/deploy.lock");
     let start = Instant::now();
-    while std::fs::read_to_string(&lock).unwrap_or_default().is_empty() {
-        assert!(start.elapsed() < Duration::from_secs(30), "first deploy never took the lock");
+    while std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "first deploy never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let t = Instant::now();
     let o = s.run(&["deploy-staging", "--tag", &img.v2]);
-    assert!(t.elapsed() < Duration::from_secs(5), "the second deploy did not fail fast");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the second deploy did not fail fast"
+    );
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
     let e = stderr(&o);
-    assert!(e.contains(&format!("locked by pid {}", first.id())) && e.contains("running deploy-staging"), "{e}");
+    assert!(
+        e.contains(&format!("locked by pid {}", first.id()))
+            && e.contains("running deploy-staging"),
+        "{e}"
+    );
     let first = first.wait_with_output().unwrap();
     assert_eq!(exit_code(&first), 3, "{}", text(&first));
-    let outcomes: Vec<String> = s.records("staging").iter().map(|r| r.outcome.clone()).collect();
+    let outcomes: Vec<String> = s
+        .records("staging")
+        .iter()
+        .map(|r| r.outcome.clone())
+        .collect();
     assert_eq!(outcomes, ["success", "refused", "rolled-back"]);
 }
 
@@ -147,15 +254,27 @@ fn kill_9_mid_gate_leaves_no_lock_and_a_rerun_converges() {
     let img = images();
     let s = Stack::new("kill");
     s.ok(&["deploy-staging", "--tag", &img.v1]);
-    let mut d = s.cmd().args(["deploy-staging", "--tag", &img.bad]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut d = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait until the broken version answers, so the deploy is inside its gate.
     let start = Instant::now();
     loop {
-        let v = reqwest::blocking::get(format!("{}/health", s.api("staging"))).ok().and_then(|r| r.text().ok()).unwrap_or_default();
+        let v = reqwest::blocking::get(format!("{}/health", s.api("staging")))
+            .ok()
+            .and_then(|r| r.text().ok())
+            .unwrap_or_default();
         if v.contains(&img.bad) {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "broken version never came up");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "broken version never came up"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     d.kill().unwrap(); // SIGKILL
@@ -164,22 +283,41 @@ fn kill_9_mid_gate_leaves_no_lock_and_a_rerun_converges() {
     s.ok(&["deploy-staging", "--tag", &img.v2]);
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
     let v = s.log("staging").verify().unwrap();
-    assert_eq!(v.count, 2, "the killed deploy recorded nothing; the rerun recorded once");
+    assert_eq!(
+        v.count, 2,
+        "the killed deploy recorded nothing; the rerun recorded once"
+    );
 }
 
 #[test]
 fn unreachable_registry_fails_before_anything_changes() {
     let img = images();
     let closed = free_port();
-    let s = Stack::with("noreg", Opts { registry: format!("127.0.0.1:{closed}"), ..Opts::default() });
+    let s = Stack::with(
+        "noreg",
+        Opts {
+            registry: format!("127.0.0.1:{closed}"),
+            ..Opts::default()
+        },
+    );
     let o = s.run(&["deploy-staging", "--tag", &img.v1]);
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
     let e = stderr(&o);
     let err: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(err.len(), 1, "{}", text(&o));
-    assert!(err[0].contains("pull") && err[0].contains(&format!("127.0.0.1:{closed}")), "{}", err[0]);
-    assert!(s.container_id("staging", "api").is_empty(), "something was started");
-    assert!(s.container_id("staging", "redis").is_empty(), "something was started");
+    assert!(
+        err[0].contains("pull") && err[0].contains(&format!("127.0.0.1:{closed}")),
+        "{}",
+        err[0]
+    );
+    assert!(
+        s.container_id("staging", "api").is_empty(),
+        "something was started"
+    );
+    assert!(
+        s.container_id("staging", "redis").is_empty(),
+        "something was started"
+    );
     let recs = s.records("staging");
     assert_eq!(recs.len(), 1);
     assert_eq!(recs[0].outcome, "failure");
@@ -188,7 +326,12 @@ fn unreachable_registry_fails_before_anything_changes() {
 #[test]
 fn stopped_docker_daemon_is_a_preflight_error_with_nothing_written() {
     let s = Stack::new("nodaemon");
-    let o = s.cmd().args(["deploy-staging", "--tag", "sha-0123456789ab"]).env("DOCKER_HOST", "unix:///nonexistent/docker.sock").output().unwrap();
+    let o = s
+        .cmd()
+        .args(["deploy-staging", "--tag", "sha-0123456789ab"])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
     assert_eq!(exit_code(&o), 2, "{}", text(&o));
     let e = stderr(&o);
     assert_eq!(e.lines().count(), 1, "{e}");

@@ -12,8 +12,19 @@ use std::process::Command;
 
 use common::*;
 
-const RECORDED: [&str; 11] =
-    ["docker", "docker-compose", "pg_dump", "pg_restore", "psql", "curl", "initdb", "pg_ctl", "cargo", "apt-get", "runuser"];
+const RECORDED: [&str; 11] = [
+    "docker",
+    "docker-compose",
+    "pg_dump",
+    "pg_restore",
+    "psql",
+    "curl",
+    "initdb",
+    "pg_ctl",
+    "cargo",
+    "apt-get",
+    "runuser",
+];
 
 struct Sandbox {
     dir: tempfile::TempDir,
@@ -33,7 +44,10 @@ impl Sandbox {
             );
             let p = bin.join(tool);
             std::fs::write(&p, script).unwrap();
-            std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&p).unwrap().permissions(), 0o755);
+            std::os::unix::fs::PermissionsExt::set_mode(
+                &mut std::fs::metadata(&p).unwrap().permissions(),
+                0o755,
+            );
             let mut perm = std::fs::metadata(&p).unwrap().permissions();
             std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
             std::fs::set_permissions(&p, perm).unwrap();
@@ -79,9 +93,14 @@ impl Sandbox {
 
 /// Look-ups a dry run may make: versions, daemon reachability, image presence.
 fn read_only(call: &str) -> bool {
-    ["docker compose version --short", "docker-compose version --short", "docker info --format", "docker image inspect"]
-        .iter()
-        .any(|p| call.starts_with(p))
+    [
+        "docker compose version --short",
+        "docker-compose version --short",
+        "docker info --format",
+        "docker image inspect",
+    ]
+    .iter()
+    .any(|p| call.starts_with(p))
 }
 
 fn testbed() -> PathBuf {
@@ -105,41 +124,79 @@ fn every_task_dry_run_touches_nothing() {
     ];
     for args in cases {
         let o = sb.run(&cfg, args);
-        assert!(o.status.success(), "dry run of {args:?} failed:\n{}", text(&o));
+        assert!(
+            o.status.success(),
+            "dry run of {args:?} failed:\n{}",
+            text(&o)
+        );
         let out = stdout(&o);
-        assert!(!out.trim().is_empty(), "dry run of {args:?} printed no plan");
+        assert!(
+            !out.trim().is_empty(),
+            "dry run of {args:?} printed no plan"
+        );
         let bad: Vec<String> = sb.calls().into_iter().filter(|c| !read_only(c)).collect();
         assert!(bad.is_empty(), "dry run of {args:?} called {bad:?}");
-        assert!(!sb.state().exists(), "dry run of {args:?} created {}", sb.state().display());
+        assert!(
+            !sb.state().exists(),
+            "dry run of {args:?} created {}",
+            sb.state().display()
+        );
     }
 }
 
 #[test]
 fn dry_run_json_is_the_same_plan_and_redacts_nothing_secret_into_it() {
     let sb = Sandbox::new();
-    let o = sb.run(&testbed(), &["--format", "json", "deploy-staging", "--tag", "sha-0123456789ab"]);
+    let o = sb.run(
+        &testbed(),
+        &[
+            "--format",
+            "json",
+            "deploy-staging",
+            "--tag",
+            "sha-0123456789ab",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(plan["task"], "deploy-staging");
-    let steps: Vec<&str> = plan["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
-    assert_eq!(steps, ["lock", "pull", "start-stateful", "recreate", "health-gate"]);
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["lock", "pull", "start-stateful", "recreate", "health-gate"]
+    );
     assert_eq!(plan["record"]["action"], "deploy");
     assert_eq!(plan["on_failure"]["kind"], "recover");
 }
 
 fn normalise(s: &str, sb: &Sandbox) -> String {
-    s.replace(&sb.state().display().to_string(), "$STATE").replace(&root().display().to_string(), "$ROOT")
+    s.replace(&sb.state().display().to_string(), "$STATE")
+        .replace(&root().display().to_string(), "$ROOT")
 }
 
 fn snapshot(name: &str, actual: &str) {
-    let path = root().join("xtask/tests/snapshots").join(format!("{name}.txt"));
+    let path = root()
+        .join("xtask/tests/snapshots")
+        .join(format!("{name}.txt"));
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path)
-        .unwrap_or_else(|_| panic!("no snapshot {}: run with UPDATE_SNAPSHOTS=1", path.display()));
-    assert_eq!(actual, want, "plan of {name} changed; if deliberate, rerun with UPDATE_SNAPSHOTS=1");
+    let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+        panic!(
+            "no snapshot {}: run with UPDATE_SNAPSHOTS=1",
+            path.display()
+        )
+    });
+    assert_eq!(
+        actual, want,
+        "plan of {name} changed; if deliberate, rerun with UPDATE_SNAPSHOTS=1"
+    );
 }
 
 /// Appends records to a sandbox's log through the library (test setup, not a dry run).
@@ -147,7 +204,10 @@ fn seed(sb: &Sandbox, env: &str, tags: &[&str]) {
     let log = xtask::audit::Log::new(&sb.state().join(env), env, None);
     let mut from = None;
     for t in tags {
-        let to = xtask::audit::ImageRef { tag: t.to_string(), digest: None };
+        let to = xtask::audit::ImageRef {
+            tag: t.to_string(),
+            digest: None,
+        };
         log.append(
             xtask::audit::Entry {
                 action: "deploy".into(),
@@ -168,11 +228,37 @@ fn seed(sb: &Sandbox, env: &str, tags: &[&str]) {
 #[test]
 fn plan_snapshots() {
     let cases: &[(&str, &[&str], &[&str])] = &[
-        ("build", &["build", "--tag", "sha-0123456789ab", "--push"], &[]),
-        ("deploy-staging-first", &["deploy-staging", "--tag", "sha-0123456789ab"], &[]),
-        ("deploy-staging", &["deploy-staging", "--tag", "sha-bbbbbbbbbbbb", "--lock-wait", "30"], &["sha-aaaaaaaaaaaa"]),
-        ("deploy-prod-refused", &["deploy-prod", "--tag", "sha-cccccccccccc"], &[]),
-        ("rollback-staging", &["rollback", "staging", "--reason", "health-check-failure"], &["sha-aaaaaaaaaaaa", "sha-bbbbbbbbbbbb"]),
+        (
+            "build",
+            &["build", "--tag", "sha-0123456789ab", "--push"],
+            &[],
+        ),
+        (
+            "deploy-staging-first",
+            &["deploy-staging", "--tag", "sha-0123456789ab"],
+            &[],
+        ),
+        (
+            "deploy-staging",
+            &[
+                "deploy-staging",
+                "--tag",
+                "sha-bbbbbbbbbbbb",
+                "--lock-wait",
+                "30",
+            ],
+            &["sha-aaaaaaaaaaaa"],
+        ),
+        (
+            "deploy-prod-refused",
+            &["deploy-prod", "--tag", "sha-cccccccccccc"],
+            &[],
+        ),
+        (
+            "rollback-staging",
+            &["rollback", "staging", "--reason", "health-check-failure"],
+            &["sha-aaaaaaaaaaaa", "sha-bbbbbbbbbbbb"],
+        ),
     ];
     for (name, args, history) in cases {
         let sb = Sandbox::new();
@@ -184,7 +270,9 @@ fn plan_snapshots() {
         let out: String = out
             .lines()
             .map(|l| match l.find("head ") {
-                Some(i) if l.contains("audit chain") => format!("{}head <HEAD>{}", &l[..i], &l[i + 5 + 64..]),
+                Some(i) if l.contains("audit chain") => {
+                    format!("{}head <HEAD>{}", &l[..i], &l[i + 5 + 64..])
+                }
                 _ => l.to_string(),
             })
             .collect::<Vec<_>>()
@@ -196,21 +284,52 @@ fn plan_snapshots() {
 #[test]
 fn injection_attempts_are_refused_before_anything_runs() {
     let sb = Sandbox::new();
-    let bad_tags = ["sha-1; rm -rf /", "$(id)", "`id`", "a\nb", "--help", "-x", "../../etc", "a b"];
+    let bad_tags = [
+        "sha-1; rm -rf /",
+        "$(id)",
+        "`id`",
+        "a\nb",
+        "--help",
+        "-x",
+        "../../etc",
+        "a b",
+    ];
     for tag in bad_tags {
         for task in ["deploy-staging", "deploy-prod", "build"] {
             let o = sb.run(&testbed(), &[task, "--tag", tag]);
             assert_eq!(exit_code(&o), 1, "{task} --tag {tag:?}: {}", text(&o));
             let e = stderr(&o);
-            assert_eq!(e.lines().count(), 1, "{task} --tag {tag:?}: not one line: {e}");
+            assert_eq!(
+                e.lines().count(),
+                1,
+                "{task} --tag {tag:?}: not one line: {e}"
+            );
         }
     }
     for reason in ["two\nlines", "esc\u{1b}[2J", ""] {
-        let o = sb.run(&testbed(), &["deploy-staging", "--tag", "sha-0123456789ab", "--reason", reason]);
+        let o = sb.run(
+            &testbed(),
+            &[
+                "deploy-staging",
+                "--tag",
+                "sha-0123456789ab",
+                "--reason",
+                reason,
+            ],
+        );
         assert_eq!(exit_code(&o), 1, "reason {reason:?}: {}", text(&o));
     }
     // A reason full of shell syntax is inert: carried as one argument into the record, never run.
-    let o = sb.run(&testbed(), &["deploy-staging", "--tag", "sha-0123456789ab", "--reason", "x; rm -rf / $(id) `id` | tee"]);
+    let o = sb.run(
+        &testbed(),
+        &[
+            "deploy-staging",
+            "--tag",
+            "sha-0123456789ab",
+            "--reason",
+            "x; rm -rf / $(id) `id` | tee",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert!(stdout(&o).contains("reason=x; rm -rf / $(id) `id` | tee"));
     let bad: Vec<String> = sb.calls().into_iter().filter(|c| !read_only(c)).collect();
@@ -222,28 +341,43 @@ fn bad_environment_config_and_compose_file_get_one_line_errors() {
     let sb = Sandbox::new();
     let o = sb.run(&testbed(), &["rollback", "production"]);
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
-    assert_eq!(stderr(&o).trim(), "error: unknown environment `production`: valid environments are prod, staging");
+    assert_eq!(
+        stderr(&o).trim(),
+        "error: unknown environment `production`: valid environments are prod, staging"
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let broken = dir.path().join("deploy.toml");
-    std::fs::write(&broken, "[env.staging]\nproject = \"x\"\napp_services = [\"api\"\n").unwrap();
+    std::fs::write(
+        &broken,
+        "[env.staging]\nproject = \"x\"\napp_services = [\"api\"\n",
+    )
+    .unwrap();
     let o = sb.run(&broken, &["deploy-staging", "--tag", "sha-0123456789ab"]);
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
     let e = stderr(&o);
-    assert!(e.starts_with(&format!("error: {}:4:1: ", broken.display())), "{e}");
+    assert!(
+        e.starts_with(&format!("error: {}:4:1: ", broken.display())),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1, "{e}");
 
     let o = sb.run(&dir.path().join("missing.toml"), &["status", "staging"]);
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
     assert!(stderr(&o).contains("missing.toml"), "{}", text(&o));
 
-    let cfg = std::fs::read_to_string(testbed()).unwrap().replace("\"docker-compose.yml\"", "\"no-such-compose.yml\"");
+    let cfg = std::fs::read_to_string(testbed())
+        .unwrap()
+        .replace("\"docker-compose.yml\"", "\"no-such-compose.yml\"");
     let moved = dir.path().join("moved.toml");
     std::fs::write(&moved, cfg).unwrap();
     let o = sb.run(&moved, &["deploy-staging", "--tag", "sha-0123456789ab"]);
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
     let e = stderr(&o);
-    assert!(e.contains("no-such-compose.yml") && e.contains("compose file"), "{e}");
+    assert!(
+        e.contains("no-such-compose.yml") && e.contains("compose file"),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1, "{e}");
 }
 
@@ -261,8 +395,14 @@ fn preflight_names_every_missing_tool_at_once_and_exits_2() {
         .unwrap();
     assert_eq!(exit_code(&o), 2, "{}", text(&o));
     let e = stderr(&o);
-    assert!(e.contains("docker not found: run `cargo xtask setup`"), "{e}");
-    assert!(e.contains("docker compose v2 (or docker-compose v1) not found"), "{e}");
+    assert!(
+        e.contains("docker not found: run `cargo xtask setup`"),
+        "{e}"
+    );
+    assert!(
+        e.contains("docker compose v2 (or docker-compose v1) not found"),
+        "{e}"
+    );
     assert_eq!(e.lines().count(), 1, "{e}");
     // A dry run on a laptop without Docker previews anyway, with warnings.
     let o = Command::new(env!("CARGO_BIN_EXE_xtask"))
@@ -275,5 +415,9 @@ fn preflight_names_every_missing_tool_at_once_and_exits_2() {
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", text(&o));
-    assert!(stdout(&o).contains("warning: preflight: docker not found"), "{}", text(&o));
+    assert!(
+        stdout(&o).contains("warning: preflight: docker not found"),
+        "{}",
+        text(&o)
+    );
 }

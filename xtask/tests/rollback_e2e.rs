@@ -18,24 +18,47 @@ fn rollback_restores_v1_and_leaves_queue_volume_and_stateful_containers_alone() 
     let o = s.ok(&["rollback", "staging", "--reason", "health-check-failure"]);
     assert!(last_line(&o).starts_with("audit head: "), "{}", text(&o));
     let e = stderr(&o);
-    assert!(e.contains("check the queue for stuck or failed jobs"), "checklist missing: {e}");
+    assert!(
+        e.contains("check the queue for stuck or failed jobs"),
+        "checklist missing: {e}"
+    );
     let h = s.health("staging");
     assert_eq!(h["version"], img.v1.as_str());
     assert_eq!(h["compliance_mode"], "standard");
     assert_eq!(h["status"], "ok");
 
     assert_eq!(s.queue("staging")["done"], 4, "rollback touched the queue");
-    assert_eq!(s.get_artifact("staging", "report.txt"), "made by v2", "rollback touched artifacts");
-    assert_eq!(s.container_id("staging", "redis"), redis, "rollback recreated redis");
+    assert_eq!(
+        s.get_artifact("staging", "report.txt"),
+        "made by v2",
+        "rollback touched artifacts"
+    );
+    assert_eq!(
+        s.container_id("staging", "redis"),
+        redis,
+        "rollback recreated redis"
+    );
 
     let v = s.log("staging").verify().unwrap();
     let recs = s.records("staging");
     assert_eq!(v.count, 3);
     let last = recs.last().unwrap();
-    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("rollback", "success"));
-    assert_eq!((last.from.as_ref().unwrap().tag.as_str(), last.to.as_ref().unwrap().tag.as_str()), (img.v2.as_str(), img.v1.as_str()));
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("rollback", "success")
+    );
+    assert_eq!(
+        (
+            last.from.as_ref().unwrap().tag.as_str(),
+            last.to.as_ref().unwrap().tag.as_str()
+        ),
+        (img.v2.as_str(), img.v1.as_str())
+    );
     assert_eq!(last.reason, "health-check-failure");
-    assert!(stdout(&o).contains(&v.head), "the printed head is not the chain's head");
+    assert!(
+        stdout(&o).contains(&v.head),
+        "the printed head is not the chain's head"
+    );
 }
 
 #[test]
@@ -44,13 +67,21 @@ fn nothing_to_roll_back_to_is_a_clear_refusal_with_nothing_changed() {
     let s = Stack::new("rbnone");
     let o = s.run(&["rollback", "staging"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert!(stderr(&o).contains("no previous successful version of staging"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("no previous successful version of staging"),
+        "{}",
+        text(&o)
+    );
     assert!(!s.state.join("staging/audit.jsonl").exists());
 
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     let o = s.run(&["rollback", "staging"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert_eq!(s.records("staging").len(), 1, "a refused rollback wrote a record");
+    assert_eq!(
+        s.records("staging").len(),
+        1,
+        "a refused rollback wrote a record"
+    );
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
 }
 
@@ -64,16 +95,35 @@ fn to_a_tag_never_deployed_is_refused_and_a_missing_image_stops_nothing() {
 
     let o = s.run(&["rollback", "staging", "--to", "sha-000000000000"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert!(stderr(&o).contains("sha-000000000000 was never deployed successfully to staging"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("sha-000000000000 was never deployed successfully to staging"),
+        "{}",
+        text(&o)
+    );
 
     // Forced past that check, the image is neither present nor pullable: refused before anything stops.
-    let o = s.run(&["rollback", "staging", "--to", "sha-000000000000", "--force", "--reason", "drill"]);
+    let o = s.run(&[
+        "rollback",
+        "staging",
+        "--to",
+        "sha-000000000000",
+        "--force",
+        "--reason",
+        "drill",
+    ]);
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
-    assert!(stderr(&o).contains("neither present nor pullable"), "{}", text(&o));
+    assert!(
+        stderr(&o).contains("neither present nor pullable"),
+        "{}",
+        text(&o)
+    );
     assert_eq!(s.container_id("staging", "api"), api, "the api was touched");
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
     let last = s.records("staging").pop().unwrap();
-    assert_eq!((last.action.as_str(), last.outcome.as_str()), ("rollback", "failure"));
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("rollback", "failure")
+    );
 
     // Injection attempts are refused before anything runs.
     for bad in ["sha-1; rm -rf /", "$(id)", "--help", "a\nb"] {
@@ -92,14 +142,28 @@ fn a_tampered_chain_is_refused_and_force_proceeds_and_is_recorded() {
     s.ok(&["deploy-staging", "--tag", &img.v2]);
     let path = s.state.join("staging/audit.jsonl");
     let text0 = std::fs::read_to_string(&path).unwrap();
-    std::fs::write(&path, text0.replacen("\"reason\":\"deploy\"", "\"reason\":\"deplox\"", 1)).unwrap();
+    std::fs::write(
+        &path,
+        text0.replacen("\"reason\":\"deploy\"", "\"reason\":\"deplox\"", 1),
+    )
+    .unwrap();
 
     let o = s.run(&["rollback", "staging"]);
     assert_eq!(exit_code(&o), 6, "{}", text(&o));
-    assert!(stderr(&o).contains("line 2"), "the break is not located: {}", text(&o));
+    assert!(
+        stderr(&o).contains("line 2"),
+        "the break is not located: {}",
+        text(&o)
+    );
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
 
-    let o = s.run(&["rollback", "staging", "--force", "--reason", "chain incident INC-7, rolling back anyway"]);
+    let o = s.run(&[
+        "rollback",
+        "staging",
+        "--force",
+        "--reason",
+        "chain incident INC-7, rolling back anyway",
+    ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
     let lines = std::fs::read_to_string(&path).unwrap();

@@ -33,15 +33,13 @@ struct Bed {
     wport: u16,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
-}
-
 impl Bed {
     fn new() -> Result<Bed> {
         let dir = std::env::temp_dir().join(format!("xtask-bench-deploy-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let (port, wport) = (free_port()?, free_port()?);
+        let [port, wport] = crate::free_ports(2)?[..] else {
+            unreachable!("asked for two ports")
+        };
         let project = format!("xtbench-{}", std::process::id());
         let compose = crate::workspace_root().join("deployments/testbed/docker-compose.yml");
         let config = dir.join("deploy.toml");
@@ -62,7 +60,14 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
                 compose.display()
             ),
         )?;
-        Ok(Bed { dir, config, project, compose, port, wport })
+        Ok(Bed {
+            dir,
+            config,
+            project,
+            compose,
+            port,
+            wport,
+        })
     }
 
     fn xtask(&self, args: &[&str]) -> Result<()> {
@@ -76,7 +81,13 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
             .env("USER", "bench")
             .output()?;
         if !o.status.success() {
-            bail!("xtask {args:?} failed: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            bail!(
+                "xtask {args:?} failed: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
         }
         Ok(())
     }
@@ -92,7 +103,13 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
             .env("COMPLIANCE_MODE", "standard")
             .output()?;
         if !o.status.success() {
-            bail!("docker compose {args:?}: {}", String::from_utf8_lossy(&o.stderr).lines().last().unwrap_or(""));
+            bail!(
+                "docker compose {args:?}: {}",
+                String::from_utf8_lossy(&o.stderr)
+                    .lines()
+                    .last()
+                    .unwrap_or("")
+            );
         }
         Ok(())
     }
@@ -102,8 +119,13 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
         let start = Instant::now();
         for port in [self.port, self.wport] {
             loop {
-                let o = Command::new("curl").args(["-fsS", &format!("http://127.0.0.1:{port}/health")]).output()?;
-                if o.status.success() && String::from_utf8_lossy(&o.stdout).contains(&format!("\"version\":\"{tag}\"")) {
+                let o = Command::new("curl")
+                    .args(["-fsS", &format!("http://127.0.0.1:{port}/health")])
+                    .output()?;
+                if o.status.success()
+                    && String::from_utf8_lossy(&o.stdout)
+                        .contains(&format!("\"version\":\"{tag}\""))
+                {
                     break;
                 }
                 if start.elapsed() > Duration::from_secs(30) {
@@ -148,7 +170,14 @@ fn median(v: &mut [f64]) -> f64 {
 fn build(tag: &str) -> Result<()> {
     let exe = std::env::current_exe()?;
     let o = Command::new(exe)
-        .args(["--config", "deployments/testbed/deploy.toml", "build", "--push", "--tag", tag])
+        .args([
+            "--config",
+            "deployments/testbed/deploy.toml",
+            "build",
+            "--push",
+            "--tag",
+            tag,
+        ])
         .current_dir(crate::workspace_root())
         .output()?;
     if !o.status.success() {
@@ -163,7 +192,8 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("http://127.0.0.1:{}/health", bed.port);
     let prober = {
-        let (first_ok, stop, url, tag) = (first_ok.clone(), stop.clone(), url.clone(), tag.to_string());
+        let (first_ok, stop, url, tag) =
+            (first_ok.clone(), stop.clone(), url.clone(), tag.to_string());
         std::thread::spawn(move || {
             let c = crate::health::client();
             while !stop.load(Ordering::Relaxed) {
@@ -178,12 +208,20 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
         })
     };
     bed.compose(tag, &["up", "-d", "--no-deps", "api"])?;
-    let gate = Gate { urls: vec![url], version: tag.into(), compliance_mode: "standard".into(), timeout_secs: 30 };
+    let gate = Gate {
+        urls: vec![url],
+        version: tag.into(),
+        compliance_mode: "standard".into(),
+        timeout_secs: 30,
+    };
     crate::health::wait(&gate)?;
     let noticed = Instant::now();
     stop.store(true, Ordering::Relaxed);
     let _ = prober.join();
-    let first = first_ok.lock().unwrap().context("the prober never saw ok")?;
+    let first = first_ok
+        .lock()
+        .unwrap()
+        .context("the prober never saw ok")?;
     Ok(noticed.saturating_duration_since(first).as_secs_f64() * 1000.0)
 }
 
@@ -195,17 +233,25 @@ pub fn run(quick: bool) -> Result<Section> {
     build(&b)?;
     let bed = Bed::new()?;
     bed.xtask(&["deploy-staging", "--tag", &a])?;
-    let (mut tool_d, mut hand_d, mut tool_r, mut hand_r, mut lat) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut tool_d, mut hand_d, mut tool_r, mut hand_r, mut lat) =
+        (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..n {
         // a runs; deploy b (tool), roll back to a (tool); deploy b (hand), back to a (hand).
         tool_d.push(timed(|| bed.xtask(&["deploy-staging", "--tag", &b]))?);
-        tool_r.push(timed(|| bed.xtask(&["rollback", "staging", "--reason", "bench"]))?);
+        tool_r.push(timed(|| {
+            bed.xtask(&["rollback", "staging", "--reason", "bench"])
+        })?);
         hand_d.push(timed(|| bed.hand_deploy(&b))?);
         hand_r.push(timed(|| bed.hand_rollback(&a))?);
         lat.push(gate_latency(&bed, &b)?);
         bed.hand_rollback(&a)?;
     }
-    let (td, hd, tr, hr) = (median(&mut tool_d), median(&mut hand_d), median(&mut tool_r), median(&mut hand_r));
+    let (td, hd, tr, hr) = (
+        median(&mut tool_d),
+        median(&mut hand_d),
+        median(&mut tool_r),
+        median(&mut hand_r),
+    );
     let lmax = lat.iter().cloned().fold(0.0, f64::max);
     let l = median(&mut lat);
     let body = format!(
@@ -223,6 +269,8 @@ answers ok; the figure is how much later the gate returns.\n\n\
         td / hd,
         tr / hr
     );
-    Ok(Section { title: "Deploy and rollback against the hand procedure".into(), body })
+    Ok(Section {
+        title: "Deploy and rollback against the hand procedure".into(),
+        body,
+    })
 }
-

@@ -102,12 +102,6 @@ pub fn remove_stack(stack: &str) {
     }
 }
 
-fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
 struct Bed {
     dir: PathBuf,
     config: PathBuf,
@@ -122,7 +116,9 @@ impl Bed {
         let dir =
             std::env::temp_dir().join(format!("xtask-bench-zd-{engine}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let (port, wport) = (free_port()?, free_port()?);
+        let [port, wport] = crate::free_ports(2)?[..] else {
+            unreachable!("asked for two ports")
+        };
         let project = format!("xtzd-{engine}-{}", std::process::id());
         let swarm = engine == "swarm";
         let file = crate::workspace_root().join(if swarm {

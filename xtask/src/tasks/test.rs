@@ -12,12 +12,13 @@ pub fn run(ctx: &Ctx, args: Test) -> Result<()> {
         println!("then: cargo test --workspace {}", args.args.join(" "));
         return Ok(());
     }
-    let status = std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["test", "--workspace", "--locked"])
-        .args(&args.args)
-        .current_dir(workspace_root())
-        .status()
-        .context("running cargo test")?;
+    let status =
+        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["test", "--workspace", "--locked", "--no-fail-fast"])
+            .args(&args.args)
+            .current_dir(workspace_root())
+            .status()
+            .context("running cargo test")?;
     if !status.success() {
         anyhow::bail!("cargo test failed ({status})");
     }

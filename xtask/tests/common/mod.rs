@@ -175,7 +175,8 @@ impl Stack {
     pub fn with(name: &str, o: Opts) -> Stack {
         let dir = tempfile::tempdir().unwrap();
         let unique = format!("xt-{name}-{}", std::process::id());
-        let ports = [(free_port(), free_port()), (free_port(), free_port())];
+        let p = xtask::free_ports(4).unwrap();
+        let ports = [(p[0], p[1]), (p[2], p[3])];
         let compose = root().join("deployments/testbed/docker-compose.yml");
         let mut cfg = String::new();
         for (i, (env, mode)) in [("staging", o.staging_mode), ("prod", o.prod_mode)]

@@ -4,7 +4,6 @@
 //! dropped. Builds the `psql`, `pg_dump` and `pg_restore` command lines for
 //! either; secrets travel in `PGPASSWORD`, never in argv.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -328,8 +327,7 @@ pub fn db_name(n: &str) -> Result<()> {
 
 /// A port the OS says is free on loopback now.
 pub fn free_port() -> Result<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").context("asking the OS for a free loopback port")?;
-    Ok(l.local_addr()?.port())
+    Ok(crate::free_ports(1)?[0])
 }
 
 /// The PostgreSQL server binaries (initdb, pg_ctl): the newest

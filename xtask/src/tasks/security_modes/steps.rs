@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use super::policy::{Mode, Policy, Stack};
 use crate::plan::{Command, Effect};
@@ -81,12 +81,6 @@ fn compose(
         c = c.env(k, v);
     }
     c
-}
-
-fn free_port() -> Result<u16> {
-    let l = std::net::TcpListener::bind("127.0.0.1:0")
-        .context("asking the OS for a free loopback port")?;
-    Ok(l.local_addr()?.port())
 }
 
 /// The plan's actions, in order. Read-only: it only picks names and free ports.
@@ -193,8 +187,8 @@ pub(super) fn specs(
         )
         .env(&stack.tag_var, tag);
         let mut bases = BTreeMap::new();
-        for (svc, var) in &boot.ports {
-            let port = free_port()?;
+        let ports = crate::free_ports(boot.ports.len())?;
+        for ((svc, var), port) in boot.ports.iter().zip(ports) {
             up = up.env(var, port.to_string());
             bases.insert(svc.clone(), format!("http://127.0.0.1:{port}"));
         }
