@@ -259,7 +259,10 @@ fn too_few_rows_is_bad_input() {
 fn leftover_work_directories_are_named_and_removed_only_with_destructive() {
     require_postgres();
     // A directory of a run whose process is gone (pid 4194303 is the kernel's maximum).
-    let dead = std::env::temp_dir().join("xtask-backup-smoke-4194303-1000000000-0000");
+    let dead = std::env::temp_dir().join(format!(
+        "xtask-backup-smoke-4194303-1000000000-{}",
+        std::process::id()
+    ));
     std::fs::create_dir_all(dead.join("data")).unwrap();
     let r = smoke(&["--dry-run"], &[], &[]);
     let plan = r.out.stdout.clone();
