@@ -119,35 +119,14 @@ impl Config {
                 path.display()
             )
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
         let mut cfg = Self::parse(&text, &path.display().to_string())?;
-        cfg.base = std::path::absolute(&base).unwrap_or(base);
+        cfg.base = base_dir(path);
         Ok(cfg)
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Config> {
-        let de = toml::Deserializer::new(text);
-        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, col) = inner
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
-            let key = if key == "." {
-                String::new()
-            } else {
-                format!(" (key `{key}`)")
-            };
-            let msg = inner.message().trim().replace('\n', ": ");
-            anyhow::anyhow!("{origin}:{line}:{col}: {msg}{key}")
-        })?;
+        let cfg: Config = from_toml(text, origin)?;
         cfg.validate()
             .with_context(|| format!("{origin}: invalid config"))?;
         Ok(cfg)
@@ -270,6 +249,38 @@ impl Env {
             None => cfg.resolve(&self.state_dir).join(name),
         }
     }
+}
+
+/// Deserializes TOML; an error is one line naming `origin`, line, column and
+/// the offending key (shared by deploy.toml and security-modes.toml).
+pub fn from_toml<T: serde::de::DeserializeOwned>(text: &str, origin: &str) -> Result<T> {
+    let de = toml::Deserializer::new(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let (line, col) = inner
+            .span()
+            .map(|s| line_col(text, s.start))
+            .unwrap_or((1, 1));
+        let key = if key == "." {
+            String::new()
+        } else {
+            format!(" (key `{key}`)")
+        };
+        let msg = inner.message().trim().replace('\n', ": ");
+        anyhow::anyhow!("{origin}:{line}:{col}: {msg}{key}")
+    })
+}
+
+/// The absolute directory of a config file: what its relative paths resolve against.
+pub fn base_dir(path: &Path) -> PathBuf {
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let base = if base.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        base
+    };
+    std::path::absolute(&base).unwrap_or(base)
 }
 
 /// Removes `.` and `..` lexically, so paths read as plainly as they are written.

@@ -38,7 +38,8 @@ pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Resu
     }
 }
 
-fn one_line(e: &dyn std::error::Error) -> String {
+/// An error and its sources on one line.
+pub fn one_line(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut src = e.source();
     while let Some(inner) = src {

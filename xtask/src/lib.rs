@@ -51,6 +51,19 @@ pub fn free_ports(n: usize) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// Are we root? Read from /proc, so no libc call is needed.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(str::to_string)
+        })
+        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        .unwrap_or(false)
+}
+
 /// HEAD's commit, if this is a git checkout.
 pub fn git_sha() -> Option<String> {
     let out = duct::cmd!("git", "rev-parse", "HEAD")

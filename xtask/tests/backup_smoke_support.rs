@@ -133,7 +133,7 @@ impl Cluster {
         let bindir = require_postgres();
         let (dir, _) = target::work_dir();
         let dir = PathBuf::from(format!("{}-test", dir.display()));
-        let run_as = target::is_root().then(|| "postgres".to_string());
+        let run_as = xtask::is_root().then(|| "postgres".to_string());
         let e = Embedded {
             dir,
             bindir: bindir.clone(),

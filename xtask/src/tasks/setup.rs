@@ -36,19 +36,6 @@ const PACKAGES: [(&str, &str); 6] = [
     ("shellcheck", "/usr/bin/shellcheck"),
 ];
 
-fn is_root() -> bool {
-    // SAFETY-free: read our effective uid from /proc rather than calling libc.
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        .unwrap_or(false)
-}
-
 pub fn run(ctx: &Ctx, args: Setup) -> Result<()> {
     let started = Instant::now();
     let plan = plan();
@@ -72,7 +59,7 @@ pub fn run(ctx: &Ctx, args: Setup) -> Result<()> {
             format!("setup --check: {} step(s) needed", plan.steps.len()),
         ));
     }
-    if !is_root() && !ctx.global.dry_run {
+    if !crate::is_root() && !ctx.global.dry_run {
         let cmds: Vec<String> = plan
             .steps
             .iter()

@@ -355,19 +355,6 @@ pub fn find_bindir() -> Option<PathBuf> {
         .filter(|b| b.join("pg_ctl").exists())
 }
 
-/// Are we root? (initdb refuses to run as root.)
-pub fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .map(str::to_string)
-        })
-        .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        .unwrap_or(false)
-}
-
 /// uid and gid of `user`, from /etc/passwd.
 pub fn user_ids(user: &str) -> Option<(u32, u32)> {
     let passwd = std::fs::read_to_string("/etc/passwd").ok()?;

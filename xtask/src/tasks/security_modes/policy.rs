@@ -263,34 +263,13 @@ impl Policy {
             )
         })?;
         let mut p = Self::parse(&text, &path.display().to_string())?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
-        p.base = std::path::absolute(&base).unwrap_or(base);
+        p.base = crate::config::base_dir(path);
         Ok(p)
     }
 
     /// Parses and validates TOML text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Policy> {
-        let de = toml::Deserializer::new(text);
-        let p: Policy = serde_path_to_error::deserialize(de).map_err(|e| {
-            let key = e.path().to_string();
-            let inner = e.into_inner();
-            let (line, col) = inner
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
-            let key = if key == "." {
-                String::new()
-            } else {
-                format!(" (key `{key}`)")
-            };
-            let msg = inner.message().trim().replace('\n', ": ");
-            anyhow::anyhow!("{origin}:{line}:{col}: {msg}{key}")
-        })?;
+        let p: Policy = crate::config::from_toml(text, origin)?;
         p.validate()
             .with_context(|| format!("{origin}: invalid policy"))?;
         Ok(p)
@@ -521,16 +500,6 @@ impl Rule {
         }
         Ok(())
     }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    let line = before.matches('\n').count() + 1;
-    let col = before
-        .rfind('\n')
-        .map_or(before.len(), |i| before.len() - i - 1)
-        + 1;
-    (line, col)
 }
 
 #[cfg(test)]

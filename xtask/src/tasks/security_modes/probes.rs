@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::policy::{substitute, JsonCheck, Probe};
 use crate::exec::run_command;
+use crate::health::one_line;
 use crate::plan::Command;
 
 /// A compose project this run started. Dropping it runs `down -v` of that
@@ -77,17 +78,6 @@ fn get(
     let status = resp.status().as_u16();
     let body = resp.text().map_err(|e| one_line(&e))?;
     Ok((status, body))
-}
-
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s.replace('\n', " ")
 }
 
 /// What a JSON check found wrong with a body (empty: it holds).
