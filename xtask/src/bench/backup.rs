@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
 
 use super::Section;
 use crate::tasks::backup_smoke::report::{Report, Speeds};
@@ -27,72 +27,6 @@ fn build() -> &'static str {
     } else {
         "release"
     }
-}
-
-/// The 100k smoke from an optimized build of this workspace, best of `runs`.
-fn optimized(rows: u32, runs: usize) -> Result<(Speeds, u64)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut best: Option<(Speeds, u64)> = None;
-    for i in 0..runs {
-        eprintln!(
-            "backup: {rows}-row smoke from a release build ({}/{runs})",
-            i + 1
-        );
-        let out = std::process::Command::new(&cargo)
-            .args([
-                "run",
-                "--release",
-                "--quiet",
-                "--package",
-                "xtask",
-                "--",
-                "--format",
-                "json",
-                "backup-smoke",
-                "--rows",
-            ])
-            .arg(rows.to_string())
-            .current_dir(crate::workspace_root())
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .context("running cargo run --release")?;
-        if !out.status.success() {
-            bail!("the release-build smoke failed ({})", out.status);
-        }
-        let first = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .to_string();
-        let r: serde_json::Value =
-            serde_json::from_str(&first).context("reading the release-build report")?;
-        let sp = &r["verifier_speeds"];
-        let total = r["timings"]
-            .as_array()
-            .and_then(|t| t.iter().find(|t| t["phase"] == "total"))
-            .and_then(|t| t["ms"].as_u64());
-        let f = |k: &str| sp[k].as_f64().unwrap_or(f64::NAN);
-        let s = Speeds::new(
-            sp["rows"].as_u64().unwrap_or(0),
-            f("sql_ms"),
-            f("export_ms"),
-            f("rust_ms"),
-        );
-        let total = total.unwrap_or(0);
-        best = Some(match best {
-            None => (s, total),
-            Some((b, t)) => (
-                Speeds::new(
-                    b.rows,
-                    b.sql_ms.min(s.sql_ms),
-                    b.export_ms.min(s.export_ms),
-                    b.rust_ms.min(s.rust_ms),
-                ),
-                t.min(total),
-            ),
-        });
-    }
-    best.context("no runs")
 }
 
 fn speed_row(build: &str, s: &Speeds) -> String {
@@ -123,12 +57,6 @@ pub fn run(quick: bool) -> Result<Section> {
         eprintln!("backup: {n} rows took {:.1} s", t.elapsed().as_secs_f64());
         reports.push((n, r));
     }
-    let release = if quick {
-        None
-    } else {
-        Some(optimized(100_000, 2)?)
-    };
-
     let target = reports
         .first()
         .map(|(_, r)| r.target.clone())
@@ -172,20 +100,18 @@ STDOUT`) is shown apart and then counted against Rust.\n\n\
             body.push_str(&speed_row(build(), s));
         }
     }
-    let largest = reports.last().and_then(|(_, r)| r.ms("total"));
-    if let Some((s, total)) = &release {
-        body.push_str(&speed_row(
-            "release (`cargo run --release`, best of 2 smokes)",
-            s,
-        ));
+    // `cargo xtask bench` always measures from an optimized build (it re-runs
+    // itself with --release), so the figures above are that build's.
+    if let Some((n, r)) = reports.last() {
+        let speed = r
+            .verifier_speeds
+            .as_ref()
+            .map_or(f64::NAN, |s| s.rust_vs_sql);
         body.push_str(&format!(
-            "\nGoals: Rust verifier at least 10x the SQL verifier: {:.1}x in the release build, {:.1}x in the dev build \
-(unoptimized Rust; the block function of `sha2` and `memchr` are optimized dependencies). Whole 100k-row smoke under 60 s: \
-{} (dev build), {} (release build).\n",
-            s.rust_vs_sql,
-            reports.last().and_then(|(_, r)| r.verifier_speeds.as_ref()).map_or(f64::NAN, |s| s.rust_vs_sql),
-            secs(largest),
-            secs(Some(*total)),
+            "\nGoals: Rust verifier at least 10x the SQL verifier: {speed:.1}x at {n} rows ({} build). \
+Whole smoke under 60 s: {} at {n} rows.\n",
+            build(),
+            secs(r.ms("total")),
         ));
     }
     Ok(Section {
