@@ -69,6 +69,21 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
         ),
         act("deploy v1 to staging", 0, &["deploy-staging", "--tag", &v1]),
         act(
+            "promote v1 without evidence: refused by the gate",
+            5,
+            &["deploy-prod", "--tag", &v1, "--yes"],
+        ),
+        act(
+            "security modes, static and running, for v1",
+            0,
+            &["security-modes-test", "--tag", &v1],
+        ),
+        act(
+            "backup restore smoke, recorded for v1",
+            0,
+            &["backup-smoke", "--tag", &v1, "--env", "staging"],
+        ),
+        act(
             "promote v1 to prod",
             0,
             &["deploy-prod", "--tag", &v1, "--yes"],
