@@ -121,39 +121,58 @@ fn shipped_modes_pass_static_checks() {
 #[test]
 fn env_stacks_are_rendered_from_the_deploy_config() {
     // The testbed's deploy config: the same environments on the testbed's
-    // compose file, whose locally built Redis image is allow-listed for the
-    // testbed stack only. The env stacks see it, and say which image it is.
+    // compose file. The shipped policy allows its locally built Redis for the
+    // env stacks (the demo and rehearsals point them at the testbed), so the
+    // run passes; with that entry taken out of one stack's allow-list, that
+    // stack (and only it) is caught, naming the image.
     let state = tempfile::tempdir().unwrap();
     let s = state.path().display().to_string();
-    let o = run(&[
-        "--format",
-        "json",
-        "--config",
-        "deployments/testbed/deploy.toml",
-        "--state-dir",
-        &s,
-        "security-modes-test",
-        "--static-only",
-        "--tag",
-        "sha-0123456789ab",
-    ]);
-    assert_eq!(exit_code(&o), 6, "{}", text(&o));
-    let r = report(&o);
+    let args = |policy: Option<&str>| {
+        let mut a = vec![
+            "--format".to_string(),
+            "json".into(),
+            "--config".into(),
+            "deployments/testbed/deploy.toml".into(),
+            "--state-dir".into(),
+            s.clone(),
+            "security-modes-test".into(),
+            "--static-only".into(),
+            "--tag".into(),
+            "sha-0123456789ab".into(),
+        ];
+        if let Some(p) = policy {
+            a.extend(["--policy".to_string(), p.to_string()]);
+        }
+        a
+    };
+    let shipped = args(None);
+    let o = run(&shipped.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(exit_code(&o), 0, "{}", text(&o));
     for (stack, mode) in [("staging", "standard"), ("prod", "hipaa")] {
-        let pinned = row_of(&r, stack, mode, "static", "pinned-images");
-        assert_eq!(
-            findings(pinned, "redis"),
-            ["fetchml/testbed-redis:local: tag `local` is neither sha- nor a digest"],
-            "{stack}"
-        );
         assert!(common::stderr(&o).contains(&format!(
             "render {stack} as deploy does (deploy environment {stack}, which runs {mode})"
         )));
     }
+
+    let dir = tempfile::tempdir().unwrap();
+    let policy = policy_in(dir.path(), |t| {
+        let list = t["stack"]["staging"]["unpinned_images"]
+            .as_array_mut()
+            .unwrap();
+        list.retain(|v| v.as_str() != Some("fetchml/testbed-redis:local"));
+    });
+    let edited = args(Some(&policy.display().to_string()));
+    let o = run(&edited.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(exit_code(&o), 6, "{}", text(&o));
+    let r = report(&o);
+    let pinned = row_of(&r, "staging", "standard", "static", "pinned-images");
     assert_eq!(
-        row(&r, "hipaa", "static", "pinned-images")["passed"],
-        true,
-        "testbed allow-list"
+        findings(pinned, "redis"),
+        ["fetchml/testbed-redis:local: tag `local` is neither sha- nor a digest"]
+    );
+    assert_eq!(
+        row_of(&r, "prod", "hipaa", "static", "pinned-images")["passed"],
+        true
     );
 }
 
