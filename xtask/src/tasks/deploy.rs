@@ -113,6 +113,51 @@ fn readable_records(log: &Log) -> Vec<crate::audit::Record> {
         .collect()
 }
 
+/// The environment's deploy lock, next to its audit log; with the head the
+/// plan was made from, so a plan gone stale while waiting is refused.
+pub fn lock(env: &str, log: &Log, wait_secs: u64, task: &str, head: Option<String>) -> Step {
+    Step::Lock {
+        env: env.into(),
+        path: log.path.with_file_name("deploy.lock"),
+        wait_secs,
+        task: task.into(),
+        planned_head: head.map(|h| (log.path.clone(), h)),
+    }
+}
+
+/// The audit record a deploy or rollback appends; a forced one says so in its reason.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    env_name: &str,
+    env: &Env,
+    log: &Log,
+    action: &str,
+    from: Option<String>,
+    to: &str,
+    reason: &str,
+    force: bool,
+) -> RecordSpec {
+    RecordSpec {
+        env: env_name.into(),
+        log: log.path.clone(),
+        sink: log.sink.clone(),
+        action: action.into(),
+        from,
+        to: Some(to.into()),
+        reason: if force {
+            format!("[forced] {reason}")
+        } else {
+            reason.into()
+        },
+        repository: env
+            .app_services
+            .first()
+            .and_then(|s| env.images.get(s))
+            .cloned(),
+        force,
+    }
+}
+
 /// The gate for a tag on an environment.
 pub fn gate(env: &Env, tag: &str, timeout_secs: u64) -> Step {
     Step::HealthGate(Gate {
@@ -169,14 +214,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     }
 
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
-    let lock = ctx.log(cfg, &req.env)?.path.with_file_name("deploy.lock");
-    plan.step(Step::Lock {
-        env: req.env.clone(),
-        path: lock,
-        wait_secs: req.lock_wait,
-        task: task.into(),
-        planned_head: head.map(|h| (log.path.clone(), h)),
-    });
+    plan.step(lock(&req.env, &log, req.lock_wait, task, head));
     plan.step(Step::Pull {
         target: target.clone(),
     });
@@ -224,30 +262,20 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             },
         }
     };
-    let reason = if req.force {
-        format!("[forced] {}", req.reason)
+    let action = if env.promote_from.is_some() {
+        "promote"
     } else {
-        req.reason.clone()
+        "deploy"
     };
-    plan.record = Some(RecordSpec {
-        env: req.env.clone(),
-        log: log.path.clone(),
-        sink: log.sink.clone(),
-        action: if env.promote_from.is_some() {
-            "promote"
-        } else {
-            "deploy"
-        }
-        .into(),
-        from: history.current().map(str::to_string),
-        to: Some(req.tag.clone()),
-        reason,
-        repository: env
-            .app_services
-            .first()
-            .and_then(|s| env.images.get(s))
-            .cloned(),
-        force: req.force,
-    });
+    plan.record = Some(record(
+        &req.env,
+        env,
+        &log,
+        action,
+        history.current().map(str::to_string),
+        &req.tag,
+        &req.reason,
+        req.force,
+    ));
     Ok(plan)
 }

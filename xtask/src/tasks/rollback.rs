@@ -13,9 +13,9 @@ use crate::engine::Target;
 use crate::exec::NoActions;
 use crate::exit::{fail, Code};
 use crate::flags::Rollback;
-use crate::plan::{OnFailure, Plan, RecordSpec, Step};
+use crate::plan::{OnFailure, Plan, Step};
 use crate::preflight::Tool;
-use crate::tasks::deploy::{gate, verified_history};
+use crate::tasks::deploy::{gate, lock, record, verified_history};
 use crate::{validate, Ctx};
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
@@ -88,38 +88,22 @@ pub fn build(
     plan.step(Step::EnsureImages {
         target: target.clone(),
     });
-    plan.step(Step::Lock {
-        env: args.env.clone(),
-        path: log.path.with_file_name("deploy.lock"),
-        wait_secs: args.lock_wait,
-        task: "rollback".into(),
-        planned_head: head.map(|h| (log.path.clone(), h)),
-    });
+    plan.step(lock(&args.env, &log, args.lock_wait, "rollback", head));
     for s in target.rollout(crate::tasks::deploy::converge_secs(env)) {
         plan.step(s);
     }
     plan.step(gate(env, &target_tag, env.rollback_timeout_secs));
     plan.on_failure = OnFailure::Nothing;
-    let reason = if args.force {
-        format!("[forced] {}", args.reason)
-    } else {
-        args.reason.clone()
-    };
-    plan.record = Some(RecordSpec {
-        env: args.env.clone(),
-        log: log.path.clone(),
-        sink: log.sink.clone(),
-        action: "rollback".into(),
-        from: current,
-        to: Some(target_tag),
-        reason,
-        repository: env
-            .app_services
-            .first()
-            .and_then(|s| env.images.get(s))
-            .cloned(),
-        force: args.force,
-    });
+    plan.record = Some(record(
+        &args.env,
+        env,
+        &log,
+        "rollback",
+        current,
+        &target_tag,
+        &args.reason,
+        args.force,
+    ));
     Ok(plan)
 }
 
