@@ -13,7 +13,6 @@
 //!
 //! Runs alternate tool and hand, so drift on a noisy machine hits both alike.
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,99 +20,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::bed::{ensure_image, Bed};
 use super::Section;
 use crate::plan::Gate;
 
-struct Bed {
-    dir: PathBuf,
-    config: PathBuf,
-    project: String,
-    compose: PathBuf,
-    port: u16,
-    wport: u16,
-}
-
+/// The hand procedure, on the same scratch environment.
 impl Bed {
-    fn new() -> Result<Bed> {
-        let dir = std::env::temp_dir().join(format!("xtask-bench-deploy-{}", std::process::id()));
-        std::fs::create_dir_all(&dir)?;
-        let [port, wport] = crate::free_ports(2)?[..] else {
-            unreachable!("asked for two ports")
-        };
-        let project = format!("xtbench-{}", std::process::id());
-        let compose = crate::workspace_root().join("deployments/testbed/docker-compose.yml");
-        let config = dir.join("deploy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[env.staging]
-project = "{project}"
-compose_files = ["{}"]
-app_services = ["api", "worker"]
-stateful_services = ["redis"]
-images = {{ api = "127.0.0.1:5000/fetchml/testbed", worker = "127.0.0.1:5000/fetchml/testbed" }}
-health_urls = ["http://127.0.0.1:{port}/health", "http://127.0.0.1:{wport}/health"]
-compliance_mode = "standard"
-health_timeout_secs = 30
-vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "standard" }}
-"#,
-                compose.display()
-            ),
-        )?;
-        Ok(Bed {
-            dir,
-            config,
-            project,
-            compose,
-            port,
-            wport,
-        })
-    }
-
-    fn xtask(&self, args: &[&str]) -> Result<()> {
-        let exe = std::env::current_exe()?;
-        let o = Command::new(exe)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(args)
-            .env("USER", "bench")
-            .output()?;
-        if !o.status.success() {
-            bail!(
-                "xtask {args:?} failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-        }
-        Ok(())
-    }
-
-    fn compose(&self, tag: &str, args: &[&str]) -> Result<()> {
-        let o = Command::new("docker")
-            .args(["compose", "-p", &self.project, "-f"])
-            .arg(&self.compose)
-            .args(args)
-            .env("FETCHML_TAG", tag)
-            .env("API_PORT", self.port.to_string())
-            .env("WORKER_PORT", self.wport.to_string())
-            .env("COMPLIANCE_MODE", "standard")
-            .output()?;
-        if !o.status.success() {
-            bail!(
-                "docker compose {args:?}: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-        }
-        Ok(())
-    }
-
     /// The hand procedure's gate: curl every 100 ms until both URLs show `tag`.
     fn curl_loop(&self, tag: &str) -> Result<()> {
         let start = Instant::now();
@@ -149,13 +61,6 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
     }
 }
 
-impl Drop for Bed {
-    fn drop(&mut self) {
-        let _ = self.compose("x", &["down", "-v", "--timeout", "2"]);
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
     let t = Instant::now();
     f()?;
@@ -165,25 +70,6 @@ fn timed(f: impl FnOnce() -> Result<()>) -> Result<f64> {
 fn median(v: &mut [f64]) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
-}
-
-fn build(tag: &str) -> Result<()> {
-    let exe = std::env::current_exe()?;
-    let o = Command::new(exe)
-        .args([
-            "--config",
-            "deployments/testbed/deploy.toml",
-            "build",
-            "--push",
-            "--tag",
-            tag,
-        ])
-        .current_dir(crate::workspace_root())
-        .output()?;
-    if !o.status.success() {
-        bail!("building {tag}: {}", String::from_utf8_lossy(&o.stderr));
-    }
-    Ok(())
 }
 
 /// Milliseconds from the first ok answer (a 2 ms prober) to the gate returning.
@@ -233,9 +119,9 @@ pub fn run(quick: bool) -> Result<Section> {
     let n = if quick { 2 } else { 5 };
     let base = crate::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
     let (a, b) = (format!("{base}-bench-a"), format!("{base}-bench-b"));
-    build(&a)?;
-    build(&b)?;
-    let bed = Bed::new()?;
+    ensure_image(&a)?;
+    ensure_image(&b)?;
+    let bed = Bed::new("deploy", "compose")?;
     bed.xtask(&["deploy-staging", "--tag", &a])?;
     let (mut tool_d, mut hand_d, mut tool_r, mut hand_r, mut lat) =
         (vec![], vec![], vec![], vec![], vec![]);

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod backup;
+mod bed;
 pub mod deploy;
 pub mod zero_downtime;
 

@@ -12,7 +12,6 @@
 //! [`Session`] (init a swarm only where none is active, leave it only if we
 //! created it, one user at a time) and [`remove_stack`].
 
-use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::bed::{ensure_image, Bed};
 use super::Section;
 
 /// One user of the local swarm at a time, across processes (test binaries,
@@ -102,98 +102,6 @@ pub fn remove_stack(stack: &str) {
     }
 }
 
-struct Bed {
-    dir: PathBuf,
-    config: PathBuf,
-    project: String,
-    file: PathBuf,
-    swarm: bool,
-    port: u16,
-}
-
-impl Bed {
-    fn new(engine: &str) -> Result<Bed> {
-        let dir =
-            std::env::temp_dir().join(format!("xtask-bench-zd-{engine}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let [port, wport] = crate::free_ports(2)?[..] else {
-            unreachable!("asked for two ports")
-        };
-        let project = format!("xtzd-{engine}-{}", std::process::id());
-        let swarm = engine == "swarm";
-        let file = crate::workspace_root().join(if swarm {
-            "deployments/testbed/docker-stack.yml"
-        } else {
-            "deployments/testbed/docker-compose.yml"
-        });
-        let config = dir.join("deploy.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"[env.staging]
-engine = "{engine}"
-project = "{project}"
-compose_files = ["{}"]
-app_services = ["api", "worker"]
-stateful_services = ["redis"]
-images = {{ api = "127.0.0.1:5000/fetchml/testbed", worker = "127.0.0.1:5000/fetchml/testbed" }}
-health_urls = ["http://127.0.0.1:{port}/health", "http://127.0.0.1:{wport}/health"]
-compliance_mode = "standard"
-health_timeout_secs = 30
-vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "standard" }}
-"#,
-                file.display()
-            ),
-        )
-        .with_context(|| format!("writing {}", config.display()))?;
-        Ok(Bed {
-            dir,
-            config,
-            project,
-            file,
-            swarm,
-            port,
-        })
-    }
-
-    fn deploy(&self, tag: &str) -> Result<()> {
-        let o = Command::new(std::env::current_exe()?)
-            .arg("--config")
-            .arg(&self.config)
-            .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(["deploy-staging", "--tag", tag])
-            .env("USER", "bench")
-            .output()?;
-        if !o.status.success() {
-            bail!(
-                "deploy of {tag} failed: {}",
-                String::from_utf8_lossy(&o.stderr)
-                    .lines()
-                    .last()
-                    .unwrap_or("")
-            );
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Bed {
-    fn drop(&mut self) {
-        if self.swarm {
-            remove_stack(&self.project);
-        } else {
-            let _ = Command::new("docker")
-                .args(["compose", "-p", &self.project, "-f"])
-                .arg(&self.file)
-                .args(["down", "-v", "--timeout", "2"])
-                .env("FETCHML_TAG", "x")
-                .output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 /// Requests sent and failed while `deploy` ran, and how long it took.
 struct Probe {
     sent: u64,
@@ -255,40 +163,14 @@ fn under_load(port: u16, deploy: impl FnOnce() -> Result<()>) -> Result<Probe> {
     })
 }
 
-fn ensure_image(tag: &str) -> Result<()> {
-    if crate::exec::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
-        return Ok(());
-    }
-    let o = Command::new(std::env::current_exe()?)
-        .args([
-            "--config",
-            "deployments/testbed/deploy.toml",
-            "build",
-            "--push",
-            "--tag",
-            tag,
-        ])
-        .current_dir(crate::workspace_root())
-        .output()?;
-    if !o.status.success() {
-        bail!(
-            "building {tag}: {}",
-            String::from_utf8_lossy(&o.stderr)
-                .lines()
-                .last()
-                .unwrap_or("")
-        );
-    }
-    Ok(())
-}
-
 fn measure(engine: &str, tags: &[String; 2], runs: usize) -> Result<Vec<Probe>> {
-    let bed = Bed::new(engine)?;
-    bed.deploy(&tags[0])?;
+    let bed = Bed::new("zd", engine)?;
+    let deploy = |tag: &str| bed.xtask(&["deploy-staging", "--tag", tag]);
+    deploy(&tags[0])?;
     let mut out = Vec::new();
     for i in 0..runs {
         let tag = &tags[(i + 1) % 2];
-        out.push(under_load(bed.port, || bed.deploy(tag))?);
+        out.push(under_load(bed.port, || deploy(tag))?);
     }
     Ok(out)
 }

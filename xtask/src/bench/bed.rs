@@ -1,0 +1,143 @@
+//! A scratch testbed environment for the deploy benchmarks: its own config,
+//! compose project (or swarm stack), loopback ports and state directory,
+//! taken down on drop (its own project and volumes only).
+
+use std::path::PathBuf;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+
+pub struct Bed {
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub project: String,
+    /// The compose file (or the swarm stack file).
+    pub file: PathBuf,
+    pub swarm: bool,
+    /// The api's and the worker's loopback ports.
+    pub port: u16,
+    pub wport: u16,
+}
+
+/// The last line of a command's stderr, for one-line errors.
+fn last_err(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr)
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string()
+}
+
+impl Bed {
+    /// `name` tells benchmarks apart in temp dirs and project names; `engine` is compose or swarm.
+    pub fn new(name: &str, engine: &str) -> Result<Bed> {
+        let pid = std::process::id();
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{engine}-{pid}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let [port, wport] = crate::free_ports(2)?[..] else {
+            unreachable!("asked for two ports")
+        };
+        let project = format!("xt{name}-{engine}-{pid}");
+        let swarm = engine == "swarm";
+        let file = crate::workspace_root().join(if swarm {
+            "deployments/testbed/docker-stack.yml"
+        } else {
+            "deployments/testbed/docker-compose.yml"
+        });
+        let config = dir.join("deploy.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"[env.staging]
+engine = "{engine}"
+project = "{project}"
+compose_files = ["{}"]
+app_services = ["api", "worker"]
+stateful_services = ["redis"]
+images = {{ api = "127.0.0.1:5000/fetchml/testbed", worker = "127.0.0.1:5000/fetchml/testbed" }}
+health_urls = ["http://127.0.0.1:{port}/health", "http://127.0.0.1:{wport}/health"]
+compliance_mode = "standard"
+health_timeout_secs = 30
+vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "standard" }}
+"#,
+                file.display()
+            ),
+        )
+        .with_context(|| format!("writing {}", config.display()))?;
+        Ok(Bed {
+            dir,
+            config,
+            project,
+            file,
+            swarm,
+            port,
+            wport,
+        })
+    }
+
+    /// This binary, run as an operator would, against the scratch config and state.
+    pub fn xtask(&self, args: &[&str]) -> Result<()> {
+        let o = Command::new(std::env::current_exe()?)
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .args(args)
+            .env("USER", "bench")
+            .output()?;
+        if !o.status.success() {
+            bail!("xtask {args:?} failed: {}", last_err(&o));
+        }
+        Ok(())
+    }
+
+    /// `docker compose` on the scratch project, with the config's variables (the hand procedure).
+    pub fn compose(&self, tag: &str, args: &[&str]) -> Result<()> {
+        let o = Command::new("docker")
+            .args(["compose", "-p", &self.project, "-f"])
+            .arg(&self.file)
+            .args(args)
+            .env("FETCHML_TAG", tag)
+            .env("API_PORT", self.port.to_string())
+            .env("WORKER_PORT", self.wport.to_string())
+            .env("COMPLIANCE_MODE", "standard")
+            .output()?;
+        if !o.status.success() {
+            bail!("docker compose {args:?}: {}", last_err(&o));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Bed {
+    fn drop(&mut self) {
+        if self.swarm {
+            super::zero_downtime::remove_stack(&self.project);
+        } else {
+            let _ = self.compose("x", &["down", "-v", "--timeout", "2"]);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Builds and pushes testbed image `tag` unless it is already present.
+pub fn ensure_image(tag: &str) -> Result<()> {
+    if crate::exec::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
+        return Ok(());
+    }
+    let o = Command::new(std::env::current_exe()?)
+        .args([
+            "--config",
+            "deployments/testbed/deploy.toml",
+            "build",
+            "--push",
+            "--tag",
+            tag,
+        ])
+        .current_dir(crate::workspace_root())
+        .output()?;
+    if !o.status.success() {
+        bail!("building {tag}: {}", last_err(&o));
+    }
+    Ok(())
+}
