@@ -20,6 +20,7 @@ mod chain;
 mod file;
 mod history;
 mod line;
+mod probe;
 mod sink;
 
 use std::path::{Path, PathBuf};

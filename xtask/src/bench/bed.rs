@@ -34,12 +34,12 @@ impl Bed {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{engine}-{pid}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let [port, wport] = crate::free_ports(2)?[..] else {
+        let [port, wport] = crate::repo::free_ports(2)?[..] else {
             unreachable!("asked for two ports")
         };
         let project = format!("xt{name}-{engine}-{pid}");
         let swarm = engine == "swarm";
-        let file = crate::workspace_root().join(if swarm {
+        let file = crate::repo::workspace_root().join(if swarm {
             "deployments/testbed/docker-stack.yml"
         } else {
             "deployments/testbed/docker-compose.yml"
@@ -122,7 +122,7 @@ impl Drop for Bed {
 
 /// Builds and pushes testbed image `tag` unless it is already present.
 pub fn ensure_image(tag: &str) -> Result<()> {
-    if crate::exec::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
+    if crate::engine::docker::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
         return Ok(());
     }
     let o = Command::new(std::env::current_exe()?)
@@ -134,7 +134,7 @@ pub fn ensure_image(tag: &str) -> Result<()> {
             "--tag",
             tag,
         ])
-        .current_dir(crate::workspace_root())
+        .current_dir(crate::repo::workspace_root())
         .output()?;
     if !o.status.success() {
         bail!("building {tag}: {}", last_err(&o));

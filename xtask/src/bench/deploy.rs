@@ -117,7 +117,7 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
 
 pub fn run(quick: bool) -> Result<Section> {
     let n = if quick { 2 } else { 5 };
-    let base = crate::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
+    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
     let (a, b) = (format!("{base}-bench-a"), format!("{base}-bench-b"));
     ensure_image(&a)?;
     ensure_image(&b)?;

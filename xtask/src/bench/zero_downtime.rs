@@ -48,7 +48,7 @@ fn docker_out(args: &[&str]) -> Result<String> {
 
 impl Session {
     pub fn enter() -> Result<Session> {
-        let dir = crate::workspace_root().join("target");
+        let dir = crate::repo::workspace_root().join("target");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("swarm-session.lock");
         let lock =
@@ -176,7 +176,7 @@ fn measure(engine: &str, tags: &[String; 2], runs: usize) -> Result<Vec<Probe>> 
 }
 
 pub fn run(quick: bool) -> Result<Section> {
-    let base = crate::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
+    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
     let tags = [format!("{base}-bench-a"), format!("{base}-bench-b")];
     for t in &tags {
         ensure_image(t)?;

@@ -10,12 +10,12 @@
 use anyhow::Result;
 
 use crate::engine::Target;
-use crate::exec::NoActions;
+use crate::exec::{Actions, Applied};
 use crate::exit::{fail, Code};
 use crate::flags::Rollback;
-use crate::plan::{OnFailure, Plan, Step};
+use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
-use crate::tasks::deploy::{gate, lock, record, verified_history};
+use crate::rollout::{lock, record, switch_to, verified_history};
 use crate::{validate, Ctx};
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
@@ -28,19 +28,32 @@ pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     let mut plan = Plan::new("rollback", Some(&args.env));
     let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
     let plan = build(ctx, &cfg, &args, cli, plan)?;
-    let result = ctx.finish(&plan, &mut NoActions);
-    if !ctx.global.dry_run {
-        // The runbook's checks, on success and failure alike.
-        match ctx.log(&cfg, &args.env)?.verify() {
-            Ok(v) => eprintln!(
-                "audit chain of {} verifies: {} records, head {}",
-                args.env, v.count, v.head
-            ),
-            Err(e) => eprintln!("audit chain of {} DOES NOT VERIFY: {e:#}", args.env),
-        }
-        print_checklist(&args.env);
+    ctx.finish(&plan, &mut Checklist { env: &args.env })
+}
+
+/// The runbook's checks after a rollback that ran, on success and failure
+/// alike; a refused one changed nothing and gets none.
+struct Checklist<'a> {
+    env: &'a str,
+}
+
+impl Actions for Checklist<'_> {
+    fn run(&mut self, id: &str) -> Result<()> {
+        anyhow::bail!("rollback has no action {id}")
     }
-    result
+    fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
+        if result.is_err_and(|e| crate::exit::code_of(e) == Code::Refused) {
+            return;
+        }
+        let env = self.env;
+        eprintln!("after a rollback (runbook):");
+        eprintln!(
+            "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
+        );
+        eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
+        eprintln!("  3. notify the team, with the reason recorded above");
+        eprintln!("  4. find the root cause of the failed version before deploying it again");
+    }
 }
 
 /// Builds the rollback plan (reads the chain; changes nothing).
@@ -85,14 +98,17 @@ pub fn build(
     };
     plan.fact("rollback target", target_tag.clone(), "audit history");
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
-    plan.step(Step::EnsureImages {
-        target: target.clone(),
-    });
+    // Built from app steps alone: the lock is the one other step.
+    plan.step(
+        AppStep::EnsureImages {
+            target: target.clone(),
+        }
+        .into(),
+    );
     plan.step(lock(&args.env, &log, args.lock_wait, "rollback", head));
-    for s in target.rollout(crate::tasks::deploy::converge_secs(env)) {
-        plan.step(s);
+    for s in switch_to(&target, env, env.rollback_timeout_secs) {
+        plan.step(s.into());
     }
-    plan.step(gate(env, &target_tag, env.rollback_timeout_secs));
     plan.on_failure = OnFailure::Nothing;
     plan.record = Some(record(
         &args.env,
@@ -105,16 +121,6 @@ pub fn build(
         args.force,
     ));
     Ok(plan)
-}
-
-fn print_checklist(env: &str) {
-    eprintln!("after a rollback (runbook):");
-    eprintln!(
-        "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
-    );
-    eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
-    eprintln!("  3. notify the team, with the reason recorded above");
-    eprintln!("  4. find the root cause of the failed version before deploying it again");
 }
 
 /// The default rollback target. Normally the last good version before the

@@ -15,7 +15,7 @@ use crate::audit::{Entry, ImageRef, Log};
 use crate::config::Config;
 use crate::engine::ComposeCli;
 use crate::flags::{Format, Global, Rollback};
-use crate::plan::{Plan, Step};
+use crate::plan::{AppStep, Plan, Step};
 use crate::tasks::deploy::{self, Request};
 use crate::Ctx;
 
@@ -161,7 +161,10 @@ fn deploy_plans_on(engine: &str) -> usize {
                         let rendered = plan.render();
                         assert!(rendered.contains("docker stack deploy"), "{rendered}");
                         assert!(
-                            plan.all_steps().any(|s| matches!(s, Step::Converge { .. })),
+                            plan
+                                .all_steps()
+                                .iter()
+                                .any(|s| matches!(s, Step::App(AppStep::Converge { .. }))),
                             "{rendered}"
                         );
                     }
@@ -212,11 +215,13 @@ fn rollback_plans_on(engine: &str) {
                 assert!(
                     matches!(
                         s,
-                        Step::EnsureImages { .. }
-                            | Step::Lock { .. }
-                            | Step::Recreate { .. }
-                            | Step::Converge { .. }
-                            | Step::HealthGate(_)
+                        Step::Lock { .. }
+                            | Step::App(
+                                AppStep::EnsureImages { .. }
+                                    | AppStep::Recreate { .. }
+                                    | AppStep::Converge { .. }
+                                    | AppStep::HealthGate(_)
+                            )
                     ),
                     "rollback plan has a step outside its scope: {s:?}"
                 );
@@ -246,10 +251,10 @@ fn the_check_itself_catches_a_forbidden_step() {
         no_auto_rollback: false,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
-    let Some(Step::Recreate { target }) = plan
+    let Some(Step::App(AppStep::Recreate { target })) = plan
         .steps
         .iter()
-        .find(|s| matches!(s, Step::Recreate { .. }))
+        .find(|s| matches!(s, Step::App(AppStep::Recreate { .. })))
         .cloned()
     else {
         panic!("no recreate step")

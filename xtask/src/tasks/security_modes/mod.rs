@@ -49,8 +49,8 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     // A static check judges files, so it runs outside a git checkout too.
     let (tag, tag_source) = match (&args.tag, args.static_only) {
         (Some(t), _) => (t.clone(), "--tag"),
-        (None, false) => (crate::head_tag()?, "HEAD"),
-        (None, true) => match crate::head_tag() {
+        (None, false) => (crate::repo::head_tag()?, "HEAD"),
+        (None, true) => match crate::repo::head_tag() {
             Ok(t) => (t, "HEAD"),
             Err(_) => (STAND_IN_TAG.into(), "stand-in: no git HEAD"),
         },
@@ -117,6 +117,6 @@ fn resolve_policy(p: &std::path::Path) -> PathBuf {
     if p.is_absolute() || p.exists() {
         p.to_path_buf()
     } else {
-        crate::workspace_root().join(p)
+        crate::repo::workspace_root().join(p)
     }
 }
