@@ -1,7 +1,7 @@
 //! The embedded DSL: a [`Plan`] is an ordered list of typed [`Step`]s.
 //!
 //! Tasks build a plan and never test `dry_run` themselves: `--dry-run`
-//! renders the plan and stops, otherwise [`crate::exec::apply`] runs the same
+//! renders the plan and stops, otherwise the executor (`exec::apply`) runs the same
 //! plan. Building a plan has no side effects; read-only look-ups that planning
 //! needed (which version runs now) are kept in [`Plan::facts`] and shown as such.
 //!
@@ -80,7 +80,7 @@ pub enum Step {
         what: String,
     },
     /// A task-specific action in Rust (a verifier, a probe); the task's
-    /// [`crate::exec::Actions`] runs it.
+    /// actions (`exec::Actions`) run it.
     Action {
         id: String,
         what: String,

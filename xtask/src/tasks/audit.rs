@@ -22,7 +22,8 @@ use crate::exec::Actions;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
 use crate::plan::{Effect, Plan, RecordSpec, Step};
-use crate::{validate, Ctx};
+use crate::validate;
+use crate::ctx::Ctx;
 
 /// The environments a command covers: the one named, else all of them.
 fn envs(cfg: &Config, env: Option<&str>) -> Result<Vec<String>> {

@@ -19,7 +19,8 @@ use crate::bench::Section;
 use crate::exec::Actions;
 use crate::flags::Bench;
 use crate::plan::{Effect, Plan, Step};
-use crate::{workspace_root, Ctx};
+use crate::repo::workspace_root;
+use crate::ctx::Ctx;
 
 /// The document the tables live in, relative to the workspace root.
 pub const DOC: &str = "docs/benchmarks.md";

@@ -15,7 +15,9 @@ use crate::exec::{Actions, Applied};
 use crate::flags::{Build, Format};
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Tool;
-use crate::{validate, workspace_root, Ctx};
+use crate::validate;
+use crate::repo::workspace_root;
+use crate::ctx::Ctx;
 
 /// The target triple static binaries are built for (the only one installed).
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";

@@ -19,7 +19,8 @@ use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Step};
 use crate::preflight::Tool;
 use crate::rollout::{gate, lock, put_on, record, switch_to, verified_history};
-use crate::{validate, Ctx};
+use crate::validate;
+use crate::ctx::Ctx;
 
 /// What a deploy was asked to do, validated.
 #[derive(Debug, Clone)]

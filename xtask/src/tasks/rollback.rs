@@ -16,7 +16,8 @@ use crate::flags::Rollback;
 use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
 use crate::rollout::{lock, record, switch_to, verified_history};
-use crate::{validate, Ctx};
+use crate::validate;
+use crate::ctx::Ctx;
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     if let Some(t) = &args.to {

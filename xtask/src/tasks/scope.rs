@@ -17,7 +17,7 @@ use crate::engine::ComposeCli;
 use crate::flags::{Format, Global, Rollback};
 use crate::plan::{AppStep, Plan, Step};
 use crate::tasks::deploy::{self, Request};
-use crate::Ctx;
+use crate::ctx::Ctx;
 
 const FORBIDDEN: [&str; 8] = [
     "down",

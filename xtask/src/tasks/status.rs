@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::audit::{line_form, History, Log, Tip};
 use crate::exit::{fail, Code};
 use crate::flags::Format;
-use crate::Ctx;
+use crate::ctx::Ctx;
 
 /// The verified chain of `env` as history, or exit 6.
 fn load(ctx: &Ctx, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {

@@ -46,7 +46,7 @@ use crate::audit::Log;
 use crate::engine::ComposeCli;
 use crate::flags::{BackupSmoke, Format, Profile};
 use crate::plan::{Command, Effect, Plan};
-use crate::Ctx;
+use crate::ctx::Ctx;
 pub use run::Smoke;
 use target::{Conn, Embedded};
 

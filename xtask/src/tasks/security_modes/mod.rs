@@ -36,7 +36,8 @@ use self::policy::Policy;
 use self::runner::Runner;
 use crate::flags::SecurityModes;
 use crate::plan::{Plan, RecordSpec, Step};
-use crate::{validate, Ctx};
+use crate::validate;
+use crate::ctx::Ctx;
 
 const TASK: &str = "security-modes-test";
 /// Renders with a release-shaped tag when the tag under test is not one
