@@ -127,8 +127,7 @@ impl Command {
         self
     }
     pub fn limit(&self) -> Duration {
-        self.timeout_secs
-            .map_or(DEFAULT_LIMIT, Duration::from_secs)
+        self.timeout_secs.map_or(DEFAULT_LIMIT, Duration::from_secs)
     }
 
     /// The command as a reader would type it, with env assignments first and
@@ -342,7 +341,8 @@ impl Running {
                 }
                 Ok(None) => {}
                 Err(e) => {
-                    return Err(e).with_context(|| format!("waiting for `{}`", self.command.display()))
+                    return Err(e)
+                        .with_context(|| format!("waiting for `{}`", self.command.display()))
                 }
             }
             if let Err(e) = check_interrupt(self.since) {
@@ -535,7 +535,10 @@ mod tests {
         let col = "ERROR:  column \"seq\" does not exist\nLINE 1: select seq from t\n               ^\nCONTEXT:  PL/pgSQL function f()\n";
         assert_eq!(explain(col), "ERROR:  column \"seq\" does not exist");
         let docker = "Error response from daemon: manifest unknown\nsome trailer\n";
-        assert_eq!(explain(docker), "Error response from daemon: manifest unknown");
+        assert_eq!(
+            explain(docker),
+            "Error response from daemon: manifest unknown"
+        );
         assert_eq!(explain("just this\nand the last\n"), "and the last");
         assert_eq!(explain(""), "(no error output)");
     }

@@ -108,6 +108,15 @@ impl Run<'_> {
                     format!("refused: {what} not met: missing {}", missing.join("; ")),
                 ))
             }
+            Step::Confirm { given, how } => {
+                if *given {
+                    return Ok(());
+                }
+                Err(fail(
+                    Code::Refused,
+                    format!("refused: not confirmed; pass {how} (preview it with --dry-run first)"),
+                ))
+            }
             Step::CopyFile { from, to } => {
                 if let Some(d) = to.parent() {
                     std::fs::create_dir_all(d)
@@ -162,11 +171,19 @@ impl Run<'_> {
                 Ok(())
             }
             AppStep::Pull { target } => {
-                eprintln!("pulling {} on {}", target.services().join(", "), target.tag());
+                eprintln!(
+                    "pulling {} on {}",
+                    target.services().join(", "),
+                    target.tag()
+                );
                 self.commands(a.commands())
             }
             AppStep::Recreate { target } => {
-                eprintln!("recreating {} on {}", target.services().join(", "), target.tag());
+                eprintln!(
+                    "recreating {} on {}",
+                    target.services().join(", "),
+                    target.tag()
+                );
                 self.commands(a.commands())
             }
             AppStep::Stop { target } => {
@@ -313,7 +330,11 @@ fn recover(
         OnFailure::Advise { message } => {
             eprintln!("{message}");
             let code = if interrupted { code } else { Code::RolledBack };
-            ("failure", code, format!("{e:#}; left as is (no automatic rollback)"))
+            (
+                "failure",
+                code,
+                format!("{e:#}; left as is (no automatic rollback)"),
+            )
         }
         OnFailure::Recover { .. } if cmd::interrupts() > since + 1 => {
             eprintln!("!!! a second signal: recovery skipped; {env} is left as it is and needs a human !!!");

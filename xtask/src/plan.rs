@@ -67,6 +67,10 @@ pub enum Step {
     },
     /// A precondition decided while planning; unmet, the plan is refused (exit 5).
     Require { what: String, missing: Vec<String> },
+    /// The operator's confirmation (`--yes`, or running in CI). Missing, the
+    /// real run is refused (exit 5, recorded); a dry run, which is how one
+    /// previews before confirming, only says so.
+    Confirm { given: bool, how: String },
     /// Copy a file (a build artifact into an image context).
     CopyFile { from: PathBuf, to: PathBuf },
     /// Start the environment's stateful services where they are not running;
@@ -198,10 +202,25 @@ impl Step {
             Step::Run { why, command } => format!("{why}: {}", command.display()),
             Step::Require { what, missing } if missing.is_empty() => format!("require {what}: met"),
             Step::Require { what, missing } => {
-                format!("require {what}: NOT MET, would refuse (exit 5): missing {}", missing.join("; "))
+                format!(
+                    "require {what}: NOT MET, would refuse (exit 5): missing {}",
+                    missing.join("; ")
+                )
             }
             Step::CopyFile { from, to } => format!("copy {} to {}", from.display(), to.display()),
-            Step::Lock { env, path, wait_secs, task, .. } => {
+            Step::Confirm { given: true, how } => format!("operator confirmation: given ({how})"),
+            Step::Confirm { given: false, how } => {
+                format!(
+                    "operator confirmation: NOT GIVEN; the real run refuses (exit 5) without {how}"
+                )
+            }
+            Step::Lock {
+                env,
+                path,
+                wait_secs,
+                task,
+                ..
+            } => {
                 let wait = if *wait_secs == 0 {
                     "fail at once if held".to_string()
                 } else {

@@ -14,9 +14,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 
 use crate::cmd::run as run_command;
+use crate::ctx::Ctx;
 use crate::exec::Actions;
 use crate::exit::{fail, Code};
-use crate::ctx::Ctx;
 use crate::plan::{Command, Effect, Plan, Step};
 
 pub const REGISTRY: &str = "127.0.0.1:5000";
@@ -219,7 +219,10 @@ fn compose_v2_present() -> bool {
 fn compose_binary() -> Option<PathBuf> {
     let purelib = crate::cmd::probe(
         "python3",
-        &["-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        &[
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
         None,
     )?;
     let p = PathBuf::from(purelib).join("compose/docker-compose");
@@ -248,7 +251,10 @@ fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> 
 /// Starts `program` detached, so it outlives this process and a Ctrl-C here.
 fn spawn_daemon(program: &str, args: &[&str], log: &Path) -> Result<()> {
     std::fs::create_dir_all(STATE).with_context(|| format!("creating {STATE}"))?;
-    crate::cmd::spawn_detached(&Command::new(program, Effect::Mutating).args(args.iter().copied()), log)
+    crate::cmd::spawn_detached(
+        &Command::new(program, Effect::Mutating).args(args.iter().copied()),
+        log,
+    )
 }
 
 struct SetupActions {

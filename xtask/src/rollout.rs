@@ -7,7 +7,7 @@ use anyhow::Result;
 
 use crate::audit::{History, Log};
 use crate::config::{EngineKind, Env};
-use crate::engine::Target;
+use crate::engine::{Running, Target};
 use crate::exit::{fail, Code};
 use crate::health::Gate;
 use crate::plan::{AppStep, Plan, RecordSpec, Step};
@@ -130,3 +130,89 @@ pub fn converge_secs(env: &Env) -> u64 {
     env.health_timeout_secs + env.rollback_timeout_secs + 90
 }
 
+/// What runs now: the engine's report, reconciled with the chain. After a
+/// `kill -9`, a hand-run `docker compose up` or a half-finished recreate the
+/// two disagree, and the engine is the fact.
+#[derive(Debug, Clone)]
+pub struct Now {
+    /// The chain's current version (last successful deploy, promote or rollback).
+    pub chain: Option<String>,
+    pub engine: Running,
+    apps: Vec<String>,
+}
+
+impl Now {
+    /// Looks up what `target`'s app services run (read-only) and notes it,
+    /// and any drift, as planning facts.
+    pub fn look(target: &Target, history: &History, plan: &mut Plan) -> Now {
+        let engine = target.running();
+        let now = Now {
+            chain: history.current().map(str::to_string),
+            engine: engine.as_ref().cloned().unwrap_or_default(),
+            apps: target.services().to_vec(),
+        };
+        match &engine {
+            Ok(_) => plan.fact(
+                "running now",
+                now.engine.describe(&now.apps),
+                "the engine (docker ps / service ls)",
+            ),
+            // Preflight already refused an unreachable daemon on a real run;
+            // a dry run without one plans from the chain alone.
+            Err(e) => {
+                plan.fact(
+                    "running now",
+                    format!("unknown ({e:#}); planning from the audit chain"),
+                    "the engine",
+                );
+                return now;
+            }
+        }
+        if let Some(d) = now.drift() {
+            plan.fact("DRIFT", d, "the engine against the audit chain");
+        }
+        now
+    }
+
+    /// The one tag every app service runs, per the engine.
+    pub fn running(&self) -> Option<&str> {
+        self.engine.tag(&self.apps)
+    }
+
+    /// The version serving now: the engine's, where it names one; else the chain's.
+    pub fn serving(&self) -> Option<&str> {
+        self.running().or(self.chain.as_deref())
+    }
+
+    /// How the engine and the chain disagree, if they do.
+    pub fn drift(&self) -> Option<String> {
+        let chain = self.chain.as_deref().unwrap_or("nothing");
+        match (self.running(), self.engine.is_empty()) {
+            (Some(r), _) if Some(r) == self.chain.as_deref() => None,
+            (_, true) if self.chain.is_none() => None,
+            _ => Some(format!(
+                "the audit chain says {chain} runs; the engine reports {}",
+                self.engine.describe(&self.apps)
+            )),
+        }
+    }
+}
+
+/// Refuses a plan whose config contradicts itself: the health gate expects
+/// one `compliance_mode` while the vars start the services in another, so
+/// the gate could never pass (and the recovery's gate neither).
+pub fn consistency(env_name: &str, env: &Env) -> Step {
+    let mut missing = Vec::new();
+    if let Some(started) = env.vars.get("COMPLIANCE_MODE") {
+        if started != &env.compliance_mode {
+            missing.push(format!(
+                "env.{env_name}.compliance_mode is {:?} but its vars start the services with COMPLIANCE_MODE={started:?}: the health gate could never pass; make them agree",
+                env.compliance_mode
+            ));
+        }
+    }
+    Step::Require {
+        what: "a config that agrees with itself".into(),
+        missing,
+    }
+}

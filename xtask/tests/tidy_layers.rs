@@ -174,7 +174,9 @@ fn violations(files: &[(String, String)]) -> Vec<String> {
                 continue;
             }
             let Some(lt) = layer(&to) else {
-                out.push(format!("{path}:{line}: `crate::{to}` has no layer in the table"));
+                out.push(format!(
+                    "{path}:{line}: `crate::{to}` has no layer in the table"
+                ));
                 continue;
             };
             if lt >= lf {
@@ -201,7 +203,10 @@ fn the_layer_check_catches_an_upward_and_a_sideways_reference() {
             "tasks/rollback.rs".to_string(),
             "use crate::tasks::deploy::gate;\nuse crate::rollout::gate;".to_string(),
         ),
-        ("engine/swarm.rs".to_string(), "crate::engine::x; crate::cmd::run".to_string()),
+        (
+            "engine/swarm.rs".to_string(),
+            "crate::engine::x; crate::cmd::run".to_string(),
+        ),
     ];
     let v = violations(&fake);
     assert_eq!(

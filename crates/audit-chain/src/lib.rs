@@ -37,4 +37,3 @@ pub struct Record {
     pub duration_ms: u64,
     pub prev: String,
 }
-

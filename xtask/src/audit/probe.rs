@@ -30,12 +30,14 @@ fn probe(path: &Path, what: &str) -> Result<()> {
     if !path.exists() {
         // A new chain: its directory must take a new file.
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("the {what}'s directory {} cannot be created", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| {
+            format!("the {what}'s directory {} cannot be created", dir.display())
+        })?;
         let probe = dir.join(format!(".xtask-probe-{}", std::process::id()));
         let r = std::fs::write(&probe, b"probe");
         let _ = std::fs::remove_file(&probe);
-        return r.with_context(|| format!("the {what}'s directory {} is not writable", dir.display()));
+        return r
+            .with_context(|| format!("the {what}'s directory {} is not writable", dir.display()));
     }
     let f = OpenOptions::new()
         .append(true)
@@ -47,12 +49,22 @@ fn probe(path: &Path, what: &str) -> Result<()> {
         .len();
     // SAFETY: fallocate on an fd we own; KEEP_SIZE changes neither the
     // file's length nor its contents.
-    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len as libc::off_t, 4096) };
+    let r = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_KEEP_SIZE,
+            len as libc::off_t,
+            4096,
+        )
+    };
     if r != 0 {
         let e = std::io::Error::last_os_error();
         // Filesystems without fallocate cannot be probed this way; the
         // append-open above is the check there.
-        if !matches!(e.raw_os_error(), Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)) {
+        if !matches!(
+            e.raw_os_error(),
+            Some(libc::EOPNOTSUPP) | Some(libc::ENOSYS)
+        ) {
             return Err(e).with_context(|| format!("the {what} {} cannot grow", path.display()));
         }
     }

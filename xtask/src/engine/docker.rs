@@ -39,9 +39,8 @@ pub fn image_digest(image: &str) -> Option<String> {
 /// Which compose CLI is present: the v2 plugin wins; v1 is a detected fallback.
 pub fn detect_compose() -> Option<ComposeCli> {
     let v2 = which::which("docker").is_ok()
-        && output(&docker(&["compose", "version", "--short"])).is_ok_and(|o| {
-            o.success && (o.stdout.starts_with('2') || o.stdout.starts_with("v2"))
-        });
+        && output(&docker(&["compose", "version", "--short"]))
+            .is_ok_and(|o| o.success && (o.stdout.starts_with('2') || o.stdout.starts_with("v2")));
     if v2 {
         return Some(ComposeCli::V2Plugin);
     }

@@ -18,12 +18,12 @@ use serde_json::json;
 
 use crate::audit::{line_form, Kind, Log, SinkState};
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::exec::Actions;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
 use crate::plan::{Effect, Plan, RecordSpec, Step};
 use crate::validate;
-use crate::ctx::Ctx;
 
 /// The environments a command covers: the one named, else all of them.
 fn envs(cfg: &Config, env: Option<&str>) -> Result<Vec<String>> {

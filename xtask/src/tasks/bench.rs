@@ -16,11 +16,11 @@
 use anyhow::{bail, Context, Result};
 
 use crate::bench::Section;
+use crate::ctx::Ctx;
 use crate::exec::Actions;
 use crate::flags::Bench;
 use crate::plan::{Effect, Plan, Step};
 use crate::repo::workspace_root;
-use crate::ctx::Ctx;
 
 /// The document the tables live in, relative to the workspace root.
 pub const DOC: &str = "docs/benchmarks.md";

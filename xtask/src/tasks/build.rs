@@ -10,14 +10,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::config::Image;
+use crate::ctx::Ctx;
 use crate::engine::docker::image_digest;
 use crate::exec::{Actions, Applied};
 use crate::flags::{Build, Format};
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Tool;
-use crate::validate;
 use crate::repo::workspace_root;
-use crate::ctx::Ctx;
+use crate::validate;
 
 /// The target triple static binaries are built for (the only one installed).
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";

@@ -120,7 +120,12 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
     for (i, a) in acts.iter().enumerate() {
         plan.step(Step::action(
             &i.to_string(),
-            format!("{} (expect exit {}): cargo xtask {}", a.what, a.expect, a.args.join(" ")),
+            format!(
+                "{} (expect exit {}): cargo xtask {}",
+                a.what,
+                a.expect,
+                a.args.join(" ")
+            ),
             Effect::Mutating,
         ));
     }
@@ -129,7 +134,11 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             why,
             Command::new("docker", Effect::Mutating)
                 .args(["compose", "-p", &format!("fetchml-testbed-{env}"), "-f"])
-                .arg(root.join("deployments/testbed/docker-compose.yml").display().to_string())
+                .arg(
+                    root.join("deployments/testbed/docker-compose.yml")
+                        .display()
+                        .to_string(),
+                )
                 .args(["down", "-v", "--timeout", "2"])
                 .env("FETCHML_TAG", "demo")
                 .timeout(120),

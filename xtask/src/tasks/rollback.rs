@@ -9,18 +9,20 @@
 
 use anyhow::Result;
 
+use crate::audit::History;
+use crate::ctx::Ctx;
 use crate::engine::Target;
 use crate::exec::{Actions, Applied};
-use crate::exit::{fail, Code};
+use crate::exit::Code;
 use crate::flags::Rollback;
+use crate::plan::Step;
 use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
-use crate::rollout::{lock, record, switch_to, verified_history};
+use crate::rollout::{lock, record, switch_to, verified_history, Now};
 use crate::validate;
-use crate::ctx::Ctx;
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
-    if let Some(t) = &args.to {
+    if let Some(t) = args.to.as_ref().filter(|t| !t.starts_with('@')) {
         validate::tag(t)?;
     }
     validate::reason(&args.reason)?;
@@ -74,28 +76,33 @@ pub fn build(
         current.clone().unwrap_or_else(|| "none".into()),
         "audit history",
     );
-    let target_tag = match &args.to {
-        Some(t) => {
-            if !history.deployed_ok(t) {
-                if !args.force {
-                    return Err(fail(
-                        Code::Refused,
-                        format!("{t} was never deployed successfully to {}; pass --force --reason to roll back to it anyway", args.env),
-                    ));
-                }
-                plan.fact("rollback target", format!("{t} was never deployed here; allowed by --force"), "audit history");
-            }
-            t.clone()
+    let now = Now::look(
+        &Target::untagged(cfg, &args.env, env, cli)?,
+        &history,
+        &mut plan,
+    );
+    let target_tag = match choose(args, &history, &now, &mut plan)? {
+        Ok(t) => t,
+        Err(why) => {
+            // Refused before anything is touched, and recorded.
+            plan.step(Step::Require {
+                what: "a rollback target".into(),
+                missing: vec![why],
+            });
+            let mut r = record(
+                &args.env,
+                env,
+                &log,
+                "rollback",
+                now.serving().map(str::to_string),
+                "-",
+                &args.reason,
+                args.force,
+            );
+            r.to = None;
+            plan.record = Some(r);
+            return Ok(plan);
         }
-        None => match default_target(&history) {
-            Some(t) => t,
-            None => {
-                return Err(fail(
-                    Code::Refused,
-                    format!("no previous successful version of {} to roll back to (history has {} deployments); nothing was changed", args.env, history.deployments().count()),
-                ))
-            }
-        },
     };
     plan.fact("rollback target", target_tag.clone(), "audit history");
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
@@ -116,7 +123,7 @@ pub fn build(
         env,
         &log,
         "rollback",
-        current,
+        now.serving().map(str::to_string),
         &target_tag,
         &args.reason,
         args.force,
@@ -124,22 +131,80 @@ pub fn build(
     Ok(plan)
 }
 
-/// The default rollback target. Normally the last good version before the
-/// current one; but when the newest deploy failed and was left in place
-/// (`--no-auto-rollback`), what runs is that failed version, and the target
-/// is the last version that passed: the recorded current one.
-pub fn default_target(h: &crate::audit::History) -> Option<String> {
-    let newest = h
-        .records
-        .iter()
-        .rev()
-        .find(|r| matches!(r.action.as_str(), "deploy" | "promote" | "rollback"))?;
-    let current = h.current();
-    let left_failed =
-        newest.outcome == "failure" && newest.to.as_ref().map(|t| t.tag.as_str()) != current;
-    if left_failed {
-        current.map(str::to_string)
-    } else {
-        h.previous_good().map(str::to_string)
+/// The rollback target: `--to TAG`, `--to @N` (the version the record at
+/// line N put in place), or by default the previous good version relative
+/// to what runs. `Ok(Err(why))` is a refusal, recorded by the plan.
+fn choose(
+    args: &Rollback,
+    history: &History,
+    now: &Now,
+    plan: &mut Plan,
+) -> Result<std::result::Result<String, String>> {
+    let env = &args.env;
+    let Some(to) = &args.to else {
+        return Ok(default_target(history, now).ok_or_else(|| {
+            format!(
+                "no previous successful version of {env} to roll back to (history has {} deployments); nothing was changed",
+                history.deployments().count()
+            )
+        }));
+    };
+    let tag = match to.strip_prefix('@') {
+        Some(n) => {
+            let line: usize = n.parse().map_err(|_| {
+                anyhow::anyhow!("--to @{n}: expected a record's line number, like @7")
+            })?;
+            let Some(r) = line.checked_sub(1).and_then(|i| history.records.get(i)) else {
+                return Ok(Err(format!(
+                    "the audit log of {env} has no line {line} ({} records)",
+                    history.records.len()
+                )));
+            };
+            let Some(t) = r.to.as_ref().map(|t| t.tag.clone()) else {
+                return Ok(Err(format!(
+                    "the record at line {line} ({} {}) names no version",
+                    r.action, r.outcome
+                )));
+            };
+            plan.fact(
+                "rollback target",
+                format!("{t}, from the record at line {line}"),
+                "audit history",
+            );
+            t
+        }
+        None => to.clone(),
+    };
+    validate::tag(&tag)?;
+    if !history.deployed_ok(&tag) {
+        if !args.force {
+            return Ok(Err(format!("{tag} was never deployed successfully to {env}; pass --force --reason to roll back to it anyway")));
+        }
+        plan.fact(
+            "rollback target",
+            format!("{tag} was never deployed here; allowed by --force"),
+            "audit history",
+        );
     }
+    if now.running() == Some(tag.as_str()) && !args.force {
+        return Ok(Err(format!("{tag} is already running in {env}; nothing to roll back (pass --force to recreate it anyway)")));
+    }
+    Ok(Ok(tag))
+}
+
+/// The default rollback target, relative to what runs. Normally the version
+/// below the current one in the history. But when what runs is not the
+/// chain's current version (a failed deploy left in place with
+/// `--no-auto-rollback`, a `kill -9` mid-recreate, a hand-run
+/// `docker compose up`), the target is the chain's current version: the
+/// last one that passed. A failure that touched nothing changes neither.
+pub fn default_target(h: &History, now: &Now) -> Option<String> {
+    let current = h.current();
+    let differs = now.drift().is_some() && !now.engine.is_empty();
+    if differs {
+        if let Some(c) = current {
+            return Some(c.to_string());
+        }
+    }
+    h.previous_good().map(str::to_string)
 }

@@ -13,11 +13,11 @@ use std::path::Path;
 
 use crate::audit::{Entry, ImageRef, Log};
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::flags::{Format, Global, Rollback};
 use crate::plan::{AppStep, Plan, Step};
 use crate::tasks::deploy::{self, Request};
-use crate::ctx::Ctx;
 
 const FORBIDDEN: [&str; 8] = [
     "down",
@@ -153,6 +153,7 @@ fn deploy_plans_on(engine: &str) -> usize {
                     force,
                     lock_wait: 0,
                     no_auto_rollback: no_auto,
+                    confirmed: None,
                 };
                 for cli in [ComposeCli::V2Plugin, ComposeCli::V1Standalone] {
                     let plan = deploy::plan(&ctx, &cfg, &req, "deploy", cli).unwrap();
@@ -161,8 +162,7 @@ fn deploy_plans_on(engine: &str) -> usize {
                         let rendered = plan.render();
                         assert!(rendered.contains("docker stack deploy"), "{rendered}");
                         assert!(
-                            plan
-                                .all_steps()
+                            plan.all_steps()
                                 .iter()
                                 .any(|s| matches!(s, Step::App(AppStep::Converge { .. }))),
                             "{rendered}"
@@ -249,6 +249,7 @@ fn the_check_itself_catches_a_forbidden_step() {
         force: false,
         lock_wait: 0,
         no_auto_rollback: false,
+        confirmed: None,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
     let Some(Step::App(AppStep::Recreate { target })) = plan
@@ -280,6 +281,7 @@ fn the_check_catches_a_stateful_swarm_service() {
         force: false,
         lock_wait: 0,
         no_auto_rollback: false,
+        confirmed: None,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
     let sneaky = crate::plan::Command::new("docker", crate::plan::Effect::Mutating).args([

@@ -11,9 +11,9 @@ use anyhow::Result;
 use serde_json::json;
 
 use crate::audit::{line_form, History, Log, Tip};
+use crate::ctx::Ctx;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
-use crate::ctx::Ctx;
 
 /// The verified chain of `env` as history, or exit 6.
 fn load(ctx: &Ctx, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {

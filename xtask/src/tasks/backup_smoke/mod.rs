@@ -43,10 +43,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::audit::Log;
+use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::flags::{BackupSmoke, Format, Profile};
 use crate::plan::{Command, Effect, Plan};
-use crate::ctx::Ctx;
 pub use run::Smoke;
 use target::{Conn, Embedded};
 

@@ -34,10 +34,10 @@ use anyhow::{bail, Result};
 
 use self::policy::Policy;
 use self::runner::Runner;
+use crate::ctx::Ctx;
 use crate::flags::SecurityModes;
 use crate::plan::{Plan, RecordSpec, Step};
 use crate::validate;
-use crate::ctx::Ctx;
 
 const TASK: &str = "security-modes-test";
 /// Renders with a release-shaped tag when the tag under test is not one
