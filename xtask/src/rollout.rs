@@ -201,7 +201,8 @@ impl Now {
 /// Refuses a plan whose config contradicts itself: the health gate expects
 /// one `compliance_mode` while the vars start the services in another, so
 /// the gate could never pass (and the recovery's gate neither).
-pub fn consistency(env_name: &str, env: &Env) -> Step {
+/// `None` when it agrees (nothing to show in the plan).
+pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
     let mut missing = Vec::new();
     if let Some(started) = env.vars.get("COMPLIANCE_MODE") {
         if started != &env.compliance_mode {
@@ -211,8 +212,8 @@ pub fn consistency(env_name: &str, env: &Env) -> Step {
             ));
         }
     }
-    Step::Require {
+    (!missing.is_empty()).then(|| Step::Require {
         what: "a config that agrees with itself".into(),
         missing,
-    }
+    })
 }

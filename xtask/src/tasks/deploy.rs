@@ -125,7 +125,9 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             how: "--yes (outside CI)".into(),
         });
     }
-    plan.step(consistency(&req.env, env));
+    if let Some(refusal) = consistency(&req.env, env) {
+        plan.step(refusal);
+    }
     plan.step(lock(&req.env, &log, req.lock_wait, task, head));
     plan.step(
         AppStep::Pull {
