@@ -205,6 +205,13 @@ pub fn install_signal_handlers() -> Result<()> {
                 LAST_SIGNAL.store(sig, Ordering::SeqCst);
                 INTERRUPTS.fetch_add(1, Ordering::SeqCst);
                 if GUARDS.load(Ordering::SeqCst) == 0 {
+                    // No task is handling it: end as the signal would, but
+                    // take our children's process groups with us (they are
+                    // not in the terminal's group, so nothing else would).
+                    for pid in children().iter() {
+                        // SAFETY: kill(2) of a process group we created.
+                        unsafe { libc::kill(-(*pid as i32), libc::SIGTERM) };
+                    }
                     std::process::exit(128 + sig);
                 }
             }
@@ -235,9 +242,40 @@ impl Drop for Guard {
     }
 }
 
+/// Signals below this count do not stop new work (see [`Shield`]).
+static FLOOR: AtomicUsize = AtomicUsize::new(0);
+
 /// How many signals have arrived so far.
 pub fn interrupts() -> usize {
     INTERRUPTS.load(Ordering::SeqCst)
+}
+
+/// The count new work measures interruptions from: now, or the floor a
+/// [`Shield`] set, whichever is higher. Work started at this count stops
+/// when another signal arrives.
+pub fn since_now() -> usize {
+    interrupts().max(FLOOR.load(Ordering::SeqCst))
+}
+
+/// While alive, the first signal after `base` does not stop work started
+/// through this module: a recovery in progress finishes, and only a
+/// second signal cuts it short.
+pub struct Shield {
+    prev: usize,
+}
+
+impl Shield {
+    pub fn absorbing_one(base: usize) -> Shield {
+        Shield {
+            prev: FLOOR.swap(base + 1, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Drop for Shield {
+    fn drop(&mut self) {
+        FLOOR.store(self.prev, Ordering::SeqCst);
+    }
 }
 
 /// The name of the last signal received (`SIGTERM`), if any.
@@ -286,12 +324,38 @@ pub fn check_interrupt(since: usize) -> Result<()> {
 
 // ---- running ------------------------------------------------------------
 
+/// The process-group leaders running now, for the signal thread.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// A started command.
 pub struct Running {
     command: Command,
     handle: duct::Handle,
     started: Instant,
     since: usize,
+}
+
+impl Running {
+    fn new(command: &Command, handle: duct::Handle, since: usize) -> Running {
+        children().extend(handle.pids());
+        Running {
+            command: command.clone(),
+            handle,
+            started: Instant::now(),
+            since,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pids = self.handle.pids();
+        children().retain(|p| !pids.contains(p));
+    }
 }
 
 /// What a finished command printed, and how it ended.
@@ -307,7 +371,7 @@ pub fn start(c: &Command, verbose: bool) -> Result<Running> {
     if verbose {
         eprintln!("$ {}", c.display());
     }
-    let since = interrupts();
+    let since = since_now();
     check_interrupt(since)?;
     let handle = c
         .expression()
@@ -316,12 +380,7 @@ pub fn start(c: &Command, verbose: bool) -> Result<Running> {
         .unchecked()
         .start()
         .with_context(|| format!("starting `{}`", c.display()))?;
-    Ok(Running {
-        command: c.clone(),
-        handle,
-        started: Instant::now(),
-        since,
-    })
+    Ok(Running::new(c, handle, since))
 }
 
 impl Running {
@@ -418,19 +477,13 @@ pub fn output(c: &Command) -> Result<Output> {
 /// suite, a sub-task), within its limit; returns its exit code (`None`
 /// when a signal ended it).
 pub fn stream(c: &Command) -> Result<Option<i32>> {
-    let since = interrupts();
+    let since = since_now();
     let handle = c
         .expression()
         .unchecked()
         .start()
         .with_context(|| format!("starting `{}`", c.display()))?;
-    let r = Running {
-        command: c.clone(),
-        handle,
-        started: Instant::now(),
-        since,
-    };
-    Ok(r.wait_output()?.code)
+    Ok(Running::new(c, handle, since).wait_output()?.code)
 }
 
 /// Starts `c` detached in its own process group, so it outlives this

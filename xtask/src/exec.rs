@@ -347,11 +347,24 @@ fn recover(
         OnFailure::Recover { steps, to } => {
             let back = to.as_deref().unwrap_or("nothing running");
             eprintln!("putting {env} back on {back}");
-            match steps.iter().try_for_each(|r| run.app(r)) {
+            // A signal now (the first, or the first since an interrupted
+            // step) lets the recovery finish; a second one stops it.
+            let shield = cmd::Shield::absorbing_one(since);
+            let recovered = steps.iter().try_for_each(|r| run.app(r));
+            drop(shield);
+            let held = if !interrupted && cmd::interrupts() > since {
+                format!(
+                    " ({} during the recovery was held until it finished)",
+                    cmd::last_signal().unwrap_or("a signal")
+                )
+            } else {
+                String::new()
+            };
+            match recovered {
                 Ok(()) => (
                     "rolled-back",
                     if interrupted { code } else { Code::RolledBack },
-                    format!("{e:#}; rolled back to {back}"),
+                    format!("{e:#}; rolled back to {back}{held}"),
                 ),
                 Err(re) => {
                     eprintln!("!!! ROLLBACK FAILED: the environment needs a human now !!!");

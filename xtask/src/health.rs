@@ -99,7 +99,7 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
     let mut last: Vec<String> = vec!["no answer yet".into(); gate.urls.len()];
     let mut passed: Vec<Option<Health>> = vec![None; gate.urls.len()];
     let mut reported = Instant::now();
-    let since = crate::cmd::interrupts();
+    let since = crate::cmd::since_now();
     loop {
         if let Err(e) = crate::cmd::check_interrupt(since) {
             if let Some(s) = &spinner {

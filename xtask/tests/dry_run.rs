@@ -130,12 +130,7 @@ fn every_task_dry_run_touches_nothing() {
         // deploy-prod of a tag with no staging evidence: the real run would
         // refuse, so its dry run prints the plan and exits 5 too.
         let want = if args[0] == "deploy-prod" { 5 } else { 0 };
-        assert_eq!(
-            exit_code(&o),
-            want,
-            "dry run of {args:?}:\n{}",
-            text(&o)
-        );
+        assert_eq!(exit_code(&o), want, "dry run of {args:?}:\n{}", text(&o));
         let out = stdout(&o);
         assert!(
             !out.trim().is_empty(),

@@ -262,7 +262,7 @@ pub fn wait(t: &Target, timeout_secs: u64, verbose: bool) -> Result<()> {
     let deadline = start + Duration::from_secs(timeout_secs);
     let mut reported = Instant::now();
     let cmds = observe(t);
-    let since = crate::cmd::interrupts();
+    let since = crate::cmd::since_now();
     loop {
         crate::cmd::check_interrupt(since)?;
         let inspect = crate::cmd::run(&cmds[0], verbose)?;

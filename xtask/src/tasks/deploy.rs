@@ -92,6 +92,12 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         "audit history",
     );
 
+    if let Some(given) = req.confirmed {
+        plan.step(Step::Confirm {
+            given,
+            how: "--yes (outside CI)".into(),
+        });
+    }
     if let Some(from) = &env.promote_from {
         let mut missing = Vec::new();
         let source = History::new(ctx.log(cfg, from)?.records()?);
@@ -119,12 +125,6 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
 
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
     let now = Now::look(&target, &history, &mut plan);
-    if let Some(given) = req.confirmed {
-        plan.step(Step::Confirm {
-            given,
-            how: "--yes (outside CI)".into(),
-        });
-    }
     if let Some(refusal) = consistency(&req.env, env) {
         plan.step(refusal);
     }

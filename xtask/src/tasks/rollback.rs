@@ -117,7 +117,15 @@ pub fn build(
     for s in switch_to(&target, env, env.rollback_timeout_secs) {
         plan.step(s.into());
     }
-    plan.on_failure = OnFailure::Nothing;
+    // Interrupted or failed after the recreate began, the rollback puts back
+    // what served before it, so it never leaves a half-switched stack.
+    plan.on_failure = match now.serving().filter(|s| *s != target_tag) {
+        Some(before) => OnFailure::Recover {
+            steps: switch_to(&target.on_tag(before), env, env.rollback_timeout_secs),
+            to: Some(before.to_string()),
+        },
+        None => OnFailure::Nothing,
+    };
     plan.record = Some(record(
         &args.env,
         env,
