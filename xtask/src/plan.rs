@@ -118,7 +118,8 @@ impl AppStep {
         matches!(self, AppStep::Recreate { .. } | AppStep::Stop { .. })
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, shared: &Shared) -> String {
+        let lines = |c: &[Command]| lines(c, shared);
         let swarm = |t: &Target| t.engine() == EngineKind::Swarm;
         match self {
             AppStep::EnsureImages { target } => format!(
@@ -197,9 +198,9 @@ impl Step {
         }
     }
 
-    fn describe(&self) -> String {
+    fn describe(&self, shared: &Shared) -> String {
         match self {
-            Step::Run { why, command } => format!("{why}: {}", command.display()),
+            Step::Run { why, command } => format!("{why}: {}", shared.show(command)),
             Step::Require { what, missing } if missing.is_empty() => format!("require {what}: met"),
             Step::Require { what, missing } => {
                 format!(
@@ -231,9 +232,9 @@ impl Step {
             Step::StartStateful { target } => format!(
                 "start {} if not running (never recreated): {}",
                 target.services().join(", "),
-                lines(&target.start_commands())
+                lines(&target.start_commands(), shared)
             ),
-            Step::App(a) => a.describe(),
+            Step::App(a) => a.describe(shared),
             Step::WriteFile { path, what, .. } => format!("write {what} to {}", path.display()),
             Step::Action { what, effect, .. } => match effect {
                 Effect::ReadOnly => format!("{what} (read-only)"),
@@ -243,11 +244,86 @@ impl Step {
     }
 }
 
-fn lines(cmds: &[Command]) -> String {
+fn lines(cmds: &[Command], shared: &Shared) -> String {
     cmds.iter()
-        .map(Command::display)
+        .map(|c| shared.show(c))
         .collect::<Vec<_>>()
         .join(" && ")
+}
+
+/// The env assignments every command of a plan carries, shown once at the
+/// top of the text rendering instead of on every command.
+#[derive(Debug, Default)]
+struct Shared(Vec<(String, String)>);
+
+impl Shared {
+    fn of(cmds: &[Command]) -> Shared {
+        let with_env: Vec<&Command> = cmds.iter().filter(|c| !c.env.is_empty()).collect();
+        if with_env.len() < 2 {
+            return Shared::default();
+        }
+        let pairs = |c: &Command| -> Vec<(String, String)> {
+            c.env
+                .iter()
+                .map(|e| (e.name.clone(), e.value.shown().to_string()))
+                .collect()
+        };
+        let mut common = pairs(with_env[0]);
+        for c in &with_env[1..] {
+            let p = pairs(c);
+            common.retain(|kv| p.contains(kv));
+        }
+        Shared(common)
+    }
+
+    /// A command as shown in the plan: its own env assignments (those not
+    /// shared), the command, and its time limit.
+    fn show(&self, c: &Command) -> String {
+        let own: Vec<String> = c
+            .env
+            .iter()
+            .filter(|e| !self.0.iter().any(|(n, v)| n == &e.name && v == e.value.shown()))
+            .map(|e| format!("{}={}", e.name, crate::cmd::quote(e.value.shown())))
+            .collect();
+        let mut out = own.join(" ");
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(&c.display_bare());
+        let _ = write!(out, " [limit {}s]", c.limit().as_secs());
+        out
+    }
+}
+
+/// Wraps `line` at word boundaries to `width`, continuation lines indented.
+fn wrap(line: &str, width: usize, out: &mut String) {
+    let lead = line.len() - line.trim_start().len();
+    let mut cur = " ".repeat(lead);
+    let mut empty = true;
+    for word in line.trim_start().split(' ') {
+        if !empty && cur.len() + 1 + word.len() > width {
+            out.push_str(&cur);
+            out.push('\n');
+            cur = " ".repeat(lead + 4);
+            empty = true;
+        }
+        if !empty {
+            cur.push(' ');
+        }
+        cur.push_str(word);
+        empty = false;
+    }
+    out.push_str(&cur);
+    out.push('\n');
+}
+
+/// The width plans wrap to: `COLUMNS` where the shell exports it, else 100.
+fn width() -> usize {
+    std::env::var("COLUMNS")
+        .ok()
+        .and_then(|c| c.parse().ok())
+        .filter(|w| *w >= 40)
+        .unwrap_or(100)
 }
 
 /// What happens when a step fails after the stack was touched.
@@ -371,9 +447,19 @@ impl Plan {
                 let _ = writeln!(out, "  {}: {} (from {})", f.what, f.value, f.source);
             }
         }
+        let all: Vec<Command> = self.all_steps().iter().flat_map(Step::commands).collect();
+        let shared = Shared::of(&all);
+        if !shared.0.is_empty() {
+            let vars: Vec<String> = shared
+                .0
+                .iter()
+                .map(|(n, v)| format!("{n}={}", crate::cmd::quote(v)))
+                .collect();
+            let _ = writeln!(out, "environment for every command below: {}", vars.join(" "));
+        }
         let _ = writeln!(out, "steps:");
         for (i, s) in self.steps.iter().enumerate() {
-            let _ = writeln!(out, "  {}. {}", i + 1, s.describe());
+            let _ = writeln!(out, "  {}. {}", i + 1, s.describe(&shared));
         }
         match &self.on_failure {
             OnFailure::Nothing => {}
@@ -386,7 +472,7 @@ impl Plan {
                     "if a step fails after the stack was touched, put it back on {to}:"
                 );
                 for (i, s) in steps.iter().enumerate() {
-                    let _ = writeln!(out, "  r{}. {}", i + 1, s.describe());
+                    let _ = writeln!(out, "  r{}. {}", i + 1, s.describe(&shared));
                 }
             }
             OnFailure::Advise { message } => {
@@ -413,6 +499,52 @@ impl Plan {
             );
         }
         out.push_str("dry run: nothing was changed\n");
-        out
+        let width = width();
+        let mut wrapped = String::new();
+        for line in out.lines() {
+            wrap(line, width, &mut wrapped);
+        }
+        wrapped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_lines_wrap_at_words_with_an_indent() {
+        let mut out = String::new();
+        wrap("  1. recreate api, worker on sha-1: docker compose -p p up -d", 24, &mut out);
+        assert_eq!(
+            out,
+            "  1. recreate api,\n      worker on sha-1:\n      docker compose -p\n      p up -d\n"
+        );
+        let mut one = String::new();
+        wrap("short", 24, &mut one);
+        assert_eq!(one, "short\n");
+        // A word longer than the width stays whole on its own line.
+        let mut long = String::new();
+        wrap("a 0123456789012345678901234567890", 10, &mut long);
+        assert_eq!(long, "a\n    0123456789012345678901234567890\n");
+    }
+
+    #[test]
+    fn env_shared_by_every_command_is_shown_once() {
+        let c = |tag: &str| {
+            Command::new("docker", Effect::Mutating)
+                .args(["compose", "up"])
+                .env("PORT", "1")
+                .secret_env("TOKEN", "hunter2")
+                .env("TAG", tag)
+        };
+        let shared = Shared::of(&[c("a"), c("b")]);
+        assert_eq!(
+            shared.0,
+            vec![("PORT".into(), "1".into()), ("TOKEN".into(), "***".into())]
+        );
+        assert_eq!(shared.show(&c("a")), "TAG=a docker compose up [limit 600s]");
+        // One command alone keeps its env inline.
+        assert!(Shared::of(&[c("a")]).0.is_empty());
     }
 }
