@@ -72,16 +72,19 @@ fn nothing_to_roll_back_to_is_a_clear_refusal_with_nothing_changed() {
         "{}",
         text(&o)
     );
-    assert!(!s.state.join("staging/audit.jsonl").exists());
+    // Refusals are recorded, and say what was refused; the output does not
+    // claim that anything ran.
+    let recs = s.records("staging");
+    assert_eq!(recs.len(), 1, "a refused rollback is recorded");
+    assert_eq!((recs[0].action.as_str(), recs[0].outcome.as_str()), ("rollback", "refused"));
+    assert!(!stderr(&o).contains("after a rollback"), "{}", text(&o));
 
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     let o = s.run(&["rollback", "staging"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert_eq!(
-        s.records("staging").len(),
-        1,
-        "a refused rollback wrote a record"
-    );
+    let recs = s.records("staging");
+    assert_eq!(recs.len(), 3);
+    assert_eq!(recs[2].outcome, "refused");
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
 }
 
