@@ -220,6 +220,28 @@ impl Target {
         bounded(cmds, self.limits.stop_secs)
     }
 
+    /// The last `lines` log lines of each app service (read-only), for a
+    /// failed gate's diagnosis.
+    pub fn logs_commands(&self, lines: u32) -> Vec<Command> {
+        let n = lines.to_string();
+        let cmds = match self.engine {
+            EngineKind::Compose => vec![self
+                .compose(Effect::ReadOnly)
+                .args(["logs", "--no-color", "--tail", n.as_str()])
+                .args(self.services.clone())],
+            EngineKind::Swarm => self
+                .services
+                .iter()
+                .map(|s| {
+                    Command::new("docker", Effect::ReadOnly)
+                        .args(["service", "logs", "--no-task-ids", "--tail", n.as_str()])
+                        .arg(self.service_name(s))
+                })
+                .collect(),
+        };
+        bounded(cmds, self.limits.look_up_secs)
+    }
+
     /// The time limits of this environment's engine commands.
     pub fn limits(&self) -> Limits {
         self.limits

@@ -307,7 +307,8 @@ fn steps(plan: &Plan, run: &mut Run, since: usize) -> Ending {
                 error: Some(error),
             };
         }
-        eprintln!("error: {e:#}");
+        // The error itself is printed once, at the end, with what was done about it.
+        eprintln!("a step failed after the stack was touched");
         return recover(plan, run, e, code, interrupted, since);
     }
     Ending {

@@ -19,6 +19,10 @@ pub struct Gate {
     pub version: String,
     pub compliance_mode: String,
     pub timeout_secs: u64,
+    /// Read-only look-ups whose output explains a failure (the new
+    /// containers' last log lines); run once when the gate gives up.
+    #[serde(skip)]
+    pub logs: Vec<crate::cmd::Command>,
 }
 
 /// Between polls. Short, so the gate notices a healthy service within ~one interval.
@@ -30,6 +34,9 @@ pub struct Health {
     pub status: String,
     pub version: String,
     pub compliance_mode: String,
+    /// The response body as it came (for a failed gate's diagnosis).
+    #[serde(skip)]
+    pub body: String,
 }
 
 /// One probe of one URL: the parsed body, or why it did not count.
@@ -38,7 +45,7 @@ pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Resu
     let code = resp.status();
     let body = resp.text().map_err(|e| one_line(&e))?;
     match serde_json::from_str::<Health>(&body) {
-        Ok(h) => Ok(h),
+        Ok(h) => Ok(Health { body, ..h }),
         Err(_) => Err(format!(
             "HTTP {code}: {}",
             body.chars().take(200).collect::<String>()
@@ -114,7 +121,7 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
             match probe(&client, url) {
                 Ok(h) => match judge(&h, gate) {
                     Ok(()) => passed[i] = Some(h),
-                    Err(why) => last[i] = why,
+                    Err(why) => last[i] = format!("{why}; body {}", truncate(h.body.trim(), 300)),
                 },
                 Err(why) => last[i] = why,
             }
@@ -143,8 +150,9 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
             if let Some(s) = spinner {
                 s.finish_and_clear();
             }
+            let logs = diagnose(gate);
             bail!(
-                "health gate failed after {}s for version {}; last seen: {}",
+                "health gate failed after {}s for version {}; last seen: {}{logs}",
                 gate.timeout_secs,
                 gate.version,
                 waiting.join("; ")
@@ -170,6 +178,50 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
     }
 }
 
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    format!("{}...", s.chars().take(n).collect::<String>())
+}
+
+/// Runs the gate's log look-ups once, prints their output on stderr, and
+/// returns a one-line summary (each service's last log line) for the error.
+fn diagnose(gate: &Gate) -> String {
+    let mut last = Vec::new();
+    for c in &gate.logs {
+        match crate::cmd::output(c) {
+            Ok(o) => {
+                let text = format!("{}{}", o.stdout, o.stderr);
+                eprintln!("--- last log lines: {}", c.display_bare());
+                eprint!("{text}");
+                let mut per: Vec<(String, String)> = Vec::new();
+                for line in text.lines().filter(|l| !l.trim().is_empty()) {
+                    let (svc, msg) = line.split_once('|').unwrap_or(("", line));
+                    let svc = svc.trim().to_string();
+                    match per.iter_mut().find(|(s, _)| *s == svc) {
+                        Some(p) => p.1 = msg.trim().to_string(),
+                        None => per.push((svc, msg.trim().to_string())),
+                    }
+                }
+                last.extend(per.into_iter().map(|(s, m)| {
+                    if s.is_empty() {
+                        truncate(&m, 200)
+                    } else {
+                        format!("{s}: {}", truncate(&m, 200))
+                    }
+                }));
+            }
+            Err(e) => eprintln!("(no logs from `{}`: {e:#})", c.display_bare()),
+        }
+    }
+    if last.is_empty() {
+        String::new()
+    } else {
+        format!("; last log lines: {}", last.join("; "))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +232,7 @@ mod tests {
             version: "sha-b".into(),
             compliance_mode: "hipaa".into(),
             timeout_secs: 1,
+            logs: vec![],
         }
     }
     fn h(status: &str, version: &str, mode: &str) -> Health {
@@ -187,6 +240,7 @@ mod tests {
             status: status.into(),
             version: version.into(),
             compliance_mode: mode.into(),
+            body: String::new(),
         }
     }
 

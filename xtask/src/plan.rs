@@ -282,7 +282,12 @@ impl Shared {
         let own: Vec<String> = c
             .env
             .iter()
-            .filter(|e| !self.0.iter().any(|(n, v)| n == &e.name && v == e.value.shown()))
+            .filter(|e| {
+                !self
+                    .0
+                    .iter()
+                    .any(|(n, v)| n == &e.name && v == e.value.shown())
+            })
             .map(|e| format!("{}={}", e.name, crate::cmd::quote(e.value.shown())))
             .collect();
         let mut out = own.join(" ");
@@ -455,7 +460,11 @@ impl Plan {
                 .iter()
                 .map(|(n, v)| format!("{n}={}", crate::cmd::quote(v)))
                 .collect();
-            let _ = writeln!(out, "environment for every command below: {}", vars.join(" "));
+            let _ = writeln!(
+                out,
+                "environment for every command below: {}",
+                vars.join(" ")
+            );
         }
         let _ = writeln!(out, "steps:");
         for (i, s) in self.steps.iter().enumerate() {
@@ -515,7 +524,11 @@ mod tests {
     #[test]
     fn long_lines_wrap_at_words_with_an_indent() {
         let mut out = String::new();
-        wrap("  1. recreate api, worker on sha-1: docker compose -p p up -d", 24, &mut out);
+        wrap(
+            "  1. recreate api, worker on sha-1: docker compose -p p up -d",
+            24,
+            &mut out,
+        );
         assert_eq!(
             out,
             "  1. recreate api,\n      worker on sha-1:\n      docker compose -p\n      p up -d\n"

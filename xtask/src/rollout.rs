@@ -31,7 +31,7 @@ pub fn put_on(target: &Target, env: &Env) -> Vec<AppStep> {
 /// rollback or a recovery does to the stack.
 pub fn switch_to(target: &Target, env: &Env, gate_secs: u64) -> Vec<AppStep> {
     let mut steps = put_on(target, env);
-    steps.push(gate(env, target.tag(), gate_secs));
+    steps.push(gate(target, env, gate_secs));
     steps
 }
 
@@ -113,15 +113,20 @@ pub fn record(
     }
 }
 
-/// The gate for a tag on an environment.
-pub fn gate(env: &Env, tag: &str, timeout_secs: u64) -> AppStep {
+/// The gate for `target`'s tag on an environment; when it fails, the last
+/// log lines of the target's app services are shown.
+pub fn gate(target: &Target, env: &Env, timeout_secs: u64) -> AppStep {
     AppStep::HealthGate(Gate {
         urls: env.health_urls.clone(),
-        version: tag.into(),
+        version: target.tag().into(),
         compliance_mode: env.compliance_mode.clone(),
         timeout_secs,
+        logs: target.logs_commands(LOG_LINES),
     })
 }
+
+/// Log lines per app service shown when a gate fails.
+const LOG_LINES: u32 = 20;
 
 /// How long a Swarm update may take to settle: the new tasks' health, and,
 /// when they fail, Swarm's own rollback (which waits on its scheduler; about

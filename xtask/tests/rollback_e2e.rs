@@ -76,7 +76,10 @@ fn nothing_to_roll_back_to_is_a_clear_refusal_with_nothing_changed() {
     // claim that anything ran.
     let recs = s.records("staging");
     assert_eq!(recs.len(), 1, "a refused rollback is recorded");
-    assert_eq!((recs[0].action.as_str(), recs[0].outcome.as_str()), ("rollback", "refused"));
+    assert_eq!(
+        (recs[0].action.as_str(), recs[0].outcome.as_str()),
+        ("rollback", "refused")
+    );
     assert!(!stderr(&o).contains("after a rollback"), "{}", text(&o));
 
     s.ok(&["deploy-staging", "--tag", &img.v1]);

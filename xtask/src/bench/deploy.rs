@@ -98,6 +98,7 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
         version: tag.into(),
         compliance_mode: "standard".into(),
         timeout_secs: 30,
+        logs: vec![],
     };
     let gate = std::thread::spawn(move || crate::health::wait(&gate).map(|_| Instant::now()));
     bed.compose(tag, &["up", "-d", "--no-deps", "api"])?;

@@ -142,7 +142,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     for s in put_on(&target, env) {
         plan.step(s.into());
     }
-    plan.step(gate(env, &req.tag, env.health_timeout_secs).into());
+    plan.step(gate(&target, env, env.health_timeout_secs).into());
 
     // Recovery puts back what served before this deploy, per the engine.
     let back = now.serving().map(str::to_string).filter(|c| c != &req.tag);
