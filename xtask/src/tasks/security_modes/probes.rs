@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::policy::{substitute, JsonCheck, Probe};
-use crate::cmd::run as run_command;
+use super::proc::{run as run_command, Command};
 use crate::health::one_line;
-use crate::plan::Command;
 
 /// A compose project this run started. Dropping it runs `down -v` of that
 /// project (and nothing else) unless [`Booted::down`] already did, so an
@@ -222,7 +221,7 @@ mod tests {
     fn a_dropped_guard_tears_down_and_an_explicit_down_runs_once() {
         let dir = tempfile::tempdir().unwrap();
         let count = dir.path().join("downs");
-        let down = Command::new("sh", crate::plan::Effect::Mutating)
+        let down = Command::new("sh", super::super::proc::Effect::Mutating)
             .arg("-c")
             .arg("echo x >> \"$0\"")
             .arg(count.display().to_string());

@@ -9,17 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+use super::check::{self, Rendered};
 use super::policy::{self, Mode, Policy};
 use super::probes::{self, Booted};
+use super::proc::{self, Command};
 use super::report::{Finding, Phase, Report, Row};
-use super::rules;
 use super::steps::{BootSpec, Kind, Spec};
-use crate::cmd::run as run_command;
-use crate::engine::ComposeCli;
 use crate::exec::Actions;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
-use crate::preflight::Tool;
 
 /// Runs the plan's actions and collects the report.
 pub(super) struct Runner<'a> {
@@ -27,7 +25,7 @@ pub(super) struct Runner<'a> {
     tag: String,
     specs: Vec<Spec>,
     /// (stack, mode) -> rendered config.
-    rendered: BTreeMap<(String, String), Value>,
+    rendered: BTreeMap<(String, String), Rendered>,
     /// Mode -> its booted project (taken out at teardown; the rest drop with the runner).
     booted: BTreeMap<String, (Booted, BTreeMap<String, String>, bool)>,
     report: Report,
@@ -43,22 +41,23 @@ impl Actions for Runner<'_> {
             .find(|s| s.id == id)
             .map(|s| s.kind.clone());
         match kind.with_context(|| format!("unknown action `{id}`"))? {
-            Kind::Preflight { daemon } => preflight(daemon),
+            Kind::Preflight { daemon, images } => {
+                super::preflight::check(daemon, images.as_deref(), self.verbose)
+            }
             Kind::Render {
                 stack,
                 mode,
                 command,
+                raw,
             } => {
                 let t = Instant::now();
-                let findings = match run_command(&command, self.verbose)
-                    .map(|out| serde_json::from_str::<Value>(&out))
-                {
-                    Ok(Ok(v)) => {
-                        self.rendered.insert((stack.clone(), mode.clone()), v);
+                let findings = match render(&command).and_then(|c| Ok((c, render(&raw)?))) {
+                    Ok((config, raw)) => {
+                        self.rendered
+                            .insert((stack.clone(), mode.clone()), Rendered { config, raw });
                         vec![]
                     }
-                    Ok(Err(e)) => vec![finding("-", format!("compose printed no JSON: {e}"))],
-                    Err(e) => vec![finding("-", format!("{e:#}"))],
+                    Err(e) => vec![finding("-", e)],
                 };
                 self.report
                     .add(Row::new(&mode, Phase::Static, &stack, "render", findings));
@@ -84,7 +83,7 @@ impl Actions for Runner<'_> {
                 let boot = stack.boot.as_ref().context("no boot table")?;
                 let guard = Booted::arm(&project, down, logs, self.verbose);
                 self.report.projects.insert(mode.clone(), project);
-                let result = run_command(&up, self.verbose)
+                let result = proc::run(&up, self.verbose)
                     .map_err(|e| format!("{e:#}"))
                     .and_then(|_| {
                         probes::wait_ready(
@@ -160,11 +159,18 @@ impl Actions for Runner<'_> {
                     .time(&mode, Phase::Dynamic, t.elapsed().as_secs_f64());
                 Ok(())
             }
-            Kind::Report => {
+            Kind::Report { sarif } => {
                 self.report.finish();
                 match self.format {
                     Format::Text => print!("{}", self.report.table()),
                     Format::Json => println!("{}", serde_json::to_string(&self.report)?),
+                }
+                if let Some(path) = sarif {
+                    let doc = serde_json::to_string_pretty(&super::sarif::document(&self.report))?;
+                    std::fs::write(&path, doc + "\n").with_context(|| {
+                        format!("writing the SARIF report to {}", path.display())
+                    })?;
+                    eprintln!("wrote SARIF 2.1.0 to {}", path.display());
                 }
                 Ok(())
             }
@@ -194,28 +200,31 @@ impl Actions for Runner<'_> {
 }
 
 fn finding(service: &str, value: String) -> Finding {
-    Finding {
-        service: service.into(),
-        value,
-    }
+    Finding::bare(service, value)
+}
+
+/// Runs a `config --format json` render; the error is the row's finding.
+fn render(c: &Command) -> Result<Value, String> {
+    let out = proc::run(c, false).map_err(|e| format!("{e:#}"))?;
+    serde_json::from_str(&out).map_err(|e| format!("compose printed no JSON: {e}"))
 }
 
 impl<'a> Runner<'a> {
     pub fn new(
         policy: &'a Policy,
-        tag: &str,
+        tag: Option<&str>,
         specs: Vec<Spec>,
         verbose: bool,
         format: Format,
     ) -> Runner<'a> {
         Runner {
             policy,
-            tag: tag.into(),
+            tag: tag.unwrap_or_default().into(),
             specs,
             rendered: BTreeMap::new(),
             booted: BTreeMap::new(),
             report: Report {
-                tag: tag.into(),
+                tag: tag.map(String::from),
                 ..Default::default()
             },
             verbose,
@@ -227,12 +236,9 @@ impl<'a> Runner<'a> {
         self.policy.boot_stack().map_or("-", |(n, _)| n)
     }
 
-    fn mode(&self, name: &str) -> &Mode {
-        self.policy
-            .modes
-            .iter()
-            .find(|m| m.name == name)
-            .expect("planned modes come from the policy")
+    /// A planned mode (planning took every mode from the policy).
+    fn mode(&self, name: &str) -> Option<&'a Mode> {
+        self.policy.modes.iter().find(|m| m.name == name)
     }
 
     fn check(&mut self, stack_name: &str, mode_name: &str) {
@@ -243,63 +249,20 @@ impl<'a> Runner<'a> {
         else {
             return; // the render row already failed
         };
-        let (policy, mode) = (self.policy, self.mode(mode_name).clone());
-        let stack = &policy.stacks[stack_name];
-        let scope = rules::Scope {
-            mode: mode_name,
-            tag: &self.tag,
-            stack,
+        let Some(mode) = self.mode(mode_name) else {
+            return;
         };
-        let empty = serde_json::Map::new();
-        let services = rendered["services"].as_object().unwrap_or(&empty);
-        let mut rows = Vec::new();
-        for name in &mode.rules {
-            let findings = services
-                .iter()
-                .flat_map(|(s, v)| {
-                    rules::violations(&policy.rules[name], &scope, s, v)
-                        .into_iter()
-                        .map(|f| finding(s, f))
-                })
-                .collect();
-            rows.push(Row::new(
-                mode_name,
-                Phase::Static,
-                stack_name,
-                name,
-                findings,
-            ));
-        }
-        for name in &mode.app_rules {
-            let findings = stack
-                .app_services
-                .iter()
-                .flat_map(|s| match services.get(s) {
-                    Some(v) => rules::violations(&policy.rules[name], &scope, s, v)
-                        .into_iter()
-                        .map(|f| finding(s, f))
-                        .collect(),
-                    None => vec![finding(
-                        s,
-                        "app service is not in the rendered config".into(),
-                    )],
-                })
-                .collect();
-            rows.push(Row::new(
-                mode_name,
-                Phase::Static,
-                stack_name,
-                name,
-                findings,
-            ));
-        }
+        let rows = check::rows(self.policy, mode, stack_name, &self.tag, rendered);
         rows.into_iter().for_each(|r| self.report.add(r));
         self.report
             .time(mode_name, Phase::Static, t.elapsed().as_secs_f64());
     }
 
     fn probe(&mut self, mode_name: &str) {
-        let (policy, mode) = (self.policy, self.mode(mode_name).clone());
+        let policy = self.policy;
+        let Some(mode) = self.mode(mode_name) else {
+            return;
+        };
         let stack_name = self.boot_name().to_string();
         let (bases, booted) = match self.booted.get(mode_name) {
             Some((_, bases, ok)) => (bases.clone(), *ok),
@@ -313,7 +276,9 @@ impl<'a> Runner<'a> {
                 .map_err(|e| format!("reading token file {}: {e}", f.display()))
         });
         for name in &mode.probes {
-            let probe = &policy.probes[name];
+            let Some(probe) = policy.probes.get(name) else {
+                continue; // the policy was validated: every named probe exists
+            };
             let targets: Vec<String> = if probe.services().is_empty() {
                 bases.keys().cloned().collect()
             } else {
@@ -333,7 +298,10 @@ impl<'a> Runner<'a> {
                     (Some(Ok(t)), _) => Some(t.as_str()),
                     _ => None,
                 };
-                let base = &bases[&svc];
+                let Some(base) = bases.get(&svc) else {
+                    findings.push(finding(&svc, "no loopback port for this service".into()));
+                    continue;
+                };
                 findings.extend(
                     probes::run(probe, base, tok, mode_name, &self.tag)
                         .into_iter()
@@ -349,25 +317,4 @@ impl<'a> Runner<'a> {
             ));
         }
     }
-}
-
-/// Docker and compose v2 present, and (for the dynamic half) a daemon; exit 2 naming everything missing.
-fn preflight(daemon: bool) -> Result<()> {
-    let report = crate::preflight::check(&[Tool::Docker, Tool::Compose], daemon);
-    let mut problems = report.problems;
-    if problems.is_empty() && report.compose == ComposeCli::V1Standalone {
-        problems.push("docker compose v2 is needed (v1 cannot render config as JSON): run `cargo xtask setup`".into());
-    }
-    if problems.is_empty() {
-        return Ok(());
-    }
-    let hint = if daemon {
-        " (--static-only needs docker and the compose plugin, but no daemon)"
-    } else {
-        ""
-    };
-    Err(fail(
-        Code::Preflight,
-        format!("preflight failed: {}{hint}", problems.join("; ")),
-    ))
 }

@@ -1,15 +1,21 @@
-//! Planning: the ordered actions of a run (render, check, boot, probe,
-//! teardown per mode, then report and verdict), each with the text the plan
-//! shows and the data the runner needs. Read-only: it picks project names and
-//! free ports and runs nothing.
+//! Planning: the ordered actions of a run (preflight, then render, check,
+//! boot, probe, teardown per mode, then report and verdict), each with the
+//! text the plan shows and the data the runner needs. Read-only: it picks
+//! project names and free ports and runs nothing.
+//!
+//! Static renders enable every profile (`--profile '*'`): a plain
+//! `config` drops profile-gated services, which then go unchecked. Each
+//! stack is rendered twice, interpolated (what would run) and with
+//! `--no-interpolate` (what the files say, for the secret rules). The boot
+//! starts the default profile only, as a deploy would.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::policy::{Mode, Policy, Stack};
-use crate::plan::{Command, Effect};
+use super::policy::{substitute, Mode, Policy, Stack};
+use super::proc::{Command, Effect};
 
 /// One planned action: what the plan shows, and what the runner does.
 pub(super) struct Spec {
@@ -23,11 +29,13 @@ pub(super) struct Spec {
 pub(super) enum Kind {
     Preflight {
         daemon: bool,
+        images: Option<Box<ImageCheck>>,
     },
     Render {
         stack: String,
         mode: String,
         command: Command,
+        raw: Command,
     },
     Check {
         stack: String,
@@ -40,8 +48,20 @@ pub(super) enum Kind {
     Teardown {
         mode: String,
     },
-    Report,
+    Report {
+        sarif: Option<PathBuf>,
+    },
     Verdict,
+}
+
+/// The images a boot needs for the tag under test: listed by compose, each
+/// present locally or in its registry, else preflight names `build`.
+#[derive(Clone)]
+pub(super) struct ImageCheck {
+    pub tag: String,
+    /// `config --images`, one per booted mode.
+    pub list: Vec<Command>,
+    pub build: Option<String>,
 }
 
 /// Starting one mode's project, and what its guard needs to take it down.
@@ -67,8 +87,9 @@ fn compose(
         .arg("compose")
         .arg("-p")
         .arg(project);
-    // An `env` stack renders as deploy does: its own files, no overlay.
-    let overlay = stack.env.is_none().then_some(overlay);
+    // An `env` stack renders as deploy does, and a `--compose` file as it
+    // is: their own files, no overlay.
+    let overlay = stack.takes_overlay().then_some(overlay);
     for f in stack
         .compose_files
         .iter()
@@ -90,6 +111,7 @@ pub(super) fn specs(
     tag: &str,
     render_tag: &str,
     static_only: bool,
+    sarif: Option<PathBuf>,
 ) -> Result<Vec<Spec>> {
     let mut out = Vec::new();
     let mut push = |id: String, what: String, effect: Effect, kind: Kind| {
@@ -101,36 +123,71 @@ pub(super) fn specs(
         })
     };
     let daemon = !static_only;
-    let need = if daemon {
-        "docker, the compose v2 plugin and a reachable daemon"
-    } else {
-        "docker and the compose v2 plugin (no daemon needed)"
+    let boot_stack = policy.boot_stack().filter(|_| !static_only);
+    let booted: Vec<&&Mode> = modes.iter().filter(|m| !m.probes.is_empty()).collect();
+    let images = boot_stack.filter(|_| !booted.is_empty()).map(|(_, stack)| {
+        let list = booted
+            .iter()
+            .map(|m| {
+                compose(
+                    &format!("smt-images-{}", m.name),
+                    stack,
+                    policy.resolve(&m.overlay),
+                    policy,
+                    Effect::ReadOnly,
+                )
+                .env(&stack.tag_var, tag)
+                .args(["config", "--images"])
+            })
+            .collect();
+        let build = stack
+            .boot
+            .as_ref()
+            .and_then(|b| b.build.as_ref())
+            .map(|b| substitute(b, "", tag));
+        Box::new(ImageCheck {
+            tag: tag.to_string(),
+            list,
+            build,
+        })
+    });
+    let need = match (daemon, &images) {
+        (true, Some(_)) => format!("docker, the compose v2 plugin, a reachable daemon, and the images the boot needs for {tag} (present locally or in their registry)"),
+        (true, None) => "docker, the compose v2 plugin and a reachable daemon".into(),
+        (false, _) => "docker and the compose v2 plugin (no daemon needed)".into(),
     };
     push(
         "preflight".into(),
         format!("preflight: {need}"),
         Effect::ReadOnly,
-        Kind::Preflight { daemon },
+        Kind::Preflight { daemon, images },
     );
     for m in modes {
         for (sname, stack) in policy.stacks.iter().filter(|(_, s)| s.applies(&m.name)) {
-            let render = compose(
+            let mut base = compose(
                 &format!("security-modes-{}", m.name),
                 stack,
                 policy.resolve(&m.overlay),
                 policy,
                 Effect::ReadOnly,
-            )
-            .env(&stack.tag_var, render_tag)
-            .args(["config", "--format", "json"]);
+            );
+            if !stack.direct {
+                base = base.env(&stack.tag_var, render_tag);
+            }
+            let base = base.args(["--profile", "*", "config"]);
+            let raw = base.clone().args(["--no-interpolate", "--format", "json"]);
+            let render = base.args(["--format", "json"]);
             let what = match &stack.env {
                 Some(env) => format!(
-                    "render {sname} as deploy does (deploy environment {env}, which runs {}): {}",
+                    "render {sname} as deploy does (deploy environment {env}, which runs {}), every profile: {}",
                     m.name,
                     render.display()
                 ),
-                None => format!("render {} on {sname}: {}", m.name, render.display()),
+                None if stack.direct => format!("render {sname} as it is, every profile, for {}: {}", m.name, render.display()),
+                None => format!("render {} on {sname}, every profile: {}", m.name, render.display()),
             };
+            let what =
+                format!("{what}; and uninterpolated (--no-interpolate) for the secret rules");
             push(
                 format!("render/{sname}/{}", m.name),
                 what,
@@ -139,13 +196,19 @@ pub(super) fn specs(
                     stack: sname.clone(),
                     mode: m.name.clone(),
                     command: render,
+                    raw,
                 },
             );
             let mut what = format!("check {} on {sname}", m.name);
             if !m.rules.is_empty() {
                 what.push_str(&format!(": every service against {}", m.rules.join(", ")));
             }
-            if !m.app_rules.is_empty() {
+            if !m.app_rules.is_empty() && stack.app_services.is_empty() {
+                what.push_str(&format!(
+                    "; not {} (app rules: no app services named, see --app-service)",
+                    m.app_rules.join(", ")
+                ));
+            } else if !m.app_rules.is_empty() {
                 what.push_str(&format!(
                     "; app services ({}) against {}",
                     stack.app_services.join(", "),
@@ -163,7 +226,6 @@ pub(super) fn specs(
             );
         }
     }
-    let boot_stack = policy.boot_stack().filter(|_| !static_only);
     for (m, (sname, stack)) in modes
         .iter()
         .filter(|m| !m.probes.is_empty())
@@ -263,12 +325,16 @@ pub(super) fn specs(
             },
         );
     }
-    push(
-        "report".into(),
-        "print the results by mode and rule (--format json: the same as one JSON line)".into(),
-        Effect::ReadOnly,
-        Kind::Report,
-    );
+    let mut what =
+        "print the results by mode and rule (--format json: the same as one JSON line)".to_string();
+    let effect = match &sarif {
+        Some(p) => {
+            what.push_str(&format!("; write them as SARIF 2.1.0 to {}", p.display()));
+            Effect::Mutating
+        }
+        None => Effect::ReadOnly,
+    };
+    push("report".into(), what, effect, Kind::Report { sarif });
     push(
         "verdict".into(),
         "fail with exit 6 if any rule or probe failed".into(),

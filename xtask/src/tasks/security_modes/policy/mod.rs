@@ -18,6 +18,9 @@ use serde::Deserialize;
 
 use crate::validate;
 
+pub mod rule;
+pub use rule::{Namespace, Rule};
+
 /// The whole policy file.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -68,12 +71,37 @@ pub struct Stack {
     /// For an `env` stack, the mode its environment declares (set by [`Policy::bind_envs`]).
     #[serde(skip)]
     pub fixed_mode: Option<String>,
+    /// A compose file named with `--compose`: checked as it is, no overlay.
+    #[serde(skip)]
+    pub direct: bool,
 }
 
 impl Stack {
-    /// Is `mode` checked on this stack, and with its overlay?
+    /// Is `mode` checked on this stack?
     pub fn applies(&self, mode: &str) -> bool {
         self.fixed_mode.as_deref().is_none_or(|m| m == mode)
+    }
+
+    /// Is the mode's overlay layered on this stack? Not on a deploy
+    /// environment (deploy applies none) nor on a file named with `--compose`.
+    pub fn takes_overlay(&self) -> bool {
+        self.env.is_none() && !self.direct
+    }
+
+    /// A stack of one compose file, checked as it is (`--compose FILE`).
+    pub fn direct(file: PathBuf, app_services: Vec<String>) -> Stack {
+        Stack {
+            env: None,
+            compose_files: vec![file],
+            tag_var: default_tag_var(),
+            app_services,
+            vars: BTreeMap::new(),
+            public_ports: vec![],
+            unpinned_images: vec![],
+            boot: None,
+            fixed_mode: None,
+            direct: true,
+        }
     }
 }
 
@@ -93,6 +121,9 @@ pub struct Boot {
     pub ready: JsonCheck,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u64,
+    /// The command that builds the images the boot needs for a tag
+    /// (`{tag}` substituted); preflight names it when one is missing.
+    pub build: Option<String>,
 }
 
 fn default_timeout() -> u64 {
@@ -123,76 +154,6 @@ pub struct Mode {
     /// Probes against the booted stack.
     #[serde(default)]
     pub probes: Vec<String>,
-}
-
-/// A static rule; `kind` picks the check, the other keys are its parameters.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Rule {
-    /// `privileged: true` is refused.
-    NoPrivileged,
-    /// No bind mount of the Docker socket (or the directory holding it).
-    NoDockerSocket,
-    /// No sharing of the host's namespace.
-    NoHostNamespace {
-        namespace: Namespace,
-    },
-    /// Published ports bind to loopback unless the stack allow-lists them.
-    LoopbackPorts,
-    /// Secret-looking variables must point at a file (`<NAME>_FILE`), never hold the value.
-    NoInlineSecrets {
-        /// Case-insensitive substrings that make a key secret-looking.
-        key_patterns: Vec<String>,
-        #[serde(default = "default_file_suffix")]
-        file_suffix: String,
-        /// Keys that match a pattern but hold no secret.
-        #[serde(default)]
-        allowed_keys: Vec<String>,
-    },
-    /// Images carry a digest or a tag with one of these prefixes; never `latest`.
-    PinnedImages {
-        tag_prefixes: Vec<String>,
-    },
-    /// An environment variable has this value (`{mode}`, `{tag}` substituted).
-    EnvEquals {
-        key: String,
-        value: String,
-    },
-    ReadOnly,
-    NoNewPrivileges,
-    CapDropAll,
-    Healthcheck,
-    RestartPolicy,
-    /// The variable naming the audit sink is set and lies on a writable mount.
-    AuditSink {
-        env: String,
-    },
-}
-
-fn default_file_suffix() -> String {
-    "_FILE".into()
-}
-
-/// A namespace compose can share with the host.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum Namespace {
-    Network,
-    Pid,
-    Ipc,
-    Uts,
-}
-
-impl Namespace {
-    /// The service key that selects it.
-    pub fn key(self) -> &'static str {
-        match self {
-            Namespace::Network => "network_mode",
-            Namespace::Pid => "pid",
-            Namespace::Ipc => "ipc",
-            Namespace::Uts => "uts",
-        }
-    }
 }
 
 /// A dynamic probe against the booted stack.
@@ -475,183 +436,5 @@ impl Stack {
     }
 }
 
-impl Rule {
-    fn validate(&self) -> Result<()> {
-        match self {
-            Rule::NoInlineSecrets {
-                key_patterns,
-                file_suffix,
-                ..
-            } => {
-                if key_patterns.iter().all(|p| p.trim().is_empty()) {
-                    bail!("key_patterns is empty: no key would ever count as a secret");
-                }
-                if file_suffix.is_empty() {
-                    bail!("file_suffix is empty: every key would count as a file pointer");
-                }
-            }
-            Rule::PinnedImages { tag_prefixes }
-                if tag_prefixes.is_empty() || tag_prefixes.iter().any(|p| p.is_empty()) =>
-            {
-                bail!("tag_prefixes needs at least one non-empty prefix, e.g. \"sha-\"");
-            }
-            Rule::EnvEquals { key, .. } | Rule::AuditSink { env: key } => validate::var_name(key)?,
-            _ => {}
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const GOOD: &str = r#"
-[stack.testbed]
-compose_files = ["testbed/docker-compose.yml"]
-app_services = ["api"]
-[stack.testbed.boot]
-ports = { api = "API_PORT" }
-token_file = "testbed/api-token.dev"
-ready = { path = "/health", expect = { redis = "ok" } }
-
-[rule.no-privileged]
-kind = "no-privileged"
-[rule.no-host-pid]
-kind = "no-host-namespace"
-namespace = "pid"
-[rule.read-only]
-kind = "read-only"
-
-[probe.auth]
-kind = "status"
-path = "/api/jobs"
-status = 401
-
-[[mode]]
-name = "standard"
-overlay = "modes/standard.yml"
-rules = ["no-privileged", "no-host-pid"]
-app_rules = ["read-only"]
-probes = ["auth"]
-"#;
-
-    fn err(text: &str) -> String {
-        format!("{:#}", Policy::parse(text, "p.toml").unwrap_err())
-    }
-
-    #[test]
-    fn parses() {
-        let p = Policy::parse(GOOD, "p.toml").unwrap();
-        assert_eq!(p.modes[0].name, "standard");
-        assert_eq!(
-            p.rules["no-host-pid"],
-            Rule::NoHostNamespace {
-                namespace: Namespace::Pid
-            }
-        );
-        assert_eq!(p.boot_stack().unwrap().0, "testbed");
-        assert_eq!(p.stacks["testbed"].tag_var, "FETCHML_TAG");
-    }
-
-    #[test]
-    fn unknown_kind_and_key_are_named() {
-        let e = err(&GOOD.replace("kind = \"read-only\"", "kind = \"vibes\""));
-        assert!(
-            e.contains("unknown variant `vibes`") && e.contains("rule.read-only"),
-            "{e}"
-        );
-        let e = err(&GOOD.replace("namespace = \"pid\"", "namespace = \"pid\"\nextra = 1"));
-        assert!(e.contains("unknown field `extra`"), "{e}");
-    }
-
-    #[test]
-    fn references_must_resolve() {
-        let cases = [
-            (
-                "rules = [\"no-privileged\", ",
-                "rules = [\"nope\", ",
-                "names rule `nope`",
-            ),
-            (
-                "probes = [\"auth\"]",
-                "probes = [\"missing\"]",
-                "names probe `missing`",
-            ),
-            (
-                "status = 401",
-                "status = 401\nservices = [\"worker\"]",
-                "targets `worker`",
-            ),
-            (
-                "status = 401",
-                "status = 401\nbearer = true",
-                "sends the bearer token",
-            ),
-            (
-                "name = \"standard\"",
-                "name = \"Standard Mode\"",
-                "mode `Standard Mode`",
-            ),
-            (
-                "app_services = [\"api\"]",
-                "app_services = []",
-                "app_rules would check nothing",
-            ),
-        ];
-        for (from, to, want) in cases {
-            assert!(GOOD.contains(from), "fixture lacks {from}");
-            let bad = GOOD.replacen(from, to, 1);
-            let bad = if to.contains("bearer") {
-                bad.replace("token_file = \"testbed/api-token.dev\"\n", "")
-            } else {
-                bad
-            };
-            let e = err(&bad);
-            assert!(e.contains(want), "{to}: {e}");
-        }
-    }
-
-    #[test]
-    fn probes_need_a_boot_stack() {
-        let bad = GOOD.replace("[stack.testbed.boot]", "[stack.testbed.nope]");
-        assert!(err(&bad).contains("unknown field `nope`"));
-        let start = GOOD.find("[stack.testbed.boot]").unwrap();
-        let end = GOOD.find("[rule.no-privileged]").unwrap();
-        let bad = format!("{}{}", &GOOD[..start], &GOOD[end..]);
-        assert!(
-            err(&bad).contains("no stack has a [stack.NAME.boot]"),
-            "{}",
-            err(&bad)
-        );
-    }
-
-    #[test]
-    fn env_stacks_take_everything_from_the_deploy_config() {
-        let with_env = |extra: &str| format!("{GOOD}\n[stack.prod]\nenv = \"prod\"\n{extra}");
-        let p = Policy::parse(&with_env(""), "p.toml").unwrap();
-        assert!(p.has_env_stacks());
-        let e = err(&with_env("compose_files = [\"x.yml\"]"));
-        assert!(
-            e.contains(
-                "takes compose_files, tag_var, app_services and vars from the deploy config"
-            ),
-            "{e}"
-        );
-        let e = err(&with_env("[stack.prod.boot]\nports = { api = \"P\" }\nready = { path = \"/h\", expect = { a = \"b\" } }"));
-        assert!(e.contains("checked statically only"), "{e}");
-    }
-
-    #[test]
-    fn select_names_valid_modes() {
-        let p = Policy::parse(GOOD, "p.toml").unwrap();
-        assert_eq!(p.select(None).unwrap().len(), 1);
-        let e = p.select(Some("hipaa")).unwrap_err().to_string();
-        assert_eq!(e, "unknown mode `hipaa`: the policy defines standard");
-    }
-
-    #[test]
-    fn substitution() {
-        assert_eq!(substitute("{mode}/{tag}", "hipaa", "sha-1"), "hipaa/sha-1");
-    }
-}
+mod tests;
