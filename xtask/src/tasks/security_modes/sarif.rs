@@ -7,15 +7,15 @@ use std::collections::BTreeMap;
 
 use serde_json::{json, Value};
 
-use super::report::Report;
+use super::report::{Finding, Report};
+
+/// (rule, file, line, service, value): what makes two findings one result.
+type Key = (String, String, Option<usize>, String, String);
 
 /// The SARIF document for `report`.
 pub fn document(report: &Report) -> Value {
-    // (rule, file, line, service, value) -> (profiles, modes)
-    let mut seen: BTreeMap<
-        (String, String, Option<usize>, String, String),
-        (Vec<String>, Vec<String>),
-    > = BTreeMap::new();
+    // -> (profiles, modes)
+    let mut seen: BTreeMap<Key, (Vec<String>, Vec<String>)> = BTreeMap::new();
     for r in report.failures() {
         for f in &r.findings {
             let key = (
@@ -38,10 +38,12 @@ pub fn document(report: &Report) -> Value {
     let results: Vec<Value> = seen
         .iter()
         .map(|((rule, file, line, service, value), (profiles, modes))| {
-            let mut who = service.clone();
-            if !profiles.is_empty() {
-                who.push_str(&format!(" (profile {})", profiles.join(", ")));
+            let who = Finding {
+                service: service.clone(),
+                profiles: profiles.clone(),
+                ..Default::default()
             }
+            .who();
             let mut result = json!({
                 "ruleId": rule,
                 "level": "error",
@@ -73,7 +75,7 @@ pub fn document(report: &Report) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use super::super::report::{Finding, Phase, Row};
+    use super::super::report::{Phase, Row};
     use super::*;
 
     #[test]

@@ -81,6 +81,24 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
     }
 }
 
+/// A mapping that compose may leave in list form (`KEY=VALUE`, or `KEY`
+/// alone for a value passed through): the uninterpolated render of merged
+/// files keeps `environment` and `labels` as lists.
+fn mapping(v: &Value) -> serde_json::Map<String, Value> {
+    match v {
+        Value::Object(m) => m.clone(),
+        Value::Array(items) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => (k.to_string(), Value::String(v.to_string())),
+                None => (kv.to_string(), Value::Null),
+            })
+            .collect(),
+        _ => serde_json::Map::new(),
+    }
+}
+
 fn list(v: &Value) -> Vec<Value> {
     v.as_array().cloned().unwrap_or_default()
 }

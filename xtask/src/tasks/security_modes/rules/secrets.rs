@@ -144,10 +144,7 @@ fn described(v: &Value) -> String {
 
 /// Secret-named variables given a value in the file.
 pub fn inline(svc: &Service, names: &Names) -> Vec<String> {
-    let env = svc.raw["environment"]
-        .as_object()
-        .cloned()
-        .unwrap_or_default();
+    let env = super::mapping(&svc.raw["environment"]);
     let mut out = Vec::new();
     for (key, value) in &env {
         let segs = segments(key);
@@ -187,11 +184,9 @@ pub fn inline(svc: &Service, names: &Names) -> Vec<String> {
 /// Every string the service passes to the container or its runtime, with where it is.
 fn texts(raw: &Value) -> Vec<(String, String)> {
     let mut out = Vec::new();
-    if let Some(env) = raw["environment"].as_object() {
-        for (k, v) in env {
-            if let Some(s) = v.as_str() {
-                out.push((k.clone(), s.to_string()));
-            }
+    for (k, v) in super::mapping(&raw["environment"]) {
+        if let Some(s) = v.as_str() {
+            out.push((k, s.to_string()));
         }
     }
     for key in ["command", "entrypoint"] {
@@ -202,11 +197,9 @@ fn texts(raw: &Value) -> Vec<(String, String)> {
     for s in super::strings(&raw["healthcheck"]["test"]) {
         out.push(("healthcheck".into(), s));
     }
-    if let Some(labels) = raw["labels"].as_object() {
-        for (k, v) in labels {
-            if let Some(s) = v.as_str() {
-                out.push((format!("label {k}"), s.to_string()));
-            }
+    for (k, v) in super::mapping(&raw["labels"]) {
+        if let Some(s) = v.as_str() {
+            out.push((format!("label {k}"), s.to_string()));
         }
     }
     out

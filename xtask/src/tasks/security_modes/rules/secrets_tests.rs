@@ -134,3 +134,17 @@ fn url_rule_looks_everywhere_and_names_where() {
     );
     assert!(!v.concat().contains("secret@"));
 }
+
+#[test]
+fn list_form_environment_is_read_too() {
+    // The uninterpolated render of merged files keeps `KEY=VALUE` lists.
+    let raw = json!({
+        "environment": ["DB_PASSWORD=hunter2", "API_TOKEN", "X_KEYGEN_MODE=fast", "URL=postgres://a:b@db/x"],
+        "labels": ["backup=s3://k:s@bucket"]
+    });
+    assert_eq!(
+        check(&rule(), raw.clone()),
+        ["DB_PASSWORD is set inline (a 7-character value, redacted); use DB_PASSWORD_FILE with a secret"]
+    );
+    assert_eq!(check(&Rule::NoUrlCredentials, raw).len(), 2);
+}

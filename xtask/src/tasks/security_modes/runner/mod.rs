@@ -4,17 +4,19 @@
 //! mode; a [`Booted`] guard covers whatever still escapes.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 
+mod dynamic;
+
 use super::check::{self, Rendered};
-use super::policy::{self, Mode, Policy};
-use super::probes::{self, Booted};
+use super::policy::{Mode, Policy};
+use super::probes::Booted;
 use super::proc::{self, Command};
 use super::report::{Finding, Phase, Report, Row};
-use super::steps::{BootSpec, Kind, Spec};
+use super::steps::{Kind, RenderSpec, Spec};
 use crate::exec::Actions;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
@@ -44,12 +46,13 @@ impl Actions for Runner<'_> {
             Kind::Preflight { daemon, images } => {
                 super::preflight::check(daemon, images.as_deref(), self.verbose)
             }
-            Kind::Render {
-                stack,
-                mode,
-                command,
-                raw,
-            } => {
+            Kind::Render(r) => {
+                let RenderSpec {
+                    stack,
+                    mode,
+                    command,
+                    raw,
+                } = *r;
                 let t = Instant::now();
                 let findings = match render(&command).and_then(|c| Ok((c, render(&raw)?))) {
                     Ok((config, raw)) => {
@@ -69,54 +72,7 @@ impl Actions for Runner<'_> {
                 self.check(&stack, &mode);
                 Ok(())
             }
-            Kind::Boot(b) => {
-                let BootSpec {
-                    mode,
-                    project,
-                    up,
-                    down,
-                    logs,
-                    bases,
-                } = *b;
-                let t = Instant::now();
-                let (_, stack) = self.policy.boot_stack().context("no boot stack")?;
-                let boot = stack.boot.as_ref().context("no boot table")?;
-                let guard = Booted::arm(&project, down, logs, self.verbose);
-                self.report.projects.insert(mode.clone(), project);
-                let result = proc::run(&up, self.verbose)
-                    .map_err(|e| format!("{e:#}"))
-                    .and_then(|_| {
-                        probes::wait_ready(
-                            &bases,
-                            &boot.ready,
-                            Duration::from_secs(boot.timeout_secs),
-                            &mode,
-                            &self.tag,
-                        )
-                    });
-                let findings = match &result {
-                    Ok(_) => {
-                        eprintln!(
-                            "{mode}: booted and ready in {:.1}s",
-                            t.elapsed().as_secs_f64()
-                        );
-                        vec![]
-                    }
-                    Err(e) => vec![finding("-", e.clone())],
-                };
-                self.booted
-                    .insert(mode.clone(), (guard, bases, result.is_ok()));
-                self.report.add(Row::new(
-                    &mode,
-                    Phase::Dynamic,
-                    self.boot_name(),
-                    "boot",
-                    findings,
-                ));
-                self.report
-                    .time(&mode, Phase::Dynamic, t.elapsed().as_secs_f64());
-                Ok(())
-            }
+            Kind::Boot(b) => self.boot(*b),
             Kind::Probe { mode } => {
                 let t = Instant::now();
                 self.probe(&mode);
@@ -125,38 +81,7 @@ impl Actions for Runner<'_> {
                 Ok(())
             }
             Kind::Teardown { mode } => {
-                let t = Instant::now();
-                let failed = self
-                    .report
-                    .rows
-                    .iter()
-                    .any(|r| r.mode == mode && r.phase == Phase::Dynamic && !r.passed);
-                let findings = match self.booted.remove(&mode) {
-                    Some((guard, _, _)) => {
-                        if failed {
-                            eprintln!(
-                                "{mode}: last log lines of {}:\n{}",
-                                guard.project,
-                                guard.logs()
-                            );
-                        }
-                        guard
-                            .down()
-                            .err()
-                            .map(|e| vec![finding("-", format!("{e:#}"))])
-                            .unwrap_or_default()
-                    }
-                    None => vec![],
-                };
-                self.report.add(Row::new(
-                    &mode,
-                    Phase::Dynamic,
-                    self.boot_name(),
-                    "teardown",
-                    findings,
-                ));
-                self.report
-                    .time(&mode, Phase::Dynamic, t.elapsed().as_secs_f64());
+                self.teardown(&mode);
                 Ok(())
             }
             Kind::Report { sarif } => {
@@ -256,65 +181,5 @@ impl<'a> Runner<'a> {
         rows.into_iter().for_each(|r| self.report.add(r));
         self.report
             .time(mode_name, Phase::Static, t.elapsed().as_secs_f64());
-    }
-
-    fn probe(&mut self, mode_name: &str) {
-        let policy = self.policy;
-        let Some(mode) = self.mode(mode_name) else {
-            return;
-        };
-        let stack_name = self.boot_name().to_string();
-        let (bases, booted) = match self.booted.get(mode_name) {
-            Some((_, bases, ok)) => (bases.clone(), *ok),
-            None => (BTreeMap::new(), false),
-        };
-        let boot = policy.boot_stack().and_then(|(_, s)| s.boot.clone());
-        let token = boot.as_ref().and_then(|b| b.token_file.as_ref()).map(|f| {
-            let f = policy.resolve(f);
-            std::fs::read_to_string(&f)
-                .map(|t| t.trim().to_string())
-                .map_err(|e| format!("reading token file {}: {e}", f.display()))
-        });
-        for name in &mode.probes {
-            let Some(probe) = policy.probes.get(name) else {
-                continue; // the policy was validated: every named probe exists
-            };
-            let targets: Vec<String> = if probe.services().is_empty() {
-                bases.keys().cloned().collect()
-            } else {
-                probe.services().to_vec()
-            };
-            let mut findings = Vec::new();
-            for svc in targets {
-                if !booted {
-                    findings.push(finding(&svc, "not probed: the stack did not boot".into()));
-                    continue;
-                }
-                let tok = match (&token, probe) {
-                    (Some(Err(e)), policy::Probe::Status { bearer: true, .. }) => {
-                        findings.push(finding(&svc, e.clone()));
-                        continue;
-                    }
-                    (Some(Ok(t)), _) => Some(t.as_str()),
-                    _ => None,
-                };
-                let Some(base) = bases.get(&svc) else {
-                    findings.push(finding(&svc, "no loopback port for this service".into()));
-                    continue;
-                };
-                findings.extend(
-                    probes::run(probe, base, tok, mode_name, &self.tag)
-                        .into_iter()
-                        .map(|f| finding(&svc, f)),
-                );
-            }
-            self.report.add(Row::new(
-                mode_name,
-                Phase::Dynamic,
-                &stack_name,
-                name,
-                findings,
-            ));
-        }
     }
 }

@@ -14,7 +14,10 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
-use super::policy::{substitute, Mode, Policy, Stack};
+mod boot;
+
+use super::policy::{Mode, Policy, Stack};
+pub(super) use super::preflight::ImageCheck;
 use super::proc::{Command, Effect};
 
 /// One planned action: what the plan shows, and what the runner does.
@@ -25,18 +28,24 @@ pub(super) struct Spec {
     pub kind: Kind,
 }
 
+impl Spec {
+    fn new(id: String, what: String, effect: Effect, kind: Kind) -> Spec {
+        Spec {
+            id,
+            what,
+            effect,
+            kind,
+        }
+    }
+}
+
 #[derive(Clone)]
 pub(super) enum Kind {
     Preflight {
         daemon: bool,
         images: Option<Box<ImageCheck>>,
     },
-    Render {
-        stack: String,
-        mode: String,
-        command: Command,
-        raw: Command,
-    },
+    Render(Box<RenderSpec>),
     Check {
         stack: String,
         mode: String,
@@ -54,14 +63,13 @@ pub(super) enum Kind {
     Verdict,
 }
 
-/// The images a boot needs for the tag under test: listed by compose, each
-/// present locally or in its registry, else preflight names `build`.
+/// Rendering one stack in one mode, interpolated and raw.
 #[derive(Clone)]
-pub(super) struct ImageCheck {
-    pub tag: String,
-    /// `config --images`, one per booted mode.
-    pub list: Vec<Command>,
-    pub build: Option<String>,
+pub(super) struct RenderSpec {
+    pub stack: String,
+    pub mode: String,
+    pub command: Command,
+    pub raw: Command,
 }
 
 /// Starting one mode's project, and what its guard needs to take it down.
@@ -104,6 +112,22 @@ fn compose(
     c
 }
 
+/// What the plan says a render does.
+fn render_what(sname: &str, stack: &Stack, mode: &str, render: &Command) -> String {
+    let how = match &stack.env {
+        Some(env) => {
+            format!("render {sname} as deploy does (deploy environment {env}, which runs {mode})")
+        }
+        None if stack.direct => format!("render {sname} as it is, for {mode}"),
+        None => format!("render {mode} on {sname}"),
+    };
+    format!(
+        "{how}, every profile: {}; and again with --no-interpolate \
+         (what the files say, for the secret rules)",
+        render.display()
+    )
+}
+
 /// The plan's actions, in order. Read-only: it only picks names and free ports.
 pub(super) fn specs(
     policy: &Policy,
@@ -114,25 +138,21 @@ pub(super) fn specs(
     sarif: Option<PathBuf>,
 ) -> Result<Vec<Spec>> {
     let mut out = Vec::new();
-    let mut push = |id: String, what: String, effect: Effect, kind: Kind| {
-        out.push(Spec {
-            id,
-            what,
-            effect,
-            kind,
-        })
-    };
     let daemon = !static_only;
     let boot_stack = policy.boot_stack().filter(|_| !static_only);
-    let booted: Vec<&&Mode> = modes.iter().filter(|m| !m.probes.is_empty()).collect();
-    let images = boot_stack.filter(|_| !booted.is_empty()).map(|(_, stack)| {
-        let list = booted
+    let images = boot_stack.and_then(|(_, stack)| {
+        let overlays: Vec<(String, PathBuf)> = modes
             .iter()
-            .map(|m| {
+            .filter(|m| !m.probes.is_empty())
+            .map(|m| (m.name.clone(), policy.resolve(&m.overlay)))
+            .collect();
+        let list: Vec<Command> = overlays
+            .into_iter()
+            .map(|(name, overlay)| {
                 compose(
-                    &format!("smt-images-{}", m.name),
+                    &format!("smt-images-{name}"),
                     stack,
-                    policy.resolve(&m.overlay),
+                    overlay,
                     policy,
                     Effect::ReadOnly,
                 )
@@ -140,28 +160,22 @@ pub(super) fn specs(
                 .args(["config", "--images"])
             })
             .collect();
-        let build = stack
-            .boot
-            .as_ref()
-            .and_then(|b| b.build.as_ref())
-            .map(|b| substitute(b, "", tag));
-        Box::new(ImageCheck {
-            tag: tag.to_string(),
-            list,
-            build,
-        })
+        ImageCheck::new(stack, tag, list)
     });
     let need = match (daemon, &images) {
-        (true, Some(_)) => format!("docker, the compose v2 plugin, a reachable daemon, and the images the boot needs for {tag} (present locally or in their registry)"),
+        (true, Some(_)) => format!(
+            "docker, the compose v2 plugin, a reachable daemon, and the images \
+             the boot needs for {tag} (present locally or in their registry)"
+        ),
         (true, None) => "docker, the compose v2 plugin and a reachable daemon".into(),
         (false, _) => "docker and the compose v2 plugin (no daemon needed)".into(),
     };
-    push(
+    out.push(Spec::new(
         "preflight".into(),
         format!("preflight: {need}"),
         Effect::ReadOnly,
         Kind::Preflight { daemon, images },
-    );
+    ));
     for m in modes {
         for (sname, stack) in policy.stacks.iter().filter(|(_, s)| s.applies(&m.name)) {
             let mut base = compose(
@@ -177,28 +191,18 @@ pub(super) fn specs(
             let base = base.args(["--profile", "*", "config"]);
             let raw = base.clone().args(["--no-interpolate", "--format", "json"]);
             let render = base.args(["--format", "json"]);
-            let what = match &stack.env {
-                Some(env) => format!(
-                    "render {sname} as deploy does (deploy environment {env}, which runs {}), every profile: {}",
-                    m.name,
-                    render.display()
-                ),
-                None if stack.direct => format!("render {sname} as it is, every profile, for {}: {}", m.name, render.display()),
-                None => format!("render {} on {sname}, every profile: {}", m.name, render.display()),
-            };
-            let what =
-                format!("{what}; and uninterpolated (--no-interpolate) for the secret rules");
-            push(
+            let what = render_what(sname, stack, &m.name, &render);
+            out.push(Spec::new(
                 format!("render/{sname}/{}", m.name),
                 what,
                 Effect::ReadOnly,
-                Kind::Render {
+                Kind::Render(Box::new(RenderSpec {
                     stack: sname.clone(),
                     mode: m.name.clone(),
                     command: render,
                     raw,
-                },
-            );
+                })),
+            ));
             let mut what = format!("check {} on {sname}", m.name);
             if !m.rules.is_empty() {
                 what.push_str(&format!(": every service against {}", m.rules.join(", ")));
@@ -215,7 +219,7 @@ pub(super) fn specs(
                     m.app_rules.join(", ")
                 ));
             }
-            push(
+            out.push(Spec::new(
                 format!("check/{sname}/{}", m.name),
                 what,
                 Effect::ReadOnly,
@@ -223,7 +227,7 @@ pub(super) fn specs(
                     stack: sname.clone(),
                     mode: m.name.clone(),
                 },
-            );
+            ));
         }
     }
     for (m, (sname, stack)) in modes
@@ -231,99 +235,7 @@ pub(super) fn specs(
         .filter(|m| !m.probes.is_empty())
         .filter_map(|m| boot_stack.map(|b| (m, b)))
     {
-        let boot = stack
-            .boot
-            .as_ref()
-            .expect("the boot stack has a boot table");
-        let nonce = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos())
-            & 0xffff;
-        let project = format!("smt-{}-{}-{nonce:04x}", m.name, std::process::id());
-        let mut up = compose(
-            &project,
-            stack,
-            policy.resolve(&m.overlay),
-            policy,
-            Effect::Mutating,
-        )
-        .env(&stack.tag_var, tag);
-        let mut bases = BTreeMap::new();
-        let ports = crate::repo::free_ports(boot.ports.len())?;
-        for ((svc, var), port) in boot.ports.iter().zip(ports) {
-            up = up.env(var, port.to_string());
-            bases.insert(svc.clone(), format!("http://127.0.0.1:{port}"));
-        }
-        let down = up
-            .clone()
-            .args(["down", "-v", "--remove-orphans", "--timeout", "2"]);
-        let logs = Command {
-            effect: Effect::ReadOnly,
-            ..up.clone()
-        }
-        .args(["logs", "--no-color", "--tail", "20"]);
-        let up = up.args(["up", "-d", "--no-build"]);
-        let at: Vec<String> = bases
-            .iter()
-            .map(|(s, b)| format!("{s} on {}", b.trim_start_matches("http://")))
-            .collect();
-        let ready: Vec<String> = boot
-            .ready
-            .expect
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let what = format!(
-            "boot {} on {sname} as compose project {project} ({}), then wait up to {}s for GET {} {}: {}",
-            m.name,
-            at.join(", "),
-            boot.timeout_secs,
-            boot.ready.path,
-            ready.join(", "),
-            up.display()
-        );
-        push(
-            format!("boot/{}", m.name),
-            what,
-            Effect::Mutating,
-            Kind::Boot(Box::new(BootSpec {
-                mode: m.name.clone(),
-                project: project.clone(),
-                up,
-                down: down.clone(),
-                logs,
-                bases,
-            })),
-        );
-        let what = format!(
-            "probe {}: {}",
-            m.name,
-            m.probes
-                .iter()
-                .map(|p| format!("{p} ({})", policy.probes[p].describe()))
-                .collect::<Vec<_>>()
-                .join("; ")
-        );
-        push(
-            format!("probe/{}", m.name),
-            what,
-            Effect::ReadOnly,
-            Kind::Probe {
-                mode: m.name.clone(),
-            },
-        );
-        let what = format!(
-            "tear down {project} (this run's own project, also after a failure): {}",
-            down.display()
-        );
-        push(
-            format!("teardown/{}", m.name),
-            what,
-            Effect::Mutating,
-            Kind::Teardown {
-                mode: m.name.clone(),
-            },
-        );
+        out.extend(boot::specs(policy, m, sname, stack, tag)?);
     }
     let mut what =
         "print the results by mode and rule (--format json: the same as one JSON line)".to_string();
@@ -334,12 +246,17 @@ pub(super) fn specs(
         }
         None => Effect::ReadOnly,
     };
-    push("report".into(), what, effect, Kind::Report { sarif });
-    push(
+    out.push(Spec::new(
+        "report".into(),
+        what,
+        effect,
+        Kind::Report { sarif },
+    ));
+    out.push(Spec::new(
         "verdict".into(),
         "fail with exit 6 if any rule or probe failed".into(),
         Effect::ReadOnly,
         Kind::Verdict,
-    );
+    ));
     Ok(out)
 }
