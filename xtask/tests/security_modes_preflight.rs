@@ -52,7 +52,8 @@ fn one_preflight_line(o: &Output, tag: &str) {
         "no rule ran, so no report: {out}"
     );
     assert!(
-        !err.lines().any(|l| l.starts_with("render ") || l.starts_with("boot ")),
+        !err.lines()
+            .any(|l| l.starts_with("render ") || l.starts_with("boot ")),
         "nothing rendered or booted after the preflight: {err}"
     );
 }

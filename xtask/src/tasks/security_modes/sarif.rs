@@ -51,7 +51,13 @@ pub fn document(report: &Report) -> Value {
                 "properties": {"service": service, "profiles": profiles, "modes": modes},
             });
             if !file.is_empty() {
-                let mut loc = json!({"artifactLocation": {"uri": file}});
+                // Relative paths are relative references; absolute ones are file URIs.
+                let uri = if file.starts_with('/') {
+                    format!("file://{file}")
+                } else {
+                    file.clone()
+                };
+                let mut loc = json!({"artifactLocation": {"uri": uri}});
                 if let Some(l) = line {
                     loc["region"] = json!({"startLine": l});
                 }

@@ -210,9 +210,13 @@ pub fn urls_with_password(masked: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut rest = masked;
     while let Some(at) = rest.find("://") {
+        // The scheme is the ASCII run before `://` (byte offsets stay on char
+        // boundaries because every char it may hold is one byte).
         let scheme_start = rest[..at]
-            .rfind(|c: char| !(c.is_ascii_alphanumeric() || "+.-".contains(c)))
-            .map_or(0, |i| i + 1);
+            .char_indices()
+            .rev()
+            .find(|(_, c)| !(c.is_ascii_alphanumeric() || "+.-".contains(*c)))
+            .map_or(0, |(i, c)| i + c.len_utf8());
         let scheme = &rest[scheme_start..at];
         let after = &rest[at + 3..];
         let end = after

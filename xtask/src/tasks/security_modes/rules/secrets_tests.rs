@@ -103,6 +103,11 @@ fn urls_with_a_written_password() {
         m("postgres://${U}:${P:-dflt}@db/x"),
         ["postgres://${...}:***@db"]
     );
+    assert_eq!(
+        m("dé→postgres://ü:pä@db"),
+        ["postgres://ü:***@db"],
+        "non-ASCII around a URL"
+    );
     for clean in [
         "postgres://app:${DB_PASSWORD}@db/x",
         "postgres://app@db/x",
