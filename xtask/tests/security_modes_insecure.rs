@@ -274,3 +274,27 @@ fn insecure_overlay_fails_every_rule_and_the_error_names_them() {
     );
     assert_eq!(r["passed"], false);
 }
+
+#[test]
+fn insecure_merged_service_names_the_base_and_the_overlay() {
+    // `api` is defined by the testbed's base file and merged with the
+    // overlay, which set `privileged`: both definitions are named.
+    let (_, r) = insecure();
+    let row = row(r, "hipaa", "static", "no-privileged");
+    let api = row["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["service"] == "api")
+        .unwrap_or_else(|| panic!("{row}"));
+    assert_eq!(
+        api["file"], "deployments/testbed/docker-compose.yml",
+        "{api}"
+    );
+    assert_eq!(api["line"], 19, "the line of `api:` in the base");
+    assert_eq!(
+        api["also"],
+        serde_json::json!(["xtask/tests/fixtures/compose/insecure-overlay.yml:9"]),
+        "{api}"
+    );
+}

@@ -42,7 +42,7 @@ pub(super) fn rows(
     let services = rendered.config["services"].as_object().unwrap_or(&empty);
     let raw = &rendered.raw["services"];
     let finding = |svc: &str, value: String| {
-        let (file, line) = places.of(svc);
+        let (file, line, also) = places.of(svc);
         Finding {
             service: svc.into(),
             profiles: services
@@ -51,6 +51,7 @@ pub(super) fn rows(
                 .unwrap_or_default(),
             file,
             line,
+            also,
             value,
         }
     };

@@ -1,11 +1,13 @@
-//! Which file, and which line, defines a service: for findings and SARIF.
+//! Which files, and which lines, define a service: for findings and SARIF.
 //!
 //! Compose's rendered config no longer says where a service came from, and
 //! this task parses no YAML. A light scan is enough to point a reader at the
-//! service: the first of the stack's files whose top-level `services:` block
-//! has the service as a key (`  api:` at the block's indentation). A service
-//! that only comes from `extends` of a file outside the stack is attributed
-//! to the stack's files as a whole.
+//! service: each of the stack's files whose top-level `services:` block has
+//! the service as a key (`  api:` at the block's indentation), in order. A
+//! merged service (a base and an overlay) names every file that defines it,
+//! since the offending value may come from any of them. A service that only
+//! comes from `extends` of a file outside the stack is attributed to the
+//! stack's files as a whole.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +17,7 @@ use std::path::{Path, PathBuf};
 pub struct Locations {
     /// The stack's files as one label, for services found in none of them.
     all: String,
-    found: BTreeMap<String, (String, usize)>,
+    found: BTreeMap<String, Vec<(String, usize)>>,
 }
 
 impl Locations {
@@ -27,7 +29,10 @@ impl Locations {
                 continue;
             };
             for (name, line) in service_keys(&text) {
-                found.entry(name).or_insert_with(|| (shown(f), line));
+                found
+                    .entry(name)
+                    .or_insert_with(Vec::new)
+                    .push((shown(f), line));
             }
         }
         let all: Vec<String> = files.iter().map(|f| shown(f)).collect();
@@ -37,11 +42,15 @@ impl Locations {
         }
     }
 
-    /// The file and line of `service`.
-    pub fn of(&self, service: &str) -> (String, Option<usize>) {
-        match self.found.get(service) {
-            Some((f, l)) => (f.clone(), Some(*l)),
-            None => (self.all.clone(), None),
+    /// The first file and line defining `service`, and `file:line` of the others.
+    pub fn of(&self, service: &str) -> (String, Option<usize>, Vec<String>) {
+        match self.found.get(service).map(Vec::as_slice) {
+            Some([(f, l), rest @ ..]) => (
+                f.clone(),
+                Some(*l),
+                rest.iter().map(|(f, l)| format!("{f}:{l}")).collect(),
+            ),
+            _ => (self.all.clone(), None, vec![]),
         }
     }
 }
@@ -106,7 +115,7 @@ mod tests {
     }
 
     #[test]
-    fn first_file_wins_and_unknown_services_name_every_file() {
+    fn every_defining_file_in_order_and_unknown_services_name_every_file() {
         let dir = tempfile::tempdir().unwrap();
         let (a, b) = (dir.path().join("a.yml"), dir.path().join("b.yml"));
         std::fs::write(&a, "services:\n  api:\n    image: x\n").unwrap();
@@ -116,8 +125,11 @@ mod tests {
         )
         .unwrap();
         let l = Locations::scan(&[a.clone(), b.clone()]);
-        assert_eq!(l.of("api"), (shown(&a), Some(2)));
-        assert_eq!(l.of("worker"), (shown(&b), Some(4)));
+        assert_eq!(
+            l.of("api"),
+            (shown(&a), Some(2), vec![format!("{}:2", shown(&b))])
+        );
+        assert_eq!(l.of("worker"), (shown(&b), Some(4), vec![]));
         assert_eq!(l.of("ghost").0, format!("{} + {}", shown(&a), shown(&b)));
     }
 }

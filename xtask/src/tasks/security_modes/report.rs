@@ -26,6 +26,10 @@ pub struct Finding {
     pub file: String,
     /// The line of the service's key in `file`, when found.
     pub line: Option<usize>,
+    /// `file:line` of the stack's other files that define the service too
+    /// (an overlay merged on a base).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     pub value: String,
 }
 
@@ -46,6 +50,18 @@ impl Finding {
             [p] => format!("{} (profile {p})", self.service),
             ps => format!("{} (profiles {})", self.service, ps.join(", ")),
         }
+    }
+
+    /// Every `file:line` that defines the service (empty: not tied to one).
+    pub fn places(&self) -> Vec<String> {
+        let first = match (self.file.as_str(), self.line) {
+            ("", _) => return vec![],
+            (f, Some(l)) => format!("{f}:{l}"),
+            (f, None) => f.to_string(),
+        };
+        std::iter::once(first)
+            .chain(self.also.iter().cloned())
+            .collect()
     }
 }
 
@@ -175,7 +191,12 @@ impl Report {
                 r.mode, r.stack, r.check
             );
             for f in &r.findings {
-                let _ = writeln!(out, "    {}: {}", f.who(), f.value);
+                // The file is news only where the stack is not itself the file.
+                let at = match f.places() {
+                    p if p.is_empty() || (f.file == r.stack && p.len() == 1) => String::new(),
+                    p => format!(" [{}]", p.join(", ")),
+                };
+                let _ = writeln!(out, "    {}{at}: {}", f.who(), f.value);
             }
         }
         let times: Vec<String> = self
@@ -217,6 +238,8 @@ mod tests {
         let f = Finding::bare("api", "read_only is false".into());
         let gated = Finding {
             profiles: vec!["debug".into()],
+            file: "overlay.yml".into(),
+            line: Some(7),
             ..Finding::bare("admin", "privileged: true".into())
         };
         r.add(Row::new(
@@ -251,7 +274,7 @@ mod tests {
             "{t}"
         );
         assert!(
-            t.contains("    admin (profile debug): privileged: true\n"),
+            t.contains("    admin (profile debug) [overlay.yml:7]: privileged: true\n"),
             "{t}"
         );
         assert!(t.ends_with("FAIL: 3 checks, 2 failed\n"), "{t}");

@@ -12,10 +12,29 @@ use super::report::{Finding, Report};
 /// (rule, file, line, service, value): what makes two findings one result.
 type Key = (String, String, Option<usize>, String, String);
 
+/// A SARIF physical location for `file:line` (or a file alone).
+fn location(place: &str) -> Value {
+    let (file, line) = match place.rsplit_once(':') {
+        Some((f, l)) if l.parse::<usize>().is_ok() => (f, l.parse::<usize>().ok()),
+        _ => (place, None),
+    };
+    // Relative paths are relative references; absolute ones are file URIs.
+    let uri = if file.starts_with('/') {
+        format!("file://{file}")
+    } else {
+        file.to_string()
+    };
+    let mut loc = json!({"artifactLocation": {"uri": uri}});
+    if let Some(l) = line {
+        loc["region"] = json!({"startLine": l});
+    }
+    json!({ "physicalLocation": loc })
+}
+
 /// The SARIF document for `report`.
 pub fn document(report: &Report) -> Value {
-    // -> (profiles, modes)
-    let mut seen: BTreeMap<Key, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    // The first finding of each key, and the modes it failed in.
+    let mut seen: BTreeMap<Key, (&Finding, Vec<String>)> = BTreeMap::new();
     for r in report.failures() {
         for f in &r.findings {
             let key = (
@@ -25,9 +44,7 @@ pub fn document(report: &Report) -> Value {
                 f.service.clone(),
                 f.value.clone(),
             );
-            let e = seen
-                .entry(key)
-                .or_insert_with(|| (f.profiles.clone(), vec![]));
+            let e = seen.entry(key).or_insert_with(|| (f, vec![]));
             if !e.1.contains(&r.mode) {
                 e.1.push(r.mode.clone());
             }
@@ -37,31 +54,16 @@ pub fn document(report: &Report) -> Value {
     rules.dedup();
     let results: Vec<Value> = seen
         .iter()
-        .map(|((rule, file, line, service, value), (profiles, modes))| {
-            let who = Finding {
-                service: service.clone(),
-                profiles: profiles.clone(),
-                ..Default::default()
-            }
-            .who();
+        .map(|((rule, ..), (f, modes))| {
             let mut result = json!({
                 "ruleId": rule,
                 "level": "error",
-                "message": {"text": format!("{who}: {value} (modes: {})", modes.join(", "))},
-                "properties": {"service": service, "profiles": profiles, "modes": modes},
+                "message": {"text": format!("{}: {} (modes: {})", f.who(), f.value, modes.join(", "))},
+                "properties": {"service": f.service, "profiles": f.profiles, "modes": modes},
             });
-            if !file.is_empty() {
-                // Relative paths are relative references; absolute ones are file URIs.
-                let uri = if file.starts_with('/') {
-                    format!("file://{file}")
-                } else {
-                    file.clone()
-                };
-                let mut loc = json!({"artifactLocation": {"uri": uri}});
-                if let Some(l) = line {
-                    loc["region"] = json!({"startLine": l});
-                }
-                result["locations"] = json!([{ "physicalLocation": loc }]);
+            let places = f.places();
+            if !places.is_empty() {
+                result["locations"] = places.iter().map(|p| location(p)).collect();
             }
             result
         })
@@ -92,6 +94,7 @@ mod tests {
             profiles: vec!["debug".into()],
             file: "compose.yml".into(),
             line: Some(7),
+            also: vec!["/abs/overlay.yml:3".into()],
             value: "privileged: true".into(),
         };
         for mode in ["dev", "hipaa"] {
@@ -123,6 +126,9 @@ mod tests {
         let loc = &res["locations"][0]["physicalLocation"];
         assert_eq!(loc["artifactLocation"]["uri"], "compose.yml");
         assert_eq!(loc["region"]["startLine"], 7);
+        let also = &res["locations"][1]["physicalLocation"];
+        assert_eq!(also["artifactLocation"]["uri"], "file:///abs/overlay.yml");
+        assert_eq!(also["region"]["startLine"], 3);
         assert_eq!(
             d["runs"][0]["tool"]["driver"]["rules"],
             json!([{"id": "no-privileged"}])
