@@ -19,9 +19,10 @@ use super::locate::shown;
 use super::policy::{Policy, Stack};
 use super::runner::Runner;
 use super::{resolve_policy, steps, TASK};
+use crate::ctx::Ctx;
 use crate::flags::SecurityModes;
 use crate::plan::{Plan, Step};
-use crate::{validate, Ctx};
+use crate::validate;
 
 pub(super) fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     let path = resolve_policy(&args.policy);
