@@ -175,6 +175,15 @@ pub struct SecurityModes {
         default_value = "deployments/security-modes.toml"
     )]
     pub policy: PathBuf,
+    /// Check this compose file as it is, every profile (repeatable): static only, no deploy config.
+    #[arg(long = "compose", value_name = "FILE", conflicts_with = "tag")]
+    pub compose: Vec<PathBuf>,
+    /// With --compose: a service the modes' app rules apply to (repeatable; default none).
+    #[arg(long = "app-service", value_name = "NAME", requires = "compose")]
+    pub app_services: Vec<String>,
+    /// Also write the report as SARIF 2.1.0 to FILE, for code-scanning tools.
+    #[arg(long, value_name = "FILE")]
+    pub sarif: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

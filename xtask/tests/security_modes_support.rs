@@ -58,6 +58,64 @@ pub fn fixture(name: &str) -> String {
         .to_string()
 }
 
+/// stdout as exactly one JSON document (`--format json` prints no other).
+pub fn one_document(o: &Output) -> Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not exactly one JSON document ({e}):\n{}",
+            text(o)
+        )
+    })
+}
+
+/// One failing finding: (rule, service, profiles, value).
+pub type Found = (String, String, Vec<String>, String);
+
+/// Every failing finding of a report, sorted.
+pub fn found(r: &Value) -> Vec<Found> {
+    let mut out: Vec<Found> = r["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| {
+            row["findings"].as_array().unwrap().iter().map(move |f| {
+                let profiles = f["profiles"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_str().unwrap().to_string())
+                    .collect();
+                (
+                    row["check"].as_str().unwrap().to_string(),
+                    f["service"].as_str().unwrap().to_string(),
+                    profiles,
+                    f["value"].as_str().unwrap().to_string(),
+                )
+            })
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn f(rule: &str, service: &str, profiles: &[&str], value: &str) -> Found {
+    (
+        rule.into(),
+        service.into(),
+        profiles.iter().map(|p| p.to_string()).collect(),
+        value.into(),
+    )
+}
+
+/// A file of `xtask/tests/fixtures/compose/`.
+pub fn compose_fixture(name: &str) -> String {
+    root()
+        .join("xtask/tests/fixtures/compose")
+        .join(name)
+        .display()
+        .to_string()
+}
+
 /// Points `mode`'s overlay at `path`.
 pub fn set_overlay(t: &mut toml::Table, mode: &str, path: &str) {
     let modes = t["mode"].as_array_mut().unwrap();

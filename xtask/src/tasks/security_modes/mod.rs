@@ -5,14 +5,18 @@
 //! The modes are compose overlays (`deployments/modes/`) layered on the base
 //! compose files named in `deployments/security-modes.toml`, which also
 //! declares the rules and probes of each mode (see [`policy`]).
-//! - Static: `docker compose -f BASE -f OVERLAY config --format json` renders
-//!   each mode on each stack; [`rules`] checks the rendered JSON.
+//! - Static: `docker compose -f BASE -f OVERLAY --profile '*' config --format
+//!   json` renders each mode on each stack, every profile included, and again
+//!   with `--no-interpolate` (what the files say); [`rules`] checks both.
+//! - Direct ([`direct`]): `--compose FILE` checks any compose file as it is,
+//!   static only, with the policy's rules and no deploy config.
 //! - Dynamic: the one stack with a `boot` table is started in each mode as a
 //!   fresh compose project with its own name and free loopback ports,
 //!   probed over HTTP ([`probes`]), and taken down with `down -v`.
 //!
-//! Needs: `docker` with the compose v2 plugin; a reachable daemon only for
-//! the dynamic half (`--static-only` runs with the compose binary alone).
+//! Needs: `docker` with the compose v2 plugin; a reachable daemon and the
+//! boot images for the tag only for the dynamic half (`--static-only` runs
+//! with the compose binary alone; a missing image is a preflight problem).
 //! Preflight is the plan's first step rather than a look-up while planning,
 //! so `--dry-run` runs no docker command at all.
 //! Never touches: any compose project but the ones this run created (named
@@ -21,11 +25,17 @@
 //! to `--env`'s audit log, the evidence the promotion gate looks for; a
 //! failing full run appends its failure; partial runs record nothing.
 
+mod check;
+mod direct;
+mod locate;
 mod policy;
+mod preflight;
 mod probes;
+mod proc;
 mod report;
 mod rules;
 mod runner;
+mod sarif;
 mod steps;
 
 use std::path::PathBuf;
@@ -45,6 +55,9 @@ const TASK: &str = "security-modes-test";
 const STAND_IN_TAG: &str = "sha-000000000000";
 
 pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
+    if !args.compose.is_empty() {
+        return direct::run(ctx, args);
+    }
     let path = resolve_policy(&args.policy);
     let mut policy = Policy::load(&path)?;
     // A static check judges files, so it runs outside a git checkout too.
@@ -87,7 +100,14 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             "tag under test",
         );
     }
-    let specs = steps::specs(&policy, &modes, &tag, &render_tag, args.static_only)?;
+    let specs = steps::specs(
+        &policy,
+        &modes,
+        &tag,
+        &render_tag,
+        args.static_only,
+        args.sarif.clone(),
+    )?;
     for s in &specs {
         plan.step(Step::action(&s.id, s.what.clone(), s.effect));
     }
@@ -106,7 +126,13 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             force: false,
         });
     }
-    let mut runner = Runner::new(&policy, &tag, specs, ctx.global.verbose, ctx.global.format);
+    let mut runner = Runner::new(
+        &policy,
+        Some(&tag),
+        specs,
+        ctx.global.verbose,
+        ctx.global.format,
+    );
     let result = ctx.finish(&plan, &mut runner);
     // Whatever is still up (a step failed between boot and teardown) goes down here.
     drop(runner);

@@ -11,9 +11,8 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::policy::{substitute, JsonCheck, Probe};
-use crate::cmd::run as run_command;
+use super::proc::{self, Command};
 use crate::health::one_line;
-use crate::plan::Command;
 
 /// A compose project this run started. Dropping it runs `down -v` of that
 /// project (and nothing else) unless [`Booted::down`] already did, so an
@@ -38,13 +37,13 @@ impl Booted {
 
     /// The last lines of the project's logs, for a failure report on stderr.
     pub fn logs(&self) -> String {
-        run_command(&self.logs, false).unwrap_or_else(|e| format!("(no logs: {e:#})"))
+        proc::run(&self.logs, false).unwrap_or_else(|e| format!("(no logs: {e:#})"))
     }
 
     /// Takes the project down now and reports how that went.
     pub fn down(mut self) -> anyhow::Result<()> {
         match self.down.take() {
-            Some(c) => run_command(&c, self.verbose).map(drop),
+            Some(c) => proc::run(&c, self.verbose).map(drop),
             None => Ok(()),
         }
     }
@@ -57,7 +56,7 @@ impl Drop for Booted {
                 "tearing down {} (left up by an earlier failure)",
                 self.project
             );
-            if let Err(e) = run_command(&c, self.verbose) {
+            if let Err(e) = proc::run(&c, self.verbose) {
                 eprintln!("warning: could not tear down {}: {e:#}", self.project);
             }
         }
@@ -222,11 +221,11 @@ mod tests {
     fn a_dropped_guard_tears_down_and_an_explicit_down_runs_once() {
         let dir = tempfile::tempdir().unwrap();
         let count = dir.path().join("downs");
-        let down = Command::new("sh", crate::plan::Effect::Mutating)
+        let down = Command::new("sh", super::super::proc::Effect::Mutating)
             .arg("-c")
             .arg("echo x >> \"$0\"")
             .arg(count.display().to_string());
-        let logs = Command::new("true", crate::plan::Effect::ReadOnly);
+        let logs = Command::new("true", super::super::proc::Effect::ReadOnly);
         drop(Booted::arm("p1", down.clone(), logs.clone(), false));
         assert_eq!(
             std::fs::read_to_string(&count).unwrap(),

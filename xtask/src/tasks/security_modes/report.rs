@@ -1,6 +1,8 @@
 //! The result of a run: one row per mode, stack and rule (static) or probe
-//! (dynamic), with every offending value. Text is a table; `--format json`
-//! is the same data as one JSON line.
+//! (dynamic), with every offending value, each naming its service, the
+//! service's profiles and the file (and line) that defines it. Text is a
+//! table; `--format json` is the same data as one JSON line; `--sarif`
+//! writes it for code-scanning tools ([`super::sarif`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -14,11 +16,53 @@ pub enum Phase {
     Dynamic,
 }
 
-/// One offending value: which service, and what was wrong.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// One offending value: which service, where it is defined, and what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
 pub struct Finding {
     pub service: String,
+    /// The compose profiles that enable the service (empty: always enabled).
+    pub profiles: Vec<String>,
+    /// The compose file that defines the service (the stack's files when unknown).
+    pub file: String,
+    /// The line of the service's key in `file`, when found.
+    pub line: Option<usize>,
+    /// `file:line` of the stack's other files that define the service too
+    /// (an overlay merged on a base).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub also: Vec<String>,
     pub value: String,
+}
+
+impl Finding {
+    /// A finding about the stack as a whole (`service` is `-`), or one not tied to a file.
+    pub fn bare(service: &str, value: String) -> Finding {
+        Finding {
+            service: service.into(),
+            value,
+            ..Default::default()
+        }
+    }
+
+    /// `api`, or `admin (profile debug)`.
+    pub fn who(&self) -> String {
+        match self.profiles.as_slice() {
+            [] => self.service.clone(),
+            [p] => format!("{} (profile {p})", self.service),
+            ps => format!("{} (profiles {})", self.service, ps.join(", ")),
+        }
+    }
+
+    /// Every `file:line` that defines the service (empty: not tied to one).
+    pub fn places(&self) -> Vec<String> {
+        let first = match (self.file.as_str(), self.line) {
+            ("", _) => return vec![],
+            (f, Some(l)) => format!("{f}:{l}"),
+            (f, None) => f.to_string(),
+        };
+        std::iter::once(first)
+            .chain(self.also.iter().cloned())
+            .collect()
+    }
 }
 
 /// One rule or probe of one mode on one stack.
@@ -56,7 +100,8 @@ pub struct Timing {
 
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Report {
-    pub tag: String,
+    /// The tag under test; none for `--compose` files, which have no tag.
+    pub tag: Option<String>,
     pub passed: bool,
     pub rows: Vec<Row>,
     pub timings: Vec<Timing>,
@@ -95,7 +140,11 @@ impl Report {
                 r.findings.iter().map(move |f| {
                     format!(
                         "{}/{}/{} {}: {}",
-                        r.mode, r.stack, f.service, r.check, f.value
+                        r.mode,
+                        r.stack,
+                        f.who(),
+                        r.check,
+                        f.value
                     )
                 })
             })
@@ -117,7 +166,14 @@ impl Report {
             w(|r| r.check.len(), "CHECK"),
         );
         let mut out = String::new();
-        let _ = writeln!(out, "security modes for tag {}", self.tag);
+        match &self.tag {
+            Some(t) => {
+                let _ = writeln!(out, "security modes for tag {t}");
+            }
+            None => {
+                let _ = writeln!(out, "security modes of compose files (static only)");
+            }
+        }
         let _ = writeln!(
             out,
             "{:wm$}  {:7}  {:ws$}  {:wc$}  RESULT",
@@ -135,7 +191,12 @@ impl Report {
                 r.mode, r.stack, r.check
             );
             for f in &r.findings {
-                let _ = writeln!(out, "    {}: {}", f.service, f.value);
+                // The file is news only where the stack is not itself the file.
+                let at = match f.places() {
+                    p if p.is_empty() || (f.file == r.stack && p.len() == 1) => String::new(),
+                    p => format!(" [{}]", p.join(", ")),
+                };
+                let _ = writeln!(out, "    {}{at}: {}", f.who(), f.value);
             }
         }
         let times: Vec<String> = self
@@ -164,7 +225,7 @@ mod tests {
     #[test]
     fn table_names_mode_service_rule_and_value() {
         let mut r = Report {
-            tag: "sha-1".into(),
+            tag: Some("sha-1".into()),
             ..Default::default()
         };
         r.add(Row::new(
@@ -174,9 +235,12 @@ mod tests {
             "no-privileged",
             vec![],
         ));
-        let f = Finding {
-            service: "api".into(),
-            value: "read_only is false".into(),
+        let f = Finding::bare("api", "read_only is false".into());
+        let gated = Finding {
+            profiles: vec!["debug".into()],
+            file: "overlay.yml".into(),
+            line: Some(7),
+            ..Finding::bare("admin", "privileged: true".into())
         };
         r.add(Row::new(
             "hipaa",
@@ -184,6 +248,13 @@ mod tests {
             "testbed",
             "read-only",
             vec![f],
+        ));
+        r.add(Row::new(
+            "hipaa",
+            Phase::Static,
+            "testbed",
+            "no-privileged",
+            vec![gated],
         ));
         r.time("hipaa", Phase::Dynamic, 1.25);
         r.finish();
@@ -202,10 +273,17 @@ mod tests {
             t.contains("time: hipaa dynamic 1.2s") || t.contains("time: hipaa dynamic 1.3s"),
             "{t}"
         );
-        assert!(t.ends_with("FAIL: 2 checks, 1 failed\n"), "{t}");
+        assert!(
+            t.contains("    admin (profile debug) [overlay.yml:7]: privileged: true\n"),
+            "{t}"
+        );
+        assert!(t.ends_with("FAIL: 3 checks, 2 failed\n"), "{t}");
         assert_eq!(
             r.violations(),
-            ["hipaa/testbed/api read-only: read_only is false"]
+            [
+                "hipaa/testbed/api read-only: read_only is false",
+                "hipaa/testbed/admin (profile debug) no-privileged: privileged: true"
+            ]
         );
         assert!(!r.passed);
     }

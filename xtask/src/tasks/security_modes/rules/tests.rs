@@ -1,0 +1,246 @@
+//! Each rule kind on hand-written rendered services; the secret rules in
+//! `tests_secrets`.
+
+use serde_json::json;
+
+use super::*;
+use crate::tasks::security_modes::policy::Namespace;
+
+fn stack() -> Stack {
+    Stack {
+        env: None,
+        fixed_mode: None,
+        compose_files: vec![],
+        tag_var: "T".into(),
+        app_services: vec!["api".into()],
+        vars: Default::default(),
+        public_ports: vec!["web:443".into()],
+        unpinned_images: vec!["local/redis:local".into()],
+        boot: None,
+        direct: false,
+    }
+}
+
+/// Checks `svc`, rendered and raw alike.
+fn check(rule: Rule, name: &str, svc: Value) -> Vec<String> {
+    check_raw(rule, name, svc.clone(), svc)
+}
+
+fn check_raw(rule: Rule, name: &str, rendered: Value, raw: Value) -> Vec<String> {
+    let s = stack();
+    let scope = Scope {
+        mode: "hipaa",
+        tag: "sha-1",
+        stack: &s,
+    };
+    let svc = Service {
+        name,
+        rendered: &rendered,
+        raw: &raw,
+    };
+    violations(&rule, &scope, &svc)
+}
+
+#[test]
+fn namespaces_and_privilege() {
+    assert_eq!(
+        check(Rule::NoPrivileged, "a", json!({"privileged": true})),
+        ["privileged: true"]
+    );
+    assert!(check(Rule::NoPrivileged, "a", json!({"privileged": false})).is_empty());
+    let net = Rule::NoHostNamespace {
+        namespace: Namespace::Network,
+    };
+    assert_eq!(
+        check(net.clone(), "a", json!({"network_mode": "host"})),
+        ["network_mode: host"]
+    );
+    assert!(check(net, "a", json!({"network_mode": "bridge"})).is_empty());
+    let sock =
+        json!({"volumes": [{"type": "bind", "source": "/var/run/docker.sock", "target": "/s"}]});
+    assert_eq!(
+        check(Rule::NoDockerSocket, "a", sock),
+        ["mounts /var/run/docker.sock at /s"]
+    );
+    let run = json!({"volumes": [{"type": "bind", "source": "/run/", "target": "/h"}]});
+    assert_eq!(check(Rule::NoDockerSocket, "a", run).len(), 1);
+}
+
+#[test]
+fn ports() {
+    let svc = json!({"ports": [
+        {"host_ip": "127.0.0.1", "target": 8080, "published": "1"},
+        {"target": 8080, "published": "2", "protocol": "tcp"},
+        {"host_ip": "0.0.0.0", "target": 9, "protocol": "udp"},
+    ]});
+    assert_eq!(
+        check(Rule::LoopbackPorts, "api", svc),
+        [
+            "port 0.0.0.0:2->8080/tcp is published beyond loopback",
+            "port 0.0.0.0:(random port)->9/udp is published beyond loopback"
+        ]
+    );
+    let web = json!({"ports": [{"target": 443, "published": "443"}]});
+    assert!(
+        check(Rule::LoopbackPorts, "web", web).is_empty(),
+        "allow-listed"
+    );
+}
+
+#[test]
+fn images() {
+    let rule = || Rule::PinnedImages {
+        tag_prefixes: vec!["sha-".into()],
+    };
+    let img = |i: &str| check(rule(), "a", json!({"image": i}));
+    assert!(img("127.0.0.1:5000/fetchml/api:sha-0123456789ab").is_empty());
+    assert!(img("repo/x@sha256:abcd").is_empty());
+    assert!(img("local/redis:local").is_empty(), "allow-listed");
+    assert_eq!(
+        img("127.0.0.1:5000/busybox"),
+        ["127.0.0.1:5000/busybox has no tag, which means latest"]
+    );
+    assert_eq!(img("busybox:latest"), ["busybox:latest floats on latest"]);
+    assert_eq!(
+        img("busybox:1.36"),
+        ["busybox:1.36: tag `1.36` is neither sha- nor a digest"]
+    );
+    assert_eq!(check(rule(), "a", json!({"build": {}})).len(), 1);
+}
+
+#[test]
+fn hardening() {
+    let good = json!({
+        "read_only": true, "security_opt": ["no-new-privileges:true"], "cap_drop": ["ALL"],
+        "healthcheck": {"test": ["CMD", "x"]}, "restart": "unless-stopped",
+        "environment": {"AUDIT_SINK_DIR": "/audit", "COMPLIANCE_MODE": "hipaa"},
+        "tmpfs": ["/audit:uid=1"]
+    });
+    let rules = [
+        Rule::ReadOnly,
+        Rule::NoNewPrivileges,
+        Rule::CapDropAll,
+        Rule::Healthcheck,
+        Rule::RestartPolicy,
+        Rule::AuditSink {
+            env: "AUDIT_SINK_DIR".into(),
+        },
+        Rule::EnvEquals {
+            key: "COMPLIANCE_MODE".into(),
+            value: "{mode}".into(),
+        },
+    ];
+    for r in &rules {
+        assert!(check(r.clone(), "api", good.clone()).is_empty(), "{r:?}");
+        let empty = check(r.clone(), "api", json!({}));
+        assert_eq!(
+            empty.len(),
+            1,
+            "{r:?} must fail on a bare service: {empty:?}"
+        );
+    }
+    let off = json!({"security_opt": ["no-new-privileges:false"], "healthcheck": {"disable": true}, "restart": "no"});
+    assert_eq!(check(Rule::NoNewPrivileges, "a", off.clone()).len(), 1);
+    assert_eq!(
+        check(Rule::Healthcheck, "a", off.clone()),
+        ["healthcheck is disabled"]
+    );
+    assert_eq!(check(Rule::RestartPolicy, "a", off), ["restart is \"no\""]);
+    let ro = json!({"environment": {"S": "/audit/x"}, "volumes": [{"target": "/audit", "read_only": true}]});
+    assert_eq!(
+        check(Rule::AuditSink { env: "S".into() }, "a", ro),
+        ["S=/audit/x is on a read-only mount"]
+    );
+    let bare = json!({"environment": {"S": "/var/log"}, "tmpfs": ["/audit"]});
+    assert_eq!(
+        check(Rule::AuditSink { env: "S".into() }, "a", bare).len(),
+        1
+    );
+    let wrong = json!({"environment": {"COMPLIANCE_MODE": "standard"}});
+    let mode = Rule::EnvEquals {
+        key: "COMPLIANCE_MODE".into(),
+        value: "{mode}".into(),
+    };
+    assert_eq!(
+        check(mode, "a", wrong),
+        ["COMPLIANCE_MODE is \"standard\", want \"hipaa\""]
+    );
+}
+
+#[test]
+fn host_mounts() {
+    let rule = || Rule::NoHostMounts {
+        paths: crate::tasks::security_modes::policy::rule::default_host_paths(),
+    };
+    let bind = |src: &str, ro: bool| json!({"volumes": [{"type": "bind", "source": src, "target": "/h", "read_only": ro}]});
+    assert_eq!(
+        check(rule(), "a", bind("/", true)),
+        ["mounts host / at /h (read-only)"]
+    );
+    assert_eq!(
+        check(rule(), "a", bind("/proc", false)),
+        ["mounts host /proc at /h"]
+    );
+    assert_eq!(
+        check(rule(), "a", bind("/var/lib/docker/volumes", false)),
+        ["mounts host /var/lib/docker/volumes at /h, which is under /var/lib/docker"]
+    );
+    assert_eq!(check(rule(), "a", bind("/sys/fs/cgroup/", true)).len(), 1);
+    // Below `/` is everything: only `/` itself counts, and look-alikes do not.
+    for ok in ["/srv/data", "/proc-like", "/etc/localtime", "/home/app/sys"] {
+        assert!(check(rule(), "a", bind(ok, true)).is_empty(), "{ok}");
+    }
+    let named = json!({"volumes": [{"type": "volume", "source": "sys", "target": "/sys"}]});
+    assert!(
+        check(rule(), "a", named).is_empty(),
+        "a named volume is not a host path"
+    );
+}
+
+#[test]
+fn devices_and_capabilities() {
+    let dev = json!({
+        "devices": [{"source": "/dev/fuse", "target": "/dev/fuse", "permissions": "rwm"}, "/dev/kvm"],
+        "device_cgroup_rules": ["c 1:3 mr"]
+    });
+    assert_eq!(
+        check(Rule::NoDevices, "a", dev),
+        [
+            "device /dev/fuse:/dev/fuse",
+            "device /dev/kvm",
+            "device_cgroup_rules: c 1:3 mr"
+        ]
+    );
+    assert!(check(Rule::NoDevices, "a", json!({})).is_empty());
+    let caps = |allowed: &[&str]| Rule::NoAddedCapabilities {
+        allowed: allowed.iter().map(|s| s.to_string()).collect(),
+    };
+    let svc = json!({"cap_add": ["SYS_ADMIN", "cap_net_admin", "ALL", "NET_BIND_SERVICE"]});
+    assert_eq!(
+        check(caps(&["CAP_NET_BIND_SERVICE"]), "a", svc),
+        [
+            "cap_add: SYS_ADMIN",
+            "cap_add: NET_ADMIN",
+            "cap_add: ALL (every capability)"
+        ]
+    );
+    assert!(check(caps(&[]), "a", json!({"cap_drop": ["ALL"]})).is_empty());
+}
+
+#[test]
+fn every_host_namespace() {
+    for (ns, key) in [
+        (Namespace::Pid, "pid"),
+        (Namespace::Ipc, "ipc"),
+        (Namespace::Uts, "uts"),
+        (Namespace::Userns, "userns_mode"),
+        (Namespace::Cgroup, "cgroup"),
+    ] {
+        let rule = Rule::NoHostNamespace { namespace: ns };
+        assert_eq!(
+            check(rule.clone(), "a", json!({ key: "host" })),
+            [format!("{key}: host")]
+        );
+        assert!(check(rule, "a", json!({ key: "service:db" })).is_empty());
+    }
+}
