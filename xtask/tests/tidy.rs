@@ -923,3 +923,37 @@ fn actionlint_as_lint_runs_it() {
         .expect_err("a job that needs a missing job must fail actionlint");
     assert!(format!("{e:#}").contains("exited with 1"), "{e:#}");
 }
+
+/// Every job that runs `cargo xtask` restores the xtask's build from the
+/// cache first, keyed on the lock file and the xtask's sources, so a deploy
+/// or a rollback from CI does not compile the world before it starts.
+#[test]
+fn every_xtask_job_restores_the_build_cache_first() {
+    let mut missing = Vec::new();
+    for f in workflow_files() {
+        let (_, wf) = load(&f);
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        for (job, spec) in wf["jobs"].as_hash().unwrap() {
+            let job = job.as_str().unwrap_or("?");
+            let steps = spec["steps"].as_vec().cloned().unwrap_or_default();
+            let first_xtask = steps.iter().position(|s| {
+                s["run"].as_str().is_some_and(|r| r.contains("cargo xtask"))
+            });
+            let Some(first) = first_xtask else { continue };
+            let cached = steps[..first].iter().any(|s| {
+                s["uses"].as_str().is_some_and(|u| u.starts_with("actions/cache@"))
+                    && s["with"]["key"].as_str().is_some_and(|k| {
+                        k.contains("hashFiles('Cargo.lock')") && k.contains("xtask/**")
+                    })
+                    && s["with"]["path"].as_str().is_some_and(|p| p.contains("target"))
+            });
+            if !cached {
+                missing.push(format!("{name}: job `{job}`"));
+            }
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "jobs that run cargo xtask without restoring its build cache first: {missing:?}"
+    );
+}
