@@ -63,13 +63,65 @@ struct Run<'a> {
     lock: Option<LockGuard>,
 }
 
+/// What a step is called while it runs, for the steps that take time.
+fn phase_of(s: &Step) -> Option<String> {
+    match s {
+        Step::Run { why, .. } => Some(why.clone()),
+        Step::Action { what, .. } => Some(what.clone()),
+        Step::StartStateful { target } => Some(format!(
+            "starting {} where not running",
+            target.services().join(", ")
+        )),
+        Step::App(a) => app_phase_of(a),
+        _ => None,
+    }
+}
+
+fn app_phase_of(a: &AppStep) -> Option<String> {
+    match a {
+        AppStep::EnsureImages { target } => Some(format!("checking images for {}", target.tag())),
+        AppStep::Pull { target } => Some(format!(
+            "pulling {} on {}",
+            target.services().join(", "),
+            target.tag()
+        )),
+        AppStep::Recreate { target } => Some(format!(
+            "recreating {} on {}",
+            target.services().join(", "),
+            target.tag()
+        )),
+        AppStep::Stop { target } => Some(format!("stopping {}", target.services().join(", "))),
+        AppStep::Converge { target, .. } => Some(format!(
+            "waiting for swarm to run {} on {}",
+            target.services().join(", "),
+            target.tag()
+        )),
+        // The gate shows its own progress.
+        AppStep::HealthGate(_) => None,
+    }
+}
+
+/// Runs `f` as a shown phase when `label` names one.
+fn shown<T>(label: Option<String>, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let Some(label) = label else { return f() };
+    let phase = crate::progress::Phase::start(label);
+    let r = f();
+    phase.finish(r.is_ok());
+    r
+}
+
 impl Run<'_> {
     fn step(&mut self, s: &Step) -> Result<()> {
+        shown(phase_of(s), || self.step_inner(s))
+    }
+
+    fn app(&mut self, a: &AppStep) -> Result<()> {
+        shown(app_phase_of(a), || self.app_inner(a))
+    }
+
+    fn step_inner(&mut self, s: &Step) -> Result<()> {
         match s {
-            Step::Run { why, command } => {
-                eprintln!("{why}");
-                cmd::run(command, self.verbose).map(drop)
-            }
+            Step::Run { command, .. } => cmd::run(command, self.verbose).map(drop),
             Step::Lock {
                 env,
                 path,
@@ -126,13 +178,7 @@ impl Run<'_> {
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
                 Ok(())
             }
-            Step::StartStateful { target } => {
-                eprintln!(
-                    "starting {} where not running",
-                    target.services().join(", ")
-                );
-                self.commands(s.commands())
-            }
+            Step::StartStateful { .. } => self.commands(s.commands()),
             Step::App(a) => self.app(a),
             Step::WriteFile {
                 path,
@@ -147,14 +193,11 @@ impl Run<'_> {
                 std::fs::write(path, contents)
                     .with_context(|| format!("writing {}", path.display()))
             }
-            Step::Action { id, what, .. } => {
-                eprintln!("{what}");
-                self.actions.run(id)
-            }
+            Step::Action { id, .. } => self.actions.run(id),
         }
     }
 
-    fn app(&mut self, a: &AppStep) -> Result<()> {
+    fn app_inner(&mut self, a: &AppStep) -> Result<()> {
         match a {
             AppStep::EnsureImages { target } => {
                 for r in target.image_refs() {

@@ -14,6 +14,7 @@ pub mod health;
 pub mod lock;
 pub mod plan;
 pub mod preflight;
+pub mod progress;
 pub mod provision;
 pub mod repo;
 pub mod rollout;

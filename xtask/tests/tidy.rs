@@ -936,16 +936,20 @@ fn every_xtask_job_restores_the_build_cache_first() {
         for (job, spec) in wf["jobs"].as_hash().unwrap() {
             let job = job.as_str().unwrap_or("?");
             let steps = spec["steps"].as_vec().cloned().unwrap_or_default();
-            let first_xtask = steps.iter().position(|s| {
-                s["run"].as_str().is_some_and(|r| r.contains("cargo xtask"))
-            });
+            let first_xtask = steps
+                .iter()
+                .position(|s| s["run"].as_str().is_some_and(|r| r.contains("cargo xtask")));
             let Some(first) = first_xtask else { continue };
             let cached = steps[..first].iter().any(|s| {
-                s["uses"].as_str().is_some_and(|u| u.starts_with("actions/cache@"))
+                s["uses"]
+                    .as_str()
+                    .is_some_and(|u| u.starts_with("actions/cache@"))
                     && s["with"]["key"].as_str().is_some_and(|k| {
                         k.contains("hashFiles('Cargo.lock')") && k.contains("xtask/**")
                     })
-                    && s["with"]["path"].as_str().is_some_and(|p| p.contains("target"))
+                    && s["with"]["path"]
+                        .as_str()
+                        .is_some_and(|p| p.contains("target"))
             });
             if !cached {
                 missing.push(format!("{name}: job `{job}`"));
