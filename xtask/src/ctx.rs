@@ -78,12 +78,13 @@ impl Ctx {
             }
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let result = exec::apply(plan, self.global.verbose, actions);
         actions.report(result.as_ref());
         let applied = result?;
         match self.global.format {
             Format::Text => {
-                println!("{}: {}", plan.task, applied.outcome);
+                println!("{}: {}", plan.task, change(plan, applied.outcome, started.elapsed()));
                 if let Some(h) = &applied.head {
                     println!("audit head: {h}");
                 }
@@ -94,5 +95,22 @@ impl Ctx {
             ),
         }
         Ok(())
+    }
+}
+
+/// The success line's words: what changed for a deploy, promote or
+/// rollback (`staging sha-a -> sha-b (1.2 s)`), else the outcome.
+fn change(plan: &Plan, outcome: &str, took: std::time::Duration) -> String {
+    match &plan.record {
+        Some(r) if outcome == "success" && audit::RUN_CHANGING.contains(&r.action.as_str()) => {
+            format!(
+                "{} {} \u{2192} {} ({:.1} s)",
+                r.env,
+                r.from.as_deref().unwrap_or("nothing"),
+                r.to.as_deref().unwrap_or("-"),
+                took.as_secs_f64()
+            )
+        }
+        _ => outcome.to_string(),
     }
 }

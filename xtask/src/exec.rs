@@ -151,7 +151,7 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            Step::Require { what, missing } => {
+            Step::Require { what, missing, .. } => {
                 if missing.is_empty() {
                     return Ok(());
                 }

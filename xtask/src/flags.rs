@@ -116,7 +116,10 @@ pub struct Deploy {
     /// Why this deploy happens; recorded verbatim in the audit log.
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
-    /// Append even to an audit chain that does not verify (needs --reason; recorded).
+    /// Append even to an audit chain that does not verify; for deploy-prod,
+    /// also deploy past an unmet promotion gate (missing staging deploy or
+    /// evidence). Needs --reason; the plan marks the gate OVERRIDDEN and the
+    /// record says what was overridden.
     #[arg(long, requires = "reason")]
     pub force: bool,
 }

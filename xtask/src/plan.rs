@@ -65,8 +65,14 @@ pub enum Step {
         #[serde(skip_serializing_if = "Option::is_none")]
         planned_head: Option<(PathBuf, String)>,
     },
-    /// A precondition decided while planning; unmet, the plan is refused (exit 5).
-    Require { what: String, missing: Vec<String> },
+    /// A precondition decided while planning; unmet, the plan is refused
+    /// (exit 5). `overridden` lists what `--force` let through (recorded).
+    Require {
+        what: String,
+        missing: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        overridden: Vec<String>,
+    },
     /// The operator's confirmation (`--yes`, or running in CI). Missing, the
     /// real run is refused (exit 5, recorded); a dry run, which is how one
     /// previews before confirming, only says so.
@@ -201,8 +207,20 @@ impl Step {
     fn describe(&self, shared: &Shared) -> String {
         match self {
             Step::Run { why, command } => format!("{why}: {}", shared.show(command)),
-            Step::Require { what, missing } if missing.is_empty() => format!("require {what}: met"),
-            Step::Require { what, missing } => {
+            Step::Require {
+                what,
+                missing,
+                overridden,
+            } if missing.is_empty() && !overridden.is_empty() => {
+                format!(
+                    "require {what}: OVERRIDDEN by --force (recorded): missing {}",
+                    overridden.join("; ")
+                )
+            }
+            Step::Require { what, missing, .. } if missing.is_empty() => {
+                format!("require {what}: met")
+            }
+            Step::Require { what, missing, .. } => {
                 format!(
                     "require {what}: NOT MET, would refuse (exit 5): missing {}",
                     missing.join("; ")
@@ -426,7 +444,7 @@ impl Plan {
         self.steps
             .iter()
             .filter_map(|s| match s {
-                Step::Require { what, missing } if !missing.is_empty() => {
+                Step::Require { what, missing, .. } if !missing.is_empty() => {
                     Some(format!("{what}: missing {}", missing.join("; ")))
                 }
                 _ => None,

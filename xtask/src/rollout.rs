@@ -220,5 +220,6 @@ pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
     (!missing.is_empty()).then(|| Step::Require {
         what: "a config that agrees with itself".into(),
         missing,
+        overridden: Vec::new(),
     })
 }

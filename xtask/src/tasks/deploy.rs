@@ -98,6 +98,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             how: "--yes (outside CI)".into(),
         });
     }
+    let mut gate_overridden = None;
     if let Some(from) = &env.promote_from {
         let mut missing = Vec::new();
         let source = History::new(ctx.log(cfg, from)?.records()?);
@@ -109,17 +110,21 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                 missing.push(format!("no passing {ev} record for {}", req.tag));
             }
         }
-        if !missing.is_empty() && req.force {
-            plan.fact(
-                "promotion gate",
-                format!("overridden by --force: {}", missing.join("; ")),
-                "audit history",
-            );
-            missing.clear();
+        let overridden = if req.force {
+            std::mem::take(&mut missing)
+        } else {
+            Vec::new()
+        };
+        if !overridden.is_empty() {
+            gate_overridden = Some(format!(
+                "promotion gate OVERRIDDEN by --force: missing {}",
+                overridden.join("; ")
+            ));
         }
         plan.step(Step::Require {
             what: format!("promotion evidence from {from}"),
             missing,
+            overridden,
         });
     }
 
@@ -179,7 +184,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     } else {
         "deploy"
     };
-    plan.record = Some(record(
+    let mut rec = record(
         &req.env,
         env,
         &log,
@@ -188,6 +193,10 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         &req.tag,
         &req.reason,
         req.force,
-    ));
+    );
+    if let Some(o) = gate_overridden {
+        rec.reason = format!("[{o}] {}", rec.reason);
+    }
+    plan.record = Some(rec);
     Ok(plan)
 }

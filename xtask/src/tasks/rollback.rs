@@ -88,6 +88,7 @@ pub fn build(
             plan.step(Step::Require {
                 what: "a rollback target".into(),
                 missing: vec![why],
+                overridden: Vec::new(),
             });
             let mut r = record(
                 &args.env,
