@@ -84,7 +84,11 @@ impl Ctx {
         let applied = result?;
         match self.global.format {
             Format::Text => {
-                println!("{}: {}", plan.task, change(plan, applied.outcome, started.elapsed()));
+                println!(
+                    "{}: {}",
+                    plan.task,
+                    change(plan, applied.outcome, started.elapsed())
+                );
                 if let Some(h) = &applied.head {
                     println!("audit head: {h}");
                 }

@@ -441,11 +441,6 @@ fn append(
     err: Option<&anyhow::Error>,
     started: Instant,
 ) -> Result<String> {
-    let reason = match err {
-        Some(e) if r.reason == "manual" || r.reason.is_empty() => format!("{e:#}"),
-        Some(e) => format!("{}; {e:#}", r.reason),
-        None => r.reason.clone(),
-    };
     let entry = Entry {
         action: r.action.clone(),
         outcome: outcome.into(),
@@ -458,7 +453,8 @@ fn append(
             .clone()
             .map(|tag| image_ref(r.repository.as_deref(), tag)),
         git_sha: crate::repo::git_sha(),
-        reason: one_line(&reason),
+        reason: one_line(&r.reason),
+        error: err.map(|e| one_line(&format!("{e:#}"))),
         duration_ms: started.elapsed().as_millis() as u64,
     };
     log_of(r).append(entry, r.force)

@@ -145,6 +145,7 @@ pub fn entry(action: &str, outcome: &str, from: Option<&str>, to: &str, reason: 
         }),
         git_sha: None,
         reason: reason.into(),
+        error: None,
         duration_ms: 12,
     }
 }

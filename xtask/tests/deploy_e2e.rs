@@ -66,11 +66,13 @@ fn staging_v1_then_v2_then_broken_v3_rolls_back_and_keeps_state() {
     );
     assert_eq!(last.from.as_ref().unwrap().tag, img.v2);
     assert_eq!(last.to.as_ref().unwrap().tag, img.bad);
-    assert!(
-        last.reason.contains("health gate failed"),
-        "{}",
-        last.reason
-    );
+    // The operator's reason and the tool's error are kept apart.
+    assert_eq!(last.reason, "deploy");
+    let error = last.error.as_deref().unwrap_or_default();
+    assert!(error.contains("health gate failed"), "{last:?}");
+    // The failed gate says why: the health body and the new containers' logs.
+    assert!(error.contains("body {"), "{error}");
+    assert!(error.contains("last log lines"), "{error}");
     assert_eq!(last.actor, "e2e-test (USER)");
     assert!(last
         .to

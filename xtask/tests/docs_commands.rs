@@ -269,6 +269,7 @@ fn seed(state: &Path, env: &str, sink: Option<&Path>) {
             to: Some(to),
             git_sha: None,
             reason: "docs example history".into(),
+            error: None,
             duration_ms: 1,
         };
         log.append(entry, false).unwrap();

@@ -221,6 +221,7 @@ fn seed(sb: &Sandbox, env: &str, tags: &[&str]) {
                 to: Some(to.clone()),
                 git_sha: None,
                 reason: "seed".into(),
+                error: None,
                 duration_ms: 1,
             },
             false,

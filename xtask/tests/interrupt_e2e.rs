@@ -204,10 +204,10 @@ fn check(s: &Stack, stand: &Stand, before: usize, got: (i32, String, Duration), 
     assert_eq!(recs.len(), before + 1, "one record appended: {out}");
     let last = recs.last().unwrap();
     assert_eq!(last.outcome, want.outcome, "{last:?}\n{out}");
+    let error = last.error.as_deref().unwrap_or_default();
     assert!(
-        last.reason.contains(want.reason_has),
-        "reason {:?} lacks {:?}",
-        last.reason,
+        error.contains(want.reason_has),
+        "error {error:?} lacks {:?}",
         want.reason_has
     );
     assert!(lock_free(s, "staging"), "the lock is still held: {out}");

@@ -206,9 +206,10 @@ fn scenarios(s: &Stack, stack: &str, img: &Images) {
     assert_eq!(last.from.as_ref().unwrap().tag, img.v2);
     assert_eq!(last.to.as_ref().unwrap().tag, img.bad);
     assert!(
-        last.reason.contains("swarm rolled the update"),
-        "{}",
-        last.reason
+        last.error
+            .as_deref()
+            .is_some_and(|e| e.contains("swarm rolled the update")),
+        "{last:?}"
     );
     assert_eq!(s.history("staging").current(), Some(img.v2.as_str()));
     assert_eq!(

@@ -344,6 +344,10 @@ fn scan_shape(b: &[u8]) -> Result<Shape, ScanError> {
     c.string()?;
     c.lit(b",\"reason\":", ",\"reason\":")?;
     c.string()?;
+    if c.b[c.i..].starts_with(b",\"error\":") {
+        c.i += 9;
+        c.string()?;
+    }
     c.lit(b",\"duration_ms\":", ",\"duration_ms\":")?;
     c.uint()?;
     c.lit(b",\"prev\":\"", ",\"prev\":\"")?;
@@ -686,6 +690,7 @@ mod tests {
             actor: "ci (USER)".into(),
             host: "h".into(),
             reason: reason.into(),
+            error: (seq % 3 == 0).then(|| format!("step {seq} failed")),
             duration_ms: 7,
             prev: hex(prev),
         };

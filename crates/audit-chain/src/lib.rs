@@ -33,7 +33,12 @@ pub struct Record {
     pub git_sha: Option<String>,
     pub actor: String,
     pub host: String,
+    /// The operator's words (`--reason`), verbatim.
     pub reason: String,
+    /// The tool's own account of what went wrong, kept apart from the
+    /// operator's reason; absent on success and in records written before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     pub duration_ms: u64,
     pub prev: String,
 }

@@ -219,6 +219,7 @@ impl Log {
             actor: actor(),
             host: hostname(),
             reason,
+            error: entry.error.map(|e| one_line(&e)),
             duration_ms: entry.duration_ms,
             prev: hex(&prev),
         };

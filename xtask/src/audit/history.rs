@@ -107,6 +107,7 @@ mod tests {
             actor: String::new(),
             host: String::new(),
             reason: String::new(),
+            error: None,
             duration_ms: 0,
             prev: String::new(),
         }

@@ -49,7 +49,10 @@ pub struct Entry {
     pub from: Option<ImageRef>,
     pub to: Option<ImageRef>,
     pub git_sha: Option<String>,
+    /// The operator's reason, verbatim.
     pub reason: String,
+    /// What went wrong, in the tool's words (kept apart from the reason).
+    pub error: Option<String>,
     pub duration_ms: u64,
 }
 

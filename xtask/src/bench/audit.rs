@@ -54,6 +54,7 @@ pub fn synthetic_chain(path: &Path, env: &str, n: u64) -> Result<u64> {
             actor: "deploy-bot (GITHUB_ACTOR)".into(),
             host: "ci-runner-07".into(),
             reason: reasons[(seq % 4) as usize].into(),
+            error: None,
             duration_ms: 40_000 + seq % 20_000,
             prev: hex(&prev),
         };
@@ -110,6 +111,7 @@ fn appends(log: &Log, n: usize) -> Result<(Duration, Vec<Duration>)> {
         }),
         git_sha: None,
         reason: "benchmark".into(),
+        error: None,
         duration_ms: 1,
     };
     log.forget_verified();

@@ -86,6 +86,7 @@ fn seed(ctx: &Ctx, cfg: &Config, env: &str, tags: &[&str]) {
             }),
             git_sha: None,
             reason: "seed".into(),
+            error: None,
             duration_ms: 0,
         };
         log.append(e, false).unwrap();

@@ -295,6 +295,7 @@ impl Smoke {
                     .map(Head::value)
                     .unwrap_or_default()
             ),
+            error: None,
             duration_ms: self.started.elapsed().as_millis() as u64,
         };
         let head = log.append(entry, false)?;
