@@ -36,10 +36,11 @@ fn main() -> ExitCode {
         Task::SecurityModesTest(a) => tasks::security_modes::run(&ctx, a),
         Task::BackupSmoke(a) => tasks::backup_smoke::run(&ctx, a),
         Task::Status(a) => tasks::status::status(&ctx, &a.env),
-        Task::History(a) => tasks::status::history(&ctx, &a.env),
+        Task::History(a) => tasks::status::history(&ctx, &a),
+        Task::Lock(a) => tasks::lock::run(&ctx, a.cmd),
         Task::Audit(a) => match a.cmd {
             AuditCmd::Verify { env, expect_head } => tasks::audit::verify(&ctx, env, expect_head),
-            AuditCmd::Show { env, n } => tasks::audit::show(&ctx, env, n),
+            AuditCmd::Show { env, n, full } => tasks::audit::show(&ctx, env, n, full),
             AuditCmd::Repair { env, reason } => tasks::audit::repair(&ctx, &env, &reason),
         },
         Task::Setup(a) => tasks::setup::run(&ctx, a),

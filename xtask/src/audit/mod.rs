@@ -13,8 +13,9 @@
 //! Layout: `chain` (the canonical scanner, the fast walk, the diagnosis of
 //! a break), `file` (locks, reads, durable writes), `append` (append and
 //! repair), `sink` (comparing the mirror), `history` (what ran, derived),
-//! `line` (the one-line form for people).
+//! `line` (the one-line form for people), `actor` (who and where).
 
+mod actor;
 mod append;
 mod chain;
 mod file;
@@ -31,9 +32,12 @@ use sha2::{Digest, Sha256};
 use crate::exit::{fail, Code};
 use file::{compare_sink, extent, forget, open_shared, read_all, remember, stamp, walk_file};
 
+pub use actor::{actor, hostname, MAX_ACTOR};
 pub use chain::{check as check_bytes, diagnose, hex, parse_hex32, Break, Kind, Tip};
 pub use history::{History, RUN_CHANGING};
-pub use line::{escape as escape_value, line_form, ts_seconds};
+pub use line::{
+    columns, escape as escape_value, fit, fitted, line_form, line_form_with, numbered, ts_seconds,
+};
 pub use sink::SinkState;
 
 /// The `prev` of the first record: 64 zeros.
@@ -281,32 +285,4 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&f)
         .expect("formatting a UTC timestamp")
-}
-
-/// Who is acting: the CI actor where CI names one, else `$USER`; the source is recorded.
-pub fn actor() -> String {
-    for var in [
-        "GITHUB_ACTOR",
-        "GITEA_ACTOR",
-        "FORGEJO_ACTOR",
-        "CI_COMMIT_AUTHOR",
-        "USER",
-        "LOGNAME",
-    ] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.trim().is_empty() {
-                return format!("{} ({var})", one_line(v.trim()));
-            }
-        }
-    }
-    "unknown (no CI actor or USER set)".into()
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }

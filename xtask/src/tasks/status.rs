@@ -2,18 +2,31 @@
 //! a rollback would go back to, derived only from the environment's audit
 //! chain (the one source of truth; there is no second deployment log).
 //!
+//! In text, every line of `status` fits [`WIDTH`] columns (a long reason
+//! is shortened with `…`; `audit show --full` and `--format json` have it
+//! whole). `status` also shows a running deploy and a maintenance hold,
+//! when there is one (`cargo xtask lock status` shows both always).
+//! `history -n N --since WHEN` narrows the list to the newest N deployments
+//! at or after WHEN.
+//!
 //! Needs: the config and the state directory; no engine (status reports
 //! what the chain says, not what a container answers).
 //! Never touches: anything; both are read-only. A chain that does not
 //! verify is not summarised: they exit 6 and point at `audit show`.
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde_json::json;
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
 
-use crate::audit::{line_form, History, Log, Tip};
+use crate::audit::{fit, fitted, line_form, History, Log, Record, Tip};
 use crate::exit::{fail, Code};
-use crate::flags::Format;
+use crate::flags::{self, Format};
+use crate::lock::{self, Running};
 use crate::Ctx;
+
+/// The widest line `status` prints in text.
+pub const WIDTH: usize = 100;
 
 /// The verified chain of `env` as history, or exit 6.
 fn load(ctx: &Ctx, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {
@@ -52,6 +65,8 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     let (log, tip, h, problems) = load(ctx, env)?;
     let last = h.records.last();
     let sink = log.sink.as_ref().map(|p| p.display().to_string());
+    let lock = log.path.with_file_name(lock::LOCK_FILE);
+    let (running, hold) = (lock::running(&lock), lock::read_hold(&lock));
     match ctx.global.format {
         Format::Json => println!(
             "{}",
@@ -63,63 +78,283 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 "records": tip.count,
                 "head": tip.head_hex(),
                 "sink": sink,
+                "running": running,
+                "maintenance": hold.as_ref().ok().cloned().flatten(),
                 "problems": problems,
             }))?
         ),
         Format::Text => {
-            println!("env: {env}");
-            println!(
-                "current: {}",
-                h.current().unwrap_or("none (nothing deployed yet)")
-            );
-            println!(
-                "previous good: {}",
-                h.previous_good()
-                    .unwrap_or("none (nothing to roll back to)")
-            );
-            println!(
-                "last event: {}",
-                last.map_or_else(|| "none".to_string(), line_form)
-            );
-            match (&sink, problems.first()) {
-                (None, _) => println!("sink: none configured"),
-                (Some(p), None) => println!("sink: {p} (matches)"),
-                (Some(p), Some(_)) => println!("sink: {p} (DOES NOT MATCH, see below)"),
+            let sink = match (&sink, problems.first()) {
+                (None, _) => "none configured".to_string(),
+                (Some(p), None) => format!("{p} (matches)"),
+                (Some(p), Some(_)) => format!("{p} (DOES NOT MATCH, see below)"),
+            };
+            let lines = status_lines(env, &h, last, &sink, tip, (&running, &hold));
+            for l in lines {
+                println!("{l}");
             }
-            println!("records: {}", tip.count);
-            println!("audit head: {}", tip.head_hex());
         }
     }
     done(env, problems)
 }
 
-pub fn history(ctx: &Ctx, env: &str) -> Result<()> {
+/// The text of `status`, every line at most [`WIDTH`] columns. The lock
+/// lines appear only while something holds the lock.
+fn status_lines(
+    env: &str,
+    h: &History,
+    last: Option<&Record>,
+    sink: &str,
+    tip: Tip,
+    (running, hold): (&Running, &Result<Option<lock::Hold>>),
+) -> Vec<String> {
+    let mut out = vec![
+        format!("env: {env}"),
+        format!(
+            "current: {}",
+            h.current().unwrap_or("none (nothing deployed yet)")
+        ),
+        format!(
+            "previous good: {}",
+            h.previous_good()
+                .unwrap_or("none (nothing to roll back to)")
+        ),
+    ];
+    let (event, shortened) = match last {
+        None => (vec!["last event: none".to_string()], false),
+        Some(r) => fitted("last event: ", r, WIDTH),
+    };
+    out.extend(event);
+    if shortened {
+        out.push(format!(
+            "  (shortened: `cargo xtask audit show --env {env} -n 1 --full` shows it whole)"
+        ));
+    }
+    let lock_lines = crate::tasks::lock::describe(env, running, hold);
+    if !matches!(running, Running::Free) {
+        out.push(lock_lines[0].clone());
+    }
+    if !matches!(hold, Ok(None)) {
+        out.push(lock_lines[1].clone());
+    }
+    out.push(format!("sink: {sink}"));
+    out.push(format!("records: {}", tip.count));
+    out.push(format!("audit head: {}", tip.head_hex()));
+    out.into_iter().map(|l| fit(&l, WIDTH)).collect()
+}
+
+/// `--since`: an RFC 3339 time, or an age before `now` (`90m`, `2h`, `3d`, `1w`).
+pub fn since(when: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(when, &Rfc3339) {
+        return Ok(t);
+    }
+    let w = when.trim();
+    let split = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
+    let (digits, unit) = w.split_at(split);
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => 0,
+    };
+    match digits.parse::<i64>() {
+        Ok(n) if secs > 0 => n
+            .checked_mul(secs)
+            .and_then(|s| now.checked_sub(Duration::seconds(s)))
+            .ok_or_else(|| anyhow::anyhow!("--since {when}: too far back")),
+        _ => bail!(
+            "invalid --since {when:?}: give an RFC 3339 time (2024-01-15T14:30:00Z) or an age (90m, 2h, 3d, 1w)"
+        ),
+    }
+}
+
+/// Is the record at or after `t`? A record whose time cannot be read is
+/// kept: timestamps are informational, and hiding a record is worse.
+fn at_or_after(r: &Record, t: OffsetDateTime) -> bool {
+    OffsetDateTime::parse(&r.ts, &Rfc3339).map_or(true, |ts| ts >= t)
+}
+
+pub fn history(ctx: &Ctx, args: &flags::History) -> Result<()> {
+    let env = args.env.as_str();
+    let since = args
+        .since
+        .as_deref()
+        .map(|w| since(w, OffsetDateTime::now_utc()))
+        .transpose()?;
     let (_, _, h, problems) = load(ctx, env)?;
+    let mut shown: Vec<&Record> = h
+        .attempts()
+        .filter(|r| since.is_none_or(|t| at_or_after(r, t)))
+        .collect();
+    if let Some(n) = args.n {
+        shown.drain(..shown.len().saturating_sub(n));
+    }
     match ctx.global.format {
         Format::Json => {
-            let deployments: Vec<_> = h.attempts().collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "env": env,
-                    "deployments": deployments,
+                    "deployments": shown,
                     "current": h.current(),
                     "rollback_target": h.previous_good(),
                 }))?
             );
         }
         Format::Text => {
-            let mut any = false;
-            for r in h.attempts() {
-                any = true;
+            for r in &shown {
                 println!("#{} {}", r.seq, line_form(r));
             }
-            if !any {
-                eprintln!("no deployments recorded for {env}");
+            if shown.is_empty() {
+                let narrowed = if args.n.is_some() || since.is_some() {
+                    " (in the range asked for)"
+                } else {
+                    ""
+                };
+                eprintln!("no deployments recorded for {env}{narrowed}");
             }
             println!("current: {}", h.current().unwrap_or("none"));
             println!("rollback target: {}", h.previous_good().unwrap_or("none"));
         }
     }
     done(env, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{columns, ImageRef};
+
+    fn rec(ts: &str, reason: &str) -> Record {
+        let tag = |t: &str| {
+            Some(ImageRef {
+                tag: t.into(),
+                digest: None,
+            })
+        };
+        Record {
+            seq: 1,
+            ts: ts.into(),
+            env: "staging".into(),
+            action: "security-modes-test".into(),
+            outcome: "failure".into(),
+            from: tag("sha-aaaaaaaaaaaa"),
+            to: tag("sha-bbbbbbbbbbbb"),
+            git_sha: None,
+            actor: "e2e-test (USER)".into(),
+            host: "h".into(),
+            reason: reason.into(),
+            duration_ms: 1,
+            prev: String::new(),
+        }
+    }
+
+    fn lines(reason: &str, hold: Result<Option<lock::Hold>>) -> Vec<String> {
+        let r = rec("2024-01-15T14:30:00.123456Z", reason);
+        let h = History::new(vec![r.clone()]);
+        let sink = format!("/very/long/{}/sink (matches)", "deep/".repeat(30));
+        status_lines(
+            "staging",
+            &h,
+            Some(&r),
+            &sink,
+            Tip::EMPTY,
+            (&Running::Free, &hold),
+        )
+    }
+
+    #[test]
+    fn every_status_line_fits_100_columns_and_says_where_the_whole_reason_is() {
+        let long = "rule FAIL: tls required but plaintext accepted; ".repeat(100)
+            + "界".repeat(50).as_str();
+        let out = lines(&long, Ok(None));
+        for l in &out {
+            assert!(
+                l.chars().map(columns).sum::<usize>() <= WIDTH,
+                "{} columns: {l}",
+                l.len()
+            );
+        }
+        let event = out
+            .iter()
+            .position(|l| l.starts_with("last event: "))
+            .unwrap();
+        assert_eq!(
+            out[event],
+            "last event: 2024-01-15T14:30:00Z | security-modes-test | failure"
+        );
+        assert!(
+            out[event + 1].contains("to=sha-bbbbbbbbbbbb | actor=e2e-test (USER)"),
+            "{out:?}"
+        );
+        let reason = &out[event + 2];
+        assert!(
+            reason.starts_with("  reason=rule FAIL: tls") && reason.ends_with('…'),
+            "{reason}"
+        );
+        assert!(
+            out.iter()
+                .any(|l| l.contains("audit show --env staging -n 1 --full")),
+            "{out:?}"
+        );
+        assert!(out
+            .iter()
+            .any(|l| l.starts_with("sink: /very/long/") && l.ends_with('…')));
+        // A short reason is shown whole, with no hint and no lock lines.
+        let out = lines("ok", Ok(None));
+        assert!(out.iter().any(|l| l == "  reason=ok"), "{out:?}");
+        assert!(!out
+            .iter()
+            .any(|l| l.contains("--full") || l.starts_with("maintenance")));
+    }
+
+    #[test]
+    fn a_maintenance_hold_is_shown() {
+        let hold = lock::Hold {
+            message: "db migration".into(),
+            actor: "alice (USER)".into(),
+            host: "ops-1".into(),
+            since: "2024-01-15T14:30:00.123456Z".into(),
+        };
+        let out = lines("ok", Ok(Some(hold)));
+        let m = out
+            .iter()
+            .find(|l| l.starts_with("maintenance: HELD"))
+            .unwrap();
+        assert!(
+            m.contains("alice (USER) on ops-1 since 2024-01-15T14:30:00Z: \"db migration\""),
+            "{m}"
+        );
+        assert!(m.chars().count() <= WIDTH);
+    }
+
+    #[test]
+    fn since_takes_a_time_or_an_age() {
+        let now = OffsetDateTime::parse("2024-01-15T14:30:00Z", &Rfc3339).unwrap();
+        let utc = time::UtcOffset::UTC;
+        let at = |w: &str| {
+            since(w, now)
+                .unwrap()
+                .to_offset(utc)
+                .format(&Rfc3339)
+                .unwrap()
+        };
+        assert_eq!(at("2h"), "2024-01-15T12:30:00Z");
+        assert_eq!(at("3d"), "2024-01-12T14:30:00Z");
+        assert_eq!(at("90m"), "2024-01-15T13:00:00Z");
+        assert_eq!(at("2024-01-01T00:00:00+01:00"), "2023-12-31T23:00:00Z");
+        for bad in ["", "h", "2x", "-2h", "yesterday", "2024-01-01"] {
+            let e = since(bad, now).unwrap_err().to_string();
+            assert!(e.contains("RFC 3339"), "{bad:?}: {e}");
+        }
+        let t = since("1h", now).unwrap();
+        assert!(at_or_after(&rec("2024-01-15T14:00:00.000001Z", ""), t));
+        assert!(!at_or_after(&rec("2024-01-15T13:00:00.000000Z", ""), t));
+        assert!(
+            at_or_after(&rec("not a time", ""), t),
+            "unreadable times are kept"
+        );
+    }
 }
