@@ -110,7 +110,10 @@ pub fn reason(r: &str) -> Result<()> {
         bail!("--reason is empty: say why, in a few words");
     }
     if r.len() > 1024 {
-        bail!("--reason is {} bytes: it can be at most 1024 bytes", r.len());
+        bail!(
+            "--reason is {} bytes: it can be at most 1024 bytes",
+            r.len()
+        );
     }
     if r.chars().any(|c| c.is_control()) {
         bail!("--reason contains a control character (newline, tab, escape); write it on one line");

@@ -86,7 +86,9 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
         ),
         Format::Text => {
             println!("env: {env}");
-            for l in describe(env, &running, &hold) {
+            let (run, held) = describe(env, &running, &hold);
+            println!("{run}");
+            for l in held {
                 println!("{l}");
             }
         }
@@ -94,23 +96,31 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     Ok(())
 }
 
-/// The `running:` and `maintenance:` lines (shared with `status`).
-pub fn describe(env: &str, running: &Running, hold: &Result<Option<Hold>>) -> Vec<String> {
+/// The `running:` line and the `maintenance:` lines (shared with `status`).
+pub fn describe(
+    env: &str,
+    running: &Running,
+    hold: &Result<Option<Hold>>,
+) -> (String, Vec<String>) {
     let run = match running {
         Running::Free => "running: nothing (no deploy or rollback holds the lock)".to_string(),
         Running::Held { pid, holder } if holder.is_empty() => format!("running: pid {pid}"),
         Running::Held { holder, .. } => format!("running: {holder}"),
         Running::Unknown { error } => format!("running: unknown ({error})"),
     };
+    let release = format!("`cargo xtask lock release {env}`");
     let held = match hold {
-        Ok(None) => "maintenance: none".to_string(),
-        Ok(Some(h)) => format!(
-            "maintenance: HELD by {}; deploys and rollbacks are refused until `cargo xtask lock release {env}`",
-            h.describe()
-        ),
-        Err(e) => format!("maintenance: HELD (unreadable: {e:#}); `cargo xtask lock release {env}` removes it"),
+        Ok(None) => vec!["maintenance: none".to_string()],
+        Ok(Some(h)) => vec![
+            format!("maintenance: HELD by {}", h.describe()),
+            format!("  deploys and rollbacks are refused until {release}"),
+        ],
+        Err(e) => vec![
+            format!("maintenance: HELD (unreadable: {e:#})"),
+            format!("  deploys and rollbacks are refused until {release} removes it"),
+        ],
     };
-    vec![run, held]
+    (run, held)
 }
 
 /// Writes or removes the hold, under the lock the plan took.

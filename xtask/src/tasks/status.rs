@@ -130,12 +130,12 @@ fn status_lines(
             "  (shortened: `cargo xtask audit show --env {env} -n 1 --full` shows it whole)"
         ));
     }
-    let lock_lines = crate::tasks::lock::describe(env, running, hold);
+    let (run, held) = crate::tasks::lock::describe(env, running, hold);
     if !matches!(running, Running::Free) {
-        out.push(lock_lines[0].clone());
+        out.push(run);
     }
     if !matches!(hold, Ok(None)) {
-        out.push(lock_lines[1].clone());
+        out.extend(held);
     }
     out.push(format!("sink: {sink}"));
     out.push(format!("records: {}", tip.count));
