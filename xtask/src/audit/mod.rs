@@ -15,7 +15,7 @@
 //! repair), `sink` (comparing the mirror), `history` (what ran, derived),
 //! `line` (the one-line form for people), `actor` (who and where).
 
-mod actor;
+pub mod actor;
 mod append;
 mod chain;
 mod file;
