@@ -251,3 +251,82 @@ fn a_hold_message_is_checked_like_a_reason() {
     let o = cli.run(&["lock", "acquire", "staging", "-m", &"x".repeat(1024)]);
     assert_eq!(exit_code(&o), 0, "{}", text(&o));
 }
+
+/// `cli` under a file size limit of `room` bytes more than the audit log
+/// has: the hold file (smaller) is written, the record (larger) is not.
+fn limited(cli: &Cli, room: usize, args: &[&str]) -> std::process::Output {
+    let log = cli.state.path().join("staging/audit.jsonl");
+    let limit = std::fs::metadata(&log).map_or(0, |m| m.len() as usize) + room;
+    std::process::Command::new("sh")
+        .args([
+            "-c",
+            "trap '' XFSZ; l=$1; shift; exec prlimit --fsize=\"$l\" -- \"$0\" \"$@\"",
+        ])
+        .arg(env!("CARGO_BIN_EXE_xtask"))
+        .arg(limit.to_string())
+        .arg("--config")
+        .arg(root().join("deployments/testbed/deploy.toml"))
+        .arg("--state-dir")
+        .arg(cli.state.path())
+        .args(args)
+        .env("USER", "ops-test")
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_hold_change_that_cannot_be_recorded_is_undone() {
+    assert!(
+        std::process::Command::new("prlimit")
+            .arg("--version")
+            .output()
+            .is_ok(),
+        "prlimit (util-linux) is needed for this test"
+    );
+    let cli = Cli {
+        state: tempfile::tempdir().unwrap(),
+    };
+    let st = cli.state.path().join("staging");
+    let log = xtask::audit::Log::new(&st, "staging", None);
+    // A few records, so the limit leaves room for the hold file but not a record.
+    for m in ["one", "two", "three"] {
+        assert_eq!(
+            exit_code(&cli.run(&["lock", "acquire", "staging", "-m", m])),
+            0
+        );
+        assert_eq!(exit_code(&cli.run(&["lock", "release", "staging"])), 0);
+    }
+    let before = std::fs::read(&log.path).unwrap();
+
+    let o = limited(&cli, 300, &["lock", "acquire", "staging", "-m", "window"]);
+    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("the maintenance hold was removed again, as it could not be recorded"),
+        "{}",
+        text(&o)
+    );
+    assert!(!lock::hold_path(&st.join("deploy.lock")).exists());
+    assert_eq!(std::fs::read(&log.path).unwrap(), before);
+
+    // And a release that cannot be recorded puts the hold back.
+    assert_eq!(
+        exit_code(&cli.run(&["lock", "acquire", "staging", "-m", "window"])),
+        0
+    );
+    let held = std::fs::read(lock::hold_path(&st.join("deploy.lock"))).unwrap();
+    let before = std::fs::read(&log.path).unwrap();
+    let o = limited(&cli, 300, &["lock", "release", "staging"]);
+    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("the maintenance hold was put back"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        std::fs::read(lock::hold_path(&st.join("deploy.lock"))).unwrap(),
+        held
+    );
+    assert_eq!(std::fs::read(&log.path).unwrap(), before);
+    log.verify().unwrap();
+}

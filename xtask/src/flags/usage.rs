@@ -43,7 +43,12 @@ pub fn usage_error(e: &clap::Error, argv: &[String]) -> String {
             ));
         }
     }
-    let path = task_path(argv);
+    // An unknown task names no task: look no further than it.
+    let known = match e.get(ContextKind::InvalidSubcommand) {
+        Some(ContextValue::String(bad)) => argv.iter().position(|a| a == bad).unwrap_or(argv.len()),
+        _ => argv.len(),
+    };
+    let path = task_path(&argv[..known]);
     let task = if path.is_empty() {
         String::new()
     } else {
@@ -133,6 +138,8 @@ mod tests {
             e.contains("did you mean `cargo xtask deploy-staging --tag v1` (the"),
             "{e}"
         );
+        assert!(e.ends_with("see `cargo xtask --help`"), "{e}");
+        let e = err("--state-dir /tmp/x 2492 lock acquire staging");
         assert!(e.ends_with("see `cargo xtask --help`"), "{e}");
         let e = err("stat staging");
         assert!(

@@ -254,7 +254,9 @@ pub fn release(ctx: &Ctx, env: &str, msg: Option<&str>) -> Result<()> {
         lock::hold_path(&lock).display(),
         held.describe()
     );
-    let mut plan = plan(&log, RELEASE_TASK, 0, ("release", what))?;
+    // A deploy polling with --lock-wait takes the lock for an instant to
+    // read the hold: wait out such blips rather than fail.
+    let mut plan = plan(&log, RELEASE_TASK, 10, ("release", what))?;
     let reason = format!(
         "{} (ends the hold of {})",
         msg.unwrap_or("released"),
