@@ -13,7 +13,8 @@
 //! Layout: `chain` (the canonical scanner, the fast walk, the diagnosis of
 //! a break), `file` (locks, reads, durable writes), `append` (append and
 //! repair), `sink` (comparing the mirror), `history` (what ran, derived),
-//! `line` (the one-line form for people), `actor` (who and where).
+//! `line` (the one-line form for people), `text` (fitting it to a
+//! terminal, numbering it for `audit show`), `actor` (who and where).
 
 pub mod actor;
 mod append;
@@ -22,6 +23,7 @@ mod file;
 mod history;
 mod line;
 mod sink;
+mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -34,11 +36,10 @@ use file::{compare_sink, extent, forget, open_shared, read_all, remember, stamp,
 
 pub use actor::{actor, hostname, MAX_ACTOR};
 pub use chain::{check as check_bytes, diagnose, hex, parse_hex32, Break, Kind, Tip};
-pub use history::{History, RUN_CHANGING};
-pub use line::{
-    columns, escape as escape_value, fit, fitted, line_form, line_form_with, numbered, ts_seconds,
-};
+pub use history::{at_or_after, since, History, RUN_CHANGING};
+pub use line::{escape as escape_value, line_form, line_form_with, ts_seconds};
 pub use sink::SinkState;
+pub use text::{columns, fit, fitted, numbered};
 
 /// The `prev` of the first record: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
