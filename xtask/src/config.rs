@@ -94,6 +94,37 @@ pub struct Env {
     /// Promotion gate: passing records required for the tag (security-modes-test, backup-smoke).
     #[serde(default)]
     pub require_evidence: Vec<String>,
+    /// Time limits of the engine commands; past one, the command's whole
+    /// process group is killed and the step fails.
+    #[serde(default)]
+    pub timeouts: Limits,
+}
+
+/// Per step-kind time limits of engine commands, in seconds. The defaults
+/// fit the real stack on a slow registry; `[env.NAME.timeouts]` overrides
+/// them, and dry-run shows each command's limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// `pull` of the app images (and a rollback's image pull).
+    pub pull_secs: u64,
+    /// `up -d` of the app services, or a swarm `stack deploy`/`service update`.
+    pub recreate_secs: u64,
+    /// `stop` of the app services, and starting absent stateful ones.
+    pub stop_secs: u64,
+    /// Read-only look-ups against the engine (`ps`, `inspect`, `config`).
+    pub look_up_secs: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            pull_secs: 600,
+            recreate_secs: 300,
+            stop_secs: 120,
+            look_up_secs: 30,
+        }
+    }
 }
 
 fn default_tag_var() -> String {

@@ -9,19 +9,20 @@
 //!
 //! The engine (`engine = "compose" | "swarm"` per environment) is a property
 //! of the `Target`: the plans say "pull", "recreate", "stop" and
-//! [`Target::rollout`], and only the methods here look at which engine runs
+//! "converge", and only the methods here look at which engine runs
 //! the stack. The Swarm lowering lives in [`swarm`].
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod docker;
 pub mod swarm;
 
 use anyhow::{bail, Result};
 use serde::Serialize;
 
-use crate::config::{Config, EngineKind, Env};
-use crate::plan::{Command, Effect, Step};
+use crate::cmd::{Command, Effect};
+use crate::config::{Config, EngineKind, Env, Limits};
 
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,27 +33,72 @@ pub enum ComposeCli {
 }
 
 /// The app services of one environment on one tag.
+///
+/// Its fields are private and its only constructor reads `app_services`, so
+/// no code outside this module can make a `Target` that names a stateful
+/// service: a rollback or a recovery, built from targets alone, cannot
+/// reach the queue, storage or database.
 #[derive(Debug, Clone, Serialize)]
 pub struct Target {
-    pub env: String,
-    pub engine: EngineKind,
-    pub cli: ComposeCli,
-    pub project: String,
-    pub files: Vec<PathBuf>,
-    pub tag_var: String,
-    pub tag: String,
+    env: String,
+    engine: EngineKind,
+    cli: ComposeCli,
+    project: String,
+    files: Vec<PathBuf>,
+    tag_var: String,
+    tag: String,
     /// App services only (from `app_services`).
-    pub services: Vec<String>,
-    /// Stateful services: only ever started when absent (`--no-recreate`), never recreated.
-    pub stateful: Vec<String>,
+    services: Vec<String>,
     /// Image repository per app service.
-    pub images: BTreeMap<String, String>,
-    pub vars: BTreeMap<String, String>,
+    images: BTreeMap<String, String>,
+    vars: BTreeMap<String, String>,
     /// Swarm: change only the app services' image (`docker service update
     /// --image`), not the whole stack. A rollback is image-only; compose
     /// recreates the same way in both cases.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
-    pub image_only: bool,
+    image_only: bool,
+    #[serde(skip)]
+    limits: Limits,
+}
+
+/// The stateful services of an environment: the one thing a deploy may do
+/// to them is start them where they are absent (`--no-recreate`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Stateful {
+    services: Vec<String>,
+    #[serde(skip)]
+    base: Target,
+}
+
+impl Stateful {
+    /// The stateful services of `target`'s environment.
+    pub fn of(target: &Target, env: &Env) -> Stateful {
+        Stateful {
+            services: env.stateful_services.clone(),
+            base: target.clone(),
+        }
+    }
+    pub fn services(&self) -> &[String] {
+        &self.services
+    }
+
+    /// Starts stateful services that are not running yet, and only those:
+    /// `--no-recreate` keeps an existing container (and its data) as it is,
+    /// even when its config changed. A first deploy into an empty
+    /// environment needs its queue; no deploy may replace it.
+    pub fn start_commands(&self) -> Vec<Command> {
+        // Swarm: `docker stack deploy` creates a missing service and leaves
+        // one whose spec did not change as it is, so there is no separate step.
+        if self.services.is_empty() || self.base.engine == EngineKind::Swarm {
+            return Vec::new();
+        }
+        vec![self
+            .base
+            .compose(Effect::Mutating)
+            .args(["up", "-d", "--no-recreate", "--no-deps", "--no-build"])
+            .args(self.services.clone())
+            .timeout(self.base.limits.recreate_secs)]
+    }
 }
 
 impl Target {
@@ -81,11 +127,19 @@ impl Target {
             tag_var: env.tag_var.clone(),
             tag: tag.into(),
             services: env.app_services.clone(),
-            stateful: env.stateful_services.clone(),
             images: env.images.clone(),
             vars: env.vars.clone(),
             image_only: false,
+            limits: env.timeouts,
         })
+    }
+
+    /// The app services of `env_name` with no tag yet: for looking up what
+    /// runs before the tag is decided.
+    pub fn untagged(cfg: &Config, env_name: &str, env: &Env, cli: ComposeCli) -> Result<Target> {
+        let mut t = Target::app(cfg, env_name, env, "sha-000000000000", cli)?;
+        t.tag.clear();
+        Ok(t)
     }
 
     /// The same target, changing only images when applied (rollback).
@@ -94,21 +148,6 @@ impl Target {
             image_only: true,
             ..self
         }
-    }
-
-    /// The steps that put the app services on the tag: a recreate, and on
-    /// Swarm the wait until the update converged (or Swarm rolled it back).
-    pub fn rollout(&self, timeout_secs: u64) -> Vec<Step> {
-        let mut steps = vec![Step::Recreate {
-            target: self.clone(),
-        }];
-        if self.engine == EngineKind::Swarm {
-            steps.push(Step::Converge {
-                target: self.clone(),
-                timeout_secs,
-            });
-        }
-        steps
     }
 
     /// The same services on another tag (the rollback of a deploy).
@@ -148,58 +187,69 @@ impl Target {
     }
 
     pub fn pull_commands(&self) -> Vec<Command> {
-        if self.engine == EngineKind::Swarm {
-            return swarm::pull(self);
-        }
-        vec![self
-            .compose(Effect::Mutating)
-            .arg("pull")
-            .arg("--quiet")
-            .args(self.services.clone())]
+        let cmds = match self.engine {
+            EngineKind::Swarm => swarm::pull(self),
+            EngineKind::Compose => vec![self
+                .compose(Effect::Mutating)
+                .arg("pull")
+                .arg("--quiet")
+                .args(self.services.clone())],
+        };
+        bounded(cmds, self.limits.pull_secs)
     }
 
     pub fn recreate_commands(&self) -> Vec<Command> {
-        if self.engine == EngineKind::Swarm {
-            return swarm::recreate(self);
-        }
-        vec![self
-            .compose(Effect::Mutating)
-            .args(["up", "-d", "--no-deps", "--no-build"])
-            .args(self.services.clone())]
-    }
-
-    /// Starts stateful services that are not running yet, and only those:
-    /// `--no-recreate` keeps an existing container (and its data) as it is,
-    /// even when its config changed. A first deploy into an empty
-    /// environment needs its queue; no deploy may replace it.
-    pub fn start_stateful_commands(&self) -> Vec<Command> {
-        // Swarm: `docker stack deploy` creates a missing service and leaves
-        // one whose spec did not change as it is, so there is no separate step.
-        if self.stateful.is_empty() || self.engine == EngineKind::Swarm {
-            return Vec::new();
-        }
-        vec![self
-            .compose(Effect::Mutating)
-            .args(["up", "-d", "--no-recreate", "--no-deps", "--no-build"])
-            .args(self.stateful.clone())]
+        let cmds = match self.engine {
+            EngineKind::Swarm => swarm::recreate(self),
+            EngineKind::Compose => vec![self
+                .compose(Effect::Mutating)
+                .args(["up", "-d", "--no-deps", "--no-build"])
+                .args(self.services.clone())],
+        };
+        bounded(cmds, self.limits.recreate_secs)
     }
 
     pub fn stop_commands(&self) -> Vec<Command> {
-        if self.engine == EngineKind::Swarm {
-            return swarm::stop(self);
-        }
-        vec![self
-            .compose(Effect::Mutating)
-            .arg("stop")
-            .args(self.services.clone())]
+        let cmds = match self.engine {
+            EngineKind::Swarm => swarm::stop(self),
+            EngineKind::Compose => vec![self
+                .compose(Effect::Mutating)
+                .arg("stop")
+                .args(self.services.clone())],
+        };
+        bounded(cmds, self.limits.stop_secs)
+    }
+
+    /// The time limits of this environment's engine commands.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 }
 
 impl Target {
-    /// The read-only look-ups [`Step::Converge`] polls (Swarm only).
+    pub fn env(&self) -> &str {
+        &self.env
+    }
+    pub fn engine(&self) -> EngineKind {
+        self.engine
+    }
+    pub fn project(&self) -> &str {
+        &self.project
+    }
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
+    pub fn services(&self) -> &[String] {
+        &self.services
+    }
+    pub fn is_image_only(&self) -> bool {
+        self.image_only
+    }
+
+    /// The read-only look-ups the converge step polls (Swarm only).
     pub fn converge_commands(&self) -> Vec<Command> {
         match self.engine {
-            EngineKind::Swarm => swarm::observe(self),
+            EngineKind::Swarm => bounded(swarm::observe(self), self.limits.look_up_secs),
             EngineKind::Compose => Vec::new(),
         }
     }
@@ -210,5 +260,159 @@ impl Target {
             EngineKind::Swarm => format!("{}_{service}", self.project),
             EngineKind::Compose => service.to_string(),
         }
+    }
+}
+
+fn bounded(cmds: Vec<Command>, secs: u64) -> Vec<Command> {
+    cmds.into_iter().map(|c| c.timeout(secs)).collect()
+}
+
+/// What the engine reports running for an environment's app services: the
+/// image tag of each running container (compose) or service spec (swarm).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Running {
+    /// App service -> the tags it runs (several while a recreate is half done).
+    pub services: BTreeMap<String, Vec<String>>,
+}
+
+impl Running {
+    /// The one tag every app service runs, if they agree and all run.
+    pub fn tag(&self, app_services: &[String]) -> Option<&str> {
+        let mut tags = app_services
+            .iter()
+            .map(|s| self.services.get(s).map(Vec::as_slice).unwrap_or(&[]));
+        let first = tags.next()?;
+        let [t] = first else { return None };
+        tags.all(|ts| ts == [t.clone()]).then_some(t.as_str())
+    }
+
+    /// Nothing of the app runs.
+    pub fn is_empty(&self) -> bool {
+        self.services.values().all(Vec::is_empty)
+    }
+
+    /// `api=sha-1, worker=sha-1 sha-2`, or `nothing running`.
+    pub fn describe(&self, app_services: &[String]) -> String {
+        if self.is_empty() {
+            return "nothing running".into();
+        }
+        app_services
+            .iter()
+            .map(|s| {
+                let tags = self
+                    .services
+                    .get(s)
+                    .map(|t| t.join(" "))
+                    .unwrap_or_default();
+                format!("{s}={}", if tags.is_empty() { "-" } else { &tags })
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+}
+
+/// The tag of an image reference (`repo:tag`, `repo:tag@sha256:...`).
+fn tag_of(image: &str) -> Option<String> {
+    let image = image.split('@').next().unwrap_or(image);
+    let (repo, tag) = image.rsplit_once(':')?;
+    (!tag.contains('/') && !repo.is_empty()).then(|| tag.to_string())
+}
+
+impl Target {
+    /// The read-only look-up of what runs (see [`Target::running`]).
+    pub fn running_command(&self) -> Command {
+        let c = Command::new("docker", Effect::ReadOnly);
+        let c = match self.engine {
+            EngineKind::Compose => c.args([
+                "ps".to_string(),
+                "--filter".into(),
+                format!("label=com.docker.compose.project={}", self.project),
+                "--format".into(),
+                "{{.Label \"com.docker.compose.service\"}}\t{{.Image}}".into(),
+            ]),
+            EngineKind::Swarm => c.args([
+                "service".to_string(),
+                "ls".into(),
+                "--filter".into(),
+                format!("label=com.docker.stack.namespace={}", self.project),
+                "--format".into(),
+                "{{.Name}}\t{{.Image}}".into(),
+            ]),
+        };
+        c.timeout(self.limits.look_up_secs)
+    }
+
+    /// What the engine runs now for the app services (read-only).
+    pub fn running(&self) -> Result<Running> {
+        let out = crate::cmd::run(&self.running_command(), false)?;
+        Ok(self.parse_running(&out))
+    }
+
+    fn parse_running(&self, out: &str) -> Running {
+        let mut r = Running::default();
+        for line in out.lines() {
+            let Some((name, image)) = line.split_once('\t') else {
+                continue;
+            };
+            let service = match self.engine {
+                EngineKind::Swarm => name
+                    .strip_prefix(&format!("{}_", self.project))
+                    .unwrap_or(name),
+                EngineKind::Compose => name,
+            };
+            if !self.services.iter().any(|s| s == service) {
+                continue;
+            }
+            if let Some(tag) = tag_of(image.trim()) {
+                let tags = r.services.entry(service.to_string()).or_default();
+                if !tags.contains(&tag) {
+                    tags.push(tag);
+                    tags.sort();
+                }
+            }
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target(engine: EngineKind) -> Target {
+        Target {
+            env: "staging".into(),
+            engine,
+            cli: ComposeCli::V2Plugin,
+            project: "p".into(),
+            files: vec![],
+            tag_var: "T".into(),
+            tag: "sha-2".into(),
+            services: vec!["api".into(), "worker".into()],
+            images: BTreeMap::new(),
+            vars: BTreeMap::new(),
+            image_only: false,
+            limits: Limits::default(),
+        }
+    }
+
+    #[test]
+    fn running_tags_are_read_per_app_service() {
+        let t = target(EngineKind::Compose);
+        let apps = t.services.clone();
+        let r = t.parse_running(
+            "api\t127.0.0.1:5000/x:sha-1\nworker\t127.0.0.1:5000/x:sha-1\nredis\tredis:7\n",
+        );
+        assert_eq!(r.tag(&apps), Some("sha-1"));
+        assert_eq!(r.describe(&apps), "api=sha-1, worker=sha-1");
+        let half = t.parse_running("api\tr/x:sha-2\nworker\tr/x:sha-1\n");
+        assert_eq!(half.tag(&apps), None);
+        assert_eq!(half.describe(&apps), "api=sha-2, worker=sha-1");
+        let none = t.parse_running("");
+        assert!(none.is_empty());
+        assert_eq!(none.describe(&apps), "nothing running");
+        let s = target(EngineKind::Swarm);
+        let r = s.parse_running("p_api\tr/x:sha-3@sha256:abc\np_worker\tr/x:sha-3\np_redis\tr:7\n");
+        assert_eq!(r.tag(&apps), Some("sha-3"));
     }
 }

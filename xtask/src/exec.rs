@@ -4,21 +4,30 @@
 //! - every step passes: `success`, exit 0;
 //! - a lock or gate refuses before anything was touched: `refused`, exit 5;
 //! - a step fails before the stack was touched: `failure`, the step's code;
-//! - a step fails after a [`Step::Recreate`] began: the plan's
-//!   [`OnFailure`] runs; recovered is `rolled-back`, exit 3; a failed recovery
-//!   is `failure`, exit 4; advice only is `failure`, exit 3.
+//! - a step fails after a recreate began: the plan's [`OnFailure`] runs;
+//!   recovered is `rolled-back`, exit 3; a failed recovery is `failure`,
+//!   exit 4; advice only is `failure`, exit 3;
+//! - a signal (SIGTERM, SIGINT, SIGHUP) stops the running command's whole
+//!   process group and starts no new step. Nothing touched: `interrupted`.
+//!   Touched: the recovery runs as for a failure (`rolled-back`), unless a
+//!   second signal arrives, which skips it (`failure`, the stack as it is).
+//!   The exit is 128 + the signal, or 4 when the stack could not be put back.
 //!
-//! The plan's audit record is appended on every one of those paths, and the
-//! new chain head is the last line printed.
+//! Before the first step, the executor checks that the plan's audit record
+//! can be written (log and sink); if not, nothing runs. The record is
+//! appended on every path above, the lock released after it, and the new
+//! chain head is the last line printed.
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
 use crate::audit::{Entry, ImageRef, Log};
+use crate::cmd::{self, Command, Effect, Interrupted};
+use crate::engine::docker::{image_digest, image_present};
 use crate::exit::{code_of, fail, Code};
 use crate::lock::LockGuard;
-use crate::plan::{Command, OnFailure, Plan, Step};
+use crate::plan::{AppStep, OnFailure, Plan, RecordSpec, Step};
 
 /// The head appended by a plan that then failed, for `main` to print after the error.
 pub static LAST_HEAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -26,6 +35,11 @@ pub static LAST_HEAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(N
 /// Task-specific steps ([`Step::Action`]) are run by the task.
 pub trait Actions {
     fn run(&mut self, id: &str) -> Result<()>;
+    /// Undo what the actions started (scratch clusters, compose projects);
+    /// runs on every exit path, a signal included.
+    fn cleanup(&mut self) {}
+    /// The task's own report once the plan was applied (never in a dry run).
+    fn report(&mut self, _result: std::result::Result<&Applied, &anyhow::Error>) {}
 }
 
 /// For plans without actions.
@@ -43,79 +57,6 @@ pub struct Applied {
     pub head: Option<String>,
 }
 
-/// Runs one command; a failure is one line naming the command, its exit
-/// status and the last line it printed on stderr.
-pub fn run_command(c: &Command, verbose: bool) -> Result<String> {
-    let mut e = duct::cmd(&c.program, &c.args)
-        .stderr_capture()
-        .stdout_capture()
-        .unchecked();
-    for v in &c.env {
-        e = e.env(&v.name, v.value.expose());
-    }
-    if let Some(dir) = &c.cwd {
-        e = e.dir(dir);
-    }
-    if verbose {
-        eprintln!("$ {}", c.display());
-    }
-    let out = e
-        .run()
-        .with_context(|| format!("starting `{}`", c.display()))?;
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if verbose {
-        eprint!("{stdout}{stderr}");
-    }
-    if !out.status.success() {
-        let last = stderr
-            .lines()
-            .rev()
-            .find(|l| !l.trim().is_empty())
-            .unwrap_or("(no error output)")
-            .trim();
-        let status = out
-            .status
-            .code()
-            .map_or("a signal".to_string(), |c| c.to_string());
-        anyhow::bail!("`{}` exited with {status}: {last}", c.display());
-    }
-    Ok(stdout)
-}
-
-/// Is `image` (repo:tag) in the local image store?
-pub fn image_present(image: &str) -> bool {
-    duct::cmd!("docker", "image", "inspect", "--format", "{{.Id}}", image)
-        .stdout_null()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// The registry digest of a local image (`repo@sha256:...`), where it has one.
-pub fn image_digest(image: &str) -> Option<String> {
-    let out = duct::cmd!(
-        "docker",
-        "image",
-        "inspect",
-        "--format",
-        "{{range .RepoDigests}}{{println .}}{{end}}",
-        image
-    )
-    .stdout_capture()
-    .stderr_null()
-    .unchecked()
-    .run()
-    .ok()?;
-    let repo = image.rsplit_once(':').map_or(image, |(r, _)| r);
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .find(|l| l.starts_with(repo))
-        .and_then(|l| l.split_once('@'))
-        .map(|(_, d)| d.to_string())
-}
-
 struct Run<'a> {
     verbose: bool,
     actions: &'a mut dyn Actions,
@@ -127,7 +68,7 @@ impl Run<'_> {
         match s {
             Step::Run { why, command } => {
                 eprintln!("{why}");
-                run_command(command, self.verbose).map(drop)
+                cmd::run(command, self.verbose).map(drop)
             }
             Step::Lock {
                 env,
@@ -167,21 +108,14 @@ impl Run<'_> {
                     format!("refused: {what} not met: missing {}", missing.join("; ")),
                 ))
             }
-            Step::EnsureImages { target } => {
-                for r in target.image_refs() {
-                    if image_present(&r) {
-                        continue;
-                    }
-                    eprintln!("pulling {r} (not present locally)");
-                    let pull = Command::new("docker", crate::plan::Effect::Mutating).args([
-                        "pull",
-                        "--quiet",
-                        r.as_str(),
-                    ]);
-                    run_command(&pull, self.verbose)
-                        .with_context(|| format!("image {r} is neither present nor pullable"))?;
+            Step::Confirm { given, how } => {
+                if *given {
+                    return Ok(());
                 }
-                Ok(())
+                Err(fail(
+                    Code::Refused,
+                    format!("refused: not confirmed; pass {how} (preview it with --dry-run first)"),
+                ))
             }
             Step::CopyFile { from, to } => {
                 if let Some(d) = to.parent() {
@@ -192,39 +126,14 @@ impl Run<'_> {
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
                 Ok(())
             }
-            Step::Pull { target }
-            | Step::Recreate { target }
-            | Step::Stop { target }
-            | Step::StartStateful { target } => {
-                match s {
-                    Step::Pull { .. } => {
-                        eprintln!("pulling {} on {}", target.services.join(", "), target.tag)
-                    }
-                    Step::Recreate { .. } => eprintln!(
-                        "recreating {} on {}",
-                        target.services.join(", "),
-                        target.tag
-                    ),
-                    Step::Stop { .. } => eprintln!("stopping {}", target.services.join(", ")),
-                    _ => eprintln!("starting {} where not running", target.stateful.join(", ")),
-                }
-                for c in s.commands() {
-                    run_command(&c, self.verbose)?;
-                }
-                Ok(())
-            }
-            Step::Converge {
-                target,
-                timeout_secs,
-            } => {
+            Step::StartStateful { target } => {
                 eprintln!(
-                    "waiting for swarm to run {} on {}",
-                    target.services.join(", "),
-                    target.tag
+                    "starting {} where not running",
+                    target.services().join(", ")
                 );
-                crate::engine::swarm::wait(target, *timeout_secs, self.verbose)
+                self.commands(s.commands())
             }
-            Step::HealthGate(g) => crate::health::wait(g).map(drop),
+            Step::App(a) => self.app(a),
             Step::WriteFile {
                 path,
                 contents,
@@ -244,135 +153,271 @@ impl Run<'_> {
             }
         }
     }
+
+    fn app(&mut self, a: &AppStep) -> Result<()> {
+        match a {
+            AppStep::EnsureImages { target } => {
+                for r in target.image_refs() {
+                    if image_present(&r) {
+                        continue;
+                    }
+                    eprintln!("pulling {r} (not present locally)");
+                    let pull = Command::new("docker", Effect::Mutating)
+                        .args(["pull", "--quiet", r.as_str()])
+                        .timeout(target.limits().pull_secs);
+                    cmd::run(&pull, self.verbose)
+                        .with_context(|| format!("image {r} is neither present nor pullable"))?;
+                }
+                Ok(())
+            }
+            AppStep::Pull { target } => {
+                eprintln!(
+                    "pulling {} on {}",
+                    target.services().join(", "),
+                    target.tag()
+                );
+                self.commands(a.commands())
+            }
+            AppStep::Recreate { target } => {
+                eprintln!(
+                    "recreating {} on {}",
+                    target.services().join(", "),
+                    target.tag()
+                );
+                self.commands(a.commands())
+            }
+            AppStep::Stop { target } => {
+                eprintln!("stopping {}", target.services().join(", "));
+                self.commands(a.commands())
+            }
+            AppStep::Converge {
+                target,
+                timeout_secs,
+            } => {
+                eprintln!(
+                    "waiting for swarm to run {} on {}",
+                    target.services().join(", "),
+                    target.tag()
+                );
+                crate::engine::swarm::wait(target, *timeout_secs, self.verbose)
+            }
+            AppStep::HealthGate(g) => crate::health::wait(g).map(drop),
+        }
+    }
+
+    fn commands(&mut self, cmds: Vec<Command>) -> Result<()> {
+        for c in cmds {
+            cmd::run(&c, self.verbose)?;
+        }
+        Ok(())
+    }
+}
+
+/// How the steps ended, before the record is written.
+struct Ending {
+    outcome: &'static str,
+    error: Option<anyhow::Error>,
+}
+
+fn is_interrupt(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Interrupted>().is_some())
 }
 
 /// Applies `plan`. Returns the outcome on success; on failure, an error whose
 /// exit code follows the table above, after the audit record was appended.
 pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Applied> {
+    // From here on a signal is ours to handle: it is recorded, not fatal.
+    let _guard = cmd::Guard::new();
     let started = Instant::now();
+    if let Some(r) = &plan.record {
+        log_of(r).probe_writable().map_err(|e| {
+            fail(
+                Code::Refused,
+                format!("refused before touching anything: {e:#}; nothing was changed and no record could be written"),
+            )
+        })?;
+    }
+    let since = cmd::interrupts();
     let mut run = Run {
         verbose,
         actions,
         lock: None,
     };
-    let mut touched = false;
-    let mut failure: Option<(anyhow::Error, &'static str, Code)> = None;
+    let ending = steps(plan, &mut run, since);
+    run.actions.cleanup();
+    let Ending { outcome, error } = ending;
 
-    for s in &plan.steps {
-        if matches!(s, Step::Recreate { .. }) {
-            touched = true;
-        }
-        if let Err(e) = run.step(s) {
-            let code = code_of(&e);
-            if !touched {
-                let outcome = if code == Code::Refused {
-                    "refused"
-                } else {
-                    "failure"
-                };
-                failure = Some((e, outcome, code));
-                break;
-            }
-            eprintln!("error: {e:#}");
-            failure = Some(match &plan.on_failure {
-                OnFailure::Nothing => (e, "failure", code),
-                OnFailure::Advise { message } => {
-                    eprintln!("{message}");
-                    (
-                        fail(
-                            Code::RolledBack,
-                            format!("{e:#}; left as is (no automatic rollback)"),
-                        ),
-                        "failure",
-                        Code::RolledBack,
-                    )
-                }
-                OnFailure::Recover { steps, to } => {
-                    let back = to.as_deref().unwrap_or("nothing running");
-                    eprintln!(
-                        "putting {} back on {back}",
-                        plan.env.as_deref().unwrap_or("the environment")
-                    );
-                    match steps.iter().try_for_each(|r| run.step(r)) {
-                        Ok(()) => (
-                            fail(Code::RolledBack, format!("{e:#}; rolled back to {back}")),
-                            "rolled-back",
-                            Code::RolledBack,
-                        ),
-                        Err(re) => {
-                            eprintln!("!!! ROLLBACK FAILED: the environment needs a human now !!!");
-                            (
-                                fail(
-                                    Code::RollbackFailed,
-                                    format!("{e:#}; and the rollback to {back} failed too: {re:#}"),
-                                ),
-                                "failure",
-                                Code::RollbackFailed,
-                            )
-                        }
-                    }
-                }
-            });
-            break;
-        }
-    }
-
-    let (outcome, err) = match failure {
-        None => ("success", None),
-        Some((e, outcome, _)) => (outcome, Some(e)),
-    };
     let head = match &plan.record {
         None => None,
-        Some(r) => {
-            let reason = match &err {
-                Some(e) if r.reason == "manual" || r.reason.is_empty() => format!("{e:#}"),
-                Some(e) => format!("{}; {e:#}", r.reason),
-                None => r.reason.clone(),
-            };
-            let entry = Entry {
-                action: r.action.clone(),
-                outcome: outcome.into(),
-                from: r
-                    .from
-                    .clone()
-                    .map(|tag| image_ref(r.repository.as_deref(), tag)),
-                to: r
-                    .to
-                    .clone()
-                    .map(|tag| image_ref(r.repository.as_deref(), tag)),
-                git_sha: crate::git_sha(),
-                reason: one_line(&reason),
-                duration_ms: started.elapsed().as_millis() as u64,
-            };
-            let log = Log {
-                env: r.env.clone(),
-                path: r.log.clone(),
-                sink: r.sink.clone(),
-            };
-            match log.append(entry, r.force) {
-                Ok(head) => Some(head),
-                Err(ae) => {
-                    let msg = match err {
-                        Some(e) => {
-                            format!("{e:#}; and the audit record could not be appended: {ae:#}")
-                        }
-                        None => format!(
-                            "the task succeeded but its audit record could not be appended: {ae:#}"
-                        ),
-                    };
-                    return Err(fail(code_of(&ae), msg));
-                }
+        Some(r) => match append(r, outcome, error.as_ref(), started) {
+            Ok(head) => Some(head),
+            Err(ae) => {
+                drop(run.lock.take());
+                let msg = match &error {
+                    Some(e) => format!("{e:#}; and the audit record could not be appended: {ae:#}"),
+                    None => format!(
+                        "the task succeeded but its audit record could not be appended: {ae:#}"
+                    ),
+                };
+                let code = error.as_ref().map_or(code_of(&ae), code_of);
+                return Err(fail(code, msg));
             }
-        }
+        },
     };
     drop(run.lock.take());
-    if let (Some(h), Some(_)) = (&head, &err) {
+    if let (Some(h), Some(_)) = (&head, &error) {
         *LAST_HEAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
     }
-    match err {
+    match error {
         Some(e) => Err(e),
         None => Ok(Applied { outcome, head }),
     }
+}
+
+/// Runs the steps and, where they fail after touching the stack, the recovery.
+fn steps(plan: &Plan, run: &mut Run, since: usize) -> Ending {
+    let mut touched = false;
+    for s in &plan.steps {
+        let result = cmd::check_interrupt(since).and_then(|()| {
+            if matches!(s, Step::App(a) if a.touches()) {
+                touched = true;
+            }
+            run.step(s)
+        });
+        let Err(e) = result else { continue };
+        let interrupted = is_interrupt(&e);
+        let code = if interrupted {
+            Code::of_signal()
+        } else {
+            code_of(&e)
+        };
+        if !touched {
+            let outcome = match code {
+                Code::Refused => "refused",
+                _ if interrupted => "interrupted",
+                _ => "failure",
+            };
+            let error = if interrupted {
+                fail(code, format!("{e:#}; nothing was changed"))
+            } else {
+                e
+            };
+            return Ending {
+                outcome,
+                error: Some(error),
+            };
+        }
+        eprintln!("error: {e:#}");
+        return recover(plan, run, e, code, interrupted, since);
+    }
+    Ending {
+        outcome: "success",
+        error: None,
+    }
+}
+
+fn recover(
+    plan: &Plan,
+    run: &mut Run,
+    e: anyhow::Error,
+    code: Code,
+    interrupted: bool,
+    since: usize,
+) -> Ending {
+    let env = plan.env.as_deref().unwrap_or("the environment");
+    let (outcome, code, msg) = match &plan.on_failure {
+        OnFailure::Nothing => ("failure", code, format!("{e:#}")),
+        OnFailure::Advise { message } => {
+            eprintln!("{message}");
+            let code = if interrupted { code } else { Code::RolledBack };
+            (
+                "failure",
+                code,
+                format!("{e:#}; left as is (no automatic rollback)"),
+            )
+        }
+        OnFailure::Recover { .. } if cmd::interrupts() > since + 1 => {
+            eprintln!("!!! a second signal: recovery skipped; {env} is left as it is and needs a human !!!");
+            (
+                "failure",
+                Code::RollbackFailed,
+                format!("{e:#}; recovery skipped by a second signal: {env} is left as it is"),
+            )
+        }
+        OnFailure::Recover { steps, to } => {
+            let back = to.as_deref().unwrap_or("nothing running");
+            eprintln!("putting {env} back on {back}");
+            // A signal now (the first, or the first since an interrupted
+            // step) lets the recovery finish; a second one stops it.
+            let shield = cmd::Shield::absorbing_one(since);
+            let recovered = steps.iter().try_for_each(|r| run.app(r));
+            drop(shield);
+            let held = if !interrupted && cmd::interrupts() > since {
+                format!(
+                    " ({} during the recovery was held until it finished)",
+                    cmd::last_signal().unwrap_or("a signal")
+                )
+            } else {
+                String::new()
+            };
+            match recovered {
+                Ok(()) => (
+                    "rolled-back",
+                    if interrupted { code } else { Code::RolledBack },
+                    format!("{e:#}; rolled back to {back}{held}"),
+                ),
+                Err(re) => {
+                    eprintln!("!!! ROLLBACK FAILED: the environment needs a human now !!!");
+                    (
+                        "failure",
+                        Code::RollbackFailed,
+                        format!("{e:#}; and the rollback to {back} failed too: {re:#}"),
+                    )
+                }
+            }
+        }
+    };
+    Ending {
+        outcome,
+        error: Some(fail(code, msg)),
+    }
+}
+
+fn log_of(r: &RecordSpec) -> Log {
+    Log {
+        env: r.env.clone(),
+        path: r.log.clone(),
+        sink: r.sink.clone(),
+    }
+}
+
+fn append(
+    r: &RecordSpec,
+    outcome: &str,
+    err: Option<&anyhow::Error>,
+    started: Instant,
+) -> Result<String> {
+    let reason = match err {
+        Some(e) if r.reason == "manual" || r.reason.is_empty() => format!("{e:#}"),
+        Some(e) => format!("{}; {e:#}", r.reason),
+        None => r.reason.clone(),
+    };
+    let entry = Entry {
+        action: r.action.clone(),
+        outcome: outcome.into(),
+        from: r
+            .from
+            .clone()
+            .map(|tag| image_ref(r.repository.as_deref(), tag)),
+        to: r
+            .to
+            .clone()
+            .map(|tag| image_ref(r.repository.as_deref(), tag)),
+        git_sha: crate::repo::git_sha(),
+        reason: one_line(&reason),
+        duration_ms: started.elapsed().as_millis() as u64,
+    };
+    log_of(r).append(entry, r.force)
 }
 
 fn image_ref(repository: Option<&str>, tag: String) -> ImageRef {

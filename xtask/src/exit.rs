@@ -20,6 +20,24 @@ pub enum Code {
     Refused = 5,
     /// A verification failed: audit chain, backup smoke, security mode.
     Verify = 6,
+    /// `status`: what the engine runs differs from what the audit chain says.
+    Drift = 7,
+    /// Stopped by SIGHUP (128 + 1), SIGINT (128 + 2) or SIGTERM (128 + 15);
+    /// the work was recorded, the lock released, and a touched stack put back.
+    Hangup = 129,
+    Interrupt = 130,
+    Terminate = 143,
+}
+
+impl Code {
+    /// The code for work stopped by the last signal received.
+    pub fn of_signal() -> Code {
+        match crate::cmd::signal_exit_code() {
+            Some(129) => Code::Hangup,
+            Some(130) => Code::Interrupt,
+            _ => Code::Terminate,
+        }
+    }
 }
 
 /// An error that carries its exit code.

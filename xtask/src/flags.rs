@@ -142,13 +142,16 @@ pub struct DeployProd {
 pub struct Rollback {
     /// The environment to roll back (from the config).
     pub env: String,
-    /// Roll back to this tag (must have been deployed successfully, unless --force).
-    #[arg(long, value_name = "TAG")]
+    /// Roll back to this tag, or to `@N`: the version the audit record at line
+    /// N put in place (see `audit show`). It must have been deployed
+    /// successfully and must not be the one running, unless --force.
+    #[arg(long, value_name = "TAG|@N")]
     pub to: Option<String>,
     /// Why; recorded verbatim in the audit log.
     #[arg(long, value_name = "TEXT", default_value = "manual")]
     pub reason: String,
-    /// Proceed past a broken audit chain or an unknown --to tag (recorded).
+    /// Proceed past a broken audit chain, an unknown --to tag, or a --to tag
+    /// that already runs (recorded).
     #[arg(long)]
     pub force: bool,
     /// Wait up to SECS for the environment's lock instead of failing at once.

@@ -11,7 +11,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use serde::Deserialize;
 
-use crate::plan::Gate;
+/// What the health gate waits for.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Gate {
+    pub urls: Vec<String>,
+    /// `version` must equal this tag, so an old container answering does not count.
+    pub version: String,
+    pub compliance_mode: String,
+    pub timeout_secs: u64,
+}
 
 /// Between polls. Short, so the gate notices a healthy service within ~one interval.
 const INTERVAL: Duration = Duration::from_millis(50);
@@ -91,7 +99,14 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
     let mut last: Vec<String> = vec!["no answer yet".into(); gate.urls.len()];
     let mut passed: Vec<Option<Health>> = vec![None; gate.urls.len()];
     let mut reported = Instant::now();
+    let since = crate::cmd::since_now();
     loop {
+        if let Err(e) = crate::cmd::check_interrupt(since) {
+            if let Some(s) = &spinner {
+                s.finish_and_clear();
+            }
+            return Err(e.context(format!("health gate for version {} stopped", gate.version)));
+        }
         for (i, url) in gate.urls.iter().enumerate() {
             if passed[i].is_some() {
                 continue;

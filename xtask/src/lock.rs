@@ -241,6 +241,33 @@ pub enum Running {
     Unknown { error: String },
 }
 
+/// The `running:` line and the `maintenance:` lines (`lock status` and `status`).
+pub fn describe(
+    env: &str,
+    running: &Running,
+    hold: &Result<Option<Hold>>,
+) -> (String, Vec<String>) {
+    let run = match running {
+        Running::Free => "running: nothing (no deploy or rollback holds the lock)".to_string(),
+        Running::Held { pid, holder } if holder.is_empty() => format!("running: pid {pid}"),
+        Running::Held { holder, .. } => format!("running: {holder}"),
+        Running::Unknown { error } => format!("running: unknown ({error})"),
+    };
+    let release = format!("`cargo xtask lock release {env}`");
+    let held = match hold {
+        Ok(None) => vec!["maintenance: none".to_string()],
+        Ok(Some(h)) => vec![
+            format!("maintenance: HELD by {}", h.describe()),
+            format!("  deploys and rollbacks are refused until {release}"),
+        ],
+        Err(e) => vec![
+            format!("maintenance: HELD (unreadable: {e:#})"),
+            format!("  deploys and rollbacks are refused until {release} removes it"),
+        ],
+    };
+    (run, held)
+}
+
 /// Looks the lock up in the kernel's table (/proc/locks) instead of trying
 /// it: even a brief try would refuse a deploy starting at that moment.
 pub fn running(path: &Path) -> Running {

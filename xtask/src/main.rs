@@ -29,6 +29,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    quiet_on_closed_stdout();
+    if let Err(e) = xtask::cmd::install_signal_handlers() {
+        eprintln!("error: {e:#}");
+        return ExitCode::from(1);
+    }
     let ctx = Ctx {
         global: flags.global,
     };
@@ -68,6 +73,25 @@ fn main() -> ExitCode {
             ExitCode::from(code as u8)
         }
     }
+}
+
+/// A closed stdout (`status | head -3`) ends the task quietly with exit 0:
+/// the reader has what it wanted. `println!` reports it as a panic, which
+/// this hook turns into a plain exit; any other panic keeps the default report.
+fn quiet_on_closed_stdout() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(0);
+        }
+        default(info);
+    }));
 }
 
 /// Prints `error: ...` as one line (`::error::...` under GitHub-style CI).

@@ -1,7 +1,7 @@
 //! The embedded DSL: a [`Plan`] is an ordered list of typed [`Step`]s.
 //!
 //! Tasks build a plan and never test `dry_run` themselves: `--dry-run`
-//! renders the plan and stops, otherwise [`crate::exec::apply`] runs the same
+//! renders the plan and stops, otherwise the executor (`exec::apply`) runs the same
 //! plan. Building a plan has no side effects; read-only look-ups that planning
 //! needed (which version runs now) are kept in [`Plan::facts`] and shown as such.
 //!
@@ -9,145 +9,43 @@
 //! - the audit record ([`Plan::record`]) is appended by the executor on every
 //!   exit path (success, failure, refused, rolled-back), so no branch can
 //!   forget it;
-//! - deploy and rollback touch the stack only through [`Step::Pull`],
-//!   [`Step::Recreate`] and [`Step::Stop`] of a [`Target`], which the engine
-//!   lowers to commands; a `Target`'s services are app services by type.
+//! - deploy and rollback touch app services only through [`AppStep`]s of a
+//!   [`Target`], which the engine lowers to commands; a `Target`'s services
+//!   are app services by type, and a recovery ([`OnFailure::Recover`]) holds
+//!   nothing but `AppStep`s. Stateful services appear in one step alone,
+//!   [`Step::StartStateful`], which can only start what is absent.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
+pub use crate::cmd::{Command, Effect, EnvVar, Secretable};
 use crate::config::EngineKind;
-use crate::engine::Target;
+use crate::engine::{Stateful, Target};
+pub use crate::health::Gate;
 
-/// An environment variable handed to a command; secret values are redacted when rendered.
+/// The steps that act on app services and nothing else: all that a
+/// rollback and a deploy's recovery are made of. Each holds a [`Target`],
+/// which cannot name a stateful service, and none is an arbitrary command,
+/// so a wrong rollback plan does not compile.
 #[derive(Debug, Clone, Serialize)]
-pub struct EnvVar {
-    pub name: String,
-    #[serde(serialize_with = "redacted_value")]
-    pub value: Secretable,
-}
-
-/// A value that may be secret.
-#[derive(Debug, Clone)]
-pub enum Secretable {
-    Plain(String),
-    Secret(String),
-}
-
-impl Secretable {
-    pub fn expose(&self) -> &str {
-        match self {
-            Secretable::Plain(v) | Secretable::Secret(v) => v,
-        }
-    }
-    pub fn shown(&self) -> &str {
-        match self {
-            Secretable::Plain(v) => v,
-            Secretable::Secret(_) => "***",
-        }
-    }
-}
-
-fn redacted_value<S: serde::Serializer>(v: &Secretable, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(v.shown())
-}
-
-/// Does running the command change anything?
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Effect {
-    ReadOnly,
-    Mutating,
-}
-
-/// A program with its arguments, each one argument: never a shell string.
-#[derive(Debug, Clone, Serialize)]
-pub struct Command {
-    pub program: String,
-    pub args: Vec<String>,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub env: Vec<EnvVar>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<PathBuf>,
-    pub effect: Effect,
-}
-
-impl Command {
-    pub fn new(program: &str, effect: Effect) -> Self {
-        Command {
-            program: program.into(),
-            args: Vec::new(),
-            env: Vec::new(),
-            cwd: None,
-            effect,
-        }
-    }
-    pub fn arg(mut self, a: impl Into<String>) -> Self {
-        self.args.push(a.into());
-        self
-    }
-    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
-        self.args.extend(a.into_iter().map(Into::into));
-        self
-    }
-    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.env.push(EnvVar {
-            name: name.into(),
-            value: Secretable::Plain(value.into()),
-        });
-        self
-    }
-    /// A variable whose value never appears in dry-run output or logs.
-    pub fn secret_env(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.env.push(EnvVar {
-            name: name.into(),
-            value: Secretable::Secret(value.into()),
-        });
-        self
-    }
-    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
-        self.cwd = Some(dir.into());
-        self
-    }
-
-    /// The command as a reader would type it, with env assignments first and
-    /// secrets redacted. Arguments with shell-special characters are quoted
-    /// for display only; nothing ever runs through a shell.
-    pub fn display(&self) -> String {
-        let mut out = String::new();
-        for e in &self.env {
-            let _ = write!(out, "{}={} ", e.name, quote(e.value.shown()));
-        }
-        out.push_str(&quote(&self.program));
-        for a in &self.args {
-            out.push(' ');
-            out.push_str(&quote(a));
-        }
-        out
-    }
-}
-
-fn quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', r"'\''"))
-    }
-}
-
-/// What the health gate waits for.
-#[derive(Debug, Clone, Serialize)]
-pub struct Gate {
-    pub urls: Vec<String>,
-    /// `version` must equal this tag, so an old container answering does not count.
-    pub version: String,
-    pub compliance_mode: String,
-    pub timeout_secs: u64,
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum AppStep {
+    /// Make sure the target's images are present: inspect, else pull. Fails before anything is touched.
+    EnsureImages { target: Target },
+    /// Pull the target's images; fails before anything is touched.
+    Pull { target: Target },
+    /// Recreate the target's app services on its tag. Marks the stack as touched.
+    Recreate { target: Target },
+    /// Stop the target's app services (a failed first deploy with nothing to go back to).
+    Stop { target: Target },
+    /// Swarm: wait until every app service's update completed and every
+    /// replica runs the tag; fails distinguishably when Swarm rolled the
+    /// update back by itself (`docker stack deploy` exits 0 even then).
+    Converge { target: Target, timeout_secs: u64 },
+    /// Poll the health URLs until the service contract holds for the tag.
+    HealthGate(Gate),
 }
 
 /// One typed step.
@@ -169,25 +67,15 @@ pub enum Step {
     },
     /// A precondition decided while planning; unmet, the plan is refused (exit 5).
     Require { what: String, missing: Vec<String> },
-    /// Make sure the target's images are present: inspect, else pull. Fails before anything is touched.
-    EnsureImages { target: Target },
+    /// The operator's confirmation (`--yes`, or running in CI). Missing, the
+    /// real run is refused (exit 5, recorded); a dry run, which is how one
+    /// previews before confirming, only says so.
+    Confirm { given: bool, how: String },
     /// Copy a file (a build artifact into an image context).
     CopyFile { from: PathBuf, to: PathBuf },
-    /// Pull the target's images; fails before anything is touched.
-    Pull { target: Target },
     /// Start the environment's stateful services where they are not running;
     /// never recreates one (`--no-recreate`).
-    StartStateful { target: Target },
-    /// Recreate the target's app services on its tag. Marks the stack as touched.
-    Recreate { target: Target },
-    /// Stop the target's app services (a failed first deploy with nothing to go back to).
-    Stop { target: Target },
-    /// Swarm: wait until every app service's update completed and every
-    /// replica runs the tag; fails distinguishably when Swarm rolled the
-    /// update back by itself (`docker stack deploy` exits 0 even then).
-    Converge { target: Target, timeout_secs: u64 },
-    /// Poll the health URLs until the service contract holds for the tag.
-    HealthGate(Gate),
+    StartStateful { target: Stateful },
     /// Write a file.
     WriteFile {
         path: PathBuf,
@@ -196,12 +84,92 @@ pub enum Step {
         what: String,
     },
     /// A task-specific action in Rust (a verifier, a probe); the task's
-    /// [`crate::exec::Actions`] runs it.
+    /// actions (`exec::Actions`) run it.
     Action {
         id: String,
         what: String,
         effect: Effect,
     },
+    /// A step on app services only (serialized as the app step itself).
+    #[serde(untagged)]
+    App(AppStep),
+}
+
+impl From<AppStep> for Step {
+    fn from(s: AppStep) -> Step {
+        Step::App(s)
+    }
+}
+
+impl AppStep {
+    /// Every command line the step can run, rendered (the scope tests read these).
+    pub fn commands(&self) -> Vec<Command> {
+        match self {
+            AppStep::Pull { target } => target.pull_commands(),
+            AppStep::Recreate { target } => target.recreate_commands(),
+            AppStep::Stop { target } => target.stop_commands(),
+            AppStep::Converge { target, .. } => target.converge_commands(),
+            AppStep::EnsureImages { .. } | AppStep::HealthGate(_) => Vec::new(),
+        }
+    }
+
+    /// Does applying this step change what serves?
+    pub fn touches(&self) -> bool {
+        matches!(self, AppStep::Recreate { .. } | AppStep::Stop { .. })
+    }
+
+    fn describe(&self) -> String {
+        let swarm = |t: &Target| t.engine() == EngineKind::Swarm;
+        match self {
+            AppStep::EnsureImages { target } => format!(
+                "ensure images present (inspect, else pull): {}",
+                target.image_refs().join(", ")
+            ),
+            AppStep::Pull { target } => format!(
+                "pull {} on {}: {}",
+                target.services().join(", "),
+                target.tag(),
+                lines(&target.pull_commands())
+            ),
+            AppStep::Recreate { target } if swarm(target) && target.is_image_only() => format!(
+                "set the image of {} to {} (image-only, nothing else in the stack changes): {}",
+                target.services().join(", "),
+                target.tag(),
+                lines(&target.recreate_commands())
+            ),
+            AppStep::Recreate { target } if swarm(target) => format!(
+                "deploy stack {} with {} on {} (swarm updates only services whose spec changed): {}",
+                target.project(),
+                target.services().join(", "),
+                target.tag(),
+                lines(&target.recreate_commands())
+            ),
+            AppStep::Recreate { target } => format!(
+                "recreate {} on {}: {}",
+                target.services().join(", "),
+                target.tag(),
+                lines(&target.recreate_commands())
+            ),
+            AppStep::Converge { target, timeout_secs } => format!(
+                "wait until every replica of {} runs {} (up to {timeout_secs}s; swarm rolling it back by itself fails this step), polling: {}",
+                target.services().join(", "),
+                target.tag(),
+                lines(&target.converge_commands())
+            ),
+            AppStep::Stop { target } => format!(
+                "stop {} (left stopped, volumes kept): {}",
+                target.services().join(", "),
+                lines(&target.stop_commands())
+            ),
+            AppStep::HealthGate(g) => format!(
+                "health gate: {} until status=ok, version={}, compliance_mode={} (up to {}s)",
+                g.urls.join(" and "),
+                g.version,
+                g.compliance_mode,
+                g.timeout_secs
+            ),
+        }
+    }
 }
 
 impl Step {
@@ -223,11 +191,8 @@ impl Step {
     pub fn commands(&self) -> Vec<Command> {
         match self {
             Step::Run { command, .. } => vec![command.clone()],
-            Step::Pull { target } => target.pull_commands(),
-            Step::Recreate { target } => target.recreate_commands(),
-            Step::Stop { target } => target.stop_commands(),
-            Step::StartStateful { target } => target.start_stateful_commands(),
-            Step::Converge { target, .. } => target.converge_commands(),
+            Step::StartStateful { target } => target.start_commands(),
+            Step::App(a) => a.commands(),
             _ => Vec::new(),
         }
     }
@@ -237,14 +202,25 @@ impl Step {
             Step::Run { why, command } => format!("{why}: {}", command.display()),
             Step::Require { what, missing } if missing.is_empty() => format!("require {what}: met"),
             Step::Require { what, missing } => {
-                format!("require {what}: NOT MET, would refuse (exit 5): missing {}", missing.join("; "))
+                format!(
+                    "require {what}: NOT MET, would refuse (exit 5): missing {}",
+                    missing.join("; ")
+                )
             }
-            Step::EnsureImages { target } => format!(
-                "ensure images present (inspect, else pull): {}",
-                target.image_refs().join(", ")
-            ),
             Step::CopyFile { from, to } => format!("copy {} to {}", from.display(), to.display()),
-            Step::Lock { env, path, wait_secs, task, .. } => {
+            Step::Confirm { given: true, how } => format!("operator confirmation: given ({how})"),
+            Step::Confirm { given: false, how } => {
+                format!(
+                    "operator confirmation: NOT GIVEN; the real run refuses (exit 5) without {how}"
+                )
+            }
+            Step::Lock {
+                env,
+                path,
+                wait_secs,
+                task,
+                ..
+            } => {
                 let wait = if *wait_secs == 0 {
                     "fail at once if held".to_string()
                 } else {
@@ -252,54 +228,12 @@ impl Step {
                 };
                 format!("lock {env} for {task} ({}; {wait})", path.display())
             }
-            Step::Pull { target } => format!(
-                "pull {} on {}: {}",
-                target.services.join(", "),
-                target.tag,
-                lines(&target.pull_commands())
-            ),
-            Step::Recreate { target } if target.engine == EngineKind::Swarm && target.image_only => format!(
-                "set the image of {} to {} (image-only, nothing else in the stack changes): {}",
-                target.services.join(", "),
-                target.tag,
-                lines(&target.recreate_commands())
-            ),
-            Step::Recreate { target } if target.engine == EngineKind::Swarm => format!(
-                "deploy stack {} with {} on {} (swarm updates only services whose spec changed): {}",
-                target.project,
-                target.services.join(", "),
-                target.tag,
-                lines(&target.recreate_commands())
-            ),
-            Step::Recreate { target } => format!(
-                "recreate {} on {}: {}",
-                target.services.join(", "),
-                target.tag,
-                lines(&target.recreate_commands())
-            ),
-            Step::Converge { target, timeout_secs } => format!(
-                "wait until every replica of {} runs {} (up to {timeout_secs}s; swarm rolling it back by itself fails this step), polling: {}",
-                target.services.join(", "),
-                target.tag,
-                lines(&target.converge_commands())
-            ),
             Step::StartStateful { target } => format!(
                 "start {} if not running (never recreated): {}",
-                target.stateful.join(", "),
-                lines(&target.start_stateful_commands())
+                target.services().join(", "),
+                lines(&target.start_commands())
             ),
-            Step::Stop { target } => format!(
-                "stop {} (left stopped, volumes kept): {}",
-                target.services.join(", "),
-                lines(&target.stop_commands())
-            ),
-            Step::HealthGate(g) => format!(
-                "health gate: {} until status=ok, version={}, compliance_mode={} (up to {}s)",
-                g.urls.join(" and "),
-                g.version,
-                g.compliance_mode,
-                g.timeout_secs
-            ),
+            Step::App(a) => a.describe(),
             Step::WriteFile { path, what, .. } => format!("write {what} to {}", path.display()),
             Step::Action { what, effect, .. } => match effect {
                 Effect::ReadOnly => format!("{what} (read-only)"),
@@ -324,7 +258,7 @@ pub enum OnFailure {
     Nothing,
     /// Run these steps to put the environment back; success exits 3, failure 4.
     Recover {
-        steps: Vec<Step>,
+        steps: Vec<AppStep>,
         to: Option<String>,
     },
     /// Leave things as they are and tell the operator what to run; exits 3.
@@ -397,12 +331,26 @@ impl Plan {
     }
 
     /// Every step, the recovery ones included.
-    pub fn all_steps(&self) -> impl Iterator<Item = &Step> {
-        let recovery: &[Step] = match &self.on_failure {
+    pub fn all_steps(&self) -> Vec<Step> {
+        let recovery: &[AppStep] = match &self.on_failure {
             OnFailure::Recover { steps, .. } => steps,
             _ => &[],
         };
-        self.steps.iter().chain(recovery)
+        let recovery = recovery.iter().cloned().map(Step::App);
+        self.steps.iter().cloned().chain(recovery).collect()
+    }
+
+    /// What unmet preconditions the real run would refuse on.
+    pub fn unmet(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Require { what, missing } if !missing.is_empty() => {
+                    Some(format!("{what}: missing {}", missing.join("; ")))
+                }
+                _ => None,
+            })
+            .collect()
     }
 
     /// The dry-run text: numbered steps, the failure path and the audit record.
@@ -466,26 +414,5 @@ impl Plan {
         }
         out.push_str("dry run: nothing was changed\n");
         out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn display_quotes_and_redacts() {
-        let c = Command::new("docker", Effect::Mutating)
-            .args(["tag", "sha-1; rm -rf /", "it's"])
-            .env("TAG", "v1")
-            .secret_env("PGPASSWORD", "hunter2");
-        let d = c.display();
-        assert_eq!(
-            d,
-            "TAG=v1 PGPASSWORD='***' docker tag 'sha-1; rm -rf /' 'it'\\''s'"
-        );
-        let json = serde_json::to_string(&c).unwrap();
-        assert!(!json.contains("hunter2"), "{json}");
-        assert!(json.contains("\"***\""), "{json}");
     }
 }

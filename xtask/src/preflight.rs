@@ -55,49 +55,7 @@ pub struct Report {
     pub compose: ComposeCli,
 }
 
-/// Which compose CLI is present: the v2 plugin wins; v1 is a detected fallback.
-pub fn detect_compose() -> Option<ComposeCli> {
-    let v2 = which::which("docker").is_ok()
-        && duct::cmd!("docker", "compose", "version", "--short")
-            .stdout_capture()
-            .stderr_null()
-            .unchecked()
-            .run()
-            .is_ok_and(|o| {
-                o.status.success() && (o.stdout.starts_with(b"2") || o.stdout.starts_with(b"v2"))
-            });
-    if v2 {
-        return Some(ComposeCli::V2Plugin);
-    }
-    let v1 = which::which("docker-compose").is_ok()
-        && duct::cmd!("docker-compose", "version", "--short")
-            .stdout_capture()
-            .stderr_null()
-            .unchecked()
-            .run()
-            .is_ok_and(|o| o.status.success() && o.stdout.starts_with(b"1."));
-    v1.then_some(ComposeCli::V1Standalone)
-}
-
-/// Is the Docker daemon answering? `Err` is `docker info`'s error, in one line.
-pub fn daemon() -> std::result::Result<(), String> {
-    let out = duct::cmd!("docker", "info", "--format", "{{.ServerVersion}}")
-        .stdout_capture()
-        .stderr_capture()
-        .unchecked()
-        .run()
-        .map_err(|e| e.to_string())?;
-    if out.status.success() {
-        return Ok(());
-    }
-    let err = String::from_utf8_lossy(&out.stderr);
-    let line = err
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("docker info failed")
-        .trim();
-    Err(line.to_string())
-}
+pub use crate::engine::docker::{daemon, detect_compose};
 
 /// Checks `tools`; with `needs_daemon`, also that Docker answers.
 pub fn check(tools: &[Tool], needs_daemon: bool) -> Report {

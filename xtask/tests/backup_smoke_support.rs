@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use xtask::exec::run_command;
+use xtask::cmd::run as run_command;
 use xtask::flags::Profile;
 use xtask::plan::Effect;
 use xtask::tasks::backup_smoke::target::{self, Conn, Embedded};

@@ -110,11 +110,18 @@ fn prod_refuses_a_tag_never_deployed_to_staging_then_accepts_it() {
     assert_eq!(refused.len(), 1);
     assert_eq!(refused[0].outcome, "refused");
 
-    // Outside CI, --yes is required, and nothing is recorded for that.
+    // Outside CI, --yes is required; the refusal is recorded like any other.
     let o = s.run(&["deploy-prod", "--tag", &img.v1]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert!(stderr(&o).contains("needs --yes"));
-    assert_eq!(s.records("prod").len(), 1);
+    assert!(
+        stderr(&o).contains("not confirmed; pass --yes"),
+        "{}",
+        text(&o)
+    );
+    let refused = s.records("prod");
+    assert_eq!(refused.len(), 2);
+    assert_eq!(refused[1].outcome, "refused");
+    assert!(s.container_id("prod", "api").is_empty());
 
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     s.ok(&["deploy-prod", "--tag", &img.v1, "--yes"]);

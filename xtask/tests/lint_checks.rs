@@ -91,7 +91,7 @@ fn real_tools_report_every_failure() {
     let mut f = found(repo.path());
     f.actionlint = None; // actionlint is proved in tidy.rs; here shellcheck matters
     let (plan, _) = lint::plan(repo.path(), &f);
-    let results = check_all(&plan, &mut |c: &Command| xtask::exec::run_command(c, false));
+    let results = check_all(&plan, &mut |c: &Command| xtask::cmd::run(c, false));
     let names: Vec<(&str, bool)> = results.iter().map(|c| (c.check.as_str(), c.ok)).collect();
     assert_eq!(
         names,
@@ -113,7 +113,7 @@ fn real_tools_report_every_failure() {
     .unwrap();
     let again = check_all(&plan, &mut |c: &Command| {
         if c.program == "shellcheck" {
-            xtask::exec::run_command(c, false)
+            xtask::cmd::run(c, false)
         } else {
             Ok(String::new())
         }

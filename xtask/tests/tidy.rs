@@ -909,7 +909,7 @@ fn actionlint_as_lint_runs_it() {
                 c.args.iter().any(|a| a.contains("actionlint")) || c.program.contains("actionlint")
             })
             .expect("lint plans an actionlint step");
-        xtask::exec::run_command(&cmd, false)
+        xtask::cmd::run(&cmd, false)
     };
     let all = lint::look(&root()).unwrap().workflows;
     assert!(!all.is_empty());

@@ -11,30 +11,32 @@
 //! Readers take a shared lock, so they never see half an append.
 //!
 //! Layout: `chain` (the canonical scanner, the fast walk, the diagnosis of
-//! a break), `file` (locks, reads, durable writes), `append` (append and
+//! a break; in the `audit-chain` crate, compiled optimized even in dev builds), `file` (locks, reads, durable writes), `append` (append and
 //! repair), `sink` (comparing the mirror), `history` (what ran, derived),
 //! `line` (the one-line form for people), `text` (fitting it to a
 //! terminal, numbering it for `audit show`), `actor` (who and where).
 
 pub mod actor;
 mod append;
-mod chain;
 mod file;
 mod history;
 mod line;
+mod probe;
 mod sink;
 mod text;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::exit::{fail, Code};
 use file::{compare_sink, extent, forget, open_shared, read_all, remember, stamp, walk_file};
 
 pub use actor::{actor, hostname, MAX_ACTOR};
+pub use audit_chain::chain;
+pub use audit_chain::{ImageRef, Record};
 pub use chain::{check as check_bytes, diagnose, hex, parse_hex32, Break, Kind, Tip};
 pub use history::{at_or_after, since, History, RUN_CHANGING};
 pub use line::{escape as escape_value, line_form, line_form_with, ts_seconds};
@@ -43,33 +45,6 @@ pub use text::{columns, fit, fitted, numbered};
 
 /// The `prev` of the first record: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// An image reference in a record: the tag, and the digest where known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageRef {
-    pub tag: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub digest: Option<String>,
-}
-
-/// One record, fields in their fixed order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Record {
-    pub seq: u64,
-    pub ts: String,
-    pub env: String,
-    pub action: String,
-    pub outcome: String,
-    pub from: Option<ImageRef>,
-    pub to: Option<ImageRef>,
-    pub git_sha: Option<String>,
-    pub actor: String,
-    pub host: String,
-    pub reason: String,
-    pub duration_ms: u64,
-    pub prev: String,
-}
 
 /// What a task supplies; the log fills seq, ts, actor, host and prev.
 #[derive(Debug, Clone)]

@@ -5,6 +5,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use crate::cmd::{Command, Effect};
 use anyhow::{Context, Result};
 use sha2::{Digest, Sha256};
 
@@ -79,13 +80,10 @@ fn best_of(runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Duration> {
 }
 
 fn sha256sum(path: &Path) -> Result<()> {
-    let out = std::process::Command::new("sha256sum")
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .context("running sha256sum (coreutils)")?;
-    anyhow::ensure!(out.success(), "sha256sum exited with {out}");
-    Ok(())
+    let c = Command::new("sha256sum", Effect::ReadOnly).arg(path.display().to_string());
+    crate::cmd::run(&c, false)
+        .map(drop)
+        .context("running sha256sum (coreutils)")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {

@@ -3,9 +3,10 @@
 //! taken down on drop (its own project and volumes only).
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+
+use crate::cmd::{Command, Effect};
 
 pub struct Bed {
     pub dir: PathBuf,
@@ -19,27 +20,18 @@ pub struct Bed {
     pub wport: u16,
 }
 
-/// The last line of a command's stderr, for one-line errors.
-fn last_err(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr)
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_string()
-}
-
 impl Bed {
     /// `name` tells benchmarks apart in temp dirs and project names; `engine` is compose or swarm.
     pub fn new(name: &str, engine: &str) -> Result<Bed> {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{engine}-{pid}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let [port, wport] = crate::free_ports(2)?[..] else {
+        let [port, wport] = crate::repo::free_ports(2)?[..] else {
             unreachable!("asked for two ports")
         };
         let project = format!("xt{name}-{engine}-{pid}");
         let swarm = engine == "swarm";
-        let file = crate::workspace_root().join(if swarm {
+        let file = crate::repo::workspace_root().join(if swarm {
             "deployments/testbed/docker-stack.yml"
         } else {
             "deployments/testbed/docker-compose.yml"
@@ -77,35 +69,31 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
 
     /// This binary, run as an operator would, against the scratch config and state.
     pub fn xtask(&self, args: &[&str]) -> Result<()> {
-        let o = Command::new(std::env::current_exe()?)
+        let c = Command::new(&exe()?, Effect::Mutating)
             .arg("--config")
-            .arg(&self.config)
+            .arg(self.config.display().to_string())
             .arg("--state-dir")
-            .arg(self.dir.join("state"))
-            .args(args)
-            .env("USER", "bench")
-            .output()?;
-        if !o.status.success() {
-            bail!("xtask {args:?} failed: {}", last_err(&o));
-        }
-        Ok(())
+            .arg(self.dir.join("state").display().to_string())
+            .args(args.iter().copied())
+            .env("USER", "bench");
+        crate::cmd::run(&c, false)
+            .map(drop)
+            .with_context(|| format!("xtask {args:?} failed"))
     }
 
     /// `docker compose` on the scratch project, with the config's variables (the hand procedure).
     pub fn compose(&self, tag: &str, args: &[&str]) -> Result<()> {
-        let o = Command::new("docker")
+        let c = Command::new("docker", Effect::Mutating)
             .args(["compose", "-p", &self.project, "-f"])
-            .arg(&self.file)
-            .args(args)
+            .arg(self.file.display().to_string())
+            .args(args.iter().copied())
             .env("FETCHML_TAG", tag)
             .env("API_PORT", self.port.to_string())
             .env("WORKER_PORT", self.wport.to_string())
-            .env("COMPLIANCE_MODE", "standard")
-            .output()?;
-        if !o.status.success() {
-            bail!("docker compose {args:?}: {}", last_err(&o));
-        }
-        Ok(())
+            .env("COMPLIANCE_MODE", "standard");
+        crate::cmd::run(&c, false)
+            .map(drop)
+            .with_context(|| format!("docker compose {args:?}"))
     }
 }
 
@@ -122,10 +110,10 @@ impl Drop for Bed {
 
 /// Builds and pushes testbed image `tag` unless it is already present.
 pub fn ensure_image(tag: &str) -> Result<()> {
-    if crate::exec::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
+    if crate::engine::docker::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
         return Ok(());
     }
-    let o = Command::new(std::env::current_exe()?)
+    let c = Command::new(&exe()?, Effect::Mutating)
         .args([
             "--config",
             "deployments/testbed/deploy.toml",
@@ -134,10 +122,17 @@ pub fn ensure_image(tag: &str) -> Result<()> {
             "--tag",
             tag,
         ])
-        .current_dir(crate::workspace_root())
-        .output()?;
-    if !o.status.success() {
-        bail!("building {tag}: {}", last_err(&o));
-    }
-    Ok(())
+        .cwd(crate::repo::workspace_root())
+        .timeout(1800);
+    crate::cmd::run(&c, false)
+        .map(drop)
+        .with_context(|| format!("building {tag}"))
+}
+
+/// This binary's path, as a program name for [`Command`].
+fn exe() -> Result<String> {
+    Ok(std::env::current_exe()
+        .context("finding the xtask binary")?
+        .display()
+        .to_string())
 }

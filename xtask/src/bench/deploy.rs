@@ -13,7 +13,6 @@
 //!
 //! Runs alternate tool and hand, so drift on a noisy machine hits both alike.
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +21,8 @@ use anyhow::{bail, Context, Result};
 
 use super::bed::{ensure_image, Bed};
 use super::Section;
-use crate::plan::Gate;
+use crate::cmd::{Command, Effect};
+use crate::health::Gate;
 
 /// The hand procedure, on the same scratch environment.
 impl Bed {
@@ -31,13 +31,11 @@ impl Bed {
         let start = Instant::now();
         for port in [self.port, self.wport] {
             loop {
-                let o = Command::new("curl")
+                let curl = Command::new("curl", Effect::ReadOnly)
                     .args(["-fsS", &format!("http://127.0.0.1:{port}/health")])
-                    .output()?;
-                if o.status.success()
-                    && String::from_utf8_lossy(&o.stdout)
-                        .contains(&format!("\"version\":\"{tag}\""))
-                {
+                    .timeout(5);
+                let o = crate::cmd::output(&curl)?;
+                if o.success && o.stdout.contains(&format!("\"version\":\"{tag}\"")) {
                     break;
                 }
                 if start.elapsed() > Duration::from_secs(30) {
@@ -117,7 +115,7 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
 
 pub fn run(quick: bool) -> Result<Section> {
     let n = if quick { 2 } else { 5 };
-    let base = crate::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
+    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
     let (a, b) = (format!("{base}-bench-a"), format!("{base}-bench-b"));
     ensure_image(&a)?;
     ensure_image(&b)?;

@@ -12,11 +12,11 @@
 //! [`Session`] (init a swarm only where none is active, leave it only if we
 //! created it, one user at a time) and [`remove_stack`].
 
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cmd::{Command, Effect};
 use anyhow::{bail, Context, Result};
 
 use super::bed::{ensure_image, Bed};
@@ -32,23 +32,15 @@ pub struct Session {
 }
 
 fn docker_out(args: &[&str]) -> Result<String> {
-    let o = Command::new("docker")
-        .args(args)
-        .output()
-        .with_context(|| format!("running docker {}", args.join(" ")))?;
-    if !o.status.success() {
-        bail!(
-            "docker {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&o.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&o.stdout).trim().to_string())
+    let c = Command::new("docker", Effect::Mutating)
+        .args(args.iter().copied())
+        .timeout(120);
+    Ok(crate::cmd::run(&c, false)?.trim().to_string())
 }
 
 impl Session {
     pub fn enter() -> Result<Session> {
-        let dir = crate::workspace_root().join("target");
+        let dir = crate::repo::workspace_root().join("target");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join("swarm-session.lock");
         let lock =
@@ -176,7 +168,7 @@ fn measure(engine: &str, tags: &[String; 2], runs: usize) -> Result<Vec<Probe>> 
 }
 
 pub fn run(quick: bool) -> Result<Section> {
-    let base = crate::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
+    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
     let tags = [format!("{base}-bench-a"), format!("{base}-bench-b")];
     for t in &tags {
         ensure_image(t)?;

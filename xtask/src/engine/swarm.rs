@@ -23,7 +23,7 @@ use anyhow::{bail, Result};
 use serde::Deserialize;
 
 use super::Target;
-use crate::plan::{Command, Effect};
+use crate::cmd::{Command, Effect};
 
 /// Between polls of the Swarm API.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -262,8 +262,10 @@ pub fn wait(t: &Target, timeout_secs: u64, verbose: bool) -> Result<()> {
     let deadline = start + Duration::from_secs(timeout_secs);
     let mut reported = Instant::now();
     let cmds = observe(t);
+    let since = crate::cmd::since_now();
     loop {
-        let inspect = crate::exec::run_command(&cmds[0], verbose)?;
+        crate::cmd::check_interrupt(since)?;
+        let inspect = crate::cmd::run(&cmds[0], verbose)?;
         let services: Vec<Service> = serde_json::from_str(&inspect)
             .map_err(|e| anyhow::anyhow!("reading `docker service inspect` output: {e}"))?;
         let mut states = Vec::new();
@@ -272,7 +274,7 @@ pub fn wait(t: &Target, timeout_secs: u64, verbose: bool) -> Result<()> {
             let Some(svc) = services.iter().find(|v| v.spec.name == name) else {
                 bail!("service {name} does not exist (was the stack deployed?)");
             };
-            let tasks = crate::exec::run_command(ps, verbose)?;
+            let tasks = crate::cmd::run(ps, verbose)?;
             let repo = t.images.get(s).map_or("", String::as_str);
             states.push((s.clone(), judge(svc, repo, &t.tag, &tasks)));
         }

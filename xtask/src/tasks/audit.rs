@@ -20,11 +20,12 @@ use serde_json::json;
 
 use crate::audit::{numbered, Kind, Log, SinkState};
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::exec::Actions;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
 use crate::plan::{Effect, Plan, RecordSpec, Step};
-use crate::{validate, Ctx};
+use crate::validate;
 
 /// The environments a command covers: the one named, else all of them.
 fn envs(cfg: &Config, env: Option<&str>) -> Result<Vec<String>> {

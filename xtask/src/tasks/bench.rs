@@ -16,10 +16,11 @@
 use anyhow::{bail, Context, Result};
 
 use crate::bench::Section;
+use crate::ctx::Ctx;
 use crate::exec::Actions;
 use crate::flags::Bench;
 use crate::plan::{Effect, Plan, Step};
-use crate::{workspace_root, Ctx};
+use crate::repo::workspace_root;
 
 /// The document the tables live in, relative to the workspace root.
 pub const DOC: &str = "docs/benchmarks.md";

@@ -10,11 +10,14 @@ use std::path::PathBuf;
 use anyhow::{bail, Result};
 
 use crate::config::Image;
-use crate::exec::{image_digest, Actions};
+use crate::ctx::Ctx;
+use crate::engine::docker::image_digest;
+use crate::exec::{Actions, Applied};
 use crate::flags::{Build, Format};
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Tool;
-use crate::{validate, workspace_root, Ctx};
+use crate::repo::workspace_root;
+use crate::validate;
 
 /// The target triple static binaries are built for (the only one installed).
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
@@ -62,7 +65,8 @@ pub fn run(ctx: &Ctx, args: Build) -> Result<()> {
                         TRIPLE,
                     ])
                     .env("RUSTFLAGS", "-C target-feature=+crt-static")
-                    .cwd(workspace_root()),
+                    .cwd(workspace_root())
+                    .timeout(1800),
             ));
             // The binary and nothing else forms the context, so the image holds only it.
             context = target_dir().join("xtask-image-context").join(&img.name);
@@ -99,17 +103,31 @@ pub fn run(ctx: &Ctx, args: Build) -> Result<()> {
         }
         refs.push((img.name.clone(), reference));
     }
-    ctx.finish(&plan, &mut NoopActions)?;
-    if !ctx.global.dry_run {
-        report(ctx, &refs, args.push);
-    }
-    Ok(())
+    ctx.finish(
+        &plan,
+        &mut Report {
+            ctx,
+            refs: &refs,
+            pushed: args.push,
+        },
+    )
 }
 
-struct NoopActions;
-impl Actions for NoopActions {
+/// After a build that ran: each image's reference, and its digest when pushed.
+struct Report<'a> {
+    ctx: &'a Ctx,
+    refs: &'a [(String, String)],
+    pushed: bool,
+}
+
+impl Actions for Report<'_> {
     fn run(&mut self, id: &str) -> Result<()> {
         bail!("build has no action {id}")
+    }
+    fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
+        if result.is_ok() {
+            report(self.ctx, self.refs, self.pushed);
+        }
     }
 }
 
@@ -148,11 +166,13 @@ fn tag(args: &Build) -> Result<String> {
         validate::tag(t)?;
         return Ok(t.clone());
     }
-    let base = crate::head_tag()?;
-    let status = duct::cmd!("git", "status", "--porcelain", "--untracked-files=no")
-        .dir(workspace_root())
-        .read()
-        .unwrap_or_default();
+    let base = crate::repo::head_tag()?;
+    let status = crate::cmd::probe(
+        "git",
+        &["status", "--porcelain", "--untracked-files=no"],
+        Some(&workspace_root()),
+    )
+    .unwrap_or_default();
     if status.trim().is_empty() {
         return Ok(base);
     }

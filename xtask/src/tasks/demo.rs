@@ -5,13 +5,20 @@
 //! projects (the testbed config's) and a fresh state directory under
 //! target/demo/; takes its stacks down at the end unless `--keep`.
 
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::flags::{Demo, Setup};
-use crate::{workspace_root, Ctx};
+use crate::cmd::{stream, Command, Effect};
+use crate::ctx::Ctx;
+use crate::exec::Actions;
+use crate::flags::Demo;
+use crate::plan::{Plan, Step};
+use crate::repo::workspace_root;
+
+/// One demo step's limit: a cold image build is the longest.
+const ACT_SECS: u64 = 1800;
 
 /// One demo step: the arguments and the exit code that shows it worked.
 struct Act {
@@ -29,36 +36,18 @@ fn act(what: &str, expect: i32, args: &[&str]) -> Act {
 }
 
 pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
-    if ctx.global.dry_run {
-        println!("demo: runs setup, builds three testbed versions, deploys, promotes, fails and rolls back, verifies; each step is itself previewable with --dry-run");
-        return Ok(());
-    }
-    crate::tasks::setup::run(ctx, Setup { check: false }).context("setup before the demo")?;
+    crate::provision::run(ctx, false).context("setup before the demo")?;
     let root = workspace_root();
     let config = root.join("deployments/testbed/deploy.toml");
     let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
     let state = root.join("target/demo").join(stamp.to_string());
-    let base = crate::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
+    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
     let (v1, v2, v3) = (
         format!("{base}-v1"),
         format!("{base}-v2"),
         format!("{base}-v3"),
     );
     let exe = std::env::current_exe().context("finding the xtask binary")?;
-    let teardown = |when: &str| {
-        for env in ["staging", "prod"] {
-            let project = format!("fetchml-testbed-{env}");
-            let _ = Command::new("docker")
-                .args(["compose", "-p", &project, "-f"])
-                .arg(root.join("deployments/testbed/docker-compose.yml"))
-                .args(["down", "-v", "--timeout", "2"])
-                .env("FETCHML_TAG", "demo")
-                .output();
-        }
-        eprintln!("demo: took down its testbed stacks ({when})");
-    };
-    teardown("before starting, in case an earlier --keep left them");
-
     let acts = vec![
         act("build v1 and push", 0, &["build", "--tag", &v1, "--push"]),
         act("build v2 and push", 0, &["build", "--tag", &v2, "--push"]),
@@ -127,29 +116,60 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             &["audit", "show", "--env", "prod"],
         ),
     ];
-    let mut rows = Vec::new();
-    for a in &acts {
-        eprintln!("\n== demo: {} ==", a.what);
-        let start = Instant::now();
-        let status = Command::new(&exe)
-            .arg("--config")
-            .arg(&config)
-            .arg("--state-dir")
-            .arg(&state)
-            .args(&a.args)
-            .status()
-            .with_context(|| format!("running {}", a.what))?;
-        let code = status.code().unwrap_or(-1);
-        rows.push((
-            a.what.clone(),
-            a.expect,
-            code,
-            start.elapsed().as_secs_f64(),
+    let mut plan = Plan::new("demo", None);
+    for (i, a) in acts.iter().enumerate() {
+        plan.step(Step::action(
+            &i.to_string(),
+            format!(
+                "{} (expect exit {}): cargo xtask {}",
+                a.what,
+                a.expect,
+                a.args.join(" ")
+            ),
+            Effect::Mutating,
         ));
     }
-    if !args.keep {
-        teardown("done");
+    let down = |env: &str, why: &str| {
+        Step::run(
+            why,
+            Command::new("docker", Effect::Mutating)
+                .args(["compose", "-p", &format!("fetchml-testbed-{env}"), "-f"])
+                .arg(
+                    root.join("deployments/testbed/docker-compose.yml")
+                        .display()
+                        .to_string(),
+                )
+                .args(["down", "-v", "--timeout", "2"])
+                .env("FETCHML_TAG", "demo")
+                .timeout(120),
+        )
+    };
+    let mut steps = Vec::new();
+    for env in ["staging", "prod"] {
+        steps.push(down(
+            env,
+            &format!("take down the demo's {env} stack, in case an earlier --keep left it"),
+        ));
     }
+    steps.append(&mut plan.steps);
+    if !args.keep {
+        for env in ["staging", "prod"] {
+            steps.push(down(env, &format!("take down the demo's {env} stack")));
+        }
+    }
+    plan.steps = steps;
+    let mut run = Acts {
+        acts,
+        exe,
+        config,
+        state: state.clone(),
+        rows: Vec::new(),
+    };
+    ctx.finish(&plan, &mut run)?;
+    if run.rows.is_empty() {
+        return Ok(());
+    }
+    let rows = run.rows;
     println!(
         "\n{:<56} {:>6} {:>5} {:>7}  result",
         "step", "expect", "exit", "secs"
@@ -168,4 +188,41 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
         bail!("{failed} demo step(s) did not do what they should (see the table)");
     }
     Ok(())
+}
+
+struct Acts {
+    acts: Vec<Act>,
+    exe: PathBuf,
+    config: PathBuf,
+    state: PathBuf,
+    rows: Vec<(String, i32, i32, f64)>,
+}
+
+impl Actions for Acts {
+    /// Runs one act as its own `cargo xtask` process; a wrong exit code is
+    /// a row of the summary, not a stop, so every act is shown.
+    fn run(&mut self, id: &str) -> Result<()> {
+        let a = id
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.acts.get(i))
+            .with_context(|| format!("demo has no act {id}"))?;
+        eprintln!("\n== demo: {} ==", a.what);
+        let start = Instant::now();
+        let c = Command::new(&self.exe.display().to_string(), Effect::Mutating)
+            .arg("--config")
+            .arg(self.config.display().to_string())
+            .arg("--state-dir")
+            .arg(self.state.display().to_string())
+            .args(a.args.iter().cloned())
+            .timeout(ACT_SECS);
+        let code = stream(&c)?.unwrap_or(-1);
+        self.rows.push((
+            a.what.clone(),
+            a.expect,
+            code,
+            start.elapsed().as_secs_f64(),
+        ));
+        Ok(())
+    }
 }

@@ -10,15 +10,16 @@
 
 use anyhow::Result;
 
-use crate::audit::{History, Log};
-use crate::config::{Config, Env};
-use crate::engine::{ComposeCli, Target};
+use crate::audit::History;
+use crate::config::Config;
+use crate::ctx::Ctx;
+use crate::engine::{ComposeCli, Stateful, Target};
 use crate::exec::NoActions;
-use crate::exit::{fail, Code};
 use crate::flags::{Deploy, DeployProd};
-use crate::plan::{Gate, OnFailure, Plan, RecordSpec, Step};
+use crate::plan::{AppStep, OnFailure, Plan, Step};
 use crate::preflight::Tool;
-use crate::{validate, Ctx};
+use crate::rollout::{consistency, gate, lock, put_on, record, switch_to, verified_history, Now};
+use crate::validate;
 
 /// What a deploy was asked to do, validated.
 #[derive(Debug, Clone)]
@@ -30,13 +31,15 @@ pub struct Request {
     pub lock_wait: u64,
     /// Production only: leave a failed version in place instead of rolling back.
     pub no_auto_rollback: bool,
+    /// Production only: the operator confirmed (`--yes`, or CI).
+    pub confirmed: Option<bool>,
 }
 
 impl Request {
     fn new(env: &str, d: &Deploy) -> Result<Request> {
         let tag = match &d.tag {
             Some(t) => t.clone(),
-            None => crate::head_tag()?,
+            None => crate::repo::head_tag()?,
         };
         validate::tag(&tag)?;
         let reason = d.reason.clone().unwrap_or_else(|| "deploy".into());
@@ -48,6 +51,7 @@ impl Request {
             force: d.force,
             lock_wait: d.lock_wait,
             no_auto_rollback: false,
+            confirmed: None,
         })
     }
 }
@@ -61,12 +65,7 @@ pub fn prod(ctx: &Ctx, args: DeployProd) -> Result<()> {
     let mut req = Request::new("prod", &args.deploy)?;
     req.no_auto_rollback = args.no_auto_rollback;
     let in_ci = std::env::var_os("CI").is_some() || std::env::var_os("GITHUB_ACTIONS").is_some();
-    if !args.yes && !in_ci && !ctx.global.dry_run {
-        return Err(fail(
-            Code::Refused,
-            "deploy-prod outside CI needs --yes (preview it with --dry-run first)",
-        ));
-    }
+    req.confirmed = Some(args.yes || in_ci);
     run(ctx, req, "deploy-prod")
 }
 
@@ -78,101 +77,6 @@ fn run(ctx: &Ctx, req: Request, task: &str) -> Result<()> {
     let mut plan = plan(ctx, &cfg, &req, task, cli)?;
     plan.warnings = pre.warnings;
     ctx.finish(&plan, &mut NoActions)
-}
-
-/// The chain of `env`, verified, as history. A broken chain refuses (exit 6)
-/// unless `force`, in which case the break is shown as a planning fact.
-pub fn verified_history(
-    log: &Log,
-    force: bool,
-    plan: &mut Plan,
-) -> Result<(History, Option<String>)> {
-    match log.verify() {
-        Ok(v) => {
-            plan.fact("audit chain", format!("{} record(s), head {}", v.count, v.head), &log.path.display().to_string());
-            Ok((History::new(log.records()?), Some(v.head)))
-        }
-        Err(e) if force => {
-            plan.fact("audit chain", format!("DOES NOT VERIFY ({e:#}); proceeding because of --force"), &log.path.display().to_string());
-            Ok((History::new(readable_records(log)), None))
-        }
-        Err(e) => Err(fail(
-            Code::Verify,
-            format!("{e:#}; investigate before deploying (or pass --force --reason TEXT, which is recorded)"),
-        )),
-    }
-}
-
-/// Every line of a broken chain that still parses as a record: the best
-/// history there is when an operator forces past a break.
-fn readable_records(log: &Log) -> Vec<crate::audit::Record> {
-    std::fs::read(&log.path)
-        .unwrap_or_default()
-        .split(|&b| b == b'\n')
-        .filter_map(|l| serde_json::from_slice(l).ok())
-        .collect()
-}
-
-/// The environment's deploy lock, next to its audit log; with the head the
-/// plan was made from, so a plan gone stale while waiting is refused.
-pub fn lock(env: &str, log: &Log, wait_secs: u64, task: &str, head: Option<String>) -> Step {
-    Step::Lock {
-        env: env.into(),
-        path: log.path.with_file_name("deploy.lock"),
-        wait_secs,
-        task: task.into(),
-        planned_head: head.map(|h| (log.path.clone(), h)),
-    }
-}
-
-/// The audit record a deploy or rollback appends; a forced one says so in its reason.
-#[allow(clippy::too_many_arguments)]
-pub fn record(
-    env_name: &str,
-    env: &Env,
-    log: &Log,
-    action: &str,
-    from: Option<String>,
-    to: &str,
-    reason: &str,
-    force: bool,
-) -> RecordSpec {
-    RecordSpec {
-        env: env_name.into(),
-        log: log.path.clone(),
-        sink: log.sink.clone(),
-        action: action.into(),
-        from,
-        to: Some(to.into()),
-        reason: if force {
-            format!("[forced] {reason}")
-        } else {
-            reason.into()
-        },
-        repository: env
-            .app_services
-            .first()
-            .and_then(|s| env.images.get(s))
-            .cloned(),
-        force,
-    }
-}
-
-/// The gate for a tag on an environment.
-pub fn gate(env: &Env, tag: &str, timeout_secs: u64) -> Step {
-    Step::HealthGate(Gate {
-        urls: env.health_urls.clone(),
-        version: tag.into(),
-        compliance_mode: env.compliance_mode.clone(),
-        timeout_secs,
-    })
-}
-
-/// How long a Swarm update may take to settle: the new tasks' health, and,
-/// when they fail, Swarm's own rollback (which waits on its scheduler; about
-/// 80s for the testbed on one node). Compose has no such step.
-pub fn converge_secs(env: &Env) -> u64 {
-    env.health_timeout_secs + env.rollback_timeout_secs + 90
 }
 
 /// Builds the deploy plan. Reads the audit chain(s); changes nothing.
@@ -188,6 +92,12 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         "audit history",
     );
 
+    if let Some(given) = req.confirmed {
+        plan.step(Step::Confirm {
+            given,
+            how: "--yes (outside CI)".into(),
+        });
+    }
     if let Some(from) = &env.promote_from {
         let mut missing = Vec::new();
         let source = History::new(ctx.log(cfg, from)?.records()?);
@@ -214,21 +124,28 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     }
 
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
+    let now = Now::look(&target, &history, &mut plan);
+    if let Some(refusal) = consistency(&req.env, env) {
+        plan.step(refusal);
+    }
     plan.step(lock(&req.env, &log, req.lock_wait, task, head));
-    plan.step(Step::Pull {
-        target: target.clone(),
-    });
-    if !target.start_stateful_commands().is_empty() {
-        plan.step(Step::StartStateful {
+    plan.step(
+        AppStep::Pull {
             target: target.clone(),
-        });
+        }
+        .into(),
+    );
+    let stateful = Stateful::of(&target, env);
+    if !stateful.start_commands().is_empty() {
+        plan.step(Step::StartStateful { target: stateful });
     }
-    for s in target.rollout(converge_secs(env)) {
-        plan.step(s);
+    for s in put_on(&target, env) {
+        plan.step(s.into());
     }
-    plan.step(gate(env, &req.tag, env.health_timeout_secs));
+    plan.step(gate(env, &req.tag, env.health_timeout_secs).into());
 
-    let back = current.filter(|c| c != &req.tag);
+    // Recovery puts back what served before this deploy, per the engine.
+    let back = now.serving().map(str::to_string).filter(|c| c != &req.tag);
     plan.on_failure = if req.no_auto_rollback {
         let to = back
             .as_ref()
@@ -246,16 +163,11 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                 // On Swarm, when Swarm already rolled the update back by
                 // itself, this redeploy of the previous tag changes nothing
                 // (same spec) and the steps only verify it.
-                steps: target
-                    .on_tag(prev)
-                    .rollout(converge_secs(env))
-                    .into_iter()
-                    .chain([gate(env, prev, env.rollback_timeout_secs)])
-                    .collect(),
+                steps: switch_to(&target.on_tag(prev), env, env.rollback_timeout_secs),
                 to: Some(prev.clone()),
             },
             None => OnFailure::Recover {
-                steps: vec![Step::Stop {
+                steps: vec![AppStep::Stop {
                     target: target.clone(),
                 }],
                 to: None,
@@ -272,7 +184,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         env,
         &log,
         action,
-        history.current().map(str::to_string),
+        now.serving().map(str::to_string),
         &req.tag,
         &req.reason,
         req.force,

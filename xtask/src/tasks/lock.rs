@@ -25,11 +25,11 @@ use anyhow::{bail, Context as _, Result};
 use serde_json::json;
 
 use crate::audit::Log;
+use crate::ctx::Ctx;
 use crate::exec::Actions;
 use crate::flags::{Format, LockCmd};
-use crate::lock::{self, Hold, Running, RELEASE_TASK};
+use crate::lock::{self, Hold, RELEASE_TASK};
 use crate::plan::{Effect, Plan, RecordSpec, Step};
-use crate::Ctx;
 
 const ACQUIRE_TASK: &str = "lock acquire";
 
@@ -86,7 +86,7 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
         ),
         Format::Text => {
             println!("env: {env}");
-            let (run, held) = describe(env, &running, &hold);
+            let (run, held) = lock::describe(env, &running, &hold);
             println!("{run}");
             for l in held {
                 println!("{l}");
@@ -94,33 +94,6 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// The `running:` line and the `maintenance:` lines (shared with `status`).
-pub fn describe(
-    env: &str,
-    running: &Running,
-    hold: &Result<Option<Hold>>,
-) -> (String, Vec<String>) {
-    let run = match running {
-        Running::Free => "running: nothing (no deploy or rollback holds the lock)".to_string(),
-        Running::Held { pid, holder } if holder.is_empty() => format!("running: pid {pid}"),
-        Running::Held { holder, .. } => format!("running: {holder}"),
-        Running::Unknown { error } => format!("running: unknown ({error})"),
-    };
-    let release = format!("`cargo xtask lock release {env}`");
-    let held = match hold {
-        Ok(None) => vec!["maintenance: none".to_string()],
-        Ok(Some(h)) => vec![
-            format!("maintenance: HELD by {}", h.describe()),
-            format!("  deploys and rollbacks are refused until {release}"),
-        ],
-        Err(e) => vec![
-            format!("maintenance: HELD (unreadable: {e:#})"),
-            format!("  deploys and rollbacks are refused until {release} removes it"),
-        ],
-    };
-    (run, held)
 }
 
 /// Writes or removes the hold, under the lock the plan took.

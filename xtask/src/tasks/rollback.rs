@@ -9,17 +9,20 @@
 
 use anyhow::Result;
 
+use crate::audit::History;
+use crate::ctx::Ctx;
 use crate::engine::Target;
-use crate::exec::NoActions;
-use crate::exit::{fail, Code};
+use crate::exec::{Actions, Applied};
+use crate::exit::Code;
 use crate::flags::Rollback;
-use crate::plan::{OnFailure, Plan, Step};
+use crate::plan::Step;
+use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
-use crate::tasks::deploy::{gate, lock, record, verified_history};
-use crate::{validate, Ctx};
+use crate::rollout::{lock, record, switch_to, verified_history, Now};
+use crate::validate;
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
-    if let Some(t) = &args.to {
+    if let Some(t) = args.to.as_ref().filter(|t| !t.starts_with('@')) {
         validate::tag(t)?;
     }
     validate::reason(&args.reason)?;
@@ -28,19 +31,32 @@ pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     let mut plan = Plan::new("rollback", Some(&args.env));
     let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
     let plan = build(ctx, &cfg, &args, cli, plan)?;
-    let result = ctx.finish(&plan, &mut NoActions);
-    if !ctx.global.dry_run {
-        // The runbook's checks, on success and failure alike.
-        match ctx.log(&cfg, &args.env)?.verify() {
-            Ok(v) => eprintln!(
-                "audit chain of {} verifies: {} records, head {}",
-                args.env, v.count, v.head
-            ),
-            Err(e) => eprintln!("audit chain of {} DOES NOT VERIFY: {e:#}", args.env),
-        }
-        print_checklist(&args.env);
+    ctx.finish(&plan, &mut Checklist { env: &args.env })
+}
+
+/// The runbook's checks after a rollback that ran, on success and failure
+/// alike; a refused one changed nothing and gets none.
+struct Checklist<'a> {
+    env: &'a str,
+}
+
+impl Actions for Checklist<'_> {
+    fn run(&mut self, id: &str) -> Result<()> {
+        anyhow::bail!("rollback has no action {id}")
     }
-    result
+    fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
+        if result.is_err_and(|e| crate::exit::code_of(e) == Code::Refused) {
+            return;
+        }
+        let env = self.env;
+        eprintln!("after a rollback (runbook):");
+        eprintln!(
+            "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
+        );
+        eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
+        eprintln!("  3. notify the team, with the reason recorded above");
+        eprintln!("  4. find the root cause of the failed version before deploying it again");
+    }
 }
 
 /// Builds the rollback plan (reads the chain; changes nothing).
@@ -60,46 +76,62 @@ pub fn build(
         current.clone().unwrap_or_else(|| "none".into()),
         "audit history",
     );
-    let target_tag = match &args.to {
-        Some(t) => {
-            if !history.deployed_ok(t) {
-                if !args.force {
-                    return Err(fail(
-                        Code::Refused,
-                        format!("{t} was never deployed successfully to {}; pass --force --reason to roll back to it anyway", args.env),
-                    ));
-                }
-                plan.fact("rollback target", format!("{t} was never deployed here; allowed by --force"), "audit history");
-            }
-            t.clone()
+    let now = Now::look(
+        &Target::untagged(cfg, &args.env, env, cli)?,
+        &history,
+        &mut plan,
+    );
+    let target_tag = match choose(args, &history, &now, &mut plan)? {
+        Ok(t) => t,
+        Err(why) => {
+            // Refused before anything is touched, and recorded.
+            plan.step(Step::Require {
+                what: "a rollback target".into(),
+                missing: vec![why],
+            });
+            let mut r = record(
+                &args.env,
+                env,
+                &log,
+                "rollback",
+                now.serving().map(str::to_string),
+                "-",
+                &args.reason,
+                args.force,
+            );
+            r.to = None;
+            plan.record = Some(r);
+            return Ok(plan);
         }
-        None => match default_target(&history) {
-            Some(t) => t,
-            None => {
-                return Err(fail(
-                    Code::Refused,
-                    format!("no previous successful version of {} to roll back to (history has {} deployments); nothing was changed", args.env, history.deployments().count()),
-                ))
-            }
-        },
     };
     plan.fact("rollback target", target_tag.clone(), "audit history");
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
-    plan.step(Step::EnsureImages {
-        target: target.clone(),
-    });
+    // Built from app steps alone: the lock is the one other step.
+    plan.step(
+        AppStep::EnsureImages {
+            target: target.clone(),
+        }
+        .into(),
+    );
     plan.step(lock(&args.env, &log, args.lock_wait, "rollback", head));
-    for s in target.rollout(crate::tasks::deploy::converge_secs(env)) {
-        plan.step(s);
+    for s in switch_to(&target, env, env.rollback_timeout_secs) {
+        plan.step(s.into());
     }
-    plan.step(gate(env, &target_tag, env.rollback_timeout_secs));
-    plan.on_failure = OnFailure::Nothing;
+    // Interrupted or failed after the recreate began, the rollback puts back
+    // what served before it, so it never leaves a half-switched stack.
+    plan.on_failure = match now.serving().filter(|s| *s != target_tag) {
+        Some(before) => OnFailure::Recover {
+            steps: switch_to(&target.on_tag(before), env, env.rollback_timeout_secs),
+            to: Some(before.to_string()),
+        },
+        None => OnFailure::Nothing,
+    };
     plan.record = Some(record(
         &args.env,
         env,
         &log,
         "rollback",
-        current,
+        now.serving().map(str::to_string),
         &target_tag,
         &args.reason,
         args.force,
@@ -107,32 +139,80 @@ pub fn build(
     Ok(plan)
 }
 
-fn print_checklist(env: &str) {
-    eprintln!("after a rollback (runbook):");
-    eprintln!(
-        "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
-    );
-    eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
-    eprintln!("  3. notify the team, with the reason recorded above");
-    eprintln!("  4. find the root cause of the failed version before deploying it again");
+/// The rollback target: `--to TAG`, `--to @N` (the version the record at
+/// line N put in place), or by default the previous good version relative
+/// to what runs. `Ok(Err(why))` is a refusal, recorded by the plan.
+fn choose(
+    args: &Rollback,
+    history: &History,
+    now: &Now,
+    plan: &mut Plan,
+) -> Result<std::result::Result<String, String>> {
+    let env = &args.env;
+    let Some(to) = &args.to else {
+        return Ok(default_target(history, now).ok_or_else(|| {
+            format!(
+                "no previous successful version of {env} to roll back to (history has {} deployments); nothing was changed",
+                history.deployments().count()
+            )
+        }));
+    };
+    let tag = match to.strip_prefix('@') {
+        Some(n) => {
+            let line: usize = n.parse().map_err(|_| {
+                anyhow::anyhow!("--to @{n}: expected a record's line number, like @7")
+            })?;
+            let Some(r) = line.checked_sub(1).and_then(|i| history.records.get(i)) else {
+                return Ok(Err(format!(
+                    "the audit log of {env} has no line {line} ({} records)",
+                    history.records.len()
+                )));
+            };
+            let Some(t) = r.to.as_ref().map(|t| t.tag.clone()) else {
+                return Ok(Err(format!(
+                    "the record at line {line} ({} {}) names no version",
+                    r.action, r.outcome
+                )));
+            };
+            plan.fact(
+                "rollback target",
+                format!("{t}, from the record at line {line}"),
+                "audit history",
+            );
+            t
+        }
+        None => to.clone(),
+    };
+    validate::tag(&tag)?;
+    if !history.deployed_ok(&tag) {
+        if !args.force {
+            return Ok(Err(format!("{tag} was never deployed successfully to {env}; pass --force --reason to roll back to it anyway")));
+        }
+        plan.fact(
+            "rollback target",
+            format!("{tag} was never deployed here; allowed by --force"),
+            "audit history",
+        );
+    }
+    if now.running() == Some(tag.as_str()) && !args.force {
+        return Ok(Err(format!("{tag} is already running in {env}; nothing to roll back (pass --force to recreate it anyway)")));
+    }
+    Ok(Ok(tag))
 }
 
-/// The default rollback target. Normally the last good version before the
-/// current one; but when the newest deploy failed and was left in place
-/// (`--no-auto-rollback`), what runs is that failed version, and the target
-/// is the last version that passed: the recorded current one.
-pub fn default_target(h: &crate::audit::History) -> Option<String> {
-    let newest = h
-        .records
-        .iter()
-        .rev()
-        .find(|r| matches!(r.action.as_str(), "deploy" | "promote" | "rollback"))?;
+/// The default rollback target, relative to what runs. Normally the version
+/// below the current one in the history. But when what runs is not the
+/// chain's current version (a failed deploy left in place with
+/// `--no-auto-rollback`, a `kill -9` mid-recreate, a hand-run
+/// `docker compose up`), the target is the chain's current version: the
+/// last one that passed. A failure that touched nothing changes neither.
+pub fn default_target(h: &History, now: &Now) -> Option<String> {
     let current = h.current();
-    let left_failed =
-        newest.outcome == "failure" && newest.to.as_ref().map(|t| t.tag.as_str()) != current;
-    if left_failed {
-        current.map(str::to_string)
-    } else {
-        h.previous_good().map(str::to_string)
+    let differs = now.drift().is_some() && !now.engine.is_empty();
+    if differs {
+        if let Some(c) = current {
+            return Some(c.to_string());
+        }
     }
+    h.previous_good().map(str::to_string)
 }

@@ -13,11 +13,11 @@ use std::path::Path;
 
 use crate::audit::{Entry, ImageRef, Log};
 use crate::config::Config;
+use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::flags::{Format, Global, Rollback};
-use crate::plan::{Plan, Step};
+use crate::plan::{AppStep, Plan, Step};
 use crate::tasks::deploy::{self, Request};
-use crate::Ctx;
 
 const FORBIDDEN: [&str; 8] = [
     "down",
@@ -153,6 +153,7 @@ fn deploy_plans_on(engine: &str) -> usize {
                     force,
                     lock_wait: 0,
                     no_auto_rollback: no_auto,
+                    confirmed: None,
                 };
                 for cli in [ComposeCli::V2Plugin, ComposeCli::V1Standalone] {
                     let plan = deploy::plan(&ctx, &cfg, &req, "deploy", cli).unwrap();
@@ -161,7 +162,9 @@ fn deploy_plans_on(engine: &str) -> usize {
                         let rendered = plan.render();
                         assert!(rendered.contains("docker stack deploy"), "{rendered}");
                         assert!(
-                            plan.all_steps().any(|s| matches!(s, Step::Converge { .. })),
+                            plan.all_steps()
+                                .iter()
+                                .any(|s| matches!(s, Step::App(AppStep::Converge { .. }))),
                             "{rendered}"
                         );
                     }
@@ -212,11 +215,13 @@ fn rollback_plans_on(engine: &str) {
                 assert!(
                     matches!(
                         s,
-                        Step::EnsureImages { .. }
-                            | Step::Lock { .. }
-                            | Step::Recreate { .. }
-                            | Step::Converge { .. }
-                            | Step::HealthGate(_)
+                        Step::Lock { .. }
+                            | Step::App(
+                                AppStep::EnsureImages { .. }
+                                    | AppStep::Recreate { .. }
+                                    | AppStep::Converge { .. }
+                                    | AppStep::HealthGate(_)
+                            )
                     ),
                     "rollback plan has a step outside its scope: {s:?}"
                 );
@@ -244,12 +249,13 @@ fn the_check_itself_catches_a_forbidden_step() {
         force: false,
         lock_wait: 0,
         no_auto_rollback: false,
+        confirmed: None,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
-    let Some(Step::Recreate { target }) = plan
+    let Some(Step::App(AppStep::Recreate { target })) = plan
         .steps
         .iter()
-        .find(|s| matches!(s, Step::Recreate { .. }))
+        .find(|s| matches!(s, Step::App(AppStep::Recreate { .. })))
         .cloned()
     else {
         panic!("no recreate step")
@@ -275,6 +281,7 @@ fn the_check_catches_a_stateful_swarm_service() {
         force: false,
         lock_wait: 0,
         no_auto_rollback: false,
+        confirmed: None,
     };
     let mut plan = deploy::plan(&ctx, &cfg, &req, "deploy", ComposeCli::V2Plugin).unwrap();
     let sneaky = crate::plan::Command::new("docker", crate::plan::Effect::Mutating).args([

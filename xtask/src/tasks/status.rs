@@ -19,10 +19,10 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::audit::{at_or_after, fit, fitted, line_form, since, History, Log, Record, Tip};
+use crate::ctx::Ctx;
 use crate::exit::{fail, Code};
 use crate::flags::{self, Format};
 use crate::lock::{self, Running};
-use crate::Ctx;
 
 /// The widest line `status` prints in text.
 pub const WIDTH: usize = 100;
@@ -129,7 +129,7 @@ fn status_lines(
             "  (shortened: `cargo xtask audit show --env {env} -n 1 --full` shows it whole)"
         ));
     }
-    let (run, held) = crate::tasks::lock::describe(env, running, hold);
+    let (run, held) = lock::describe(env, running, hold);
     if !matches!(running, Running::Free) {
         out.push(run);
     }

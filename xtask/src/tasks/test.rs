@@ -1,26 +1,32 @@
-//! `test`: run `setup`, then every test in the workspace. This is the one
-//! command CI runs (`.ci/run`), so a green run here is a green run there.
+//! `test`: provision the engines (as `setup` does), then run every test in
+//! the workspace. This is the one command CI runs (`.ci/run`), so a green run
+//! here is a green run there.
 
 use anyhow::{Context, Result};
 
-use crate::flags::{Setup, Test};
-use crate::{workspace_root, Ctx};
+use crate::cmd::{stream, Command, Effect};
+use crate::ctx::Ctx;
+use crate::flags::Test;
+use crate::repo::workspace_root;
+
+/// The whole suite's limit: well inside CI's 90 minutes, so a hung test
+/// ends with its name printed instead of the run being cut off.
+const SUITE_SECS: u64 = 80 * 60;
 
 pub fn run(ctx: &Ctx, args: Test) -> Result<()> {
-    crate::tasks::setup::run(ctx, Setup { check: false }).context("setup before the tests")?;
+    crate::provision::run(ctx, false).context("setup before the tests")?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let c = Command::new(&cargo, Effect::ReadOnly)
+        .args(["test", "--workspace", "--locked", "--no-fail-fast"])
+        .args(args.args.iter().cloned())
+        .cwd(workspace_root())
+        .timeout(SUITE_SECS);
     if ctx.global.dry_run {
-        println!("then: cargo test --workspace {}", args.args.join(" "));
+        println!("then: {}", c.display_bare());
         return Ok(());
     }
-    let status =
-        std::process::Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["test", "--workspace", "--locked", "--no-fail-fast"])
-            .args(&args.args)
-            .current_dir(workspace_root())
-            .status()
-            .context("running cargo test")?;
-    if !status.success() {
-        anyhow::bail!("cargo test failed ({status})");
+    match stream(&c)? {
+        Some(0) => Ok(()),
+        code => anyhow::bail!("cargo test failed (exit {code:?})"),
     }
-    Ok(())
 }

@@ -43,10 +43,10 @@ use anyhow::{bail, Context, Result};
 use clap::Parser;
 
 use crate::audit::Log;
+use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::flags::{BackupSmoke, Format, Profile};
 use crate::plan::{Command, Effect, Plan};
-use crate::Ctx;
 pub use run::Smoke;
 use target::{Conn, Embedded};
 
@@ -229,7 +229,7 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
     let (dir, run_id) = target::work_dir();
     let (embedded, password, conn) = if args.database_url.is_none() && !pg_env_target() {
         target::plain_dir(&dir)?;
-        let run_as = crate::is_root().then(|| "postgres".to_string());
+        let run_as = crate::repo::is_root().then(|| "postgres".to_string());
         let e = Embedded {
             dir: dir.clone(),
             bindir: bindir
@@ -253,8 +253,8 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
         (None, None, conn)
     };
     let sql_dir = match args.profile {
-        Profile::Default => crate::workspace_root().join("deployments/sql"),
-        Profile::Certctl => crate::workspace_root().join("deployments/sql/certctl"),
+        Profile::Default => crate::repo::workspace_root().join("deployments/sql"),
+        Profile::Certctl => crate::repo::workspace_root().join("deployments/sql/certctl"),
     };
     let evidence = match &args.tag {
         Some(tag) => {

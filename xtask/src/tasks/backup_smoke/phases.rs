@@ -286,7 +286,7 @@ impl Smoke {
                 tag: tag.clone(),
                 digest: None,
             }),
-            git_sha: crate::git_sha(),
+            git_sha: crate::repo::git_sha(),
             reason: format!(
                 "profile {}, {} rows restored byte-exact, head {}",
                 self.report.profile,

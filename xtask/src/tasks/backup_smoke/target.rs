@@ -327,7 +327,7 @@ pub fn db_name(n: &str) -> Result<()> {
 
 /// A port the OS says is free on loopback now.
 pub fn free_port() -> Result<u16> {
-    Ok(crate::free_ports(1)?[0])
+    Ok(crate::repo::free_ports(1)?[0])
 }
 
 /// The PostgreSQL server binaries (initdb, pg_ctl): the newest

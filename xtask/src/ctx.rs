@@ -1,0 +1,98 @@
+//! The one context every task gets: the global flags, the config on demand,
+//! preflight, and the finish of a plan (render it, or apply it and report).
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::audit;
+use crate::config::Config;
+use crate::engine::ComposeCli;
+use crate::exec::{self, Actions};
+use crate::flags::{Format, Global};
+use crate::plan::Plan;
+use crate::preflight::{self, Tool};
+use crate::repo::workspace_root;
+
+/// What every task gets: the global flags and the config, loaded on demand.
+pub struct Ctx {
+    pub global: Global,
+}
+
+impl Ctx {
+    /// The config path: as given if it exists (relative to the working
+    /// directory), else relative to the workspace root.
+    pub fn config_path(&self) -> PathBuf {
+        let p = &self.global.config;
+        if p.is_absolute() || p.exists() {
+            p.clone()
+        } else {
+            workspace_root().join(p)
+        }
+    }
+
+    pub fn config(&self) -> Result<Config> {
+        Config::load(&self.config_path())
+    }
+
+    /// The audit log of `env`. With `--state-dir ROOT`, a configured sink
+    /// moves to `ROOT/sink`, so an isolated run (a test, a rehearsal) never
+    /// mirrors into, or compares against, the real environment's sink.
+    pub fn log(&self, cfg: &Config, env: &str) -> Result<audit::Log> {
+        let e = cfg.env(env)?;
+        let dir = e.state_dir(cfg, env, self.global.state_dir.as_deref());
+        let sink = e.audit_sink.as_ref().map(|s| match &self.global.state_dir {
+            Some(root) => root.join("sink"),
+            None => cfg.resolve(s),
+        });
+        Ok(audit::Log::new(&dir, env, sink.as_deref()))
+    }
+
+    /// Preflight for `tools`: a real run fails with exit 2; a dry run warns.
+    pub fn preflight(&self, plan: &mut Plan, tools: &[Tool], daemon: bool) -> Result<ComposeCli> {
+        let (cli, warnings) = preflight::check(tools, daemon).enforce(self.global.dry_run)?;
+        plan.warnings
+            .extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
+        Ok(cli)
+    }
+
+    /// Dry run: print the plan and stop. Otherwise apply it and print the
+    /// outcome, with the new audit head as the last line.
+    ///
+    /// This and the executor are the only places that know the mode: a dry
+    /// run whose plan the real run would refuse exits as the real run would
+    /// (5), after printing the plan; an applied plan ends with the task's
+    /// own report ([`Actions::report`]).
+    pub fn finish(&self, plan: &Plan, actions: &mut dyn Actions) -> Result<()> {
+        if self.global.dry_run {
+            match self.global.format {
+                Format::Text => print!("{}", plan.render()),
+                Format::Json => println!("{}", serde_json::to_string_pretty(plan)?),
+            }
+            let unmet = plan.unmet();
+            if !unmet.is_empty() {
+                return Err(crate::exit::fail(
+                    crate::exit::Code::Refused,
+                    format!("dry run: the real run would refuse: {}", unmet.join("; ")),
+                ));
+            }
+            return Ok(());
+        }
+        let result = exec::apply(plan, self.global.verbose, actions);
+        actions.report(result.as_ref());
+        let applied = result?;
+        match self.global.format {
+            Format::Text => {
+                println!("{}: {}", plan.task, applied.outcome);
+                if let Some(h) = &applied.head {
+                    println!("audit head: {h}");
+                }
+            }
+            Format::Json => println!(
+                "{}",
+                serde_json::json!({"task": plan.task, "env": plan.env, "outcome": applied.outcome, "audit_head": applied.head})
+            ),
+        }
+        Ok(())
+    }
+}

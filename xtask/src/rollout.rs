@@ -1,0 +1,219 @@
+//! What deploy and rollback share: the verified history they plan from,
+//! the lock step, the audit record, the health gate, and the app steps that
+//! put an environment on a tag. Tasks sit above this module and never import
+//! each other; this module builds plan values and runs nothing.
+
+use anyhow::Result;
+
+use crate::audit::{History, Log};
+use crate::config::{EngineKind, Env};
+use crate::engine::{Running, Target};
+use crate::exit::{fail, Code};
+use crate::health::Gate;
+use crate::plan::{AppStep, Plan, RecordSpec, Step};
+
+/// The steps that put `target`'s app services on its tag: a recreate, and on
+/// Swarm the wait until the update converged (or Swarm rolled it back).
+pub fn put_on(target: &Target, env: &Env) -> Vec<AppStep> {
+    let mut steps = vec![AppStep::Recreate {
+        target: target.clone(),
+    }];
+    if target.engine() == EngineKind::Swarm {
+        steps.push(AppStep::Converge {
+            target: target.clone(),
+            timeout_secs: converge_secs(env),
+        });
+    }
+    steps
+}
+
+/// [`put_on`], then the health gate for the tag within `gate_secs`: all a
+/// rollback or a recovery does to the stack.
+pub fn switch_to(target: &Target, env: &Env, gate_secs: u64) -> Vec<AppStep> {
+    let mut steps = put_on(target, env);
+    steps.push(gate(env, target.tag(), gate_secs));
+    steps
+}
+
+/// The chain of `env`, verified, as history. A broken chain refuses (exit 6)
+/// unless `force`, in which case the break is shown as a planning fact.
+pub fn verified_history(
+    log: &Log,
+    force: bool,
+    plan: &mut Plan,
+) -> Result<(History, Option<String>)> {
+    match log.verify() {
+        Ok(v) => {
+            plan.fact("audit chain", format!("{} record(s), head {}", v.count, v.head), &log.path.display().to_string());
+            Ok((History::new(log.records()?), Some(v.head)))
+        }
+        Err(e) if force => {
+            plan.fact("audit chain", format!("DOES NOT VERIFY ({e:#}); proceeding because of --force"), &log.path.display().to_string());
+            Ok((History::new(readable_records(log)), None))
+        }
+        Err(e) => Err(fail(
+            Code::Verify,
+            format!("{e:#}; investigate before deploying (or pass --force --reason TEXT, which is recorded)"),
+        )),
+    }
+}
+
+/// Every line of a broken chain that still parses as a record: the best
+/// history there is when an operator forces past a break.
+fn readable_records(log: &Log) -> Vec<crate::audit::Record> {
+    std::fs::read(&log.path)
+        .unwrap_or_default()
+        .split(|&b| b == b'\n')
+        .filter_map(|l| serde_json::from_slice(l).ok())
+        .collect()
+}
+
+/// The environment's deploy lock, next to its audit log; with the head the
+/// plan was made from, so a plan gone stale while waiting is refused.
+pub fn lock(env: &str, log: &Log, wait_secs: u64, task: &str, head: Option<String>) -> Step {
+    Step::Lock {
+        env: env.into(),
+        path: log.path.with_file_name("deploy.lock"),
+        wait_secs,
+        task: task.into(),
+        planned_head: head.map(|h| (log.path.clone(), h)),
+    }
+}
+
+/// The audit record a deploy or rollback appends; a forced one says so in its reason.
+#[allow(clippy::too_many_arguments)]
+pub fn record(
+    env_name: &str,
+    env: &Env,
+    log: &Log,
+    action: &str,
+    from: Option<String>,
+    to: &str,
+    reason: &str,
+    force: bool,
+) -> RecordSpec {
+    RecordSpec {
+        env: env_name.into(),
+        log: log.path.clone(),
+        sink: log.sink.clone(),
+        action: action.into(),
+        from,
+        to: Some(to.into()),
+        reason: if force {
+            format!("[forced] {reason}")
+        } else {
+            reason.into()
+        },
+        repository: env
+            .app_services
+            .first()
+            .and_then(|s| env.images.get(s))
+            .cloned(),
+        force,
+    }
+}
+
+/// The gate for a tag on an environment.
+pub fn gate(env: &Env, tag: &str, timeout_secs: u64) -> AppStep {
+    AppStep::HealthGate(Gate {
+        urls: env.health_urls.clone(),
+        version: tag.into(),
+        compliance_mode: env.compliance_mode.clone(),
+        timeout_secs,
+    })
+}
+
+/// How long a Swarm update may take to settle: the new tasks' health, and,
+/// when they fail, Swarm's own rollback (which waits on its scheduler; about
+/// 80s for the testbed on one node). Compose has no such step.
+pub fn converge_secs(env: &Env) -> u64 {
+    env.health_timeout_secs + env.rollback_timeout_secs + 90
+}
+
+/// What runs now: the engine's report, reconciled with the chain. After a
+/// `kill -9`, a hand-run `docker compose up` or a half-finished recreate the
+/// two disagree, and the engine is the fact.
+#[derive(Debug, Clone)]
+pub struct Now {
+    /// The chain's current version (last successful deploy, promote or rollback).
+    pub chain: Option<String>,
+    pub engine: Running,
+    apps: Vec<String>,
+}
+
+impl Now {
+    /// Looks up what `target`'s app services run (read-only) and notes it,
+    /// and any drift, as planning facts.
+    pub fn look(target: &Target, history: &History, plan: &mut Plan) -> Now {
+        let engine = target.running();
+        let now = Now {
+            chain: history.current().map(str::to_string),
+            engine: engine.as_ref().cloned().unwrap_or_default(),
+            apps: target.services().to_vec(),
+        };
+        match &engine {
+            Ok(_) => plan.fact(
+                "running now",
+                now.engine.describe(&now.apps),
+                "the engine (docker ps / service ls)",
+            ),
+            // Preflight already refused an unreachable daemon on a real run;
+            // a dry run without one plans from the chain alone.
+            Err(e) => {
+                plan.fact(
+                    "running now",
+                    format!("unknown ({e:#}); planning from the audit chain"),
+                    "the engine",
+                );
+                return now;
+            }
+        }
+        if let Some(d) = now.drift() {
+            plan.fact("DRIFT", d, "the engine against the audit chain");
+        }
+        now
+    }
+
+    /// The one tag every app service runs, per the engine.
+    pub fn running(&self) -> Option<&str> {
+        self.engine.tag(&self.apps)
+    }
+
+    /// The version serving now: the engine's, where it names one; else the chain's.
+    pub fn serving(&self) -> Option<&str> {
+        self.running().or(self.chain.as_deref())
+    }
+
+    /// How the engine and the chain disagree, if they do.
+    pub fn drift(&self) -> Option<String> {
+        let chain = self.chain.as_deref().unwrap_or("nothing");
+        match (self.running(), self.engine.is_empty()) {
+            (Some(r), _) if Some(r) == self.chain.as_deref() => None,
+            (_, true) if self.chain.is_none() => None,
+            _ => Some(format!(
+                "the audit chain says {chain} runs; the engine reports {}",
+                self.engine.describe(&self.apps)
+            )),
+        }
+    }
+}
+
+/// Refuses a plan whose config contradicts itself: the health gate expects
+/// one `compliance_mode` while the vars start the services in another, so
+/// the gate could never pass (and the recovery's gate neither).
+/// `None` when it agrees (nothing to show in the plan).
+pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
+    let mut missing = Vec::new();
+    if let Some(started) = env.vars.get("COMPLIANCE_MODE") {
+        if started != &env.compliance_mode {
+            missing.push(format!(
+                "env.{env_name}.compliance_mode is {:?} but its vars start the services with COMPLIANCE_MODE={started:?}: the health gate could never pass; make them agree",
+                env.compliance_mode
+            ));
+        }
+    }
+    (!missing.is_empty()).then(|| Step::Require {
+        what: "a config that agrees with itself".into(),
+        missing,
+    })
+}
