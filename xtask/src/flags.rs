@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod usage;
+pub use usage::usage_error;
+
 /// Operations for the FetchML stack: build, deploy, promote, roll back, and
 /// prove that security modes and backups hold. Every task that changes
 /// anything can be previewed with --dry-run.
@@ -71,7 +74,9 @@ pub enum Task {
     /// The version an environment runs now, the previous good one, and the audit head.
     Status(EnvArg),
     /// The deployments of an environment, derived from its audit chain.
-    History(EnvArg),
+    History(History),
+    /// Look at an environment's deploy lock, or hold it for a maintenance window.
+    Lock(Lock),
     /// Verify, show or repair the hash-chained audit log.
     Audit(Audit),
     /// Install (where missing) and start (where stopped) the local engines.
@@ -229,6 +234,52 @@ pub struct EnvArg {
 }
 
 #[derive(Debug, Args)]
+pub struct History {
+    /// The environment (from the config).
+    pub env: String,
+    /// Only the newest N deployments.
+    #[arg(short = 'n', value_name = "N")]
+    pub n: Option<usize>,
+    /// Only deployments since WHEN: an RFC 3339 time (2024-01-15T14:30:00Z) or an age (90m, 2h, 3d, 1w).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Lock {
+    #[command(subcommand)]
+    pub cmd: LockCmd,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCmd {
+    /// Whether a deploy or rollback holds the lock now, and any maintenance hold. Read-only.
+    Status {
+        /// The environment (from the config).
+        env: String,
+    },
+    /// Hold the lock until `lock release`: deploys and rollbacks are refused (exit 5) meanwhile. Recorded.
+    Acquire {
+        /// The environment (from the config).
+        env: String,
+        /// Why it is held; every refused deploy and rollback shows it.
+        #[arg(short = 'm', long, value_name = "TEXT")]
+        message: String,
+        /// Wait up to SECS for a running deploy or rollback to finish instead of failing at once.
+        #[arg(long, value_name = "SECS", default_value_t = 0)]
+        lock_wait: u64,
+    },
+    /// End a maintenance hold. Recorded.
+    Release {
+        /// The environment (from the config).
+        env: String,
+        /// Recorded with the release (default: "released").
+        #[arg(short = 'm', long, value_name = "TEXT")]
+        message: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
 pub struct Audit {
     #[command(subcommand)]
     pub cmd: AuditCmd,
@@ -245,7 +296,7 @@ pub enum AuditCmd {
         #[arg(long, value_name = "HEX")]
         expect_head: Option<String>,
     },
-    /// Print records in the line form: ts | action | outcome | from | to | actor | reason.
+    /// Print records with their line numbers in the line form: ts | action | outcome | from | to | actor | reason.
     Show {
         /// Only this environment (default: every environment).
         #[arg(long, value_name = "ENV")]
@@ -253,6 +304,9 @@ pub enum AuditCmd {
         /// Only the newest N records.
         #[arg(short = 'n', value_name = "N")]
         n: Option<usize>,
+        /// Show long reasons whole (by default they are shortened to 200 characters).
+        #[arg(long)]
+        full: bool,
     },
     /// Truncate a torn last line (left by a crash mid-write) and record a repair event.
     Repair {

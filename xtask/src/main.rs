@@ -2,26 +2,30 @@
 
 use std::process::ExitCode;
 
+use clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
 use clap::Parser as _;
 use xtask::exit::code_of;
-use xtask::flags::{AuditCmd, Task, Xtask};
+use xtask::flags::{usage_error, AuditCmd, Task, Xtask};
 use xtask::{tasks, Ctx};
 
 fn main() -> ExitCode {
-    let flags = match Xtask::try_parse() {
+    let argv: Vec<String> = std::env::args().collect();
+    let flags = match Xtask::try_parse_from(&argv) {
         Ok(f) => f,
         Err(e) if !e.use_stderr() => {
             // --help and --version
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == DisplayHelpOnMissingArgumentOrSubcommand => {
+            // `audit` or `lock` alone: its help, as bad input.
+            let _ = e.print();
+            return ExitCode::from(1);
+        }
         Err(e) => {
-            // Bad input is exit 1, like every other bad input; the first
-            // line says what is wrong (clap's own exit code 2 would read as
-            // "preflight failed").
-            let msg = e.render().to_string();
-            let first = msg.lines().next().unwrap_or("error: invalid arguments");
-            eprintln!("{first} (see cargo xtask --help)");
+            // Bad input is exit 1, like every other bad input (clap's own
+            // exit code 2 would read as "preflight failed"), in one line.
+            error_line(&usage_error(&e, &argv));
             return ExitCode::from(1);
         }
     };
@@ -41,10 +45,11 @@ fn main() -> ExitCode {
         Task::SecurityModesTest(a) => tasks::security_modes::run(&ctx, a),
         Task::BackupSmoke(a) => tasks::backup_smoke::run(&ctx, a),
         Task::Status(a) => tasks::status::status(&ctx, &a.env),
-        Task::History(a) => tasks::status::history(&ctx, &a.env),
+        Task::History(a) => tasks::status::history(&ctx, &a),
+        Task::Lock(a) => tasks::lock::run(&ctx, a.cmd),
         Task::Audit(a) => match a.cmd {
             AuditCmd::Verify { env, expect_head } => tasks::audit::verify(&ctx, env, expect_head),
-            AuditCmd::Show { env, n } => tasks::audit::show(&ctx, env, n),
+            AuditCmd::Show { env, n, full } => tasks::audit::show(&ctx, env, n, full),
             AuditCmd::Repair { env, reason } => tasks::audit::repair(&ctx, &env, &reason),
         },
         Task::Setup(a) => tasks::setup::run(&ctx, a),
@@ -57,12 +62,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             let code = code_of(&e);
-            let msg = format!("{e:#}").replace('\n', " ");
-            if std::env::var_os("GITHUB_ACTIONS").is_some() {
-                eprintln!("::error::{msg}");
-            } else {
-                eprintln!("error: {msg}");
-            }
+            error_line(&format!("error: {e:#}"));
             let head = xtask::exec::LAST_HEAD
                 .lock()
                 .ok()
@@ -92,4 +92,13 @@ fn quiet_on_closed_stdout() {
         }
         default(info);
     }));
+}
+
+/// Prints `error: ...` as one line (`::error::...` under GitHub-style CI).
+fn error_line(msg: &str) {
+    let msg = msg.replace('\n', " ");
+    match msg.strip_prefix("error: ") {
+        Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => eprintln!("::error::{m}"),
+        _ => eprintln!("{msg}"),
+    }
 }

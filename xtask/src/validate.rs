@@ -110,7 +110,10 @@ pub fn reason(r: &str) -> Result<()> {
         bail!("--reason is empty: say why, in a few words");
     }
     if r.len() > 1024 {
-        bail!("--reason is {} bytes; keep it under 1024", r.len());
+        bail!(
+            "--reason is {} bytes: it can be at most 1024 bytes",
+            r.len()
+        );
     }
     if r.chars().any(|c| c.is_control()) {
         bail!("--reason contains a control character (newline, tab, escape); write it on one line");
@@ -159,6 +162,9 @@ mod tests {
         reason("health-check-failure").unwrap();
         reason("sha-1; rm -rf / $(id) `x` 'quoted' \"dq\" | pipes").unwrap();
         reason("unicode: rückgängig ✓").unwrap();
+        reason(&"x".repeat(1024)).unwrap();
+        let e = reason(&"x".repeat(1025)).unwrap_err().to_string();
+        assert_eq!(e, "--reason is 1025 bytes: it can be at most 1024 bytes");
         for bad in ["", "  ", "two\nlines", "esc\u{1b}[31m", &"x".repeat(1025)] {
             assert!(reason(bad).is_err(), "{bad:?}");
         }

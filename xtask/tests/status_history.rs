@@ -5,7 +5,7 @@
 mod support;
 
 use support::*;
-use xtask::audit::{line_form, Record, GENESIS};
+use xtask::audit::{fitted, line_form, Record, GENESIS};
 
 fn records(fx: &Fixture) -> Vec<Record> {
     fx.log().records().unwrap()
@@ -63,14 +63,17 @@ fn status_names_current_previous_good_last_event_and_head() {
     let recs = records(&fx);
     let o = fx.xtask(&["status", "staging"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    // The last event on one line where it fits 100 columns, else split.
+    let (event, _) = fitted("last event: ", recs.last().unwrap(), 100);
     assert_eq!(
         stdout(&o),
         format!(
-            "env: staging\ncurrent: sha-v1\nprevious good: sha-v0\nlast event: {}\nsink: none configured\nrecords: 6\naudit head: {}\n",
-            line_form(recs.last().unwrap()),
+            "env: staging\ncurrent: sha-v1\nprevious good: sha-v0\n{}\nsink: none configured\nrecords: 6\naudit head: {}\n",
+            event.join("\n"),
             fx.head()
         )
     );
+    assert!(stdout(&o).lines().all(|l| l.chars().count() <= 100));
     let o = fx.xtask(&["--format", "json", "status", "staging"]);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["current"], "sha-v1");
@@ -171,7 +174,7 @@ fn show_prints_the_familiar_line_form() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert_eq!(
         stdout(&o),
-        "2024-01-15T14:30:00Z | rollback | success | from=sha-def456 | to=sha-abc123 | actor=deploy-user | reason=health-check-failure\n"
+        "3  2024-01-15T14:30:00Z | rollback | success | from=sha-def456 | to=sha-abc123 | actor=deploy-user | reason=health-check-failure\n"
     );
     let o = fx.xtask(&["audit", "show"]);
     assert_eq!(stdout(&o).lines().count(), 3, "{}", text(&o));
@@ -228,11 +231,18 @@ fn show_on_a_broken_chain_shows_what_is_there_then_exits_6() {
     let o = fx.xtask(&["audit", "show", "--env", "staging"]);
     assert_eq!(o.status.code(), Some(6), "{}", text(&o));
     let out = stdout(&o);
-    assert_eq!(out.lines().count(), 6, "{out}");
-    assert_eq!(
-        out.lines().nth(2).unwrap(),
-        "?? line 3 is not a record (see `audit verify`)"
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 7, "{out}");
+    assert!(lines[1].starts_with("2  "), "{out}");
+    assert_eq!(lines[2], "3! ?? not a record: {\"not\": \"a record\"}");
+    assert!(
+        lines[3].starts_with("   ^ the chain breaks here: line 3: not a record")
+            && lines[3].ends_with("the lines after it are unverified"),
+        "{out}"
     );
+    for (i, l) in lines[4..].iter().enumerate() {
+        assert!(l.starts_with(&format!("{}? ", i + 4)), "{out}");
+    }
     assert!(
         error_line(&o).contains("line 3: not a record"),
         "{}",

@@ -1,6 +1,10 @@
 //! Deploy history, derived from the chain: the one source of truth. There is
 //! no second deployment log that could disagree with it.
 
+use anyhow::{bail, Result};
+use time::format_description::well_known::Rfc3339;
+use time::{Duration, OffsetDateTime};
+
 use super::Record;
 
 /// Actions that change what runs.
@@ -81,6 +85,39 @@ impl History {
             .iter()
             .any(|r| r.action == action && r.outcome == "success" && to_tag(r) == Some(tag))
     }
+}
+
+/// `--since`: an RFC 3339 time, or an age before `now` (`90m`, `2h`, `3d`, `1w`).
+pub fn since(when: &str, now: OffsetDateTime) -> Result<OffsetDateTime> {
+    if let Ok(t) = OffsetDateTime::parse(when, &Rfc3339) {
+        return Ok(t);
+    }
+    let w = when.trim();
+    let split = w.find(|c: char| !c.is_ascii_digit()).unwrap_or(w.len());
+    let (digits, unit) = w.split_at(split);
+    let secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        "w" => 604_800,
+        _ => 0,
+    };
+    match digits.parse::<i64>() {
+        Ok(n) if secs > 0 => n
+            .checked_mul(secs)
+            .and_then(|s| now.checked_sub(Duration::seconds(s)))
+            .ok_or_else(|| anyhow::anyhow!("--since {when}: too far back")),
+        _ => bail!(
+            "invalid --since {when:?}: give an RFC 3339 time (2024-01-15T14:30:00Z) or an age (90m, 2h, 3d, 1w)"
+        ),
+    }
+}
+
+/// Is the record at or after `t`? A record whose time cannot be read is
+/// kept: timestamps are informational, and hiding a record is worse.
+pub fn at_or_after(r: &Record, t: OffsetDateTime) -> bool {
+    OffsetDateTime::parse(&r.ts, &Rfc3339).map_or(true, |ts| ts >= t)
 }
 
 #[cfg(test)]
@@ -218,5 +255,38 @@ mod tests {
         assert!(!hist.deployed_ok("v3"));
         assert!(hist.has_evidence("security-modes-test", "v2"));
         assert!(!hist.has_evidence("backup-smoke", "v2"));
+    }
+
+    #[test]
+    fn since_takes_a_time_or_an_age() {
+        let now = OffsetDateTime::parse("2024-01-15T14:30:00Z", &Rfc3339).unwrap();
+        let utc = time::UtcOffset::UTC;
+        let ago = |w: &str| {
+            since(w, now)
+                .unwrap()
+                .to_offset(utc)
+                .format(&Rfc3339)
+                .unwrap()
+        };
+        assert_eq!(ago("2h"), "2024-01-15T12:30:00Z");
+        assert_eq!(ago("3d"), "2024-01-12T14:30:00Z");
+        assert_eq!(ago("90m"), "2024-01-15T13:00:00Z");
+        assert_eq!(ago("2024-01-01T00:00:00+01:00"), "2023-12-31T23:00:00Z");
+        for bad in ["", "h", "2x", "-2h", "yesterday", "2024-01-01"] {
+            let e = since(bad, now).unwrap_err().to_string();
+            assert!(e.contains("RFC 3339"), "{bad:?}: {e}");
+        }
+        let t = since("1h", now).unwrap();
+        let at = |ts: &str| {
+            let mut r = rec("deploy", "success", None, "v1");
+            r.ts = ts.into();
+            r
+        };
+        assert!(at_or_after(&at("2024-01-15T14:00:00.000001Z"), t));
+        assert!(!at_or_after(&at("2024-01-15T13:00:00.000000Z"), t));
+        assert!(
+            at_or_after(&at("not a time"), t),
+            "unreadable times are kept"
+        );
     }
 }

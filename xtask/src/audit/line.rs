@@ -40,23 +40,38 @@ pub fn ts_seconds(ts: &str) -> String {
     }
 }
 
-fn image(r: &Option<ImageRef>) -> String {
+pub(super) fn image(r: &Option<ImageRef>) -> String {
     r.as_ref()
         .map_or_else(|| "-".to_string(), |i| escape(&i.tag))
 }
 
 /// The line form of `r`.
 pub fn line_form(r: &Record) -> String {
-    format!(
-        "{} | {} | {} | from={} | to={} | actor={} | reason={}",
+    line_form_with(r, usize::MAX).0
+}
+
+/// The line form of `r` with its escaped reason cut to `max` characters
+/// (ending in `…`); true if it was cut.
+pub fn line_form_with(r: &Record, max: usize) -> (String, bool) {
+    let reason = escape(&r.reason);
+    let cut = reason.chars().count() > max;
+    let reason = if cut {
+        let mut s: String = reason.chars().take(max.saturating_sub(1)).collect();
+        s.push('…');
+        s
+    } else {
+        reason
+    };
+    let line = format!(
+        "{} | {} | {} | from={} | to={} | actor={} | reason={reason}",
         ts_seconds(&r.ts),
         escape(&r.action),
         escape(&r.outcome),
         image(&r.from),
         image(&r.to),
         escape(&r.actor),
-        escape(&r.reason)
-    )
+    );
+    (line, cut)
 }
 
 #[cfg(test)]

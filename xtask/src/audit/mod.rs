@@ -13,14 +13,17 @@
 //! Layout: `chain` (the canonical scanner, the fast walk, the diagnosis of
 //! a break; in the `audit-chain` crate, compiled optimized even in dev builds), `file` (locks, reads, durable writes), `append` (append and
 //! repair), `sink` (comparing the mirror), `history` (what ran, derived),
-//! `line` (the one-line form for people).
+//! `line` (the one-line form for people), `text` (fitting it to a
+//! terminal, numbering it for `audit show`), `actor` (who and where).
 
+pub mod actor;
 mod append;
 mod file;
 mod history;
 mod line;
 mod probe;
 mod sink;
+mod text;
 
 use std::path::{Path, PathBuf};
 
@@ -31,12 +34,14 @@ use sha2::{Digest, Sha256};
 use crate::exit::{fail, Code};
 use file::{compare_sink, extent, forget, open_shared, read_all, remember, stamp, walk_file};
 
+pub use actor::{actor, hostname, MAX_ACTOR};
 pub use audit_chain::chain;
 pub use audit_chain::{ImageRef, Record};
 pub use chain::{check as check_bytes, diagnose, hex, parse_hex32, Break, Kind, Tip};
-pub use history::{History, RUN_CHANGING};
-pub use line::{escape as escape_value, line_form, ts_seconds};
+pub use history::{at_or_after, since, History, RUN_CHANGING};
+pub use line::{escape as escape_value, line_form, line_form_with, ts_seconds};
 pub use sink::SinkState;
+pub use text::{columns, fit, fitted, numbered};
 
 /// The `prev` of the first record: 64 zeros.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -259,32 +264,4 @@ pub fn now_rfc3339() -> String {
     time::OffsetDateTime::now_utc()
         .format(&f)
         .expect("formatting a UTC timestamp")
-}
-
-/// Who is acting: the CI actor where CI names one, else `$USER`; the source is recorded.
-pub fn actor() -> String {
-    for var in [
-        "GITHUB_ACTOR",
-        "GITEA_ACTOR",
-        "FORGEJO_ACTOR",
-        "CI_COMMIT_AUTHOR",
-        "USER",
-        "LOGNAME",
-    ] {
-        if let Ok(v) = std::env::var(var) {
-            if !v.trim().is_empty() {
-                return format!("{} ({var})", one_line(v.trim()));
-            }
-        }
-    }
-    "unknown (no CI actor or USER set)".into()
-}
-
-pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
 }

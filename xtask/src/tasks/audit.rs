@@ -2,8 +2,10 @@
 //!
 //! - `verify` walks each chain and compares it with its sink; it names the
 //!   first bad line and its kind, and exits 6 on any problem. Read-only.
-//! - `show` prints records in the familiar line form (or JSON). Read-only;
-//!   on a broken chain it still prints what is there, then exits 6.
+//! - `show` prints records with their line numbers in the familiar line
+//!   form (or JSON), reasons shortened unless `--full`. Read-only; on a
+//!   broken chain it still prints what is there, marks the first bad line
+//!   `!` and every line after it `?` (unverified), then exits 6.
 //! - `repair` is the only task that removes bytes: a torn last line (a
 //!   crash mid-write), exactly those bytes, and it catches up a sink that
 //!   is missing or behind. It records a `repair` event. Tampering is never
@@ -16,7 +18,7 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::audit::{line_form, Kind, Log, SinkState};
+use crate::audit::{numbered, Kind, Log, SinkState};
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::exec::Actions;
@@ -113,35 +115,50 @@ pub fn verify(ctx: &Ctx, env: Option<String>, expect_head: Option<String>) -> Re
     }
 }
 
-pub fn show(ctx: &Ctx, env: Option<String>, n: Option<usize>) -> Result<()> {
+/// Reasons longer than this are shortened by `show` unless `--full`.
+pub const SHOW_REASON: usize = 200;
+
+pub fn show(ctx: &Ctx, env: Option<String>, n: Option<usize>, full: bool) -> Result<()> {
     let cfg = ctx.config()?;
     let envs = envs(&cfg, env.as_deref())?;
     let mut out = Vec::new();
     let mut failures = Vec::new();
+    let mut cut = false;
     for e in &envs {
         let log = ctx.log(&cfg, e)?;
         let lines = log.lines()?;
+        let c = log.check()?;
         let skip = n.map_or(0, |n| lines.len().saturating_sub(n));
-        if ctx.global.format == Format::Text && envs.len() > 1 {
-            println!("# {e}");
-        }
-        for (i, l) in lines.iter().enumerate().skip(skip) {
-            match (ctx.global.format, l) {
-                (Format::Text, Ok(r)) => println!("{}", line_form(r)),
-                (Format::Text, Err(_)) => {
-                    println!("?? line {} is not a record (see `audit verify`)", i + 1)
+        match ctx.global.format {
+            Format::Text => {
+                if envs.len() > 1 {
+                    println!("# {e}");
                 }
-                (Format::Json, Ok(r)) => out.push(serde_json::to_value(r)?),
-                (Format::Json, Err(text)) => {
-                    out.push(json!({"env": e, "line": i + 1, "not_a_record": text}))
+                let max = if full { usize::MAX } else { SHOW_REASON };
+                let (text, c) = numbered(&lines, c.local.as_ref().err(), skip, max);
+                cut |= c;
+                for l in text {
+                    println!("{l}");
+                }
+            }
+            Format::Json => {
+                for (i, l) in lines.iter().enumerate().skip(skip) {
+                    out.push(match l {
+                        Ok(r) => serde_json::to_value(r)?,
+                        Err(text) => json!({"env": e, "line": i + 1, "not_a_record": text}),
+                    });
                 }
             }
         }
-        let c = log.check()?;
         failures.extend(c.problems(&log).into_iter().map(|p| format!("{e}: {p}")));
     }
     if ctx.global.format == Format::Json {
         println!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    if cut {
+        eprintln!(
+            "reasons longer than {SHOW_REASON} characters were shortened: --full shows them whole"
+        );
     }
     if failures.is_empty() {
         Ok(())

@@ -8,6 +8,7 @@ pub mod build;
 pub mod demo;
 pub mod deploy;
 pub mod lint;
+pub mod lock;
 pub mod rollback;
 pub mod security_modes;
 pub mod setup;

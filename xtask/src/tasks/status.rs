@@ -2,6 +2,13 @@
 //! a rollback would go back to, derived only from the environment's audit
 //! chain (the one source of truth; there is no second deployment log).
 //!
+//! In text, every line of `status` fits [`WIDTH`] columns (a long reason
+//! is shortened with `…`; `audit show --full` and `--format json` have it
+//! whole). `status` also shows a running deploy and a maintenance hold,
+//! when there is one (`cargo xtask lock status` shows both always).
+//! `history -n N --since WHEN` narrows the list to the newest N deployments
+//! at or after WHEN.
+//!
 //! Needs: the config and the state directory; no engine (status reports
 //! what the chain says, not what a container answers).
 //! Never touches: anything; both are read-only. A chain that does not
@@ -9,11 +16,16 @@
 
 use anyhow::Result;
 use serde_json::json;
+use time::OffsetDateTime;
 
-use crate::audit::{line_form, History, Log, Tip};
+use crate::audit::{at_or_after, fit, fitted, line_form, since, History, Log, Record, Tip};
 use crate::ctx::Ctx;
 use crate::exit::{fail, Code};
-use crate::flags::Format;
+use crate::flags::{self, Format};
+use crate::lock::{self, Running};
+
+/// The widest line `status` prints in text.
+pub const WIDTH: usize = 100;
 
 /// The verified chain of `env` as history, or exit 6.
 fn load(ctx: &Ctx, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {
@@ -52,6 +64,8 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     let (log, tip, h, problems) = load(ctx, env)?;
     let last = h.records.last();
     let sink = log.sink.as_ref().map(|p| p.display().to_string());
+    let lock = log.path.with_file_name(lock::LOCK_FILE);
+    let (running, hold) = (lock::running(&lock), lock::read_hold(&lock));
     match ctx.global.format {
         Format::Json => println!(
             "{}",
@@ -63,63 +77,222 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 "records": tip.count,
                 "head": tip.head_hex(),
                 "sink": sink,
+                "running": running,
+                "maintenance": hold.as_ref().ok().cloned().flatten(),
                 "problems": problems,
             }))?
         ),
         Format::Text => {
-            println!("env: {env}");
-            println!(
-                "current: {}",
-                h.current().unwrap_or("none (nothing deployed yet)")
-            );
-            println!(
-                "previous good: {}",
-                h.previous_good()
-                    .unwrap_or("none (nothing to roll back to)")
-            );
-            println!(
-                "last event: {}",
-                last.map_or_else(|| "none".to_string(), line_form)
-            );
-            match (&sink, problems.first()) {
-                (None, _) => println!("sink: none configured"),
-                (Some(p), None) => println!("sink: {p} (matches)"),
-                (Some(p), Some(_)) => println!("sink: {p} (DOES NOT MATCH, see below)"),
+            let sink = match (&sink, problems.first()) {
+                (None, _) => "none configured".to_string(),
+                (Some(p), None) => format!("{p} (matches)"),
+                (Some(p), Some(_)) => format!("{p} (DOES NOT MATCH, see below)"),
+            };
+            let lines = status_lines(env, &h, last, &sink, tip, (&running, &hold));
+            for l in lines {
+                println!("{l}");
             }
-            println!("records: {}", tip.count);
-            println!("audit head: {}", tip.head_hex());
         }
     }
     done(env, problems)
 }
 
-pub fn history(ctx: &Ctx, env: &str) -> Result<()> {
+/// The text of `status`, every line at most [`WIDTH`] columns. The lock
+/// lines appear only while something holds the lock.
+fn status_lines(
+    env: &str,
+    h: &History,
+    last: Option<&Record>,
+    sink: &str,
+    tip: Tip,
+    (running, hold): (&Running, &Result<Option<lock::Hold>>),
+) -> Vec<String> {
+    let mut out = vec![
+        format!("env: {env}"),
+        format!(
+            "current: {}",
+            h.current().unwrap_or("none (nothing deployed yet)")
+        ),
+        format!(
+            "previous good: {}",
+            h.previous_good()
+                .unwrap_or("none (nothing to roll back to)")
+        ),
+    ];
+    let (event, shortened) = match last {
+        None => (vec!["last event: none".to_string()], false),
+        Some(r) => fitted("last event: ", r, WIDTH),
+    };
+    out.extend(event);
+    if shortened {
+        out.push(format!(
+            "  (shortened: `cargo xtask audit show --env {env} -n 1 --full` shows it whole)"
+        ));
+    }
+    let (run, held) = lock::describe(env, running, hold);
+    if !matches!(running, Running::Free) {
+        out.push(run);
+    }
+    if !matches!(hold, Ok(None)) {
+        out.extend(held);
+    }
+    out.push(format!("sink: {sink}"));
+    out.push(format!("records: {}", tip.count));
+    out.push(format!("audit head: {}", tip.head_hex()));
+    out.into_iter().map(|l| fit(&l, WIDTH)).collect()
+}
+
+pub fn history(ctx: &Ctx, args: &flags::History) -> Result<()> {
+    let env = args.env.as_str();
+    let since = args
+        .since
+        .as_deref()
+        .map(|w| since(w, OffsetDateTime::now_utc()))
+        .transpose()?;
     let (_, _, h, problems) = load(ctx, env)?;
+    let mut shown: Vec<&Record> = h
+        .attempts()
+        .filter(|r| since.is_none_or(|t| at_or_after(r, t)))
+        .collect();
+    if let Some(n) = args.n {
+        shown.drain(..shown.len().saturating_sub(n));
+    }
     match ctx.global.format {
         Format::Json => {
-            let deployments: Vec<_> = h.attempts().collect();
             println!(
                 "{}",
                 serde_json::to_string_pretty(&json!({
                     "env": env,
-                    "deployments": deployments,
+                    "deployments": shown,
                     "current": h.current(),
                     "rollback_target": h.previous_good(),
                 }))?
             );
         }
         Format::Text => {
-            let mut any = false;
-            for r in h.attempts() {
-                any = true;
+            for r in &shown {
                 println!("#{} {}", r.seq, line_form(r));
             }
-            if !any {
-                eprintln!("no deployments recorded for {env}");
+            if shown.is_empty() {
+                let narrowed = if args.n.is_some() || since.is_some() {
+                    " (in the range asked for)"
+                } else {
+                    ""
+                };
+                eprintln!("no deployments recorded for {env}{narrowed}");
             }
             println!("current: {}", h.current().unwrap_or("none"));
             println!("rollback target: {}", h.previous_good().unwrap_or("none"));
         }
     }
     done(env, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::{columns, ImageRef};
+
+    fn rec(ts: &str, reason: &str) -> Record {
+        let tag = |t: &str| {
+            Some(ImageRef {
+                tag: t.into(),
+                digest: None,
+            })
+        };
+        Record {
+            seq: 1,
+            ts: ts.into(),
+            env: "staging".into(),
+            action: "security-modes-test".into(),
+            outcome: "failure".into(),
+            from: tag("sha-aaaaaaaaaaaa"),
+            to: tag("sha-bbbbbbbbbbbb"),
+            git_sha: None,
+            actor: "e2e-test (USER)".into(),
+            host: "h".into(),
+            reason: reason.into(),
+            duration_ms: 1,
+            prev: String::new(),
+        }
+    }
+
+    fn lines(reason: &str, hold: Result<Option<lock::Hold>>) -> Vec<String> {
+        let r = rec("2024-01-15T14:30:00.123456Z", reason);
+        let h = History::new(vec![r.clone()]);
+        let sink = format!("/very/long/{}/sink (matches)", "deep/".repeat(30));
+        status_lines(
+            "staging",
+            &h,
+            Some(&r),
+            &sink,
+            Tip::EMPTY,
+            (&Running::Free, &hold),
+        )
+    }
+
+    #[test]
+    fn every_status_line_fits_100_columns_and_says_where_the_whole_reason_is() {
+        let long = "rule FAIL: tls required but plaintext accepted; ".repeat(100)
+            + "界".repeat(50).as_str();
+        let out = lines(&long, Ok(None));
+        for l in &out {
+            assert!(
+                l.chars().map(columns).sum::<usize>() <= WIDTH,
+                "{} columns: {l}",
+                l.len()
+            );
+        }
+        let event = out
+            .iter()
+            .position(|l| l.starts_with("last event: "))
+            .unwrap();
+        assert_eq!(
+            out[event],
+            "last event: 2024-01-15T14:30:00Z | security-modes-test | failure"
+        );
+        assert!(
+            out[event + 1].contains("to=sha-bbbbbbbbbbbb | actor=e2e-test (USER)"),
+            "{out:?}"
+        );
+        let reason = &out[event + 2];
+        assert!(
+            reason.starts_with("  reason=rule FAIL: tls") && reason.ends_with('…'),
+            "{reason}"
+        );
+        assert!(
+            out.iter()
+                .any(|l| l.contains("audit show --env staging -n 1 --full")),
+            "{out:?}"
+        );
+        assert!(out
+            .iter()
+            .any(|l| l.starts_with("sink: /very/long/") && l.ends_with('…')));
+        // A short reason is shown whole, with no hint and no lock lines.
+        let out = lines("ok", Ok(None));
+        assert!(out.iter().any(|l| l == "  reason=ok"), "{out:?}");
+        assert!(!out
+            .iter()
+            .any(|l| l.contains("--full") || l.starts_with("maintenance")));
+    }
+
+    #[test]
+    fn a_maintenance_hold_is_shown() {
+        let hold = lock::Hold {
+            message: "db migration".into(),
+            actor: "alice (USER)".into(),
+            host: "ops-1".into(),
+            since: "2024-01-15T14:30:00.123456Z".into(),
+        };
+        let out = lines("ok", Ok(Some(hold)));
+        let m = out
+            .iter()
+            .find(|l| l.starts_with("maintenance: HELD"))
+            .unwrap();
+        assert!(
+            m.contains("alice (USER) on ops-1 since 2024-01-15T14:30:00Z: \"db migration\""),
+            "{m}"
+        );
+        assert!(m.chars().count() <= WIDTH);
+    }
 }

