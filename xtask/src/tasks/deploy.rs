@@ -103,11 +103,11 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         let mut missing = Vec::new();
         let source = History::new(ctx.log(cfg, from)?.records()?);
         if !source.deployed_ok(&req.tag) {
-            missing.push(format!("no successful {from} deploy of {}", req.tag));
+            missing.push(format!("a successful {from} deploy of {}", req.tag));
         }
         for ev in &env.require_evidence {
             if !source.has_evidence(ev, &req.tag) && !history.has_evidence(ev, &req.tag) {
-                missing.push(format!("no passing {ev} record for {}", req.tag));
+                missing.push(format!("a passing {ev} record for {}", req.tag));
             }
         }
         let overridden = if req.force {
