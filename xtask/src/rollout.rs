@@ -147,17 +147,23 @@ pub struct Now {
 }
 
 impl Now {
-    /// Looks up what `target`'s app services run (read-only) and notes it,
-    /// and any drift, as planning facts.
-    pub fn look(target: &Target, history: &History, plan: &mut Plan) -> Now {
+    /// Looks up what `target`'s app services run (read-only); `Err` says
+    /// why the engine could not be asked, and the chain alone is known.
+    pub fn of(target: &Target, history: &History) -> (Now, Result<()>) {
         let engine = target.running();
         let now = Now {
             chain: history.current().map(str::to_string),
             engine: engine.as_ref().cloned().unwrap_or_default(),
             apps: target.services().to_vec(),
         };
-        match &engine {
-            Ok(_) => plan.fact(
+        (now, engine.map(drop))
+    }
+
+    /// [`Now::of`], noting what runs, and any drift, as planning facts.
+    pub fn look(target: &Target, history: &History, plan: &mut Plan) -> Now {
+        let (now, asked) = Now::of(target, history);
+        match &asked {
+            Ok(()) => plan.fact(
                 "running now",
                 now.engine.describe(&now.apps),
                 "the engine (docker ps / service ls)",
@@ -177,6 +183,11 @@ impl Now {
             plan.fact("DRIFT", d, "the engine against the audit chain");
         }
         now
+    }
+
+    /// What the engine reports, in words (`api=sha-1, worker=sha-1`).
+    pub fn describe(&self) -> String {
+        self.engine.describe(&self.apps)
     }
 
     /// The one tag every app service runs, per the engine.
@@ -222,4 +233,19 @@ pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
         missing,
         overridden: Vec::new(),
     })
+}
+
+/// The default rollback target, relative to what runs. Normally the version
+/// below the current one in the history. But when what runs is not the
+/// chain's current version (a failed deploy left in place with
+/// `--no-auto-rollback`, a `kill -9` mid-recreate, a hand-run
+/// `docker compose up`), the target is the chain's current version: the
+/// last one that passed. A failure that touched nothing changes neither.
+pub fn default_target(h: &History, now: &Now) -> Option<String> {
+    if now.drift().is_some() && !now.engine.is_empty() {
+        if let Some(c) = h.current() {
+            return Some(c.to_string());
+        }
+    }
+    h.previous_good().map(str::to_string)
 }

@@ -100,7 +100,10 @@ fn prod_refuses_a_tag_never_deployed_to_staging_then_accepts_it() {
     let o = s.run(&["deploy-prod", "--tag", &img.v1, "--yes"]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert!(
-        stderr(&o).contains(&format!("missing a successful staging deploy of {}", img.v1)),
+        stderr(&o).contains(&format!(
+            "missing a successful staging deploy of {}",
+            img.v1
+        )),
         "{}",
         text(&o)
     );

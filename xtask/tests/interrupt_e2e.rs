@@ -592,6 +592,37 @@ fn drift_after_kill_9_mid_recreate_is_seen_and_rollback_puts_back_the_chain_vers
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
     assert_eq!(s.history("staging").current(), Some(img.v1.as_str()));
 
+    // status shows the drift plainly, in text and JSON, with its own exit code.
+    let o = s.run(&["status", "staging"]);
+    assert_eq!(exit_code(&o), 7, "{}", text(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains(&format!(
+            "running now: api={v2}, worker={v2} (the engine)",
+            v2 = img.v2
+        )),
+        "{out}"
+    );
+    assert!(out.contains("DRIFT: the audit chain says"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "rollback target: {} (relative to what runs)",
+            img.v1
+        )),
+        "{out}"
+    );
+    let o = s.run(&["--format", "json", "status", "staging"]);
+    assert_eq!(exit_code(&o), 7, "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["engine"]["tag"], img.v2.as_str());
+    assert_eq!(v["rollback_target"], img.v1.as_str());
+    assert!(
+        v["drift"]
+            .as_str()
+            .is_some_and(|d| d.contains("the engine reports")),
+        "{v}"
+    );
+
     let o = s.ok(&["rollback", "staging", "--dry-run"]);
     let out = stdout(&o);
     assert!(out.contains("DRIFT: the audit chain says"), "{out}");

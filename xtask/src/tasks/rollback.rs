@@ -18,7 +18,7 @@ use crate::flags::Rollback;
 use crate::plan::Step;
 use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
-use crate::rollout::{lock, record, switch_to, verified_history, Now};
+use crate::rollout::{default_target, lock, record, switch_to, verified_history, Now};
 use crate::validate;
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
@@ -199,21 +199,4 @@ fn choose(
         return Ok(Err(format!("{tag} is already running in {env}; nothing to roll back (pass --force to recreate it anyway)")));
     }
     Ok(Ok(tag))
-}
-
-/// The default rollback target, relative to what runs. Normally the version
-/// below the current one in the history. But when what runs is not the
-/// chain's current version (a failed deploy left in place with
-/// `--no-auto-rollback`, a `kill -9` mid-recreate, a hand-run
-/// `docker compose up`), the target is the chain's current version: the
-/// last one that passed. A failure that touched nothing changes neither.
-pub fn default_target(h: &History, now: &Now) -> Option<String> {
-    let current = h.current();
-    let differs = now.drift().is_some() && !now.engine.is_empty();
-    if differs {
-        if let Some(c) = current {
-            return Some(c.to_string());
-        }
-    }
-    h.previous_good().map(str::to_string)
 }

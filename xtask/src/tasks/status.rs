@@ -9,8 +9,10 @@
 //! `history -n N --since WHEN` narrows the list to the newest N deployments
 //! at or after WHEN.
 //!
-//! Needs: the config and the state directory; no engine (status reports
-//! what the chain says, not what a container answers).
+//! Needs: the config and the state directory; `status` also asks the
+//! engine what runs (`docker ps` / `docker service ls`, read-only) and
+//! shows any drift from the chain, exiting 7 when there is some. Without a
+//! reachable engine it shows the chain alone and says so.
 //! Never touches: anything; both are read-only. A chain that does not
 //! verify is not summarised: they exit 6 and point at `audit show`.
 
@@ -20,9 +22,11 @@ use time::OffsetDateTime;
 
 use crate::audit::{at_or_after, fit, fitted, line_form, since, History, Log, Record, Tip};
 use crate::ctx::Ctx;
+use crate::engine::{ComposeCli, Target};
 use crate::exit::{fail, Code};
 use crate::flags::{self, Format};
 use crate::lock::{self, Running};
+use crate::rollout::{default_target, Now};
 
 /// The widest line `status` prints in text.
 pub const WIDTH: usize = 100;
@@ -60,8 +64,25 @@ fn done(env: &str, problems: Vec<String>) -> Result<()> {
     }
 }
 
+/// What the engine runs for `env`, reconciled with the chain; `Err` when
+/// the engine could not be asked (status then shows the chain alone).
+fn engine_now(ctx: &Ctx, env: &str, h: &History) -> std::result::Result<Now, String> {
+    let cfg = ctx.config().map_err(|e| format!("{e:#}"))?;
+    let e = cfg.env(env).map_err(|e| format!("{e:#}"))?;
+    let target =
+        Target::untagged(&cfg, env, e, ComposeCli::V2Plugin).map_err(|e| format!("{e:#}"))?;
+    let (now, asked) = Now::of(&target, h);
+    asked.map(|()| now).map_err(|e| format!("{e:#}"))
+}
+
 pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     let (log, tip, h, problems) = load(ctx, env)?;
+    let now = engine_now(ctx, env, &h);
+    let drift = now.as_ref().ok().and_then(Now::drift);
+    let target = match &now {
+        Ok(n) => default_target(&h, n),
+        Err(_) => h.previous_good().map(str::to_string),
+    };
     let last = h.records.last();
     let sink = log.sink.as_ref().map(|p| p.display().to_string());
     let lock = log.path.with_file_name(lock::LOCK_FILE);
@@ -73,6 +94,12 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 "env": env,
                 "current": h.current(),
                 "previous_good": h.previous_good(),
+                "rollback_target": target,
+                "engine": match &now {
+                    Ok(n) => json!({"services": n.engine.services, "tag": n.running()}),
+                    Err(e) => json!({"error": e}),
+                },
+                "drift": drift,
                 "last_event": last,
                 "records": tip.count,
                 "head": tip.head_hex(),
@@ -88,13 +115,35 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 (Some(p), None) => format!("{p} (matches)"),
                 (Some(p), Some(_)) => format!("{p} (DOES NOT MATCH, see below)"),
             };
-            let lines = status_lines(env, &h, last, &sink, tip, (&running, &hold));
+            let mut lines = status_lines(env, &h, last, &sink, tip, (&running, &hold));
+            let engine = match &now {
+                Ok(n) => format!("running now: {} (the engine)", n.describe()),
+                Err(e) => format!("running now: unknown ({e})"),
+            };
+            let mut extra = vec![engine];
+            if let Some(d) = &drift {
+                extra.push(format!("DRIFT: {d}"));
+            }
+            if target.as_deref() != h.previous_good() {
+                extra.push(format!(
+                    "rollback target: {} (relative to what runs)",
+                    target.as_deref().unwrap_or("none")
+                ));
+            }
+            lines.splice(3..3, extra.into_iter().map(|l| fit(&l, WIDTH)));
             for l in lines {
                 println!("{l}");
             }
         }
     }
-    done(env, problems)
+    done(env, problems)?;
+    match drift {
+        Some(d) => Err(fail(
+            Code::Drift,
+            format!("{env}: {d}; `cargo xtask rollback {env}` puts back the last good version"),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// The text of `status`, every line at most [`WIDTH`] columns. The lock
