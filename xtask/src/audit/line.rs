@@ -50,10 +50,14 @@ pub fn line_form(r: &Record) -> String {
     line_form_with(r, usize::MAX).0
 }
 
-/// The line form of `r` with its escaped reason cut to `max` characters
+/// The line form of `r` with its escaped reason (and error) cut to `max` characters
 /// (ending in `…`); true if it was cut.
 pub fn line_form_with(r: &Record, max: usize) -> (String, bool) {
-    let reason = escape(&r.reason);
+    // The tool's error follows the operator's reason; both are cut together.
+    let reason = match &r.error {
+        Some(e) => format!("{} | error={}", escape(&r.reason), escape(e)),
+        None => escape(&r.reason),
+    };
     let cut = reason.chars().count() > max;
     let reason = if cut {
         let mut s: String = reason.chars().take(max.saturating_sub(1)).collect();
