@@ -64,10 +64,20 @@ impl Ctx {
     /// (5), after printing the plan; an applied plan ends with the task's
     /// own report ([`Actions::report`]).
     pub fn finish(&self, plan: &Plan, actions: &mut dyn Actions) -> Result<()> {
+        if let Some(env) = &plan.env {
+            crate::out::set("env", env.as_str());
+        }
+        if let Some(r) = &plan.record {
+            crate::out::set("from", r.from.clone());
+            crate::out::set("to", r.to.clone());
+        }
         if self.global.dry_run {
             match self.global.format {
                 Format::Text => print!("{}", plan.render()),
-                Format::Json => println!("{}", serde_json::to_string_pretty(plan)?),
+                Format::Json => {
+                    crate::out::set("outcome", "planned");
+                    crate::out::merge(serde_json::json!({ "plan": plan }));
+                }
             }
             let unmet = plan.unmet();
             if !unmet.is_empty() {
@@ -93,10 +103,8 @@ impl Ctx {
                     println!("audit head: {h}");
                 }
             }
-            Format::Json => println!(
-                "{}",
-                serde_json::json!({"task": plan.task, "env": plan.env, "outcome": applied.outcome, "audit_head": applied.head})
-            ),
+            // The executor set the outcome and the head; main prints the document.
+            Format::Json => {}
         }
         Ok(())
     }

@@ -160,6 +160,7 @@ impl Run<'_> {
                     format!("refused: {what} not met: missing {}", missing.join("; ")),
                 ))
             }
+            Step::Refuse { why } => Err(fail(Code::Refused, format!("refused: {why}"))),
             Step::Confirm { given, how } => {
                 if *given {
                     return Ok(());
@@ -289,6 +290,7 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
     let ending = steps(plan, &mut run, since);
     run.actions.cleanup();
     let Ending { outcome, error } = ending;
+    crate::out::set("outcome", outcome);
 
     let head = match &plan.record {
         None => None,
@@ -308,6 +310,7 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         },
     };
     drop(run.lock.take());
+    crate::out::set("audit_head", head.clone());
     if let (Some(h), Some(_)) = (&head, &error) {
         *LAST_HEAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
     }

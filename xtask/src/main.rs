@@ -25,10 +25,28 @@ fn main() -> ExitCode {
         Err(e) => {
             // Bad input is exit 1, like every other bad input (clap's own
             // exit code 2 would read as "preflight failed"), in one line.
-            error_line(&usage_error(&e, &argv));
+            let msg = usage_error(&e, &argv);
+            error_line(&msg);
+            let json = argv
+                .windows(2)
+                .any(|w| w[0] == "--format" && w[1] == "json")
+                || argv.iter().any(|a| a == "--format=json");
+            if json {
+                let tasks: Vec<String> = <Xtask as clap::CommandFactory>::command()
+                    .get_subcommands()
+                    .map(|c| c.get_name().to_string())
+                    .collect();
+                let task = argv.iter().skip(1).find(|a| tasks.contains(a));
+                xtask::out::begin(task.map_or("", String::as_str), true);
+                xtask::out::finish(1, Some(msg.trim_start_matches("error: ")));
+            }
             return ExitCode::from(1);
         }
     };
+    xtask::out::begin(
+        task_name(&flags.task),
+        flags.global.format == xtask::flags::Format::Json,
+    );
     quiet_on_closed_stdout();
     if let Err(e) = xtask::cmd::install_signal_handlers() {
         eprintln!("error: {e:#}");
@@ -59,19 +77,53 @@ fn main() -> ExitCode {
         Task::Bench(a) => tasks::bench::run(&ctx, a),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => {
+            xtask::out::finish(0, None);
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             let code = code_of(&e);
-            error_line(&format!("error: {e:#}"));
+            let msg = format!("{e:#}");
+            error_line(&format!("error: {msg}"));
             let head = xtask::exec::LAST_HEAD
                 .lock()
                 .ok()
                 .and_then(|mut h| h.take());
-            if let Some(h) = head {
+            if xtask::out::json() {
+                if let Some(h) = head {
+                    xtask::out::set("audit_head", h);
+                }
+                xtask::out::finish(code as i32, Some(&msg.replace('\n', " ")));
+            } else if let Some(h) = head {
                 println!("audit head: {h}");
             }
             ExitCode::from(code as u8)
         }
+    }
+}
+
+/// The task's name as typed (`deploy-staging`, `audit verify`).
+fn task_name(t: &Task) -> &'static str {
+    match t {
+        Task::Build(_) => "build",
+        Task::DeployStaging(_) => "deploy-staging",
+        Task::DeployProd(_) => "deploy-prod",
+        Task::Rollback(_) => "rollback",
+        Task::SecurityModesTest(_) => "security-modes-test",
+        Task::BackupSmoke(_) => "backup-smoke",
+        Task::Status(_) => "status",
+        Task::History(_) => "history",
+        Task::Lock(_) => "lock",
+        Task::Audit(a) => match a.cmd {
+            AuditCmd::Verify { .. } => "audit verify",
+            AuditCmd::Show { .. } => "audit show",
+            AuditCmd::Repair { .. } => "audit repair",
+        },
+        Task::Setup(_) => "setup",
+        Task::Demo(_) => "demo",
+        Task::Test(_) => "test",
+        Task::Lint => "lint",
+        Task::Bench(_) => "bench",
     }
 }
 

@@ -73,6 +73,9 @@ pub enum Step {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         overridden: Vec<String>,
     },
+    /// A refusal decided while planning (no rollback target, say): the real
+    /// run refuses (exit 5) and records it; so does the dry run.
+    Refuse { why: String },
     /// The operator's confirmation (`--yes`, or running in CI). Missing, the
     /// real run is refused (exit 5, recorded); a dry run, which is how one
     /// previews before confirming, only says so.
@@ -227,6 +230,7 @@ impl Step {
                 )
             }
             Step::CopyFile { from, to } => format!("copy {} to {}", from.display(), to.display()),
+            Step::Refuse { why } => format!("refuse (exit 5): {why}"),
             Step::Confirm { given: true, how } => format!("operator confirmation: given ({how})"),
             Step::Confirm { given: false, how } => {
                 format!(
@@ -447,6 +451,7 @@ impl Plan {
                 Step::Require { what, missing, .. } if !missing.is_empty() => {
                     Some(format!("{what}: missing {}", missing.join("; ")))
                 }
+                Step::Refuse { why } => Some(why.clone()),
                 _ => None,
             })
             .collect()

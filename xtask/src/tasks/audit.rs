@@ -106,7 +106,7 @@ pub fn verify(ctx: &Ctx, env: Option<String>, expect_head: Option<String>) -> Re
         failures.extend(problems.into_iter().map(|p| format!("{e}: {p}")));
     }
     if ctx.global.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        crate::out::merge(json!({ "chains": reports }));
     }
     if failures.is_empty() {
         Ok(())
@@ -153,7 +153,7 @@ pub fn show(ctx: &Ctx, env: Option<String>, n: Option<usize>, full: bool) -> Res
         failures.extend(c.problems(&log).into_iter().map(|p| format!("{e}: {p}")));
     }
     if ctx.global.format == Format::Json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::out::merge(json!({ "records": out }));
     }
     if cut {
         eprintln!(
@@ -273,10 +273,11 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
         eprintln!("nothing to repair: {env}'s chain verifies and its sink (if any) matches");
         match ctx.global.format {
             Format::Text => println!("audit head: {head}"),
-            Format::Json => println!(
-                "{}",
-                json!({"task": "audit repair", "env": env, "outcome": "nothing to repair", "audit_head": head})
-            ),
+            Format::Json => {
+                crate::out::set("env", env);
+                crate::out::set("outcome", "nothing to repair");
+                crate::out::set("audit_head", head.clone());
+            }
         }
         return Ok(());
     }

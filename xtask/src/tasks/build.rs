@@ -140,7 +140,7 @@ fn report(ctx: &Ctx, refs: &[(String, String)], pushed: bool) {
         })
         .collect();
     match ctx.global.format {
-        Format::Json => println!("{}", serde_json::Value::Array(rows)),
+        Format::Json => crate::out::merge(serde_json::json!({ "images": rows })),
         Format::Text => {
             for r in rows {
                 println!(

@@ -74,16 +74,13 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     let running = lock::running(&path);
     let hold = lock::read_hold(&path);
     match ctx.global.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "env": env,
-                "lock": path,
-                "running": running,
-                "maintenance": hold.as_ref().ok().cloned().flatten(),
-                "maintenance_error": hold.as_ref().err().map(|e| format!("{e:#}")),
-            }))?
-        ),
+        Format::Json => crate::out::merge(json!({
+            "env": env,
+            "lock": path,
+            "running": running,
+            "maintenance": hold.as_ref().ok().cloned().flatten(),
+            "maintenance_error": hold.as_ref().err().map(|e| format!("{e:#}")),
+        })),
         Format::Text => {
             println!("env: {env}");
             let (run, held) = lock::describe(env, &running, &hold);
@@ -207,10 +204,8 @@ pub fn release(ctx: &Ctx, env: &str, msg: Option<&str>) -> Result<()> {
         Ok(None) => {
             eprintln!("{env} has no maintenance hold: nothing to release");
             if ctx.global.format == Format::Json {
-                println!(
-                    "{}",
-                    json!({"task": RELEASE_TASK, "env": env, "outcome": "nothing to release"})
-                );
+                crate::out::set("env", env);
+                crate::out::set("outcome", "nothing to release");
             }
             return Ok(());
         }

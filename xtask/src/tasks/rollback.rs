@@ -85,11 +85,7 @@ pub fn build(
         Ok(t) => t,
         Err(why) => {
             // Refused before anything is touched, and recorded.
-            plan.step(Step::Require {
-                what: "a rollback target".into(),
-                missing: vec![why],
-                overridden: Vec::new(),
-            });
+            plan.step(Step::Refuse { why });
             let mut r = record(
                 &args.env,
                 env,

@@ -88,27 +88,23 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     let lock = log.path.with_file_name(lock::LOCK_FILE);
     let (running, hold) = (lock::running(&lock), lock::read_hold(&lock));
     match ctx.global.format {
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "env": env,
-                "current": h.current(),
-                "previous_good": h.previous_good(),
-                "rollback_target": target,
-                "engine": match &now {
-                    Ok(n) => json!({"services": n.engine.services, "tag": n.running()}),
-                    Err(e) => json!({"error": e}),
-                },
-                "drift": drift,
-                "last_event": last,
-                "records": tip.count,
-                "head": tip.head_hex(),
-                "sink": sink,
-                "running": running,
-                "maintenance": hold.as_ref().ok().cloned().flatten(),
-                "problems": problems,
-            }))?
-        ),
+        Format::Json => crate::out::merge(json!({
+            "env": env,
+            "current": h.current(),
+            "rollback_target": target,
+            "engine": match &now {
+                Ok(n) => json!({"services": n.engine.services, "tag": n.running()}),
+                Err(e) => json!({"error": e}),
+            },
+            "drift": drift,
+            "last_event": last,
+            "records": tip.count,
+            "head": tip.head_hex(),
+            "sink": sink,
+            "running": running,
+            "maintenance": hold.as_ref().ok().cloned().flatten(),
+            "problems": problems,
+        })),
         Format::Text => {
             let sink = match (&sink, problems.first()) {
                 (None, _) => "none configured".to_string(),
@@ -125,10 +121,11 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 extra.push(format!("DRIFT: {d}"));
             }
             if target.as_deref() != h.previous_good() {
-                extra.push(format!(
+                // What runs is not what the chain says: the target follows what runs.
+                lines[2] = format!(
                     "rollback target: {} (relative to what runs)",
                     target.as_deref().unwrap_or("none")
-                ));
+                );
             }
             lines.splice(3..3, extra.into_iter().map(|l| fit(&l, WIDTH)));
             for l in lines {
@@ -163,7 +160,7 @@ fn status_lines(
             h.current().unwrap_or("none (nothing deployed yet)")
         ),
         format!(
-            "previous good: {}",
+            "rollback target: {}",
             h.previous_good()
                 .unwrap_or("none (nothing to roll back to)")
         ),
@@ -207,17 +204,12 @@ pub fn history(ctx: &Ctx, args: &flags::History) -> Result<()> {
         shown.drain(..shown.len().saturating_sub(n));
     }
     match ctx.global.format {
-        Format::Json => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "env": env,
-                    "deployments": shown,
-                    "current": h.current(),
-                    "rollback_target": h.previous_good(),
-                }))?
-            );
-        }
+        Format::Json => crate::out::merge(json!({
+            "env": env,
+            "deployments": shown,
+            "current": h.current(),
+            "rollback_target": h.previous_good(),
+        })),
         Format::Text => {
             for r in &shown {
                 println!("#{} {}", r.seq, line_form(r));

@@ -162,10 +162,7 @@ impl Smoke {
             return;
         }
         match self.s.format {
-            Format::Json => println!(
-                "{}",
-                serde_json::to_string(&self.report).unwrap_or_default()
-            ),
+            Format::Json => crate::out::merge(serde_json::json!({ "report": self.report })),
             Format::Text => print!("{}", self.report.text()),
         }
         if std::env::var_os("GITHUB_ACTIONS").is_some() {

@@ -84,14 +84,11 @@ pub fn run(ctx: &Ctx) -> Result<()> {
                 println!("{}", report_line(c));
             }
         }
-        Format::Json => println!(
-            "{}",
-            serde_json::to_string_pretty(&json!({
-                "task": "lint",
-                "outcome": if results.iter().all(|c| c.ok) { "success" } else { "failure" },
-                "checks": results,
-            }))?
-        ),
+        Format::Json => {
+            let ok = results.iter().all(|c| c.ok);
+            crate::out::set("outcome", if ok { "success" } else { "failure" });
+            crate::out::merge(json!({ "checks": results }));
+        }
     }
     verdict(&results)
 }

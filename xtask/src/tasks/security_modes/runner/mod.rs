@@ -88,7 +88,7 @@ impl Actions for Runner<'_> {
                 self.report.finish();
                 match self.format {
                     Format::Text => print!("{}", self.report.table()),
-                    Format::Json => println!("{}", serde_json::to_string(&self.report)?),
+                    Format::Json => crate::out::merge(serde_json::json!({ "report": self.report })),
                 }
                 if let Some(path) = sarif {
                     let doc = serde_json::to_string_pretty(&super::sarif::document(&self.report))?;
