@@ -344,13 +344,16 @@ fn wrap(line: &str, width: usize, out: &mut String) {
     out.push('\n');
 }
 
-/// The width plans wrap to: `COLUMNS` where the shell exports it, else 100.
-fn width() -> usize {
-    std::env::var("COLUMNS")
+/// The width plans wrap to: `COLUMNS` where it is set, else 100 on a
+/// terminal. Piped (a file, CI's log, a test) and without `COLUMNS`, lines
+/// stay whole, so they can be searched.
+fn width() -> Option<usize> {
+    use std::io::IsTerminal;
+    let columns = std::env::var("COLUMNS")
         .ok()
         .and_then(|c| c.parse().ok())
-        .filter(|w| *w >= 40)
-        .unwrap_or(100)
+        .filter(|w| *w >= 40);
+    columns.or_else(|| std::io::stdout().is_terminal().then_some(100))
 }
 
 /// What happens when a step fails after the stack was touched.
@@ -531,7 +534,7 @@ impl Plan {
             );
         }
         out.push_str("dry run: nothing was changed\n");
-        let width = width();
+        let Some(width) = width() else { return out };
         let mut wrapped = String::new();
         for line in out.lines() {
             wrap(line, width, &mut wrapped);

@@ -459,7 +459,9 @@ fn json_reports_the_break() {
     let o = fx.xtask(&["--format", "json", "audit", "verify", "--env", "staging"]);
     assert_eq!(o.status.code(), Some(6));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(v[0]["ok"], false);
-    assert_eq!(v[0]["break"]["line"], 4);
-    assert_eq!(v[0]["break"]["kind"], "reordered");
+    assert_eq!(v["exit_code"], 6);
+    let c = &v["chains"][0];
+    assert_eq!(c["ok"], false);
+    assert_eq!(c["break"]["line"], 4);
+    assert_eq!(c["break"]["kind"], "reordered");
 }

@@ -75,9 +75,8 @@ impl Sandbox {
             .args(args)
             .env("PATH", self.dir.path().join("bin"))
             .env("USER", "dry-run-test")
-            // Wrapping depends on path lengths, which differ by checkout;
-            // plan.rs's unit tests cover it.
-            .env("COLUMNS", "100000")
+            // Piped output is not wrapped (plan.rs's unit tests cover wrapping).
+            .env_remove("COLUMNS")
             .env_remove("CI")
             .env_remove("GITHUB_ACTIONS")
             .current_dir(root())
