@@ -160,7 +160,7 @@ fn prod_requires_configured_evidence_and_force_is_recorded() {
         "{}",
         text(&o)
     );
-    s.ok(&[
+    let forced = [
         "deploy-prod",
         "--tag",
         &img.v1,
@@ -168,10 +168,26 @@ fn prod_requires_configured_evidence_and_force_is_recorded() {
         "--force",
         "--reason",
         "hotfix, smoke runs tonight",
-    ]);
+    ];
+    // The preview marks the gate OVERRIDDEN, not met.
+    let mut preview = forced.to_vec();
+    preview.push("--dry-run");
+    let o = s.ok(&preview);
+    assert!(
+        stdout(&o).contains("require promotion evidence from staging: OVERRIDDEN by --force (recorded): missing a passing backup-smoke record"),
+        "{}",
+        text(&o)
+    );
+    s.ok(&forced);
     let last = s.records("prod").pop().unwrap();
     assert_eq!(last.outcome, "success");
-    assert_eq!(last.reason, "[forced] hotfix, smoke runs tonight");
+    assert_eq!(
+        last.reason,
+        format!(
+            "[promotion gate OVERRIDDEN by --force: missing a passing backup-smoke record for {}] [forced] hotfix, smoke runs tonight",
+            img.v1
+        )
+    );
 }
 
 #[test]
