@@ -162,7 +162,12 @@ fn dry_run_json_is_the_same_plan_and_redacts_nothing_secret_into_it() {
         ],
     );
     assert!(o.status.success(), "{}", text(&o));
-    let plan: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (doc["task"].as_str(), doc["outcome"].as_str()),
+        (Some("deploy-staging"), Some("planned"))
+    );
+    let plan = &doc["plan"];
     assert_eq!(plan["task"], "deploy-staging");
     let steps: Vec<&str> = plan["steps"]
         .as_array()

@@ -71,6 +71,7 @@ fn a_maintenance_hold_refuses_a_real_deploy_and_release_lets_it_through() {
     assert_eq!(got, want);
     // The refusal's record names the hold too, and the chain and its sink verify.
     let refused = &s.records("staging")[2];
-    assert!(refused.reason.contains(msg), "{}", refused.reason);
+    let error = refused.error.as_deref().unwrap_or_default();
+    assert!(error.contains(msg), "{refused:?}");
     s.ok(&["audit", "verify", "--env", "staging"]);
 }

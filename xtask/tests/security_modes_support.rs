@@ -58,14 +58,18 @@ pub fn fixture(name: &str) -> String {
         .to_string()
 }
 
-/// stdout as exactly one JSON document (`--format json` prints no other).
+/// stdout as exactly one JSON document (`--format json` prints no other),
+/// and the report it carries.
 pub fn one_document(o: &Output) -> Value {
-    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
         panic!(
             "stdout is not exactly one JSON document ({e}):\n{}",
             text(o)
         )
-    })
+    });
+    assert_eq!(doc["task"], "security-modes-test", "{doc}");
+    assert_eq!(doc["exit_code"], o.status.code().unwrap_or(-1), "{doc}");
+    doc["report"].clone()
 }
 
 /// One failing finding: (rule, service, profiles, value).
@@ -126,14 +130,9 @@ pub fn set_overlay(t: &mut toml::Table, mode: &str, path: &str) {
     m["overlay"] = toml::Value::String(path.into());
 }
 
-/// The report line of a `--format json` run.
+/// The report of a `--format json` run (its one document's `report`).
 pub fn report(o: &Output) -> Value {
-    let out = String::from_utf8_lossy(&o.stdout);
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("{\"tag\""))
-        .unwrap_or_else(|| panic!("no report:\n{}", text(o)));
-    serde_json::from_str(line).unwrap()
+    one_document(o)
 }
 
 /// The testbed's row of `mode`, `phase` and `check`.
