@@ -276,3 +276,70 @@ fn an_unwritable_audit_sink_is_caught() {
     );
     all_torn_down(&r);
 }
+
+/// Ctrl-C while a mode's project is up: the run stops, says so, and takes
+/// down what it booted (containers, volumes, networks).
+#[test]
+fn an_interrupted_run_takes_down_the_project_it_booted() {
+    let tag = &common::images().v1;
+    let stack = common::Stack::new("smt-int");
+    let mut child = common::xtask_bin()
+        .current_dir(common::root())
+        .args([
+            "--format",
+            "json",
+            "--config",
+            "deployments/deploy.toml",
+            "--state-dir",
+        ])
+        .arg(&stack.state)
+        .args([
+            "security-modes-test",
+            "--tag",
+            tag,
+            "--env",
+            "staging",
+            "--mode",
+            "standard",
+        ])
+        .env_remove("GITHUB_ACTIONS")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let prefix = format!("smt-standard-{}-", child.id());
+    let start = std::time::Instant::now();
+    let project = loop {
+        let o = Command::new("docker")
+            .args([
+                "ps",
+                "--format",
+                "{{.Label \"com.docker.compose.project\"}}",
+            ])
+            .output()
+            .unwrap();
+        if let Some(p) = common::stdout(&o).lines().find(|l| l.starts_with(&prefix)) {
+            break p.to_string();
+        }
+        assert!(
+            start.elapsed().as_secs() < 120 && child.try_wait().unwrap().is_none(),
+            "the run never booted {prefix}*"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o));
+    let doc: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["outcome"], "interrupted", "{doc}");
+    let label = format!("label=com.docker.compose.project={project}");
+    for what in [&["ps", "-a"][..], &["volume", "ls"], &["network", "ls"]] {
+        let l = Command::new("docker")
+            .args(what)
+            .args(["-q", "--filter", &label])
+            .output()
+            .unwrap();
+        assert!(l.stdout.is_empty(), "docker {what:?} still lists {project}");
+    }
+}
