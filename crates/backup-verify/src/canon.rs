@@ -1,4 +1,4 @@
-//! The canonical forms, computed in Rust: what each profile hashes for a
+//! The canonical forms, computed in Rust: what each form hashes for a
 //! row, SHA-256 itself (over sha2's block function), and the timestamp
 //! conversions the forms need. The SQL twins are in `deployments/sql/`;
 //! the known answers pin the two sides to each other.
@@ -6,8 +6,8 @@
 use sha2::compress256;
 use sha2::digest::generic_array::GenericArray;
 
-use super::verify::{col, Row};
-use crate::flags::Profile;
+use crate::row::{col, Row};
+use crate::Form;
 
 /// Parses PostgreSQL's ISO output (`DateStyle = ISO`) of a timestamptz,
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]`, into microseconds since the
@@ -120,7 +120,7 @@ fn push_padded(out: &mut Vec<u8>, v: i64, width: u32) {
 }
 
 /// Decimal digits of `v`, as PostgreSQL prints a bigint, in `buf`.
-pub(super) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut n = v.unsigned_abs();
     let mut i = buf.len();
     loop {
@@ -138,12 +138,12 @@ pub(super) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
-pub(super) fn push_int(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn push_int(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(decimal(v, &mut [0; 20]));
 }
 
 /// A netstring, `<byte length>:<bytes>,`, or `~` for NULL.
-pub(super) fn push_ns(out: &mut Vec<u8>, v: Option<&[u8]>) {
+pub(crate) fn push_ns(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         None => out.push(b'~'),
         Some(v) => {
@@ -159,11 +159,11 @@ fn push_ns_int(out: &mut Vec<u8>, v: i64) {
     push_ns(out, Some(decimal(v, &mut [0; 20])));
 }
 
-/// The canonical payload of `r` in `profile` (what its row_hash is the SHA-256 of).
-pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
+/// The canonical payload of `r` in `form` (what its row_hash is the SHA-256 of).
+pub fn payload(form: Form, r: &Row<'_>, out: &mut Vec<u8>) {
     out.clear();
-    match profile {
-        Profile::Default => {
+    match form {
+        Form::Default => {
             push_ns(out, Some(b"fetchml.audit_events.v1"));
             push_ns_int(out, r.seq.unwrap_or_default());
             push_ns(out, r.get(col::PREV));
@@ -181,7 +181,7 @@ pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
                 push_ns(out, r.get(c));
             }
         }
-        Profile::Certctl => {
+        Form::Certctl => {
             out.extend_from_slice(r.text(col::PREV));
             for c in [
                 col::ID,
@@ -245,7 +245,7 @@ pub fn sha256(data: &[u8]) -> [u8; 32] {
     out
 }
 
-pub(super) fn hex(d: &[u8]) -> [u8; 64] {
+pub(crate) fn hex(d: &[u8]) -> [u8; 64] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
     for (i, b) in d.iter().enumerate() {
@@ -256,8 +256,8 @@ pub(super) fn hex(d: &[u8]) -> [u8; 64] {
 }
 
 /// Lower-case hex SHA-256 of `r`'s canonical payload.
-pub fn row_hash(profile: Profile, r: &Row<'_>) -> String {
+pub fn row_hash(form: Form, r: &Row<'_>) -> String {
     let mut buf = Vec::new();
-    payload(profile, r, &mut buf);
+    payload(form, r, &mut buf);
     String::from_utf8_lossy(&hex(&sha256(&buf))).into_owned()
 }
