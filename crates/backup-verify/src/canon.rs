@@ -1,10 +1,8 @@
 //! The canonical forms, computed in Rust: what each form hashes for a
-//! row, SHA-256 itself (over sha2's block function), and the timestamp
-//! conversions the forms need. The SQL twins are in `deployments/sql/`;
-//! the known answers pin the two sides to each other.
+//! row, and the timestamp conversions the forms need. The SQL twins are in
+//! `deployments/sql/`; the known answers pin the two sides to each other.
 
-use sha2::compress256;
-use sha2::digest::generic_array::GenericArray;
+use sha2::Digest;
 
 use crate::row::{col, Row};
 use crate::Form;
@@ -203,49 +201,12 @@ pub fn payload(form: Form, r: &Row<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// SHA-256 through sha2's block function, with the padding done here. The
-/// same digest as `Sha256::digest`; but `cargo xtask` runs a dev build,
-/// where sha2's generic buffering compiles unoptimized into this crate and
-/// costs three times the hashing (the block function itself is compiled
-/// optimized, with SHA-NI where the CPU has it).
+/// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut state: [u32; 8] = [
-        0x6a09_e667,
-        0xbb67_ae85,
-        0x3c6e_f372,
-        0xa54f_f53a,
-        0x510e_527f,
-        0x9b05_688c,
-        0x1f83_d9ab,
-        0x5be0_cd19,
-    ];
-    let full = data.len() / 64 * 64;
-    for block in data[..full].chunks_exact(64) {
-        compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let rest = &data[full..];
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let end = if rest.len() + 9 <= 64 { 64 } else { 128 };
-    tail[end - 8..end].copy_from_slice(&(data.len() as u64 * 8).to_be_bytes());
-    for block in tail[..end].chunks_exact(64) {
-        compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let mut out = [0u8; 32];
-    for (o, w) in out.chunks_exact_mut(4).zip(state) {
-        o.copy_from_slice(&w.to_be_bytes());
-    }
-    out
+    sha2::Sha256::digest(data).into()
 }
 
-pub(crate) fn hex(d: &[u8]) -> [u8; 64] {
+pub fn hex(d: &[u8]) -> [u8; 64] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
     for (i, b) in d.iter().enumerate() {

@@ -165,38 +165,59 @@ fn threads() -> usize {
         .min(8)
 }
 
+/// Parses and checks one row-aligned piece of an export.
+fn check_piece(form: Form, piece: &[u8]) -> Result<Vec<Link<'_>>> {
+    let mut buf = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(piece.len() / 200);
+    for line in copy::lines(piece) {
+        let r = Row::new(copy::fields(line)?)?;
+        let ok = matches(form, &r, &mut buf);
+        out.push(Link::of(r, ok, &mut buf));
+    }
+    Ok(out)
+}
+
 /// Parses an export and checks every row's hash in one pass, in parallel
-/// over row-aligned pieces of the export (parsing costs as much as
-/// hashing; a row's hash depends only on the row itself). Only what the
-/// walk needs is kept of each row.
+/// (parsing costs as much as hashing; a row's hash depends only on the
+/// row itself). The export is cut into many more row-aligned pieces than
+/// there are threads, and each thread takes the next piece when it is
+/// done, so a thread the scheduler starves on a busy machine does not hold
+/// the others up. Only what the walk needs is kept of each row.
 pub fn parse_and_check(form: Form, export: &[u8]) -> Result<Vec<Link<'_>>> {
-    let parts = copy::chunks(export, threads());
-    let done: Vec<Result<Vec<Link<'_>>>> = std::thread::scope(|s| {
-        let running: Vec<_> = parts
-            .iter()
-            .map(|part| {
-                s.spawn(move || -> Result<Vec<Link<'_>>> {
-                    let mut buf = Vec::with_capacity(512);
-                    let mut out = Vec::with_capacity(part.len() / 200);
-                    for line in copy::lines(part) {
-                        let r = Row::new(copy::fields(line)?)?;
-                        let ok = matches(form, &r, &mut buf);
-                        out.push(Link::of(r, ok, &mut buf));
+    let n = threads();
+    let pieces = copy::chunks(export, if n > 1 { n * 8 } else { 1 });
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, Result<Vec<Link<'_>>>)> = std::thread::scope(|s| {
+        let workers: Vec<_> = (0..n.min(pieces.len()))
+            .map(|_| {
+                s.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(piece) = pieces.get(i) else {
+                            break mine;
+                        };
+                        mine.push((i, check_piece(form, piece)));
                     }
-                    Ok(out)
                 })
             })
             .collect();
-        running
+        workers
             .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(anyhow::anyhow!("a verifier thread panicked")))
+            .flat_map(|w| {
+                w.join().unwrap_or_else(|_| {
+                    vec![(0, Err(anyhow::anyhow!("a verifier thread panicked")))]
+                })
             })
             .collect()
     });
-    let mut links = Vec::new();
-    for d in done {
+    done.sort_by_key(|(i, _)| *i);
+    let mut links = Vec::with_capacity(
+        done.iter()
+            .map(|(_, d)| d.as_ref().map_or(0, Vec::len))
+            .sum(),
+    );
+    for (_, d) in done {
         match d {
             Ok(l) => links.extend(l),
             // Parse again in one piece, so the error names the export's own line number.
