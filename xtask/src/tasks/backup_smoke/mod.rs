@@ -50,7 +50,8 @@ pub use backup_verify::copy;
 
 use anyhow::{Context, Result};
 
-use crate::flags::{BackupSmoke, Format, Global, Profile};
+use crate::audit::Log;
+use crate::flags::{BackupSmoke, Format, Profile};
 use crate::plan::{Plan, RecordSpec};
 use crate::Ctx;
 pub use run::Smoke;
@@ -70,15 +71,6 @@ pub fn run(ctx: &Ctx, args: BackupSmoke) -> Result<()> {
 /// rows, printing nothing, and returns its report (the benchmark's entry
 /// point). A failed smoke is an error that carries the report's failures.
 pub fn measure(rows: u32) -> Result<report::Report> {
-    let ctx = Ctx {
-        global: Global {
-            dry_run: false,
-            format: Format::Json,
-            config: "deployments/deploy.toml".into(),
-            state_dir: None,
-            verbose: false,
-        },
-    };
     let args = BackupSmoke {
         rows,
         database_url: None,
@@ -88,7 +80,7 @@ pub fn measure(rows: u32) -> Result<report::Report> {
         tag: None,
         env: None,
     };
-    let (plan, mut smoke) = plan(&ctx, &args)?;
+    let (plan, mut smoke) = build(&args, false, Format::Json, None)?;
     smoke.s.quiet = true;
     let applied = crate::exec::apply(&plan, false, &mut smoke);
     crate::exec::Actions::report(&mut smoke, applied.as_ref());
@@ -98,7 +90,25 @@ pub fn measure(rows: u32) -> Result<report::Report> {
 
 /// Builds the plan. Reads the filesystem and asks the OS for a free port; changes nothing.
 pub fn plan(ctx: &Ctx, args: &BackupSmoke) -> Result<(Plan, Smoke)> {
-    let s = setup(ctx, args)?;
+    let evidence = match &args.tag {
+        Some(tag) => {
+            crate::validate::tag(tag)?;
+            let cfg = ctx.config()?;
+            let env = args.env.as_deref().unwrap_or("staging");
+            Some((ctx.log(&cfg, env)?, tag.clone()))
+        }
+        None => None,
+    };
+    build(args, ctx.global.verbose, ctx.global.format, evidence)
+}
+
+fn build(
+    args: &BackupSmoke,
+    verbose: bool,
+    format: Format,
+    evidence: Option<(Log, String)>,
+) -> Result<(Plan, Smoke)> {
+    let s = setup(args, verbose, format, evidence)?;
     let mut plan = Plan::new("backup-smoke", None);
     plan.warnings
         .extend(s.missing.iter().map(|w| format!("preflight: {w}")));

@@ -13,7 +13,6 @@ use super::workload;
 use crate::audit::Log;
 use crate::flags::{BackupSmoke, Format, Profile};
 use crate::plan::{Command, Effect};
-use crate::Ctx;
 
 /// Everything the plan and its actions need, resolved while planning.
 #[derive(Debug, Clone)]
@@ -185,7 +184,13 @@ fn pg_env_target() -> bool {
 }
 
 /// Resolves the flags into a [`Setup`] with read-only look-ups only.
-pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
+/// `evidence` is where a pass is recorded (the log and the tag), if anywhere.
+pub fn setup(
+    args: &BackupSmoke,
+    verbose: bool,
+    format: Format,
+    evidence: Option<(Log, String)>,
+) -> Result<Setup> {
     if args.dump.is_none() && args.rows < workload::MIN_ROWS {
         bail!("--rows must be at least {} (the negative controls need an oldest, a middle and a newest row, and row 5's `|`)", workload::MIN_ROWS);
     }
@@ -234,15 +239,6 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
         Profile::Default => crate::repo::workspace_root().join("deployments/sql"),
         Profile::Certctl => crate::repo::workspace_root().join("deployments/sql/certctl"),
     };
-    let evidence = match &args.tag {
-        Some(tag) => {
-            crate::validate::tag(tag)?;
-            let cfg = ctx.config()?;
-            let env = args.env.clone().unwrap_or_else(|| "staging".into());
-            Some((ctx.log(&cfg, &env)?, tag.clone()))
-        }
-        None => None,
-    };
     let leftover_dirs = if embedded.is_some() {
         target::leftover_dirs()
     } else {
@@ -266,8 +262,8 @@ pub fn setup(ctx: &Ctx, args: &BackupSmoke) -> Result<Setup> {
         destructive: args.destructive,
         leftover_dirs,
         evidence,
-        verbose: ctx.global.verbose,
-        format: ctx.global.format,
+        verbose,
+        format,
         quiet: false,
         missing: Vec::new(),
     }
