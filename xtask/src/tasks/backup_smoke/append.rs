@@ -190,7 +190,7 @@ impl Smoke {
         }
         let detail = if problems.is_empty() {
             format!(
-                "the new row{} (the newest row's fields, a fresh id) chains onto {} and the head moved to it; {}",
+                "the new row{} copies the newest row's fields under a fresh id, chains onto {}, and the head moved to it; {}",
                 seq.map(|s| format!(" (seq {s})")).unwrap_or_default(),
                 short(&old_head.hash),
                 report::verdict(&sql)

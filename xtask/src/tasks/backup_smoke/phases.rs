@@ -133,7 +133,7 @@ impl Smoke {
     pub(super) fn dump(&mut self) -> Result<()> {
         let src = self.s.db("src");
         self.cmd(&self.s.pg_dump(&src))
-            .map_err(|e| fail(Code::Verify, format!("pg_dump failed: {e:#}")))?;
+            .map_err(|e| not_verified(e, |e| format!("pg_dump failed: {e:#}")))?;
         Ok(())
     }
 
@@ -166,14 +166,11 @@ impl Smoke {
     }
 
     pub(super) fn list(&mut self) -> Result<()> {
+        let dump = self.s.dump_file();
         let toc = self.cmd(&self.s.pg_restore_list()).map_err(|e| {
-            fail(
-                Code::Verify,
-                format!(
-                    "pg_restore --list cannot read {}: {e:#}",
-                    self.s.dump_file().display()
-                ),
-            )
+            not_verified(e, |e| {
+                format!("pg_restore --list cannot read {}: {e:#}", dump.display())
+            })
         })?;
         let has = |kind: &str, name: &str| {
             toc.lines()
@@ -214,6 +211,7 @@ impl Smoke {
                 );
                 Ok(())
             }
+            Err(e) if interrupted(&e) => Err(e),
             Err(e) => {
                 self.report.check("restored", false, format!("{e:#}"));
                 Err(fail(
@@ -222,6 +220,25 @@ impl Smoke {
                 ))
             }
         }
+    }
+}
+
+/// Was the work cut short by a signal? (Then it is no verdict on the backup.)
+pub(super) fn interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<cmd::Interrupted>())
+}
+
+/// A failure that says the backup does not verify (exit 6), unless a
+/// signal stopped the command: that stays an interruption, for the
+/// executor to record as one.
+pub(super) fn not_verified(
+    e: anyhow::Error,
+    what: impl FnOnce(&anyhow::Error) -> String,
+) -> anyhow::Error {
+    if interrupted(&e) {
+        e
+    } else {
+        fail(Code::Verify, what(&e))
     }
 }
 

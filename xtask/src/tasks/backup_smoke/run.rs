@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::negative::ChainRow;
+use super::phases::not_verified;
 use super::report::{Manifest, Report};
 use super::sql;
 use super::verify::{self, Outcome};
@@ -301,7 +302,7 @@ impl Actions for Smoke {
         ];
         match r {
             Err(e) if checking.contains(&id) && code_of(&e) == Code::Error => {
-                Err(fail(Code::Verify, format!("{id} could not run: {e:#}")))
+                Err(not_verified(e, |e| format!("{id} could not run: {e:#}")))
             }
             r => r,
         }
