@@ -137,7 +137,14 @@ pub(crate) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
 }
 
 pub(crate) fn push_int(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(decimal(v, &mut [0; 20]));
+    // Netstring lengths are almost all under 1000: no temporary buffer.
+    let d = |x: i64| b'0' + x as u8;
+    match v {
+        0..=9 => out.push(d(v)),
+        10..=99 => out.extend_from_slice(&[d(v / 10), d(v % 10)]),
+        100..=999 => out.extend_from_slice(&[d(v / 100), d(v / 10 % 10), d(v % 10)]),
+        _ => out.extend_from_slice(decimal(v, &mut [0; 20])),
+    }
 }
 
 /// A netstring, `<byte length>:<bytes>,`, or `~` for NULL.
