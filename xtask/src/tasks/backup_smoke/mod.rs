@@ -23,13 +23,13 @@
 //! database in the URL is only connected to). Leftovers of interrupted runs
 //! are named in the plan and removed only with `--destructive`. The
 //! embedded cluster lives in its own temp directory, removed even on failure.
-
 //!
 //! How it runs: [`plan`] lists every step. Fixed commands (initdb, pg_ctl,
 //! CREATE/DROP DATABASE, loading SQL, the serial workload) are `Run` steps
 //! the executor runs itself; the checks are actions ([`Smoke`]) whose
 //! commands go through [`crate::cmd`] and are named in the step's text.
-//! A passing run with `--tag` is recorded by the plan's audit record.
+//! With `--tag`, the plan's audit record appends the run's outcome; only a
+//! pass is the promotion gate's evidence.
 
 mod append;
 mod checks;
