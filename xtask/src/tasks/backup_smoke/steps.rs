@@ -170,7 +170,13 @@ fn restore_and_check(s: &Setup, plan: &mut Plan) {
     let why = "install the verifier from the repository (a dump never vouches for itself)";
     run(plan, why, s.files(&restored, &[s.chain_sql()]));
     let triggers = s.psql(&restored, Effect::ReadOnly, &[super::sql::TRIGGERS]);
-    let what = format!("assert: count equal, head byte-exact, head = last row, SQL verifier clean over every row, Rust verifier agrees, manifest matches, triggers enabled: {} && {} && {}", bare(&s.sql_verifier(&restored, "UTC")), shown(&s.exports(&restored, "UTC")), bare(&triggers));
+    let what = format!(
+        "assert: count equal, head byte-exact, head = last row, SQL verifier clean over \
+         every row, Rust verifier agrees, manifest matches, triggers enabled: {} && {} && {}",
+        bare(&s.sql_verifier(&restored, "UTC")),
+        shown(&s.exports(&restored, "UTC")),
+        bare(&triggers)
+    );
     act(plan, "assert-restored", what, Effect::ReadOnly);
     let what = format!(
         "assert: the same results under session TimeZone {OTHER_TZ}: {} && {}",
@@ -189,12 +195,29 @@ fn restore_and_check(s: &Setup, plan: &mut Plan) {
                 "<the damage>",
             ],
         );
-        let what = format!("negative controls: damage 9 scratch copies of the restored database (modify, delete middle/oldest/newest, swap, truncate, roll back the head, cut tail and head, move a separator), each with its triggers disabled in that copy only; the verifiers and the manifest must catch each. Per copy: {} && {} && the verifiers && {}", bare(&s.create_copy(&copy, &restored, false)), bare(&damage), bare(&s.drop_db(&copy)));
+        let what = format!(
+            "negative controls: damage 9 scratch copies of the restored database (modify, \
+             delete middle/oldest/newest, swap, truncate, roll back the head, cut tail and \
+             head, move a separator), each with its triggers disabled in that copy only; the \
+             verifiers and the manifest must catch each. Per copy: {} && {} && the verifiers && {}",
+            bare(&s.create_copy(&copy, &restored, false)),
+            bare(&damage),
+            bare(&s.drop_db(&copy))
+        );
         act(plan, "negative-controls", what, Effect::Mutating);
     }
     let columns = s.psql(&restored, Effect::ReadOnly, &[super::sql::COLUMNS]);
-    let append = s.psql(&restored, Effect::Mutating, &["COPY (INSERT INTO public.audit_events (<columns>) SELECT <the newest row's, a fresh id> ... RETURNING seq, prev_hash, row_hash) TO STDOUT"]);
-    let what = format!("assert: a new row (the newest row's fields under a fresh id, which the table's own constraints accept) chains onto the old head and the chain still verifies; no row is updated or deleted: {} && {} && {}", bare(&columns), bare(&append), bare(&s.sql_verifier(&restored, "UTC")));
+    let insert = "COPY (INSERT INTO public.audit_events (<columns>) SELECT <the newest row's, \
+                  a fresh id> ... RETURNING seq, prev_hash, row_hash) TO STDOUT";
+    let append = s.psql(&restored, Effect::Mutating, &[insert]);
+    let what = format!(
+        "assert: a new row (the newest row's fields under a fresh id, which the table's own \
+         constraints accept) chains onto the old head and the chain still verifies; no row is \
+         updated or deleted: {} && {} && {}",
+        bare(&columns),
+        bare(&append),
+        bare(&s.sql_verifier(&restored, "UTC"))
+    );
     act(plan, "assert-append", what, Effect::Mutating);
     let stop = match &s.embedded {
         Some(e) => e.stop(),
