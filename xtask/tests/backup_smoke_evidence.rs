@@ -1,6 +1,7 @@
 //! A passing smoke with `--tag` leaves the evidence the production
 //! promotion gate reads: a `backup-smoke | success` record for that tag in
-//! the environment's audit log. A failing smoke leaves none.
+//! the environment's audit log. A failing smoke is recorded as a failure,
+//! which is no evidence.
 
 #[path = "backup_smoke_support.rs"]
 mod support;
@@ -68,7 +69,15 @@ fn a_pass_with_a_tag_is_recorded_and_a_failure_is_not() {
         !h.has_evidence("backup-smoke", "sha-bbbbbbbbbbbb"),
         "a failed smoke left evidence"
     );
-    assert_eq!(h.records.len(), 1);
+    // The failure is recorded as one (the plan's record, on every outcome).
+    assert_eq!(h.records.len(), 2);
+    let last = &h.records[1];
+    assert_eq!(
+        (last.action.as_str(), last.outcome.as_str()),
+        ("backup-smoke", "failure")
+    );
+    assert!(last.reason.contains("check(s) failed"), "{last:?}");
+    assert!(log.verify().is_ok());
 }
 
 #[test]

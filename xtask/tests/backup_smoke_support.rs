@@ -38,7 +38,7 @@ pub fn text(o: &Output) -> String {
 /// One run of `xtask --format json backup-smoke ...`.
 pub struct Run {
     pub out: Output,
-    /// The report: the first line of stdout.
+    /// The report: the `report` of stdout's one JSON document.
     pub report: serde_json::Value,
     pub pid: u32,
 }
@@ -110,12 +110,10 @@ pub fn smoke(global: &[&str], args: &[&str], env: &[(&str, &str)]) -> Run {
         .unwrap();
     let pid = child.id();
     let out = child.wait_with_output().unwrap();
-    let first = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_string();
-    let report = serde_json::from_str(&first).unwrap_or(serde_json::Value::Null);
+    // `--format json` prints one document; the smoke's report is in it.
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null);
+    let report = doc["report"].clone();
     Run { out, report, pid }
 }
 
@@ -156,11 +154,17 @@ impl Cluster {
 
     /// Statements in `db`; their output (COPY ... TO STDOUT for data).
     pub fn psql(&self, db: &str, sql: &[&str]) -> String {
+        self.try_psql(db, sql)
+            .unwrap_or_else(|e| panic!("psql {sql:?}: {e}"))
+    }
+
+    /// [`Cluster::psql`], where failing is an answer: the error line.
+    pub fn try_psql(&self, db: &str, sql: &[&str]) -> Result<String, String> {
         let cmd = self
             .conn
             .psql(&self.psql, db, Effect::Mutating, sql)
             .env("PGTZ", "UTC");
-        run_command(&cmd, false).unwrap_or_else(|e| panic!("psql {sql:?}: {e:#}"))
+        run_command(&cmd, false).map_err(|e| format!("{e:#}"))
     }
 
     pub fn databases(&self) -> Vec<String> {
@@ -180,7 +184,18 @@ impl Cluster {
 
     /// A database with the profile's schema and `rows` rows of the workload.
     pub fn chain(&self, db: &str, profile: Profile, rows: u32) {
+        self.create(db);
+        self.fill(db, profile, rows);
+    }
+
+    /// An empty UTF8 database.
+    pub fn create(&self, db: &str) {
         self.psql("postgres", &[&format!("CREATE DATABASE \"{db}\" TEMPLATE template0 ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C'")]);
+    }
+
+    /// The profile's schema and `rows` rows of the workload, written
+    /// through the chain trigger (the client never sends a hash).
+    pub fn fill(&self, db: &str, profile: Profile, rows: u32) {
         let sql = match profile {
             Profile::Default => xtask::workspace_root().join("deployments/sql"),
             Profile::Certctl => xtask::workspace_root().join("deployments/sql/certctl"),

@@ -1,25 +1,18 @@
-//! The checks: the known answer, verification before the dump, every
-//! post-restore assertion, the time zone check, the negative controls on
-//! scratch copies, and the append after the restore. Each records its
-//! result in the report and lets the run go on.
+//! The checks: the known answer, verification before the dump, and every
+//! assertion on the restored database. Each records its result in the
+//! report and lets the run go on.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
 use super::copy::{self, Field};
-use super::negative;
-use super::report::{self, Control, Finding, Manifest, Speeds, MANIFEST_FORMAT};
-use super::run::{file_sha256, ms, short, Smoke};
+use super::phases::file_sha256;
+use super::report::{self, Manifest, Speeds, MANIFEST_FORMAT};
+use super::run::{ms, short, Smoke};
 use super::sql;
-use super::verify::{Head, Outcome};
-use super::{KAT_TZ, OTHER_TZ};
+use super::verify::Head;
+use super::KAT_TZ;
 use crate::flags::Profile;
 use crate::plan::Effect;
-
-/// The same verdict on the same chain (ignoring the order rows were exported in).
-fn same(a: &Outcome, b: &Outcome) -> bool {
-    (a.total, a.walked, &a.head, &a.last, &a.brk, &a.chain_digest)
-        == (b.total, b.walked, &b.head, &b.last, &b.brk, &b.chain_digest)
-}
 
 impl Smoke {
     pub(super) fn known_answer(&mut self) -> Result<()> {
@@ -295,205 +288,6 @@ impl Smoke {
             );
         }
         self.report.check("triggers-enabled", pass, detail);
-        Ok(())
-    }
-
-    pub(super) fn assert_timezone(&mut self) -> Result<()> {
-        let restored = self.s.db("restored");
-        let zone = self.data(&self.s.psql_tz(
-            &restored,
-            OTHER_TZ,
-            Effect::ReadOnly,
-            &["SHOW TimeZone"],
-        ))?;
-        let (sql, sql_took) = self.sql_verify(&restored, OTHER_TZ)?;
-        let rust = self.rust_verify(&restored, OTHER_TZ)?;
-        // The second measurement of both verifiers on the same rows: keep the best of each.
-        if let Some(sp) = &mut self.report.verifier_speeds {
-            *sp = Speeds::new(
-                sp.rows,
-                sp.sql_ms.min(ms(sql_took)),
-                sp.export_ms.min(ms(rust.export)),
-                sp.rust_ms.min(ms(rust.verify)),
-            );
-        }
-        let (Some(utc_sql), Some(utc_rust)) = (self.report.after_sql.as_ref(), self.after.as_ref())
-        else {
-            bail!("the UTC results are missing");
-        };
-        let zone = zone.trim();
-        let pass =
-            zone == OTHER_TZ && same(&sql, utc_sql) && same(&rust.outcome, &utc_rust.outcome);
-        self.report.check(
-            "timezone-invariant",
-            pass,
-            format!(
-                "session TimeZone {zone} (rows export as {}): SQL {}, Rust {} (identical to UTC: SQL {}, Rust {})",
-                rust.sample_ts.as_deref().unwrap_or("-"),
-                report::verdict(&sql),
-                report::verdict(&rust.outcome),
-                same(&sql, utc_sql),
-                same(&rust.outcome, &utc_rust.outcome)
-            ),
-        );
-        Ok(())
-    }
-
-    pub(super) fn negative_controls(&mut self) -> Result<()> {
-        let restored = self.s.db("restored");
-        let after = self.after.as_ref().context("no restored chain")?;
-        let reference = self.reference()?.context("no manifest")?;
-        let controls = negative::controls(self.s.profile, &after.chain);
-        // FILE_COPY copies the files; WAL_LOG (15's default) writes every page
-        // through the WAL, which was slower here at every size tried.
-        let strategy = if self.server_version_num >= 150_000 {
-            " STRATEGY FILE_COPY"
-        } else {
-            ""
-        };
-        let mut done = Vec::new();
-        for (i, t) in controls.into_iter().enumerate() {
-            let copy = self.s.db(&format!("n{}", i + 1));
-            let create = format!("CREATE DATABASE \"{copy}\" TEMPLATE \"{restored}\"{strategy}");
-            self.cmd(
-                &self
-                    .s
-                    .psql(&self.s.conn.maintenance_db, Effect::Mutating, &[&create]),
-            )?;
-            let sql_refs: Vec<&str> = t.sql.iter().map(String::as_str).collect();
-            self.cmd(&self.s.psql(&copy, Effect::Mutating, &sql_refs))
-                .with_context(|| format!("damaging the copy for {}", t.name))?;
-            let (sql, _) = self.sql_verify(&copy, "UTC")?;
-            let rust = self.rust_verify(&copy, "UTC")?.outcome;
-            self.cmd(&self.s.drop_db(&copy))?;
-            let mut diffs = Vec::new();
-            let head = rust.head.as_ref().map(Head::value).unwrap_or_default();
-            for (what, want, got) in [
-                ("rows", reference.rows.to_string(), rust.total.to_string()),
-                ("head", reference.head.clone(), head),
-                (
-                    "chain digest",
-                    reference.chain_digest.clone(),
-                    rust.chain_digest.clone(),
-                ),
-            ] {
-                if want != got {
-                    diffs.push(if what == "rows" {
-                        format!("{got} rows, manifest says {want}")
-                    } else {
-                        format!("{what} differs")
-                    });
-                }
-            }
-            let findings = vec![
-                Finding {
-                    check: "sql-verifier".into(),
-                    caught: !sql.clean(),
-                    detail: report::verdict(&sql),
-                },
-                Finding {
-                    check: "rust-verifier".into(),
-                    caught: !rust.clean(),
-                    detail: report::verdict(&rust),
-                },
-                Finding {
-                    check: "manifest".into(),
-                    caught: !diffs.is_empty(),
-                    detail: if diffs.is_empty() {
-                        "matches".into()
-                    } else {
-                        diffs.join(", ")
-                    },
-                },
-            ];
-            let detected = findings.iter().any(|f| f.caught);
-            done.push(Control {
-                tamper: t,
-                detected,
-                findings,
-            });
-        }
-        self.report.negative_controls = done;
-        Ok(())
-    }
-
-    pub(super) fn assert_append(&mut self) -> Result<()> {
-        let restored = self.s.db("restored");
-        let old = self
-            .report
-            .after_rust
-            .clone()
-            .context("no restored chain")?;
-        let insert = match self.s.profile {
-            Profile::Default => "COPY (INSERT INTO audit_events (actor, actor_type, action, resource_type, resource_id, details, event_category) \
-                 VALUES ('xtask backup-smoke', 'system', 'backup.restore-verified', 'database', current_database(), '{\"verified\": true}', 'backup') \
-                 RETURNING seq, prev_hash, row_hash) TO STDOUT"
-                .to_string(),
-            Profile::Certctl => format!(
-                "COPY (INSERT INTO audit_events (id, actor, actor_type, action, resource_type, resource_id, details, event_category) \
-                 VALUES ('xtask-backup-smoke-{}', 'xtask backup-smoke', 'system', 'backup.restore-verified', 'database', current_database(), '{{\"verified\": true}}', 'backup') \
-                 RETURNING NULL::bigint, prev_hash, row_hash) TO STDOUT",
-                self.s.run_id
-            ),
-        };
-        let out = match self.cmd(&self.s.psql(&restored, Effect::Mutating, &[&insert])) {
-            Ok(o) => o,
-            Err(e) => {
-                self.report.check(
-                    "append-chains",
-                    false,
-                    format!("appending a row failed: {e:#}"),
-                );
-                return Ok(());
-            }
-        };
-        let f: [Field<'_>; 3] =
-            copy::fields(out.trim_end_matches('\n').as_bytes()).context("the appended row")?;
-        let t = |i: usize| {
-            f[i].as_deref()
-                .map(|b| String::from_utf8_lossy(b).into_owned())
-        };
-        let (seq, prev, hash) = (t(0), t(1).unwrap_or_default(), t(2).unwrap_or_default());
-        let old_head = old.head.clone().unwrap_or(Head {
-            seq: None,
-            hash: String::new(),
-        });
-        let (sql, _) = self.sql_verify(&restored, "UTC")?;
-        let mut problems = Vec::new();
-        if prev != old_head.hash {
-            problems.push(format!(
-                "its prev_hash {} is not the old head {}",
-                short(&prev),
-                short(&old_head.hash)
-            ));
-        }
-        if let (Some(s), Some(h)) = (&seq, old_head.seq) {
-            if s.parse::<i64>().ok() != Some(h + 1) {
-                problems.push(format!("its seq {s} does not follow the old head's {h}"));
-            }
-        }
-        if !sql.clean()
-            || sql.total != old.total + 1
-            || sql.last.hash != hash
-            || sql.head.as_ref().map(|h| &h.hash) != Some(&hash)
-        {
-            problems.push(format!(
-                "after the append the SQL verifier says {}",
-                report::verdict(&sql)
-            ));
-        }
-        let detail = if problems.is_empty() {
-            format!(
-                "the new row{} chains onto {} and the head moved to it; {}",
-                seq.map(|s| format!(" (seq {s})")).unwrap_or_default(),
-                short(&old_head.hash),
-                report::verdict(&sql)
-            )
-        } else {
-            problems.join("; ")
-        };
-        self.report
-            .check("append-chains", problems.is_empty(), detail);
         Ok(())
     }
 }

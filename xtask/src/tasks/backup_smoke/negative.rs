@@ -145,7 +145,9 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
         );
     }
     v.push(sep);
-    // Disable the guards first: they would (rightly) refuse every one of these.
+    // Disable the triggers of the copy first: the guards (ours, or certctl's
+    // WORM trigger, which refuses UPDATE and DELETE) would rightly refuse
+    // every one of these. Only this scratch copy loses them.
     for c in &mut v {
         c.sql.insert(
             0,

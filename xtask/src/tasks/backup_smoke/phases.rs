@@ -1,19 +1,20 @@
 //! The phases that make and move the data: the work directory, leftovers,
-//! the server check, the workload, dump, manifest, table of contents,
-//! restore, and at the end the report and the audit record of a pass.
+//! the server check, the concurrent writers, dump, manifest, table of
+//! contents and restore.
 
+use std::io::Read;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
 
 use super::copy::{self, Field};
 use super::report::{Manifest, MANIFEST_FORMAT};
-use super::run::{file_sha256, Smoke};
+use super::run::Smoke;
 use super::target;
 use super::verify::Head;
-use crate::audit::{Entry, ImageRef};
+use crate::cmd;
 use crate::exit::{fail, Code};
-use crate::plan::{Command, Effect};
 
 impl Smoke {
     pub(super) fn prepare(&mut self) -> Result<()> {
@@ -61,15 +62,7 @@ impl Smoke {
     }
 
     pub(super) fn stale_scratch(&self) -> Result<Vec<String>> {
-        let q = format!(
-            "COPY (SELECT datname FROM pg_database WHERE starts_with(datname, '{}')) TO STDOUT",
-            target::PREFIX
-        );
-        let out = self.data(
-            &self
-                .s
-                .psql(&self.s.conn.maintenance_db, Effect::ReadOnly, &[&q]),
-        )?;
+        let out = self.data(&self.s.list_scratch())?;
         let names: Vec<String> = out.lines().map(str::to_string).collect();
         Ok(target::stale_scratch(&names))
     }
@@ -78,13 +71,7 @@ impl Smoke {
         if let (Some(p), Some(_)) = (self.prepared, &self.s.embedded) {
             self.report.time("boot", p.elapsed().as_millis() as u64);
         }
-        let q = "COPY (SELECT current_setting('server_version_num'), current_setting('server_version'), \
-                 (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)) TO STDOUT";
-        let out = self.data(
-            &self
-                .s
-                .psql(&self.s.conn.maintenance_db, Effect::ReadOnly, &[q]),
-        )?;
+        let out = self.data(&self.s.server_lookup())?;
         let f: [Field<'_>; 3] =
             copy::fields(out.trim_end().as_bytes()).context("server version")?;
         let text = |i: usize| {
@@ -122,41 +109,23 @@ impl Smoke {
         Ok(())
     }
 
-    pub(super) fn workload(&mut self) -> Result<()> {
+    /// The concurrent writers, all started at once; the head row's lock
+    /// puts their rows in one order.
+    pub(super) fn concurrent_writers(&mut self) -> Result<()> {
         let src = self.s.db("src");
-        self.cmd(&self.s.files(&src, &[self.s.dir.join("workload.sql")]))?;
-        let writers: Vec<Command> = (0..)
-            .map(|i| self.s.dir.join(format!("writer-{i}.sql")))
+        let running: Vec<cmd::Running> = (0..)
+            .map(|i| self.s.writer_sql(i))
             .take_while(|p| p.exists())
-            .map(|p| self.s.files(&src, &[p]))
-            .collect();
-        // All writers start at once; the head row's lock puts their rows in one order.
-        let running: Vec<(Command, duct::Handle)> = writers
-            .into_iter()
-            .map(|c| {
-                if self.s.verbose {
-                    eprintln!("$ {} &", c.display());
-                }
-                let h = super::run::expression(&c)
-                    .stdout_capture()
-                    .stderr_capture()
-                    .unchecked()
-                    .start();
-                h.map(|h| (c, h))
-            })
-            .collect::<std::io::Result<_>>()
+            .map(|p| cmd::start(&self.s.files(&src, &[p]), self.s.verbose))
+            .collect::<Result<_>>()
             .context("starting the concurrent writers")?;
-        for (c, h) in running {
-            let out = h
-                .wait()
-                .with_context(|| format!("waiting for `{}`", c.display()))?;
-            if !out.status.success() {
-                bail!(
-                    "concurrent writer `{}` failed: {}",
-                    c.display(),
-                    String::from_utf8_lossy(&out.stderr).trim()
-                );
-            }
+        // Wait for every writer before judging any, so none is left running.
+        let results: Vec<Result<String>> = running
+            .into_iter()
+            .map(|r| r.wait(self.s.verbose))
+            .collect();
+        for r in results {
+            r.context("a concurrent writer failed")?;
         }
         Ok(())
     }
@@ -164,7 +133,7 @@ impl Smoke {
     pub(super) fn dump(&mut self) -> Result<()> {
         let src = self.s.db("src");
         self.cmd(&self.s.pg_dump(&src))
-            .map_err(|e| fail(Code::Verify, format!("pg_dump failed: {e:#}")))?;
+            .map_err(|e| not_verified(e, |e| format!("pg_dump failed: {e:#}")))?;
         Ok(())
     }
 
@@ -197,14 +166,11 @@ impl Smoke {
     }
 
     pub(super) fn list(&mut self) -> Result<()> {
+        let dump = self.s.dump_file();
         let toc = self.cmd(&self.s.pg_restore_list()).map_err(|e| {
-            fail(
-                Code::Verify,
-                format!(
-                    "pg_restore --list cannot read {}: {e:#}",
-                    self.s.dump_file().display()
-                ),
-            )
+            not_verified(e, |e| {
+                format!("pg_restore --list cannot read {}: {e:#}", dump.display())
+            })
         })?;
         let has = |kind: &str, name: &str| {
             toc.lines()
@@ -245,6 +211,7 @@ impl Smoke {
                 );
                 Ok(())
             }
+            Err(e) if interrupted(&e) => Err(e),
             Err(e) => {
                 self.report.check("restored", false, format!("{e:#}"));
                 Err(fail(
@@ -254,55 +221,40 @@ impl Smoke {
             }
         }
     }
+}
 
-    pub(super) fn report_step(&mut self) -> Result<()> {
-        self.report
-            .time("total", self.started.elapsed().as_millis() as u64);
-        self.print_report(None);
-        let failures = self.report.failures();
-        if self.report.ok {
-            return Ok(());
+/// Was the work cut short by a signal? (Then it is no verdict on the backup.)
+pub(super) fn interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<cmd::Interrupted>())
+}
+
+/// A failure that says the backup does not verify (exit 6), unless a
+/// signal stopped the command: that stays an interruption, for the
+/// executor to record as one.
+pub(super) fn not_verified(
+    e: anyhow::Error,
+    what: impl FnOnce(&anyhow::Error) -> String,
+) -> anyhow::Error {
+    if interrupted(&e) {
+        e
+    } else {
+        fail(Code::Verify, what(&e))
+    }
+}
+
+/// SHA-256 of a file, streamed (a production dump can be large).
+pub(super) fn file_sha256(path: &std::path::Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut sha = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            break;
         }
-        let n = failures.len().max(1);
-        Err(fail(
-            Code::Verify,
-            format!(
-                "backup-smoke: {n} check(s) failed: {}",
-                failures.join(" | ")
-            ),
-        ))
+        sha.update(&buf[..n]);
     }
-
-    pub(super) fn record_evidence(&mut self) -> Result<()> {
-        let Some((log, tag)) = &self.s.evidence else {
-            return Ok(());
-        };
-        let o = self.report.after_rust.as_ref();
-        let entry = Entry {
-            action: "backup-smoke".into(),
-            outcome: "success".into(),
-            from: None,
-            to: Some(ImageRef {
-                tag: tag.clone(),
-                digest: None,
-            }),
-            git_sha: crate::repo::git_sha(),
-            reason: format!(
-                "profile {}, {} rows restored byte-exact, head {}",
-                self.report.profile,
-                o.map_or(0, |o| o.total),
-                o.and_then(|o| o.head.as_ref())
-                    .map(Head::value)
-                    .unwrap_or_default()
-            ),
-            error: None,
-            duration_ms: self.started.elapsed().as_millis() as u64,
-        };
-        let head = log.append(entry, false)?;
-        eprintln!(
-            "recorded backup-smoke success for {tag} in {} (head {head})",
-            log.path.display()
-        );
-        Ok(())
-    }
+    Ok(sha.finalize().iter().map(|b| format!("{b:02x}")).collect())
 }

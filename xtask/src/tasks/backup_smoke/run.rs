@@ -1,28 +1,27 @@
 //! The smoke's actions: what the executor calls for each `Step::Action` of
 //! the plan. Every check records its result in the [`Report`] and the run
-//! goes on, so one report names every failure; the `report` step then fails
-//! with exit 6. A dump or restore that fails stops the run (exit 6 too:
-//! that backup does not restore). Teardown also runs from `Drop`, so the
-//! embedded cluster and scratch databases go away on every path.
+//! goes on, so one report names every failure; the `verdict` step then
+//! fails with exit 6. A dump or restore that fails stops the run (exit 6
+//! too: that backup does not restore). Teardown runs as a step, and again
+//! from the executor's cleanup and from `Drop`, so the embedded cluster and
+//! scratch databases go away on every path, a signal included.
 
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
-use sha2::{Digest, Sha256};
+use anyhow::{bail, Result};
 
-use super::copy;
 use super::negative::ChainRow;
+use super::phases::not_verified;
 use super::report::{Manifest, Report};
 use super::sql;
 use super::verify::{self, Outcome};
-use super::{target, Setup};
-use crate::cmd::run as run_command;
-use crate::exec::Actions;
-use crate::exit::{fail, Code};
+use super::{copy, target, Setup};
+use crate::cmd;
+use crate::exec::{Actions, Applied};
+use crate::exit::{code_of, fail, Code};
 use crate::flags::Format;
-use crate::plan::{Command, Effect};
+use crate::plan::Command;
 
 pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
@@ -55,12 +54,12 @@ impl Cleanup {
         let mut problems = Vec::new();
         if let Some(e) = &self.embedded {
             if e.data().join("postmaster.pid").exists() {
-                if let Err(err) = run_command(&e.stop(), self.verbose) {
+                if let Err(err) = cmd::run(&e.stop(), self.verbose) {
                     problems.push(format!("stopping the embedded cluster: {err:#}"));
                 }
             }
         } else if let Some(d) = &self.drops {
-            if let Err(err) = run_command(d, self.verbose) {
+            if let Err(err) = cmd::run(d, self.verbose) {
                 problems.push(format!("dropping the scratch databases: {err:#}"));
             }
         }
@@ -90,36 +89,25 @@ pub struct Smoke {
     pub s: Setup,
     pub report: Report,
     pub(super) cleanup: Cleanup,
-    printed: bool,
     pub(super) started: Instant,
     pub(super) prepared: Option<Instant>,
+    /// When the last action ended: a phase also counts the `Run` steps before its action.
+    mark: Instant,
     pub(super) server_version_num: u32,
     /// The chain as verified before the dump.
     pub(super) before: Option<Outcome>,
     pub(super) manifest: Option<Manifest>,
     /// The restored chain, from the Rust verifier.
     pub(super) after: Option<RustRun>,
+    /// The verdict step's own error, which the report lists check by check already.
+    verdict: Option<String>,
 }
 
 impl Smoke {
     pub fn new(s: Setup) -> Smoke {
-        let names: Vec<String> = ["kat", "src", "restored"]
-            .iter()
-            .map(|n| n.to_string())
-            .chain((1..=12).map(|i| format!("n{i}")))
-            .map(|n| s.db(&n))
-            .collect();
-        let drops = s.embedded.is_none().then(|| {
-            let stmts: Vec<String> = names
-                .iter()
-                .map(|n| format!("DROP DATABASE IF EXISTS \"{n}\" WITH (FORCE)"))
-                .collect();
-            let refs: Vec<&str> = stmts.iter().map(String::as_str).collect();
-            s.psql(&s.conn.maintenance_db, Effect::Mutating, &refs)
-        });
         let report = Report {
             task: "backup-smoke".into(),
-            profile: format!("{:?}", s.profile).to_lowercase(),
+            profile: s.profile_name(),
             target: s.target_label(),
             rows_requested: s.dump.is_none().then_some(s.rows),
             dump: s.dump.as_ref().map(|d| d.display().to_string()),
@@ -128,7 +116,7 @@ impl Smoke {
         let cleanup = Cleanup {
             armed: false,
             embedded: s.embedded.clone(),
-            drops,
+            drops: s.embedded.is_none().then(|| s.drop_all()),
             dir: s.dir.clone(),
             verbose: s.verbose,
         };
@@ -136,25 +124,23 @@ impl Smoke {
             s,
             report,
             cleanup,
-            printed: false,
             started: Instant::now(),
             prepared: None,
+            mark: Instant::now(),
             server_version_num: 0,
             before: None,
             manifest: None,
             after: None,
+            verdict: None,
         }
     }
 
-    /// Prints the report once: by the `report` step, or after a failure that stopped the run.
-    pub fn print_report(&mut self, err: Option<&anyhow::Error>) {
-        if self.printed {
-            return;
-        }
-        self.printed = true;
+    /// Prints the report (once the plan was applied, whatever its outcome).
+    fn print_report(&mut self, err: Option<&anyhow::Error>) {
         if let Some(e) = err {
-            if self.report.error.is_none() {
-                self.report.error = Some(format!("{e:#}"));
+            let e = format!("{e:#}");
+            if self.report.error.is_none() && self.verdict.as_ref() != Some(&e) {
+                self.report.error = Some(e);
             }
         }
         self.report.finish();
@@ -172,8 +158,9 @@ impl Smoke {
         }
     }
 
+    /// Runs a command; a failure is one line ending in what the program said.
     pub(super) fn cmd(&self, c: &Command) -> Result<String> {
-        run_command(c, self.s.verbose)
+        cmd::run(c, self.s.verbose)
     }
 
     /// Runs a command whose output is data (not echoed even with --verbose).
@@ -181,38 +168,21 @@ impl Smoke {
         if self.s.verbose {
             eprintln!("$ {}", c.display());
         }
-        run_command(c, false)
+        cmd::run(c, false)
     }
 
     pub(super) fn sql_verify(&self, db: &str, tz: &str) -> Result<(Outcome, Duration)> {
         let t = Instant::now();
-        let out = self.data(&self.s.psql_tz(
-            db,
-            tz,
-            Effect::ReadOnly,
-            &[sql::sql_verifier(self.s.profile)],
-        ))?;
+        let out = self.data(&self.s.sql_verifier(db, tz))?;
         let took = t.elapsed();
-        Ok((
-            sql::parse_sql_outcome(self.s.profile, out.as_bytes())?,
-            took,
-        ))
+        let outcome = sql::parse_sql_outcome(self.s.profile, out.as_bytes())?;
+        Ok((outcome, took))
     }
 
     pub(super) fn rust_verify(&self, db: &str, tz: &str) -> Result<RustRun> {
         let t = Instant::now();
-        let rows = self.data(&self.s.psql_tz(
-            db,
-            tz,
-            Effect::ReadOnly,
-            &[sql::export_rows(self.s.profile)],
-        ))?;
-        let head = self.data(&self.s.psql_tz(
-            db,
-            tz,
-            Effect::ReadOnly,
-            &[sql::export_head(self.s.profile)],
-        ))?;
+        let [rows, head] = self.s.exports(db, tz).map(|c| self.data(&c));
+        let (rows, head) = (rows?, head?);
         let export = t.elapsed();
         let t = Instant::now();
         let links = verify::parse_and_check(self.s.profile, rows.as_bytes())?;
@@ -248,17 +218,46 @@ impl Smoke {
             sample_ts,
         })
     }
+
+    fn teardown(&mut self) {
+        for p in self.cleanup.run() {
+            self.report.warnings.push(format!("teardown: {p}"));
+        }
+    }
+
+    /// Fails (exit 6) when a check failed; the report names each one.
+    fn verdict(&mut self) -> Result<()> {
+        self.report
+            .time("total", self.started.elapsed().as_millis() as u64);
+        self.report.finish();
+        if self.report.ok {
+            return Ok(());
+        }
+        let failures = self.report.failures();
+        let msg = format!(
+            "backup-smoke: {} check(s) failed: {}",
+            failures.len().max(1),
+            failures.join(" | ")
+        );
+        self.verdict = Some(msg.clone());
+        Err(fail(Code::Verify, msg))
+    }
 }
 
 impl Actions for Smoke {
     fn run(&mut self, id: &str) -> Result<()> {
         let t = Instant::now();
+        let since_last = self.mark;
         let r = match id {
+            "preflight" => Err(fail(
+                Code::Preflight,
+                format!("preflight failed: {}", self.s.missing.join("; ")),
+            )),
             "prepare" => self.prepare(),
             "clean-leftovers" => self.clean_leftovers(),
             "server" => self.server(),
             "known-answer" => self.known_answer(),
-            "workload" => self.workload(),
+            "concurrent-writers" => self.concurrent_writers(),
             "verify-before" => self.verify_before(),
             "dump" => self.dump(),
             "manifest" => self.write_manifest(),
@@ -269,27 +268,25 @@ impl Actions for Smoke {
             "negative-controls" => self.negative_controls(),
             "assert-append" => self.assert_append(),
             "teardown" => {
-                for p in self.cleanup.run() {
-                    self.report.warnings.push(format!("teardown: {p}"));
-                }
+                self.teardown();
                 Ok(())
             }
-            "report" => return self.report_step(),
-            "record-evidence" => self.record_evidence(),
+            "verdict" => return self.verdict(),
             other => bail!("backup-smoke has no action `{other}`"),
         };
+        // The workload phase is the serial `Run` step before its action too.
         let phase = match id {
-            "known-answer" | "workload" | "dump" | "restore" | "negative-controls" | "teardown" => {
-                Some(id)
-            }
-            "verify-before" => Some("verify-before"),
-            "assert-timezone" => Some("timezone"),
-            "assert-append" => Some("append"),
+            "known-answer" | "verify-before" | "dump" | "restore" | "negative-controls"
+            | "teardown" => Some((id, t)),
+            "concurrent-writers" => Some(("workload", since_last)),
+            "assert-timezone" => Some(("timezone", t)),
+            "assert-append" => Some(("append", t)),
             _ => None,
         };
-        if let Some(p) = phase {
-            self.report.time(p, t.elapsed().as_millis() as u64);
+        if let Some((p, from)) = phase {
+            self.report.time(p, from.elapsed().as_millis() as u64);
         }
+        self.mark = Instant::now();
         // A check that cannot even run on the restored data (a table or
         // column missing, the wrong --profile) is a failed verification.
         let checking = [
@@ -301,43 +298,22 @@ impl Actions for Smoke {
             "assert-append",
         ];
         match r {
-            Err(e) if checking.contains(&id) && crate::exit::code_of(&e) == Code::Error => {
-                Err(fail(Code::Verify, format!("{id} could not run: {e:#}")))
+            Err(e) if checking.contains(&id) && code_of(&e) == Code::Error => {
+                Err(not_verified(e, |e| format!("{id} could not run: {e:#}")))
             }
             r => r,
         }
+    }
+
+    fn cleanup(&mut self) {
+        self.teardown();
+    }
+
+    fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
+        self.print_report(result.err());
     }
 }
 
 pub(super) fn short(h: &str) -> String {
     h.chars().take(12).collect()
-}
-
-/// SHA-256 of a file, streamed (a production dump can be large).
-pub fn file_sha256(path: &std::path::Path) -> Result<String> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut sha = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f
-            .read(&mut buf)
-            .with_context(|| format!("reading {}", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        sha.update(&buf[..n]);
-    }
-    Ok(sha.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// The duct expression of a plan command (as `run_command` builds it).
-pub(super) fn expression(c: &Command) -> duct::Expression {
-    let mut e = duct::cmd(&c.program, &c.args);
-    for v in &c.env {
-        e = e.env(&v.name, v.value.expose());
-    }
-    if let Some(dir) = &c.cwd {
-        e = e.dir(dir);
-    }
-    e
 }

@@ -29,6 +29,28 @@ pub fn sql_verifier(p: Profile) -> &'static str {
     }
 }
 
+/// The server's version (number and text) and whether the role may create databases.
+pub const SERVER: &str =
+    "COPY (SELECT current_setting('server_version_num'), current_setting('server_version'), \
+     (SELECT rolcreatedb OR rolsuper FROM pg_roles WHERE rolname = current_user)) TO STDOUT";
+
+/// Every database named with this task's prefix.
+pub fn scratch_databases() -> String {
+    format!(
+        "COPY (SELECT datname FROM pg_database WHERE starts_with(datname, '{}')) TO STDOUT",
+        super::target::PREFIX
+    )
+}
+
+/// The columns of the restored `audit_events`: name, who fills it when an
+/// INSERT leaves it out (`generated`: only the database, as for identity
+/// and generated columns; `default`; `none`), and type.
+pub const COLUMNS: &str = "COPY (SELECT a.attname, \
+     CASE WHEN a.attgenerated <> '' OR a.attidentity <> '' THEN 'generated' WHEN a.atthasdef THEN 'default' ELSE 'none' END, \
+     format_type(a.atttypid, a.atttypmod) FROM pg_attribute a \
+     WHERE a.attrelid = 'public.audit_events'::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+     ORDER BY a.attnum) TO STDOUT";
+
 pub const TRIGGERS: &str = "COPY (SELECT c.relname, t.tgname, t.tgenabled, (t.tgtype & 7) = 7 \
      FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
      WHERE n.nspname = 'public' AND c.relname IN ('audit_events', 'audit_chain_head') AND NOT t.tgisinternal \
@@ -44,7 +66,10 @@ pub fn expected_triggers(p: Profile) -> &'static [&'static str] {
             "audit_chain_head.audit_chain_head_guard",
             "audit_chain_head.audit_chain_head_no_truncate",
         ],
-        Profile::Certctl => &["audit_events.zz_audit_events_chain"],
+        Profile::Certctl => &[
+            "audit_events.audit_events_worm_trigger",
+            "audit_events.zz_audit_events_chain",
+        ],
     }
 }
 

@@ -1,184 +1,234 @@
-//! The plan's steps, in order: every command with its arguments, and every
-//! action with what it does. The dry run prints exactly these.
-
-use std::path::PathBuf;
+//! The plan's steps, in order. A command that only has to succeed is a
+//! `Run` step, run by the executor; an action ([`super::Smoke`]) reads what
+//! its commands print and records a check, and its text names every
+//! command it runs. The dry run prints exactly these.
 
 use super::{target, workload, Setup, KAT_TZ, OTHER_TZ};
-use crate::plan::{Effect, Plan, Step};
+use crate::plan::{Command, Effect, Plan, Step};
+
+/// A command in an action's text: without the connection settings every
+/// database command carries (the `Run` steps and the facts show them),
+/// but with its session TimeZone where that is not UTC.
+fn bare(c: &Command) -> String {
+    let tz = c
+        .env
+        .iter()
+        .find(|e| e.name == "PGTZ")
+        .map(|e| e.value.shown())
+        .filter(|z| *z != "UTC");
+    match tz {
+        Some(z) => format!("PGTZ={z} {}", c.display_bare()),
+        None => c.display_bare(),
+    }
+}
+
+fn shown(cmds: &[Command]) -> String {
+    cmds.iter().map(bare).collect::<Vec<_>>().join(" && ")
+}
+
+fn act(plan: &mut Plan, id: &str, what: String, effect: Effect) {
+    plan.step(Step::action(id, what, effect));
+}
+
+fn run(plan: &mut Plan, why: &str, c: Command) {
+    plan.step(Step::run(why, c));
+}
 
 pub(super) fn steps(s: &Setup, plan: &mut Plan) {
-    let act = |plan: &mut Plan, id: &str, what: String, effect| {
-        plan.step(Step::action(id, what, effect));
+    if !s.missing.is_empty() {
+        let what = format!("stop with exit 2: {}", s.missing.join("; "));
+        act(plan, "preflight", what, Effect::ReadOnly);
+    }
+    let owner = if s.embedded.as_ref().is_some_and(|e| e.run_as.is_some()) {
+        ", owned by postgres, with the superuser's password file"
+    } else {
+        ""
     };
-    let files = |db: &str, f: &[PathBuf]| s.files(db, f);
-    act(
-        plan,
-        "prepare",
-        format!(
-            "create the work directory {} (mode 0700{})",
-            s.dir.display(),
-            if s.embedded.as_ref().is_some_and(|e| e.run_as.is_some()) {
-                ", owned by postgres, with the superuser's password file"
-            } else {
-                ""
-            }
-        ),
-        Effect::Mutating,
+    let what = format!(
+        "create the work directory {} (mode 0700{owner})",
+        s.dir.display()
     );
+    act(plan, "prepare", what, Effect::Mutating);
     if s.destructive {
         let what = match &s.embedded {
-            Some(_) => format!("remove leftovers of interrupted runs: {} work directories (stop their postmaster first)", s.leftover_dirs.len()),
-            None => format!("drop leftover scratch databases of interrupted runs ({}*)", target::PREFIX),
+            Some(e) => {
+                let stop = |d: &std::path::PathBuf| {
+                    target::Embedded { dir: d.clone(), ..e.clone() }.stop()
+                };
+                let stops: Vec<Command> = s.leftover_dirs.iter().map(stop).collect();
+                format!("remove {} leftover work directories of interrupted runs, stopping a postmaster first where one runs: {}", s.leftover_dirs.len(), shown(&stops))
+            }
+            None => format!("drop scratch databases of interrupted runs ({}*, started over six hours ago): {}, then DROP DATABASE each", target::PREFIX, bare(&s.list_scratch())),
         };
         act(plan, "clean-leftovers", what, Effect::Mutating);
     }
     if let Some(e) = &s.embedded {
-        plan.step(Step::run("create the throwaway cluster", e.initdb()));
-        plan.step(Step::run(
+        run(plan, "create the throwaway cluster", e.initdb());
+        run(
+            plan,
             "start it on loopback and wait until it accepts connections",
             e.start(),
-        ));
+        );
     }
-    act(
-        plan,
-        "server",
-        format!(
-            "look up the server version{} and leftover scratch databases",
-            if s.embedded.is_none() {
-                ", check the role may CREATE DATABASE,"
-            } else {
-                ""
-            }
-        ),
-        Effect::ReadOnly,
-    );
-    let restored = s.db("restored");
+    let mut server = vec![s.server_lookup()];
+    if s.embedded.is_none() {
+        server.push(s.list_scratch());
+    }
+    let what = format!("check the server is PostgreSQL 13 or newer and the role may CREATE DATABASE; name leftover scratch databases: {}", shown(&server));
+    act(plan, "server", what, Effect::ReadOnly);
     if s.dump.is_none() {
-        let kat = s.db("kat");
-        plan.step(Step::run(
-            "create the known-answer database",
-            s.create_db(&kat, None),
-        ));
-        plan.step(Step::run(
-            "load the schema into it",
-            files(&kat, &[s.chain_sql(), s.events_sql()]),
-        ));
-        act(plan, "known-answer", format!("known answer: {} under TimeZone {KAT_TZ} must give the head written in the file; the Rust verifier must agree from the exported rows", s.kat_sql().display()), Effect::Mutating);
-        plan.step(Step::run("drop the known-answer database", s.drop_db(&kat)));
-        let src = s.db("src");
-        plan.step(Step::run(
-            "create the source database",
-            s.create_db(&src, None),
-        ));
-        plan.step(Step::run(
-            "load the schema, trigger and verifier",
-            files(&src, &[s.chain_sql(), s.events_sql()]),
-        ));
-        let w = workload::build(s.profile, s.rows);
-        plan.step(Step::WriteFile {
-            path: s.dir.join("workload.sql"),
-            contents: w.serial.clone().into_bytes(),
-            what: format!("the serial workload ({} rows)", w.serial_rows),
-        });
-        for (i, script) in w.writers.iter().enumerate() {
-            plan.step(Step::WriteFile {
-                path: s.dir.join(format!("writer-{i}.sql")),
-                contents: script.clone().into_bytes(),
-                what: format!("concurrent writer {i}'s rows"),
-            });
-        }
-        let serial = s.files(&src, &[s.dir.join("workload.sql")]);
-        act(plan, "workload", format!("workload: {} rows in one session ({}), then {} rows from {} sessions at once (psql ... -f {}/writer-N.sql)", w.serial_rows, serial.display(), w.concurrent_rows, w.writers.len(), s.dir.display()), Effect::Mutating);
-        act(
-            plan,
-            "verify-before",
-            "verify the chain before the dump: SQL verifier and Rust verifier".into(),
-            Effect::ReadOnly,
-        );
-        act(
-            plan,
-            "dump",
-            format!("dump: {}", s.pg_dump(&src).display()),
-            Effect::Mutating,
-        );
-        act(plan, "manifest", format!("write the manifest (count, head, last row hash, chain digest, dump SHA-256) outside the database: {}", s.manifest_file().display()), Effect::Mutating);
-        act(
-            plan,
-            "list",
-            format!(
-                "check the dump's table of contents: {}",
-                s.pg_restore_list().display()
-            ),
-            Effect::ReadOnly,
-        );
-        plan.step(Step::run(
-            "drop the source database (the data loss)",
-            s.drop_db(&src),
-        ));
+        make_and_dump(s, plan);
     } else {
-        act(
-            plan,
-            "list",
-            format!(
-                "check the dump's table of contents: {}",
-                s.pg_restore_list().display()
-            ),
-            Effect::ReadOnly,
+        let what = format!(
+            "check the dump's table of contents: {}",
+            bare(&s.pg_restore_list())
         );
+        act(plan, "list", what, Effect::ReadOnly);
     }
-    plan.step(Step::run(
+    restore_and_check(s, plan);
+}
+
+/// The known answer, the workload, verification, dump, manifest, and the data loss.
+fn make_and_dump(s: &Setup, plan: &mut Plan) {
+    let (kat, src) = (s.db("kat"), s.db("src"));
+    let schema = [s.chain_sql(), s.events_sql()];
+    run(plan, "create the known-answer database", s.create_db(&kat));
+    run(plan, "load the schema into it", s.files(&kat, &schema));
+    run(plan, "create the source database", s.create_db(&src));
+    run(
+        plan,
+        "load the schema, trigger and verifier",
+        s.files(&src, &schema),
+    );
+    let w = workload::build(s.profile, s.rows);
+    plan.step(Step::WriteFile {
+        path: s.dir.join("workload.sql"),
+        contents: w.serial.clone().into_bytes(),
+        what: format!("the serial workload ({} rows)", w.serial_rows),
+    });
+    for (i, script) in w.writers.iter().enumerate() {
+        plan.step(Step::WriteFile {
+            path: s.writer_sql(i),
+            contents: script.clone().into_bytes(),
+            what: format!("concurrent writer {i}'s rows"),
+        });
+    }
+    let load = s.files_tz(&kat, KAT_TZ, &[s.kat_sql()]);
+    let what = format!("known answer: the file's rows must give the head written in it, and the Rust verifier the same from the exported rows: {} && {}", bare(&load), shown(&s.exports(&kat, KAT_TZ)));
+    act(plan, "known-answer", what, Effect::Mutating);
+    let why = format!("workload: {} rows in one session", w.serial_rows);
+    run(plan, &why, s.files(&src, &[s.dir.join("workload.sql")]));
+    let writers: Vec<String> = (0..w.writers.len())
+        .map(|i| format!("{} &", bare(&s.files(&src, &[s.writer_sql(i)]))))
+        .collect();
+    let what = format!(
+        "workload: {} rows from {} sessions at once: {}",
+        w.concurrent_rows,
+        writers.len(),
+        writers.join(" ")
+    );
+    act(plan, "concurrent-writers", what, Effect::Mutating);
+    run(plan, "drop the known-answer database", s.drop_db(&kat));
+    let what = format!(
+        "verify the chain before the dump, in SQL and in Rust: {} && {}",
+        bare(&s.sql_verifier(&src, "UTC")),
+        shown(&s.exports(&src, "UTC"))
+    );
+    act(plan, "verify-before", what, Effect::ReadOnly);
+    let what = format!(
+        "dump (exit 6 if pg_dump cannot): {}",
+        bare(&s.pg_dump(&src))
+    );
+    act(plan, "dump", what, Effect::Mutating);
+    let what = format!("write the manifest (count, head, last row hash, chain digest, dump SHA-256) outside the database: {}", s.manifest_file().display());
+    act(plan, "manifest", what, Effect::Mutating);
+    let what = format!(
+        "check the dump's table of contents: {}",
+        bare(&s.pg_restore_list())
+    );
+    act(plan, "list", what, Effect::ReadOnly);
+    run(
+        plan,
+        "drop the source database (the data loss)",
+        s.drop_db(&src),
+    );
+}
+
+/// The restore, every assertion on it, the negative controls, the append, teardown and verdict.
+fn restore_and_check(s: &Setup, plan: &mut Plan) {
+    let restored = s.db("restored");
+    run(
+        plan,
         "create a fresh database to restore into",
-        s.create_db(&restored, None),
-    ));
-    act(
-        plan,
-        "restore",
-        format!("restore: {}", s.pg_restore(&restored).display()),
-        Effect::Mutating,
+        s.create_db(&restored),
     );
-    plan.step(Step::run(
-        "install the verifier from the repository (a dump never vouches for itself)",
-        files(&restored, &[s.chain_sql()]),
-    ));
-    act(plan, "assert-restored", "assert: count equal, head byte-exact, head = last row, SQL verifier clean over every row, Rust verifier agrees, manifest matches, triggers enabled".into(), Effect::ReadOnly);
-    act(
-        plan,
-        "assert-timezone",
-        format!("assert: the same results under session TimeZone {OTHER_TZ}"),
-        Effect::ReadOnly,
+    let what = format!(
+        "restore (exit 6 if it does not): {}",
+        bare(&s.pg_restore(&restored))
     );
+    act(plan, "restore", what, Effect::Mutating);
+    let why = "install the verifier from the repository (a dump never vouches for itself)";
+    run(plan, why, s.files(&restored, &[s.chain_sql()]));
+    let triggers = s.psql(&restored, Effect::ReadOnly, &[super::sql::TRIGGERS]);
+    let what = format!(
+        "assert: count equal, head byte-exact, head = last row, SQL verifier clean over \
+         every row, Rust verifier agrees, manifest matches, triggers enabled: {} && {} && {}",
+        bare(&s.sql_verifier(&restored, "UTC")),
+        shown(&s.exports(&restored, "UTC")),
+        bare(&triggers)
+    );
+    act(plan, "assert-restored", what, Effect::ReadOnly);
+    let what = format!(
+        "assert: the same results under session TimeZone {OTHER_TZ}: {} && {}",
+        bare(&s.sql_verifier(&restored, OTHER_TZ)),
+        shown(&s.exports(&restored, OTHER_TZ))
+    );
+    act(plan, "assert-timezone", what, Effect::ReadOnly);
     if s.dump.is_none() {
-        act(plan, "negative-controls", "negative controls: damage 9 scratch copies of the restored database (modify, delete middle/oldest/newest, swap, truncate, roll back the head, cut tail and head, move a separator); each must be caught".into(), Effect::Mutating);
-    }
-    act(plan, "assert-append", "assert: a row appended after the restore chains onto the old head, and the chain still verifies".into(), Effect::Mutating);
-    let teardown = match &s.embedded {
-        Some(e) => format!(
-            "teardown: {} and remove {} (also on failure)",
-            e.stop().display(),
-            s.dir.display()
-        ),
-        None => format!(
-            "teardown: drop this run's scratch databases ({}*) and remove {} (also on failure)",
-            s.db(""),
-            s.dir.display()
-        ),
-    };
-    act(plan, "teardown", teardown, Effect::Mutating);
-    act(
-        plan,
-        "report",
-        "report every check; fail with exit 6 if any failed".into(),
-        Effect::ReadOnly,
-    );
-    if let Some((log, tag)) = &s.evidence {
-        act(
-            plan,
-            "record-evidence",
-            format!(
-                "append `backup-smoke | success | to={tag}` to {} (the promotion gate's evidence)",
-                log.path.display()
-            ),
+        let copy = s.db("n<N>");
+        let damage = s.psql(
+            &copy,
             Effect::Mutating,
+            &[
+                "ALTER TABLE audit_events DISABLE TRIGGER USER",
+                "ALTER TABLE audit_chain_head DISABLE TRIGGER USER",
+                "<the damage>",
+            ],
         );
+        let what = format!(
+            "negative controls: damage 9 scratch copies of the restored database (modify, \
+             delete middle/oldest/newest, swap, truncate, roll back the head, cut tail and \
+             head, move a separator), each with its triggers disabled in that copy only; the \
+             verifiers and the manifest must catch each. Per copy: {} && {} && the verifiers && {}",
+            bare(&s.create_copy(&copy, &restored, false)),
+            bare(&damage),
+            bare(&s.drop_db(&copy))
+        );
+        act(plan, "negative-controls", what, Effect::Mutating);
     }
+    let columns = s.psql(&restored, Effect::ReadOnly, &[super::sql::COLUMNS]);
+    let insert = "COPY (INSERT INTO public.audit_events (<columns>) SELECT <the newest row's, \
+                  a fresh id> ... RETURNING seq, prev_hash, row_hash) TO STDOUT";
+    let append = s.psql(&restored, Effect::Mutating, &[insert]);
+    let what = format!(
+        "assert: a new row (the newest row's fields under a fresh id, which the table's own \
+         constraints accept) chains onto the old head and the chain still verifies; no row is \
+         updated or deleted: {} && {} && {}",
+        bare(&columns),
+        bare(&append),
+        bare(&s.sql_verifier(&restored, "UTC"))
+    );
+    act(plan, "assert-append", what, Effect::Mutating);
+    let stop = match &s.embedded {
+        Some(e) => e.stop(),
+        None => s.drop_all(),
+    };
+    let what = format!(
+        "teardown (also on failure or interruption): {} and remove {}",
+        bare(&stop),
+        s.dir.display()
+    );
+    act(plan, "teardown", what, Effect::Mutating);
+    let what = "fail with exit 6 if any check failed or a negative control went unnoticed";
+    act(plan, "verdict", what.into(), Effect::ReadOnly);
 }

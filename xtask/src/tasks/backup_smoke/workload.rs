@@ -70,6 +70,9 @@ const CATEGORIES: [Option<&str>; 5] = [
     Some("a|b"),
 ];
 
+/// certctl's table accepts only these (migration 000032's CHECK, NOT NULL).
+const CERTCTL_CATEGORIES: [&str; 3] = ["cert_lifecycle", "auth", "config"];
+
 /// 2024-01-15T14:30:00Z in microseconds since the epoch.
 const BASE_MICROS: i64 = 1_705_329_000_000_000;
 
@@ -108,7 +111,10 @@ pub fn row(profile: Profile, i: u32, explicit_ts: bool) -> WorkRow {
         resource_type: RESOURCE_TYPES[n % RESOURCE_TYPES.len()].into(),
         resource_id,
         details: DETAILS[n % DETAILS.len()].map(str::to_string),
-        category: CATEGORIES[n % CATEGORIES.len()].map(str::to_string),
+        category: match profile {
+            Profile::Default => CATEGORIES[n % CATEGORIES.len()].map(str::to_string),
+            Profile::Certctl => Some(CERTCTL_CATEGORIES[n % CERTCTL_CATEGORIES.len()].into()),
+        },
     }
 }
 
@@ -310,6 +316,9 @@ mod tests {
             row(Profile::Certctl, 1, false).id.is_some()
                 && row(Profile::Default, 1, false).id.is_none()
         );
+        assert!((0..20).all(|i| row(Profile::Certctl, i, true)
+            .category
+            .is_some_and(|c| CERTCTL_CATEGORIES.contains(&c.as_str()))));
     }
 
     #[test]

@@ -1,13 +1,11 @@
-//! The canonical forms, computed in Rust: what each profile hashes for a
-//! row, SHA-256 itself (over sha2's block function), and the timestamp
-//! conversions the forms need. The SQL twins are in `deployments/sql/`;
-//! the known answers pin the two sides to each other.
+//! The canonical forms, computed in Rust: what each form hashes for a
+//! row, and the timestamp conversions the forms need. The SQL twins are in
+//! `deployments/sql/`; the known answers pin the two sides to each other.
 
-use sha2::compress256;
-use sha2::digest::generic_array::GenericArray;
+use sha2::Digest;
 
-use super::verify::{col, Row};
-use crate::flags::Profile;
+use crate::row::{col, Row};
+use crate::Form;
 
 /// Parses PostgreSQL's ISO output (`DateStyle = ISO`) of a timestamptz,
 /// `YYYY-MM-DD HH:MM:SS[.ffffff]±HH[:MM[:SS]]`, into microseconds since the
@@ -120,7 +118,7 @@ fn push_padded(out: &mut Vec<u8>, v: i64, width: u32) {
 }
 
 /// Decimal digits of `v`, as PostgreSQL prints a bigint, in `buf`.
-pub(super) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
+pub(crate) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
     let mut n = v.unsigned_abs();
     let mut i = buf.len();
     loop {
@@ -138,12 +136,19 @@ pub(super) fn decimal(v: i64, buf: &mut [u8; 20]) -> &[u8] {
     &buf[i..]
 }
 
-pub(super) fn push_int(out: &mut Vec<u8>, v: i64) {
-    out.extend_from_slice(decimal(v, &mut [0; 20]));
+pub(crate) fn push_int(out: &mut Vec<u8>, v: i64) {
+    // Netstring lengths are almost all under 1000: no temporary buffer.
+    let d = |x: i64| b'0' + x as u8;
+    match v {
+        0..=9 => out.push(d(v)),
+        10..=99 => out.extend_from_slice(&[d(v / 10), d(v % 10)]),
+        100..=999 => out.extend_from_slice(&[d(v / 100), d(v / 10 % 10), d(v % 10)]),
+        _ => out.extend_from_slice(decimal(v, &mut [0; 20])),
+    }
 }
 
 /// A netstring, `<byte length>:<bytes>,`, or `~` for NULL.
-pub(super) fn push_ns(out: &mut Vec<u8>, v: Option<&[u8]>) {
+pub(crate) fn push_ns(out: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         None => out.push(b'~'),
         Some(v) => {
@@ -159,11 +164,11 @@ fn push_ns_int(out: &mut Vec<u8>, v: i64) {
     push_ns(out, Some(decimal(v, &mut [0; 20])));
 }
 
-/// The canonical payload of `r` in `profile` (what its row_hash is the SHA-256 of).
-pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
+/// The canonical payload of `r` in `form` (what its row_hash is the SHA-256 of).
+pub fn payload(form: Form, r: &Row<'_>, out: &mut Vec<u8>) {
     out.clear();
-    match profile {
-        Profile::Default => {
+    match form {
+        Form::Default => {
             push_ns(out, Some(b"fetchml.audit_events.v1"));
             push_ns_int(out, r.seq.unwrap_or_default());
             push_ns(out, r.get(col::PREV));
@@ -181,7 +186,7 @@ pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
                 push_ns(out, r.get(c));
             }
         }
-        Profile::Certctl => {
+        Form::Certctl => {
             out.extend_from_slice(r.text(col::PREV));
             for c in [
                 col::ID,
@@ -203,49 +208,12 @@ pub fn payload(profile: Profile, r: &Row<'_>, out: &mut Vec<u8>) {
     }
 }
 
-/// SHA-256 through sha2's block function, with the padding done here. The
-/// same digest as `Sha256::digest`; but `cargo xtask` runs a dev build,
-/// where sha2's generic buffering compiles unoptimized into this crate and
-/// costs three times the hashing (the block function itself is compiled
-/// optimized, with SHA-NI where the CPU has it).
+/// SHA-256 of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
-    let mut state: [u32; 8] = [
-        0x6a09_e667,
-        0xbb67_ae85,
-        0x3c6e_f372,
-        0xa54f_f53a,
-        0x510e_527f,
-        0x9b05_688c,
-        0x1f83_d9ab,
-        0x5be0_cd19,
-    ];
-    let full = data.len() / 64 * 64;
-    for block in data[..full].chunks_exact(64) {
-        compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let rest = &data[full..];
-    let mut tail = [0u8; 128];
-    tail[..rest.len()].copy_from_slice(rest);
-    tail[rest.len()] = 0x80;
-    let end = if rest.len() + 9 <= 64 { 64 } else { 128 };
-    tail[end - 8..end].copy_from_slice(&(data.len() as u64 * 8).to_be_bytes());
-    for block in tail[..end].chunks_exact(64) {
-        compress256(
-            &mut state,
-            std::slice::from_ref(GenericArray::from_slice(block)),
-        );
-    }
-    let mut out = [0u8; 32];
-    for (o, w) in out.chunks_exact_mut(4).zip(state) {
-        o.copy_from_slice(&w.to_be_bytes());
-    }
-    out
+    sha2::Sha256::digest(data).into()
 }
 
-pub(super) fn hex(d: &[u8]) -> [u8; 64] {
+pub fn hex(d: &[u8]) -> [u8; 64] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 64];
     for (i, b) in d.iter().enumerate() {
@@ -256,8 +224,8 @@ pub(super) fn hex(d: &[u8]) -> [u8; 64] {
 }
 
 /// Lower-case hex SHA-256 of `r`'s canonical payload.
-pub fn row_hash(profile: Profile, r: &Row<'_>) -> String {
+pub fn row_hash(form: Form, r: &Row<'_>) -> String {
     let mut buf = Vec::new();
-    payload(profile, r, &mut buf);
+    payload(form, r, &mut buf);
     String::from_utf8_lossy(&hex(&sha256(&buf))).into_owned()
 }

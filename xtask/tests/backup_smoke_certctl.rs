@@ -1,0 +1,196 @@
+//! `backup-smoke --profile certctl --dump FILE` on a database shaped like a
+//! real certctl one: the stand-in schema carries migration 000032's
+//! `event_category` CHECK and indexes and migration 000018's WORM trigger
+//! and REVOKE. Rows are written only through the chain trigger, the
+//! database is dumped as an operator would (`pg_dump -Fc --no-owner
+//! --no-acl`), and the smoke passes end to end, its append included. One
+//! row changed on a copy (the WORM trigger lifted there only) fails with
+//! exit 6 naming that row. A machine without PostgreSQL fails these tests
+//! with the reason.
+
+#[path = "backup_smoke_support.rs"]
+mod support;
+
+use support::*;
+use xtask::flags::Profile;
+
+/// One value (COPY text) of a query in `db`.
+fn one(c: &Cluster, db: &str, query: &str) -> String {
+    c.psql(db, &[&format!("COPY ({query}) TO STDOUT")])
+        .trim_end()
+        .to_string()
+}
+
+#[test]
+fn a_certctl_database_with_its_constraints_and_worm_trigger_verifies_from_its_dump() {
+    let c = Cluster::start();
+    // The application role exists and gets every privilege on the tables
+    // created next: migration 000018 must take UPDATE and DELETE away again.
+    c.psql("postgres", &["CREATE ROLE certctl NOLOGIN"]);
+    c.create("certctl");
+    c.psql(
+        "certctl",
+        &["ALTER DEFAULT PRIVILEGES GRANT SELECT, INSERT, UPDATE, DELETE ON TABLES TO certctl"],
+    );
+    c.fill("certctl", Profile::Certctl, 40);
+
+    // What migration 000032 adds.
+    let check = one(
+        &c,
+        "certctl",
+        "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conname = 'audit_events_event_category_check'",
+    );
+    for category in ["cert_lifecycle", "auth", "config"] {
+        assert!(check.contains(category), "{check}");
+    }
+    let indexes = one(
+        &c,
+        "certctl",
+        "SELECT string_agg(indexdef, ' | ' ORDER BY indexname) FROM pg_indexes \
+         WHERE tablename = 'audit_events' AND indexdef LIKE '%event_category%'",
+    );
+    assert!(indexes.contains("(event_category)"), "{indexes}");
+    assert!(
+        indexes.contains("(event_category, \"timestamp\" DESC)"),
+        "{indexes}"
+    );
+    assert_eq!(
+        one(&c, "certctl", "SELECT column_default FROM information_schema.columns WHERE table_name = 'audit_events' AND column_name = 'event_category'"),
+        "'cert_lifecycle'::text"
+    );
+    // The append of the old smoke: refused by the CHECK, as in a real database.
+    let refused = c.try_psql(
+        "certctl",
+        &["INSERT INTO audit_events (id, actor, actor_type, action, resource_type, resource_id, event_category) \
+           VALUES ('x', 'a', 'b', 'c', 'd', 'e', 'backup')"],
+    );
+    assert!(
+        refused.is_err_and(|e| e.contains("audit_events_event_category_check")),
+        "the CHECK constraint did not refuse 'backup'"
+    );
+
+    // What migration 000018 adds: BEFORE UPDATE OR DELETE, FOR EACH ROW
+    // (tgtype bits ROW 1, BEFORE 2, DELETE 8, UPDATE 16), raising check_violation.
+    assert_eq!(
+        one(
+            &c,
+            "certctl",
+            "SELECT tgtype FROM pg_trigger WHERE tgname = 'audit_events_worm_trigger'"
+        ),
+        "27"
+    );
+    for change in [
+        "UPDATE audit_events SET actor = actor",
+        "DELETE FROM audit_events",
+    ] {
+        c.psql(
+            "certctl",
+            &[&format!(
+                "DO $$ BEGIN {change}; RAISE EXCEPTION 'not refused: {change}'; \
+                 EXCEPTION WHEN check_violation THEN NULL; END $$"
+            )],
+        );
+    }
+    assert_eq!(
+        one(
+            &c,
+            "certctl",
+            "SELECT has_table_privilege('certctl', 'audit_events', 'INSERT')::text || ' ' || \
+             has_table_privilege('certctl', 'audit_events', 'UPDATE')::text || ' ' || \
+             has_table_privilege('certctl', 'audit_events', 'DELETE')::text"
+        ),
+        "true false false"
+    );
+    // Every row was chained by the trigger; none was changed after.
+    assert_eq!(
+        one(
+            &c,
+            "certctl",
+            "SELECT count(*) FROM audit_events WHERE row_hash IS NULL"
+        ),
+        "0"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let dump = c.dump("certctl", dir.path()).display().to_string();
+    let r = smoke(&[], &["--profile", "certctl", "--dump", &dump], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    for a in [
+        "dump-listed",
+        "restored",
+        "head-is-last-row",
+        "sql-verifier-clean",
+        "rust-verifier-agrees",
+        "triggers-enabled",
+        "timezone-invariant",
+        "append-chains",
+    ] {
+        assert_eq!(r.assertion(a), "pass", "{a}:\n{}", r.text());
+    }
+    assert_eq!(r.report["after_rust"]["total"], 40);
+    assert!(r.left_work_dir().is_empty());
+}
+
+#[test]
+fn one_row_changed_on_a_copy_fails_with_exit_6_naming_that_row() {
+    let c = Cluster::start();
+    c.chain("certctl", Profile::Certctl, 20);
+    let id = one(
+        &c,
+        "certctl",
+        "SELECT id FROM audit_events ORDER BY \"timestamp\", id OFFSET 10 LIMIT 1",
+    );
+    c.psql("postgres", &["CREATE DATABASE changed TEMPLATE certctl"]);
+    // The WORM trigger is lifted for the one UPDATE, in the copy only.
+    c.psql(
+        "changed",
+        &[
+            "ALTER TABLE audit_events DISABLE TRIGGER audit_events_worm_trigger",
+            &format!("UPDATE audit_events SET resource_id = resource_id || ' (edited)' WHERE id = '{id}'"),
+            "ALTER TABLE audit_events ENABLE TRIGGER audit_events_worm_trigger",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dump = c.dump("changed", dir.path()).display().to_string();
+    let r = smoke(
+        &[],
+        &["--profile", "certctl", "--dump", &dump],
+        &[("GITHUB_ACTIONS", "true")],
+    );
+    assert_eq!(r.code(), Some(6), "{}", r.text());
+    assert_eq!(r.assertion("sql-verifier-clean"), "fail");
+    assert_eq!(r.assertion("rust-verifier-agrees"), "fail");
+    assert_eq!(r.assertion("triggers-enabled"), "pass", "{}", r.text());
+    for side in ["after_sql", "after_rust"] {
+        assert_eq!(r.report[side]["break"]["kind"], "row-hash", "{}", r.text());
+        assert_eq!(r.report[side]["break"]["at"], id.as_str(), "{}", r.text());
+    }
+    assert!(
+        r.stderr().contains(&format!(
+            "::error::backup-smoke: sql-verifier-clean: row-hash at {id}"
+        )),
+        "{}",
+        r.text()
+    );
+    // The original, untouched, still verifies.
+    let original = c.dump("certctl", dir.path()).display().to_string();
+    let r = smoke(&[], &["--profile", "certctl", "--dump", &original], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+}
+
+#[test]
+fn the_wrong_profile_names_the_missing_column() {
+    let c = Cluster::start();
+    c.chain("certctl", Profile::Certctl, 8);
+    let dir = tempfile::tempdir().unwrap();
+    let dump = c.dump("certctl", dir.path()).display().to_string();
+    let r = smoke(&[], &["--dump", &dump], &[]);
+    assert_eq!(r.code(), Some(6), "{}", r.text());
+    let error = r.report["error"].as_str().unwrap_or_default();
+    assert!(
+        error.starts_with("assert-restored could not run: ")
+            && error.ends_with("ERROR:  column h.seq does not exist"),
+        "{}",
+        r.text()
+    );
+}
