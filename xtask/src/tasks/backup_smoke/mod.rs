@@ -48,12 +48,12 @@ pub mod workload;
 
 pub use backup_verify::copy;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
 use crate::audit::Log;
-use crate::flags::{BackupSmoke, Format, Profile};
-use crate::plan::{Plan, RecordSpec};
 use crate::ctx::Ctx;
+use crate::flags::{BackupSmoke, Format};
+use crate::plan::{Plan, RecordSpec};
 pub use run::Smoke;
 pub use setup::{setup, Setup};
 
@@ -65,27 +65,6 @@ pub const KAT_TZ: &str = "Pacific/Chatham";
 pub fn run(ctx: &Ctx, args: BackupSmoke) -> Result<()> {
     let (plan, mut smoke) = plan(ctx, &args)?;
     ctx.finish(&plan, &mut smoke)
-}
-
-/// Runs the smoke in this process on the embedded default with `rows`
-/// rows, printing nothing, and returns its report (the benchmark's entry
-/// point). A failed smoke is an error that carries the report's failures.
-pub fn measure(rows: u32) -> Result<report::Report> {
-    let args = BackupSmoke {
-        rows,
-        database_url: None,
-        dump: None,
-        profile: Profile::Default,
-        destructive: false,
-        tag: None,
-        env: None,
-    };
-    let (plan, mut smoke) = build(&args, false, Format::Json, None)?;
-    smoke.s.quiet = true;
-    let applied = crate::exec::apply(&plan, false, &mut smoke);
-    crate::exec::Actions::report(&mut smoke, applied.as_ref());
-    applied.with_context(|| format!("backup-smoke with {rows} rows"))?;
-    Ok(smoke.report.clone())
 }
 
 /// Builds the plan. Reads the filesystem and asks the OS for a free port; changes nothing.
