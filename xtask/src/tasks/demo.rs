@@ -124,8 +124,13 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
     acts
 }
 
-/// The steps that take one environment's demo stack down, volumes included.
-fn take_down(cfg: &Config, env: &str, swarm: bool, why: &str) -> Result<Vec<Step>> {
+/// The steps that take one environment's demo stack down, volumes included:
+/// `first`, what an earlier `--keep` left, else what this run deployed.
+fn take_down(cfg: &Config, env: &str, swarm: bool, first: bool) -> Result<Vec<Step>> {
+    let why = match first {
+        true => format!("take down the demo's {env} stack, in case an earlier --keep left it"),
+        false => format!("take down the demo's {env} stack"),
+    };
     let e = cfg.env(env)?;
     let p = &e.project;
     if swarm {
@@ -149,7 +154,7 @@ fn take_down(cfg: &Config, env: &str, swarm: bool, why: &str) -> Result<Vec<Step
         .args(["down", "-v", "--timeout", "2"])
         .env(&e.tag_var, "demo")
         .timeout(120);
-    Ok(vec![Step::run(why, down)])
+    Ok(vec![Step::run(&why, down)])
 }
 
 pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
@@ -178,8 +183,7 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
         ));
     }
     for env in ENVS {
-        let why = format!("take down the demo's {env} stack, in case an earlier --keep left it");
-        for s in take_down(&cfg, env, swarm, &why)? {
+        for s in take_down(&cfg, env, swarm, true)? {
             plan.step(s);
         }
     }
@@ -201,12 +205,7 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
     }
     if !args.keep {
         for env in ENVS {
-            for s in take_down(
-                &cfg,
-                env,
-                swarm,
-                &format!("take down the demo's {env} stack"),
-            )? {
+            for s in take_down(&cfg, env, swarm, false)? {
                 plan.step(s);
             }
         }
@@ -277,13 +276,27 @@ impl Acts {
                 "initialised by the demo and kept (--keep): \
 `docker swarm leave --force` removes it and its stacks"
             }
-            (true, false) => "initialised by the demo, left at the end",
+            (true, false) => {
+                "initialised by the demo, left on the way out (the demo stopped early)"
+            }
             (false, _) => "active before the demo: left as found",
         });
         if self.keep {
             s.keep_swarm();
         }
         self.session = Some(s);
+        Ok(())
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let s = self
+            .session
+            .take()
+            .context("the demo holds no swarm session")?;
+        if s.created() {
+            s.end()?;
+            self.swarm = Some("initialised by the demo, left at the end");
+        }
         Ok(())
     }
 
@@ -319,10 +332,7 @@ impl Actions for Acts {
     fn run(&mut self, id: &str) -> Result<()> {
         match id {
             "swarm" => self.enter(),
-            "leave" => match self.session.take() {
-                Some(s) => s.end(),
-                None => bail!("the demo holds no swarm session to leave"),
-            },
+            "leave" => self.leave(),
             _ => match id.strip_prefix("volumes ") {
                 Some(stack) => {
                     let gone = cluster::remove_volumes(stack)?;
