@@ -15,6 +15,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+pub mod cluster;
 pub mod docker;
 pub mod swarm;
 

@@ -328,9 +328,14 @@ pub struct Setup {
 
 #[derive(Debug, Args)]
 pub struct Demo {
-    /// Keep the demo stacks running afterwards.
+    /// Keep the demo stacks running afterwards (with swarm, the swarm too).
     #[arg(long)]
     pub keep: bool,
+    /// The engine to run the testbed on: compose projects
+    /// (deployments/testbed/deploy.toml) or swarm stacks on a single-node
+    /// swarm (deployments/testbed/deploy.swarm.toml).
+    #[arg(long, value_name = "ENGINE", default_value = "compose", value_parser = ["compose", "swarm"])]
+    pub engine: String,
 }
 
 #[derive(Debug, Args)]

@@ -14,7 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::*;
-use xtask::bench::zero_downtime::{remove_stack, Session};
+use xtask::engine::cluster::{remove_stack, Session};
 
 fn docker(args: &[&str]) -> String {
     let o = Command::new("docker").args(args).output().unwrap();

@@ -6,93 +6,21 @@
 //! `cargo xtask deploy-staging` starts until just after it returns; a
 //! request fails on a connection error, a timeout or a status other than
 //! 200. Each engine gets its own scratch stack, ports and state directory,
-//! removed at the end (its own stack and volumes only).
-//!
-//! Also the support the Swarm end-to-end tests share with this benchmark:
-//! [`Session`] (init a swarm only where none is active, leave it only if we
-//! created it, one user at a time) and [`remove_stack`].
+//! removed at the end (its own stack and volumes only). The swarm half runs
+//! inside a `crate::engine::cluster::Session`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::cmd::{Command, Effect};
-use anyhow::{bail, Context, Result};
+use anyhow::Result;
+
+/// `bench::bed` removes its scratch stacks through this path.
+pub(super) use crate::engine::cluster::remove_stack;
+use crate::engine::cluster::Session;
 
 use super::bed::{ensure_image, Bed};
 use super::Section;
-
-/// One user of the local swarm at a time, across processes (test binaries,
-/// benchmarks): a file lock held for the session. The swarm is initialised
-/// only if the node was `inactive`, and left on drop only if this session
-/// initialised it, so a swarm someone else runs is left as found.
-pub struct Session {
-    created: bool,
-    _lock: std::fs::File,
-}
-
-fn docker_out(args: &[&str]) -> Result<String> {
-    let c = Command::new("docker", Effect::Mutating)
-        .args(args.iter().copied())
-        .timeout(120);
-    Ok(crate::cmd::run(&c, false)?.trim().to_string())
-}
-
-impl Session {
-    pub fn enter() -> Result<Session> {
-        let dir = crate::repo::workspace_root().join("target");
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let path = dir.join("swarm-session.lock");
-        let lock =
-            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
-        lock.lock()
-            .with_context(|| format!("locking {}", path.display()))?;
-        let state = docker_out(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
-        let created = match state.as_str() {
-            "inactive" => {
-                docker_out(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
-                true
-            }
-            "active" => false,
-            other => bail!("the local swarm is `{other}`; expected active or inactive"),
-        };
-        Ok(Session {
-            created,
-            _lock: lock,
-        })
-    }
-
-    pub fn created(&self) -> bool {
-        self.created
-    }
-}
-
-impl Drop for Session {
-    fn drop(&mut self) {
-        if self.created {
-            let _ = docker_out(&["swarm", "leave", "--force"]);
-        }
-    }
-}
-
-/// Removes a scratch stack this process deployed, then, once its containers
-/// are gone, the volumes it created (labelled with the stack's namespace).
-pub fn remove_stack(stack: &str) {
-    let _ = docker_out(&["stack", "rm", stack]);
-    let label = format!("label=com.docker.stack.namespace={stack}");
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(60) {
-        match docker_out(&["ps", "-aq", "--filter", &label]) {
-            Ok(ids) if ids.is_empty() => break,
-            _ => std::thread::sleep(Duration::from_millis(250)),
-        }
-    }
-    if let Ok(vols) = docker_out(&["volume", "ls", "-q", "--filter", &label]) {
-        for v in vols.lines().filter(|v| !v.is_empty()) {
-            let _ = docker_out(&["volume", "rm", v]);
-        }
-    }
-}
 
 /// Requests sent and failed while `deploy` ran, and how long it took.
 struct Probe {

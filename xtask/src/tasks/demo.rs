@@ -1,17 +1,27 @@
 //! `demo`: the whole lifecycle against the testbed stack on the local
 //! engine, through the same commands an operator types, then a summary.
 //!
-//! Needs: `cargo xtask setup` (it runs it first). Uses only its own compose
-//! projects (the testbed config's) and a fresh state directory under
-//! target/demo/; takes its stacks down at the end unless `--keep`.
+//! `--engine compose` (the default) runs it on compose projects with
+//! deployments/testbed/deploy.toml; `--engine swarm` on swarm stacks with
+//! deployments/testbed/deploy.swarm.toml, inside a swarm `Session`
+//! (`crate::engine::cluster`): a single-node swarm is initialised only if
+//! the node is in none, and left at the end only if the demo initialised it
+//! (kept with `--keep`, whose stacks need it).
+//!
+//! Needs: `cargo xtask setup` (it runs it first). Uses only the config's two
+//! compose projects or stacks and a fresh state directory under
+//! target/demo/; takes them down, volumes included, at the start (what an
+//! earlier `--keep` left) and at the end unless `--keep`.
 
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{stream, Command, Effect};
+use crate::cmd::{quote, stream, Command, Effect};
+use crate::config::Config;
 use crate::ctx::Ctx;
+use crate::engine::cluster::{self, Session};
 use crate::exec::Actions;
 use crate::flags::Demo;
 use crate::plan::{Plan, Step};
@@ -19,6 +29,10 @@ use crate::repo::workspace_root;
 
 /// One demo step's limit: a cold image build is the longest.
 const ACT_SECS: u64 = 1800;
+const ENVS: [&str; 2] = ["staging", "prod"];
+/// Why the swarm demo promotes past a failed security-modes run, recorded.
+const SWARM_OVERRIDE: &str = "demo on one swarm node: the stack file fails \
+loopback-ports and no-new-privileges (see docs/runbooks/demo.md)";
 
 /// One demo step: the arguments and the exit code that shows it worked.
 struct Act {
@@ -35,68 +49,59 @@ fn act(what: &str, expect: i32, args: &[&str]) -> Act {
     }
 }
 
-pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
-    crate::provision::run(ctx, false).context("setup before the demo")?;
-    let root = workspace_root();
-    let config = root.join("deployments/testbed/deploy.toml");
-    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
-    let state = root.join("target/demo").join(stamp.to_string());
-    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
-    let (v1, v2, v3) = (
-        format!("{base}-v1"),
-        format!("{base}-v2"),
-        format!("{base}-v3"),
-    );
-    let exe = std::env::current_exe().context("finding the xtask binary")?;
-    let acts = vec![
-        act("build v1 and push", 0, &["build", "--tag", &v1, "--push"]),
-        act("build v2 and push", 0, &["build", "--tag", &v2, "--push"]),
+/// The lifecycle, the same on both engines but for the promotion evidence:
+/// on swarm the security modes fail on the stack file (host-mode ports
+/// listen on every interface; Swarm has no `security_opt`), as they must,
+/// and the promotion overrides the gate with `--force`, which the record names.
+fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
+    let mut acts = vec![
+        act("build v1 and push", 0, &["build", "--tag", v1, "--push"]),
+        act("build v2 and push", 0, &["build", "--tag", v2, "--push"]),
         act(
             "build a broken v3 and push",
             0,
-            &["build", "--tag", &v3, "--push", "--broken"],
+            &["build", "--tag", v3, "--push", "--broken"],
         ),
-        act("deploy v1 to staging", 0, &["deploy-staging", "--tag", &v1]),
+        act("deploy v1 to staging", 0, &["deploy-staging", "--tag", v1]),
         act(
             "promote v1 without evidence: refused by the gate",
             5,
-            &["deploy-prod", "--tag", &v1, "--yes"],
+            &["deploy-prod", "--tag", v1, "--yes"],
         ),
-        act(
-            "security modes, static and running, for v1",
-            0,
-            &["security-modes-test", "--tag", &v1],
-        ),
-        act(
-            "backup restore smoke, recorded for v1",
-            0,
-            &["backup-smoke", "--tag", &v1, "--env", "staging"],
-        ),
-        act(
-            "promote v1 to prod",
-            0,
-            &["deploy-prod", "--tag", &v1, "--yes"],
-        ),
-        act("deploy v2 to staging", 0, &["deploy-staging", "--tag", &v2]),
-        act(
-            "security modes, static and running, for v2",
-            0,
-            &["security-modes-test", "--tag", &v2],
-        ),
-        act(
-            "backup restore smoke, recorded for v2",
-            0,
-            &["backup-smoke", "--tag", &v2, "--env", "staging"],
-        ),
-        act(
-            "promote v2 to prod",
-            0,
-            &["deploy-prod", "--tag", &v2, "--yes"],
-        ),
+    ];
+    for (name, tag) in [("v1", v1), ("v2", v2)] {
+        if name == "v2" {
+            acts.push(act(
+                "deploy v2 to staging",
+                0,
+                &["deploy-staging", "--tag", tag],
+            ));
+        }
+        let (what, expect) = match swarm {
+            true => (
+                format!("security modes for {name}: the stack file fails two rules"),
+                6,
+            ),
+            false => (format!("security modes, static and running, for {name}"), 0),
+        };
+        acts.push(act(&what, expect, &["security-modes-test", "--tag", tag]));
+        let what = format!("backup restore smoke, recorded for {name}");
+        let smoke = ["backup-smoke", "--tag", tag, "--env", "staging"];
+        acts.push(act(&what, 0, &smoke));
+        let what = format!("promote {name} to prod");
+        let mut promote = act(&what, 0, &["deploy-prod", "--tag", tag, "--yes"]);
+        if swarm {
+            promote.what = format!("promote {name} past that failure (--force, recorded)");
+            let force = ["--force", "--reason", SWARM_OVERRIDE];
+            promote.args.extend(force.map(String::from));
+        }
+        acts.push(promote);
+    }
+    acts.extend([
         act(
             "deploy broken v3 to staging: rolled back automatically",
             3,
-            &["deploy-staging", "--tag", &v3],
+            &["deploy-staging", "--tag", v3],
         ),
         act(
             "roll prod back to v1",
@@ -115,8 +120,73 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             0,
             &["audit", "show", "--env", "prod"],
         ),
-    ];
+    ]);
+    acts
+}
+
+/// The steps that take one environment's demo stack down, volumes included:
+/// `first`, what an earlier `--keep` left, else what this run deployed.
+fn take_down(cfg: &Config, env: &str, swarm: bool, first: bool) -> Result<Vec<Step>> {
+    let why = match first {
+        true => format!("take down the demo's {env} stack, in case an earlier --keep left it"),
+        false => format!("take down the demo's {env} stack"),
+    };
+    let e = cfg.env(env)?;
+    let p = &e.project;
+    if swarm {
+        return Ok(vec![
+            Step::run(format!("{why}: remove stack {p}"), cluster::stack_rm(p)),
+            Step::action(
+                &format!("volumes {p}"),
+                format!(
+                    "{why}: remove the volumes of stack {p} once its containers are gone \
+(labelled com.docker.stack.namespace={p})"
+                ),
+                Effect::Mutating,
+            ),
+        ]);
+    }
+    let mut down = Command::new("docker", Effect::Mutating).args(["compose", "-p", p]);
+    for f in &e.compose_files {
+        down = down.arg("-f").arg(cfg.resolve(f).display().to_string());
+    }
+    let down = down
+        .args(["down", "-v", "--timeout", "2"])
+        .env(&e.tag_var, "demo")
+        .timeout(120);
+    Ok(vec![Step::run(&why, down)])
+}
+
+pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
+    crate::provision::run(ctx, false).context("setup before the demo")?;
+    let swarm = args.engine == "swarm";
+    let root = workspace_root();
+    let config = root.join(if swarm {
+        "deployments/testbed/deploy.swarm.toml"
+    } else {
+        "deployments/testbed/deploy.toml"
+    });
+    let cfg = Config::load(&config)?;
+    let stamp = time::OffsetDateTime::now_utc().unix_timestamp();
+    let state = root.join("target/demo").join(stamp.to_string());
+    let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
+    let [v1, v2, v3] = ["v1", "v2", "v3"].map(|v| format!("{base}-{v}"));
+    let acts = lifecycle(swarm, [&v1, &v2, &v3]);
+
     let mut plan = Plan::new("demo", None);
+    if swarm {
+        plan.step(Step::action(
+            "swarm",
+            "enter the swarm session: wait for this machine's swarm lock, then \
+`docker swarm init --advertise-addr 127.0.0.1` only if this node is in no swarm",
+            Effect::Mutating,
+        ));
+    }
+    for env in ENVS {
+        for s in take_down(&cfg, env, swarm, true)? {
+            plan.step(s);
+        }
+    }
     for (i, a) in acts.iter().enumerate() {
         plan.step(Step::action(
             &i.to_string(),
@@ -124,58 +194,49 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
                 "{} (expect exit {}): cargo xtask {}",
                 a.what,
                 a.expect,
-                a.args.join(" ")
+                a.args
+                    .iter()
+                    .map(|w| quote(w))
+                    .collect::<Vec<_>>()
+                    .join(" ")
             ),
             Effect::Mutating,
         ));
     }
-    let down = |env: &str, why: &str| {
-        Step::run(
-            why,
-            Command::new("docker", Effect::Mutating)
-                .args(["compose", "-p", &format!("fetchml-testbed-{env}"), "-f"])
-                .arg(
-                    root.join("deployments/testbed/docker-compose.yml")
-                        .display()
-                        .to_string(),
-                )
-                .args(["down", "-v", "--timeout", "2"])
-                .env("FETCHML_TAG", "demo")
-                .timeout(120),
-        )
-    };
-    let mut steps = Vec::new();
-    for env in ["staging", "prod"] {
-        steps.push(down(
-            env,
-            &format!("take down the demo's {env} stack, in case an earlier --keep left it"),
-        ));
-    }
-    steps.append(&mut plan.steps);
     if !args.keep {
-        for env in ["staging", "prod"] {
-            steps.push(down(env, &format!("take down the demo's {env} stack")));
+        for env in ENVS {
+            for s in take_down(&cfg, env, swarm, false)? {
+                plan.step(s);
+            }
+        }
+        if swarm {
+            plan.step(Step::action(
+                "leave",
+                "leave the swarm (`docker swarm leave --force`) only if the demo initialised it",
+                Effect::Mutating,
+            ));
         }
     }
-    plan.steps = steps;
     let mut run = Acts {
         acts,
-        exe,
+        exe: std::env::current_exe().context("finding the xtask binary")?,
         config,
         state: state.clone(),
         rows: Vec::new(),
+        keep: args.keep,
+        session: None,
+        swarm: None,
     };
-    ctx.finish(&plan, &mut run)?;
+    let result = ctx.finish(&plan, &mut run);
     if run.rows.is_empty() {
-        return Ok(());
+        return result;
     }
-    let rows = run.rows;
     println!(
         "\n{:<56} {:>6} {:>5} {:>7}  result",
         "step", "expect", "exit", "secs"
     );
     let mut failed = 0;
-    for (what, expect, code, secs) in &rows {
+    for (what, expect, code, secs) in &run.rows {
         let ok = expect == code;
         failed += usize::from(!ok);
         println!(
@@ -183,7 +244,11 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             if ok { "ok" } else { "FAILED" }
         );
     }
+    if let Some(note) = &run.swarm {
+        println!("swarm: {note}");
+    }
     println!("state and audit logs: {}", state.display());
+    result?;
     if failed > 0 {
         bail!("{failed} demo step(s) did not do what they should (see the table)");
     }
@@ -196,12 +261,48 @@ struct Acts {
     config: PathBuf,
     state: PathBuf,
     rows: Vec<(String, i32, i32, f64)>,
+    keep: bool,
+    /// Held from the `swarm` action to the `leave` action (or the end).
+    session: Option<Session>,
+    /// What happens to the swarm, for the summary.
+    swarm: Option<&'static str>,
 }
 
-impl Actions for Acts {
+impl Acts {
+    fn enter(&mut self) -> Result<()> {
+        let mut s = Session::enter().context("entering the swarm session")?;
+        self.swarm = Some(match (s.created(), self.keep) {
+            (true, true) => {
+                "initialised by the demo and kept (--keep): \
+`docker swarm leave --force` removes it and its stacks"
+            }
+            (true, false) => {
+                "initialised by the demo, left on the way out (the demo stopped early)"
+            }
+            (false, _) => "active before the demo: left as found",
+        });
+        if self.keep {
+            s.keep_swarm();
+        }
+        self.session = Some(s);
+        Ok(())
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let s = self
+            .session
+            .take()
+            .context("the demo holds no swarm session")?;
+        if s.created() {
+            s.end()?;
+            self.swarm = Some("initialised by the demo, left at the end");
+        }
+        Ok(())
+    }
+
     /// Runs one act as its own `cargo xtask` process; a wrong exit code is
     /// a row of the summary, not a stop, so every act is shown.
-    fn run(&mut self, id: &str) -> Result<()> {
+    fn act(&mut self, id: &str) -> Result<()> {
         let a = id
             .parse::<usize>()
             .ok()
@@ -224,5 +325,22 @@ impl Actions for Acts {
             start.elapsed().as_secs_f64(),
         ));
         Ok(())
+    }
+}
+
+impl Actions for Acts {
+    fn run(&mut self, id: &str) -> Result<()> {
+        match id {
+            "swarm" => self.enter(),
+            "leave" => self.leave(),
+            _ => match id.strip_prefix("volumes ") {
+                Some(stack) => {
+                    let gone = cluster::remove_volumes(stack)?;
+                    eprintln!("removed volumes: {}", gone.join(" "));
+                    Ok(())
+                }
+                None => self.act(id),
+            },
+        }
     }
 }
