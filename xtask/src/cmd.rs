@@ -475,11 +475,15 @@ pub fn output(c: &Command) -> Result<Output> {
 
 /// Runs `c` with its output going straight to ours (a build, the test
 /// suite, a sub-task), within its limit; returns its exit code (`None`
-/// when a signal ended it).
-pub fn stream(c: &Command) -> Result<Option<i32>> {
+/// when a signal ended it). With `stdout_to_stderr`, its stdout joins our
+/// stderr, so ours stays one JSON document.
+pub fn stream(c: &Command, stdout_to_stderr: bool) -> Result<Option<i32>> {
     let since = since_now();
-    let handle = c
-        .expression()
+    let mut e = c.expression();
+    if stdout_to_stderr {
+        e = e.stdout_to_stderr();
+    }
+    let handle = e
         .unchecked()
         .start()
         .with_context(|| format!("starting `{}`", c.display()))?;

@@ -100,7 +100,7 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
 impl Drop for Bed {
     fn drop(&mut self) {
         if self.swarm {
-            super::zero_downtime::remove_stack(&self.project);
+            crate::engine::cluster::remove_stack(&self.project);
         } else {
             let _ = self.compose("x", &["down", "-v", "--timeout", "2"]);
         }

@@ -16,7 +16,6 @@ use std::time::{Duration, Instant};
 use anyhow::Result;
 
 /// `bench::bed` removes its scratch stacks through this path.
-pub(super) use crate::engine::cluster::remove_stack;
 use crate::engine::cluster::Session;
 
 use super::bed::{ensure_image, Bed};

@@ -231,23 +231,36 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
     if run.rows.is_empty() {
         return result;
     }
-    println!(
-        "\n{:<56} {:>6} {:>5} {:>7}  result",
-        "step", "expect", "exit", "secs"
-    );
-    let mut failed = 0;
-    for (what, expect, code, secs) in &run.rows {
-        let ok = expect == code;
-        failed += usize::from(!ok);
+    let failed = run.rows.iter().filter(|(_, e, c, _)| e != c).count();
+    if crate::out::json() {
+        let steps: Vec<serde_json::Value> = run
+            .rows
+            .iter()
+            .map(|(what, expect, code, secs)| {
+                serde_json::json!({"step": what, "expect": expect, "exit": code, "secs": secs, "ok": expect == code})
+            })
+            .collect();
+        crate::out::merge(serde_json::json!({
+            "steps": steps,
+            "swarm": run.swarm,
+            "state": state,
+        }));
+    } else {
         println!(
-            "{what:<56} {expect:>6} {code:>5} {secs:>7.1}  {}",
-            if ok { "ok" } else { "FAILED" }
+            "\n{:<56} {:>6} {:>5} {:>7}  result",
+            "step", "expect", "exit", "secs"
         );
+        for (what, expect, code, secs) in &run.rows {
+            println!(
+                "{what:<56} {expect:>6} {code:>5} {secs:>7.1}  {}",
+                if expect == code { "ok" } else { "FAILED" }
+            );
+        }
+        if let Some(note) = &run.swarm {
+            println!("swarm: {note}");
+        }
+        println!("state and audit logs: {}", state.display());
     }
-    if let Some(note) = &run.swarm {
-        println!("swarm: {note}");
-    }
-    println!("state and audit logs: {}", state.display());
     result?;
     if failed > 0 {
         bail!("{failed} demo step(s) did not do what they should (see the table)");
@@ -317,7 +330,7 @@ impl Acts {
             .arg(self.state.display().to_string())
             .args(a.args.iter().cloned())
             .timeout(ACT_SECS);
-        let code = stream(&c)?.unwrap_or(-1);
+        let code = stream(&c, crate::out::json())?.unwrap_or(-1);
         self.rows.push((
             a.what.clone(),
             a.expect,

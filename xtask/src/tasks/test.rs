@@ -25,7 +25,7 @@ pub fn run(ctx: &Ctx, args: Test) -> Result<()> {
         println!("then: {}", c.display_bare());
         return Ok(());
     }
-    match stream(&c)? {
+    match stream(&c, false)? {
         Some(0) => Ok(()),
         code => anyhow::bail!("cargo test failed (exit {code:?})"),
     }
