@@ -78,7 +78,9 @@ fn a_pass_with_a_tag_is_recorded_and_a_failure_is_not() {
     );
     // The tool's account goes in `error`; the reason stays the plan's own.
     assert!(
-        last.error.as_deref().is_some_and(|e| e.contains("check(s) failed")),
+        last.error
+            .as_deref()
+            .is_some_and(|e| e.contains("check(s) failed")),
         "{last:?}"
     );
     assert!(log.verify().is_ok());

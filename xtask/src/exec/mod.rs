@@ -22,12 +22,17 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 
-use crate::audit::{Entry, ImageRef, Log};
+use crate::audit::Log;
 use crate::cmd::{self, Command, Effect, Interrupted};
-use crate::engine::docker::{image_digest, image_present};
+use crate::engine::docker::image_present;
 use crate::exit::{code_of, fail, Code};
 use crate::lock::LockGuard;
-use crate::plan::{AppStep, OnFailure, Plan, RecordSpec, Step};
+mod phase;
+mod record;
+
+use crate::plan::{AppStep, OnFailure, Plan, Step};
+use phase::{app_phase_of, phase_of, shown};
+use record::{append, log_of};
 
 /// The head appended by a plan that then failed, for `main` to print after the error.
 pub static LAST_HEAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -61,53 +66,6 @@ struct Run<'a> {
     verbose: bool,
     actions: &'a mut dyn Actions,
     lock: Option<LockGuard>,
-}
-
-/// What a step is called while it runs, for the steps that take time.
-fn phase_of(s: &Step) -> Option<String> {
-    match s {
-        Step::Run { why, .. } => Some(why.clone()),
-        Step::Action { what, .. } => Some(what.clone()),
-        Step::StartStateful { target } => Some(format!(
-            "starting {} where not running",
-            target.services().join(", ")
-        )),
-        Step::App(a) => app_phase_of(a),
-        _ => None,
-    }
-}
-
-fn app_phase_of(a: &AppStep) -> Option<String> {
-    match a {
-        AppStep::EnsureImages { target } => Some(format!("checking images for {}", target.tag())),
-        AppStep::Pull { target } => Some(format!(
-            "pulling {} on {}",
-            target.services().join(", "),
-            target.tag()
-        )),
-        AppStep::Recreate { target } => Some(format!(
-            "recreating {} on {}",
-            target.services().join(", "),
-            target.tag()
-        )),
-        AppStep::Stop { target } => Some(format!("stopping {}", target.services().join(", "))),
-        AppStep::Converge { target, .. } => Some(format!(
-            "waiting for swarm to run {} on {}",
-            target.services().join(", "),
-            target.tag()
-        )),
-        // The gate shows its own progress.
-        AppStep::HealthGate(_) => None,
-    }
-}
-
-/// Runs `f` as a shown phase when `label` names one.
-fn shown<T>(label: Option<String>, f: impl FnOnce() -> Result<T>) -> Result<T> {
-    let Some(label) = label else { return f() };
-    let phase = crate::progress::Phase::start(label);
-    let r = f();
-    phase.finish(r.is_ok());
-    r
 }
 
 impl Run<'_> {
@@ -428,48 +386,4 @@ fn recover(
         outcome,
         error: Some(fail(code, msg)),
     }
-}
-
-fn log_of(r: &RecordSpec) -> Log {
-    Log {
-        env: r.env.clone(),
-        path: r.log.clone(),
-        sink: r.sink.clone(),
-    }
-}
-
-fn append(
-    r: &RecordSpec,
-    outcome: &str,
-    err: Option<&anyhow::Error>,
-    started: Instant,
-) -> Result<String> {
-    let entry = Entry {
-        action: r.action.clone(),
-        outcome: outcome.into(),
-        from: r
-            .from
-            .clone()
-            .map(|tag| image_ref(r.repository.as_deref(), tag)),
-        to: r
-            .to
-            .clone()
-            .map(|tag| image_ref(r.repository.as_deref(), tag)),
-        git_sha: crate::repo::git_sha(),
-        reason: one_line(&r.reason),
-        error: err.map(|e| one_line(&format!("{e:#}"))),
-        duration_ms: started.elapsed().as_millis() as u64,
-    };
-    log_of(r).append(entry, r.force)
-}
-
-fn image_ref(repository: Option<&str>, tag: String) -> ImageRef {
-    let digest = repository.and_then(|r| image_digest(&format!("{r}:{tag}")));
-    ImageRef { tag, digest }
-}
-
-fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
 }

@@ -1,0 +1,260 @@
+//! The embedded DSL: a [`Plan`] is an ordered list of typed [`Step`]s.
+//!
+//! Tasks build a plan and never test `dry_run` themselves: `--dry-run`
+//! renders the plan and stops, otherwise the executor (`exec::apply`) runs the same
+//! plan. Building a plan has no side effects; read-only look-ups that planning
+//! needed (which version runs now) are kept in [`Plan::facts`] and shown as such.
+//!
+//! Two properties hold by construction rather than by discipline:
+//! - the audit record ([`Plan::record`]) is appended by the executor on every
+//!   exit path (success, failure, refused, rolled-back), so no branch can
+//!   forget it;
+//! - deploy and rollback touch app services only through [`AppStep`]s of a
+//!   [`Target`], which the engine lowers to commands; a `Target`'s services
+//!   are app services by type, and a recovery ([`OnFailure::Recover`]) holds
+//!   nothing but `AppStep`s. Stateful services appear in one step alone,
+//!   [`Step::StartStateful`], which can only start what is absent.
+
+mod render;
+
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+pub use crate::cmd::{Command, Effect, EnvVar, Secretable};
+use crate::engine::{Stateful, Target};
+pub use crate::health::Gate;
+
+/// The steps that act on app services and nothing else: all that a
+/// rollback and a deploy's recovery are made of. Each holds a [`Target`],
+/// which cannot name a stateful service, and none is an arbitrary command,
+/// so a wrong rollback plan does not compile.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum AppStep {
+    /// Make sure the target's images are present: inspect, else pull. Fails before anything is touched.
+    EnsureImages { target: Target },
+    /// Pull the target's images; fails before anything is touched.
+    Pull { target: Target },
+    /// Recreate the target's app services on its tag. Marks the stack as touched.
+    Recreate { target: Target },
+    /// Stop the target's app services (a failed first deploy with nothing to go back to).
+    Stop { target: Target },
+    /// Swarm: wait until every app service's update completed and every
+    /// replica runs the tag; fails distinguishably when Swarm rolled the
+    /// update back by itself (`docker stack deploy` exits 0 even then).
+    Converge { target: Target, timeout_secs: u64 },
+    /// Poll the health URLs until the service contract holds for the tag.
+    HealthGate(Gate),
+}
+
+/// One typed step.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "step", rename_all = "kebab-case")]
+pub enum Step {
+    /// Run a command.
+    Run { why: String, command: Command },
+    /// Take the environment's exclusive deploy lock, held until the plan ends.
+    /// With `planned_head`, the audit head must still be the one the plan was
+    /// made from, so a plan made stale while waiting is refused, not applied.
+    Lock {
+        env: String,
+        path: PathBuf,
+        wait_secs: u64,
+        task: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        planned_head: Option<(PathBuf, String)>,
+    },
+    /// A precondition decided while planning; unmet, the plan is refused
+    /// (exit 5). `overridden` lists what `--force` let through (recorded).
+    Require {
+        what: String,
+        missing: Vec<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        overridden: Vec<String>,
+    },
+    /// A refusal decided while planning (no rollback target, say): the real
+    /// run refuses (exit 5) and records it; so does the dry run.
+    Refuse { why: String },
+    /// The operator's confirmation (`--yes`, or running in CI). Missing, the
+    /// real run is refused (exit 5, recorded); a dry run, which is how one
+    /// previews before confirming, only says so.
+    Confirm { given: bool, how: String },
+    /// Copy a file (a build artifact into an image context).
+    CopyFile { from: PathBuf, to: PathBuf },
+    /// Start the environment's stateful services where they are not running;
+    /// never recreates one (`--no-recreate`).
+    StartStateful { target: Stateful },
+    /// Write a file.
+    WriteFile {
+        path: PathBuf,
+        #[serde(skip)]
+        contents: Vec<u8>,
+        what: String,
+    },
+    /// A task-specific action in Rust (a verifier, a probe); the task's
+    /// actions (`exec::Actions`) run it.
+    Action {
+        id: String,
+        what: String,
+        effect: Effect,
+    },
+    /// A step on app services only (serialized as the app step itself).
+    #[serde(untagged)]
+    App(AppStep),
+}
+
+impl From<AppStep> for Step {
+    fn from(s: AppStep) -> Step {
+        Step::App(s)
+    }
+}
+
+impl AppStep {
+    /// Every command line the step can run, rendered (the scope tests read these).
+    pub fn commands(&self) -> Vec<Command> {
+        match self {
+            AppStep::Pull { target } => target.pull_commands(),
+            AppStep::Recreate { target } => target.recreate_commands(),
+            AppStep::Stop { target } => target.stop_commands(),
+            AppStep::Converge { target, .. } => target.converge_commands(),
+            AppStep::EnsureImages { .. } | AppStep::HealthGate(_) => Vec::new(),
+        }
+    }
+
+    /// Does applying this step change what serves?
+    pub fn touches(&self) -> bool {
+        matches!(self, AppStep::Recreate { .. } | AppStep::Stop { .. })
+    }
+}
+
+impl Step {
+    pub fn run(why: impl Into<String>, command: Command) -> Step {
+        Step::Run {
+            why: why.into(),
+            command,
+        }
+    }
+    pub fn action(id: &str, what: impl Into<String>, effect: Effect) -> Step {
+        Step::Action {
+            id: id.into(),
+            what: what.into(),
+            effect,
+        }
+    }
+
+    /// Every command line the step can run, rendered (the scope tests read these).
+    pub fn commands(&self) -> Vec<Command> {
+        match self {
+            Step::Run { command, .. } => vec![command.clone()],
+            Step::StartStateful { target } => target.start_commands(),
+            Step::App(a) => a.commands(),
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// What happens when a step fails after the stack was touched.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum OnFailure {
+    /// Nothing to undo (the plan never touches a stack).
+    Nothing,
+    /// Run these steps to put the environment back; success exits 3, failure 4.
+    Recover {
+        steps: Vec<AppStep>,
+        to: Option<String>,
+    },
+    /// Leave things as they are and tell the operator what to run; exits 3.
+    Advise { message: String },
+}
+
+/// The audit record a plan appends when it ends, whatever the outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordSpec {
+    pub env: String,
+    pub log: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sink: Option<PathBuf>,
+    pub action: String,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub reason: String,
+    /// The image repository whose digests the record carries (first app service).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub repository: Option<String>,
+    /// Append even if the chain does not verify (and say so in the record).
+    pub force: bool,
+}
+
+/// A read-only fact looked up while planning.
+#[derive(Debug, Clone, Serialize)]
+pub struct Fact {
+    pub what: String,
+    pub value: String,
+    pub source: String,
+}
+
+/// The plan of one task.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub task: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+    pub facts: Vec<Fact>,
+    pub steps: Vec<Step>,
+    pub on_failure: OnFailure,
+    pub record: Option<RecordSpec>,
+    /// Warnings found while planning (missing tools in dry-run).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+impl Plan {
+    pub fn new(task: &str, env: Option<&str>) -> Plan {
+        Plan {
+            task: task.into(),
+            env: env.map(Into::into),
+            facts: Vec::new(),
+            steps: Vec::new(),
+            on_failure: OnFailure::Nothing,
+            record: None,
+            warnings: Vec::new(),
+        }
+    }
+    pub fn fact(&mut self, what: &str, value: impl Into<String>, source: &str) {
+        self.facts.push(Fact {
+            what: what.into(),
+            value: value.into(),
+            source: source.into(),
+        });
+    }
+    pub fn step(&mut self, s: Step) -> &mut Self {
+        self.steps.push(s);
+        self
+    }
+
+    /// Every step, the recovery ones included.
+    pub fn all_steps(&self) -> Vec<Step> {
+        let recovery: &[AppStep] = match &self.on_failure {
+            OnFailure::Recover { steps, .. } => steps,
+            _ => &[],
+        };
+        let recovery = recovery.iter().cloned().map(Step::App);
+        self.steps.iter().cloned().chain(recovery).collect()
+    }
+
+    /// What unmet preconditions the real run would refuse on.
+    pub fn unmet(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Require { what, missing, .. } if !missing.is_empty() => {
+                    Some(format!("{what}: missing {}", missing.join("; ")))
+                }
+                Step::Refuse { why } => Some(why.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
