@@ -80,7 +80,7 @@ fn status_names_current_previous_good_last_event_and_head() {
     assert_eq!(
         rest.join("\n") + "\n",
         format!(
-            "env: staging\ncurrent: sha-v1\nprevious good: sha-v0\n{}\nsink: none configured\nrecords: 6\naudit head: {}\n",
+            "env: staging\ncurrent: sha-v1\nrollback target: sha-v0\n{}\nsink: none configured\nrecords: 6\naudit head: {}\n",
             event.join("\n"),
             fx.head()
         )
@@ -90,7 +90,7 @@ fn status_names_current_previous_good_last_event_and_head() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["current"], "sha-v1");
     // After a rollback from v2 to v1 the next target is v0, never v2.
-    assert_eq!(v["previous_good"], "sha-v0");
+    assert_eq!(v["rollback_target"], "sha-v0");
     assert_eq!(v["last_event"]["action"], "rollback");
     assert_eq!(v["head"], fx.head());
 }
@@ -193,7 +193,8 @@ fn show_prints_the_familiar_line_form() {
     let o = fx.xtask(&[
         "--format", "json", "audit", "show", "--env", "staging", "-n", "2",
     ]);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let v = &doc["records"];
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert_eq!(v[1]["reason"], "health-check-failure");
     assert_eq!(v[1]["ts"], "2024-01-15T14:30:00.123456Z");
