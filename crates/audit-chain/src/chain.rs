@@ -690,7 +690,7 @@ mod tests {
             actor: "ci (USER)".into(),
             host: "h".into(),
             reason: reason.into(),
-            error: (seq % 3 == 0).then(|| format!("step {seq} failed")),
+            error: seq.is_multiple_of(3).then(|| format!("step {seq} failed")),
             duration_ms: 7,
             prev: hex(prev),
         };
