@@ -26,7 +26,7 @@ fail() {
 }
 
 status=0
-out=$("${xtask[@]}" "$@" audit verify --env "$env_name") || status=$?
+out=$("${xtask[@]}" "$@" audit verify "$env_name") || status=$?
 printf '%s\n' "$out"
 
 # `audit verify` prints `ENV: sink PATH: SUMMARY` for a configured sink and

@@ -290,8 +290,11 @@ pub enum AuditCmd {
     /// Walk the chain; print count and head, or the first bad line and its kind.
     Verify {
         /// Only this environment (default: every environment).
-        #[arg(long, value_name = "ENV")]
+        #[arg(value_name = "ENV")]
         env: Option<String>,
+        /// The old spelling of ENV, kept for scripts.
+        #[arg(long = "env", value_name = "ENV", hide = true, conflicts_with = "env")]
+        env_flag: Option<String>,
         /// Fail unless the head equals HEX (catches truncation of the newest records).
         #[arg(long, value_name = "HEX")]
         expect_head: Option<String>,
@@ -299,8 +302,11 @@ pub enum AuditCmd {
     /// Print records with their line numbers in the line form: ts | action | outcome | from | to | actor | reason.
     Show {
         /// Only this environment (default: every environment).
-        #[arg(long, value_name = "ENV")]
+        #[arg(value_name = "ENV")]
         env: Option<String>,
+        /// The old spelling of ENV, kept for scripts.
+        #[arg(long = "env", value_name = "ENV", hide = true, conflicts_with = "env")]
+        env_flag: Option<String>,
         /// Only the newest N records.
         #[arg(short = 'n', value_name = "N")]
         n: Option<usize>,
@@ -311,8 +317,11 @@ pub enum AuditCmd {
     /// Truncate a torn last line (left by a crash mid-write) and record a repair event.
     Repair {
         /// The environment whose log to repair.
-        #[arg(long, value_name = "ENV")]
-        env: String,
+        #[arg(value_name = "ENV", required_unless_present = "env_flag")]
+        env: Option<String>,
+        /// The old spelling of ENV, kept for scripts.
+        #[arg(long = "env", value_name = "ENV", hide = true, conflicts_with = "env")]
+        env_flag: Option<String>,
         /// Why; recorded in the repair event.
         #[arg(long, value_name = "TEXT")]
         reason: String,

@@ -66,9 +66,27 @@ fn main() -> ExitCode {
         Task::History(a) => tasks::status::history(&ctx, &a),
         Task::Lock(a) => tasks::lock::run(&ctx, a.cmd),
         Task::Audit(a) => match a.cmd {
-            AuditCmd::Verify { env, expect_head } => tasks::audit::verify(&ctx, env, expect_head),
-            AuditCmd::Show { env, n, full } => tasks::audit::show(&ctx, env, n, full),
-            AuditCmd::Repair { env, reason } => tasks::audit::repair(&ctx, &env, &reason),
+            AuditCmd::Verify {
+                env,
+                env_flag,
+                expect_head,
+            } => tasks::audit::verify(&ctx, env.or(env_flag), expect_head),
+            AuditCmd::Show {
+                env,
+                env_flag,
+                n,
+                full,
+            } => tasks::audit::show(&ctx, env.or(env_flag), n, full),
+            AuditCmd::Repair {
+                env,
+                env_flag,
+                reason,
+            } => match env.or(env_flag) {
+                Some(env) => tasks::audit::repair(&ctx, &env, &reason),
+                None => Err(anyhow::anyhow!(
+                    "audit repair needs ENV: cargo xtask audit repair ENV --reason TEXT"
+                )),
+            },
         },
         Task::Setup(a) => tasks::setup::run(&ctx, a),
         Task::Demo(a) => tasks::demo::run(&ctx, a),

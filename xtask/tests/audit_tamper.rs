@@ -326,7 +326,7 @@ fn a_torn_last_line_is_reported_and_repaired_exactly() {
     assert_verify_fails(
         &verify(&fx, &[]),
         &format!(
-            "staging: {p}: line 10: torn: {torn} bytes without a newline: a write was cut short; `cargo xtask audit repair --env staging --reason TEXT` truncates it; \
+            "staging: {p}: line 10: torn: {torn} bytes without a newline: a write was cut short; `cargo xtask audit repair staging --reason TEXT` truncates it; \
              staging: the local log ends after line 9 but sink {sd} has 10 lines: the newest 1 local record(s) were deleted"
         ),
     );

@@ -74,7 +74,7 @@ fn status_fits_100_columns_and_json_and_show_full_keep_the_whole_reason() {
         "{out}"
     );
     assert!(
-        out.contains("`cargo xtask audit show --env staging -n 1 --full` shows it whole"),
+        out.contains("`cargo xtask audit show staging -n 1 --full` shows it whole"),
         "{out}"
     );
     let o = fx.xtask(&["--format", "json", "status", "staging"]);

@@ -744,7 +744,7 @@ fn staging_deploys_after_a_green_build_and_prints_the_audit_head() {
         "{runs:?}"
     );
     let (cond, last) = runs.last().unwrap();
-    assert_eq!(last, "cargo xtask audit verify --env staging");
+    assert_eq!(last, "cargo xtask audit verify staging");
     assert_eq!(
         cond.as_deref(),
         Some("always()"),
@@ -790,7 +790,7 @@ fn prod_is_manual_protected_and_never_cancelled() {
     );
     assert_eq!(
         runs.last().map(String::as_str),
-        Some("cargo xtask audit verify --env prod")
+        Some("cargo xtask audit verify prod")
     );
 }
 

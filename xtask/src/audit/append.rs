@@ -159,7 +159,7 @@ impl Log {
                 return Err(fail(
                     Code::Verify,
                     format!(
-                        "refusing to append to {}: {b}; run `cargo xtask audit repair --env {} --reason TEXT` first (not even --force appends after a torn line)",
+                        "refusing to append to {}: {b}; run `cargo xtask audit repair {} --reason TEXT` first (not even --force appends after a torn line)",
                         self.path.display(),
                         self.env
                     ),
@@ -233,7 +233,7 @@ impl Log {
             let slen = sink_stamp.map_or(0, |m| m.len);
             write_durably(s, p, &line, slen).with_context(|| {
                 format!(
-                    "mirroring to the audit sink {} (the record is in the local log; `cargo xtask audit repair --env {}` catches the sink up)",
+                    "mirroring to the audit sink {} (the record is in the local log; `cargo xtask audit repair {}` catches the sink up)",
                     p.display(),
                     self.env
                 )

@@ -93,7 +93,7 @@ impl Check {
             let mut m = format!("{}: {b}", log.path.display());
             if b.kind == Kind::Torn {
                 m.push_str(&format!(
-                    "; `cargo xtask audit repair --env {} --reason TEXT` truncates it",
+                    "; `cargo xtask audit repair {} --reason TEXT` truncates it",
                     log.env
                 ));
             }

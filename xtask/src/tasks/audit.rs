@@ -232,7 +232,7 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
                 Code::Verify,
                 format!(
                     "{env}: {path}: {b}: repair only truncates a torn last line and catches up a sink; a changed chain is evidence, not damage: \
-                     compare with the sink and the heads in CI logs (`cargo xtask audit show --env {env}`)"
+                     compare with the sink and the heads in CI logs (`cargo xtask audit show {env}`)"
                 ),
             ))
         }

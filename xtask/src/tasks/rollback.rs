@@ -53,7 +53,7 @@ impl Actions for Checklist<'_> {
         eprintln!(
             "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
         );
-        eprintln!("  2. confirm the chain: cargo xtask audit verify --env {env}");
+        eprintln!("  2. confirm the chain: cargo xtask audit verify {env}");
         eprintln!("  3. notify the team, with the reason recorded above");
         eprintln!("  4. find the root cause of the failed version before deploying it again");
     }

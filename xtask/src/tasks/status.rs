@@ -42,7 +42,7 @@ fn load(ctx: &Ctx, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {
             return Err(fail(
                 Code::Verify,
                 format!(
-                    "{env}: {}: {b}: history is derived from the chain and this one does not verify; look with `cargo xtask audit show --env {env}`",
+                    "{env}: {}: {b}: history is derived from the chain and this one does not verify; look with `cargo xtask audit show {env}`",
                     log.path.display()
                 ),
             ))
@@ -172,7 +172,7 @@ fn status_lines(
     out.extend(event);
     if shortened {
         out.push(format!(
-            "  (shortened: `cargo xtask audit show --env {env} -n 1 --full` shows it whole)"
+            "  (shortened: `cargo xtask audit show {env} -n 1 --full` shows it whole)"
         ));
     }
     let (run, held) = lock::describe(env, running, hold);
@@ -304,7 +304,7 @@ mod tests {
         );
         assert!(
             out.iter()
-                .any(|l| l.contains("audit show --env staging -n 1 --full")),
+                .any(|l| l.contains("audit show staging -n 1 --full")),
             "{out:?}"
         );
         assert!(out
