@@ -559,6 +559,26 @@ fn after_a_failure_that_touched_nothing_rollback_targets_the_previous_good_versi
         "{}",
         text(&o)
     );
+    // `--to @N`: the version the record at line N put in place.
+    let o = s.ok(&["rollback", "staging", "--to", "@1", "--dry-run"]);
+    assert!(
+        stdout(&o).contains(&format!(
+            "rollback target: {}, from the record at line 1",
+            img.v1
+        )),
+        "{}",
+        text(&o)
+    );
+    let o = s.run(&["rollback", "staging", "--to", "@3", "--dry-run"]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(
+        stdout(&o).contains("sha-000000000000 was never deployed successfully"),
+        "{}",
+        text(&o)
+    );
+    let o = s.run(&["rollback", "staging", "--to", "@99"]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(stderr(&o).contains("has no line 99"), "{}", text(&o));
     s.ok(&["rollback", "staging", "--reason", "target check"]);
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
     // The running version is refused as a target unless forced.
