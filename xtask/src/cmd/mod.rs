@@ -1,0 +1,260 @@
+//! The one door to the outside world: every process the xtask starts goes
+//! through this module, so redaction, time limits, process-group kills and
+//! interruption have one home (a tidy test keeps it that way).
+//!
+//! - [`Command`] is data: a program and its arguments, each one argument
+//!   (never a shell string), env vars (secret ones redacted when shown), a
+//!   working directory and a time limit. Plans hold commands; dry-run renders
+//!   them.
+//! - Long-running and engine commands run through duct ([`run`], [`start`],
+//!   [`output`], [`stream`]): the child gets its own process group, and when
+//!   its limit passes or the task is interrupted the whole group is killed
+//!   (TERM, then KILL), so nothing it started is left behind.
+//! - Quick local look-ups that cannot hang on a daemon or the network (git,
+//!   tool versions) run through xshell ([`probe`]).
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The limit of a command that names none: generous, but finite.
+pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
+
+mod run;
+mod signal;
+
+pub use run::{explain, output, probe, run, spawn_detached, start, stream, Output, Running};
+pub use signal::{
+    check_interrupt, install_signal_handlers, interrupts, last_signal, signal_exit_code, since_now,
+    Guard, Interrupted, Shield,
+};
+
+/// An environment variable handed to a command; secret values are redacted when rendered.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvVar {
+    pub name: String,
+    #[serde(serialize_with = "redacted_value")]
+    pub value: Secretable,
+}
+
+/// A value that may be secret.
+#[derive(Debug, Clone)]
+pub enum Secretable {
+    Plain(String),
+    Secret(String),
+}
+
+impl Secretable {
+    pub fn expose(&self) -> &str {
+        match self {
+            Secretable::Plain(v) | Secretable::Secret(v) => v,
+        }
+    }
+    pub fn shown(&self) -> &str {
+        match self {
+            Secretable::Plain(v) => v,
+            Secretable::Secret(_) => "***",
+        }
+    }
+}
+
+fn redacted_value<S: serde::Serializer>(v: &Secretable, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(v.shown())
+}
+
+/// Does running the command change anything?
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Effect {
+    ReadOnly,
+    Mutating,
+}
+
+/// A program with its arguments, each one argument: never a shell string.
+#[derive(Debug, Clone, Serialize)]
+pub struct Command {
+    pub program: String,
+    pub args: Vec<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub env: Vec<EnvVar>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    pub effect: Effect,
+    /// The time limit in seconds; unset means [`DEFAULT_LIMIT`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout_secs: Option<u64>,
+}
+
+impl Command {
+    pub fn new(program: &str, effect: Effect) -> Self {
+        Command {
+            program: program.into(),
+            args: Vec::new(),
+            env: Vec::new(),
+            cwd: None,
+            effect,
+            timeout_secs: None,
+        }
+    }
+    pub fn arg(mut self, a: impl Into<String>) -> Self {
+        self.args.push(a.into());
+        self
+    }
+    pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, a: I) -> Self {
+        self.args.extend(a.into_iter().map(Into::into));
+        self
+    }
+    pub fn env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.push(EnvVar {
+            name: name.into(),
+            value: Secretable::Plain(value.into()),
+        });
+        self
+    }
+    /// A variable whose value never appears in dry-run output or logs.
+    pub fn secret_env(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.env.push(EnvVar {
+            name: name.into(),
+            value: Secretable::Secret(value.into()),
+        });
+        self
+    }
+    pub fn cwd(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.cwd = Some(dir.into());
+        self
+    }
+    /// Bound the command: past `secs` its whole process group is killed.
+    pub fn timeout(mut self, secs: u64) -> Self {
+        self.timeout_secs = Some(secs);
+        self
+    }
+    pub fn limit(&self) -> Duration {
+        self.timeout_secs.map_or(DEFAULT_LIMIT, Duration::from_secs)
+    }
+
+    /// The command as a reader would type it, with env assignments first and
+    /// secrets redacted. Arguments with shell-special characters are quoted
+    /// for display only; nothing ever runs through a shell.
+    pub fn display(&self) -> String {
+        let mut out = String::new();
+        for e in &self.env {
+            let _ = write!(out, "{}={} ", e.name, quote(e.value.shown()));
+        }
+        out.push_str(&self.display_bare());
+        out
+    }
+
+    /// The command without its env assignments.
+    pub fn display_bare(&self) -> String {
+        let mut out = quote(&self.program);
+        for a in &self.args {
+            out.push(' ');
+            out.push_str(&quote(a));
+        }
+        out
+    }
+
+    fn expression(&self) -> duct::Expression {
+        let mut e = duct::cmd(&self.program, &self.args);
+        for v in &self.env {
+            e = e.env(&v.name, v.value.expose());
+        }
+        if let Some(dir) = &self.cwd {
+            e = e.dir(dir);
+        }
+        // Its own process group, so a timeout or an interrupt can kill
+        // everything it started, and a terminal's Ctrl-C reaches only us:
+        // we decide what happens to the child.
+        e.before_spawn(|c| {
+            use std::os::unix::process::CommandExt as _;
+            c.process_group(0);
+            Ok(())
+        })
+    }
+}
+
+/// Quote a word for display, as a POSIX shell would need it.
+pub fn quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./:=@,+%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn display_quotes_and_redacts() {
+        let c = Command::new("docker", Effect::Mutating)
+            .args(["tag", "sha-1; rm -rf /", "it's"])
+            .env("TAG", "v1")
+            .secret_env("PGPASSWORD", "hunter2");
+        let d = c.display();
+        assert_eq!(
+            d,
+            "TAG=v1 PGPASSWORD='***' docker tag 'sha-1; rm -rf /' 'it'\\''s'"
+        );
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(!json.contains("hunter2"), "{json}");
+        assert!(json.contains("\"***\""), "{json}");
+    }
+
+    #[test]
+    fn explain_prefers_the_error_line_and_its_detail() {
+        let pg = "psql:/tmp/x.sql:3: ERROR:  new row for relation \"audit_events\" violates check constraint \"c\"\nDETAIL:  Failing row contains (1, backup).\nCONTEXT:  SQL statement\n";
+        assert_eq!(
+            explain(pg),
+            "psql:/tmp/x.sql:3: ERROR:  new row for relation \"audit_events\" violates check constraint \"c\" DETAIL:  Failing row contains (1, backup)."
+        );
+        let col = "ERROR:  column \"seq\" does not exist\nLINE 1: select seq from t\n               ^\nCONTEXT:  PL/pgSQL function f()\n";
+        assert_eq!(explain(col), "ERROR:  column \"seq\" does not exist");
+        let docker = "Error response from daemon: manifest unknown\nsome trailer\n";
+        assert_eq!(
+            explain(docker),
+            "Error response from daemon: manifest unknown"
+        );
+        assert_eq!(explain("just this\nand the last\n"), "and the last");
+        assert_eq!(explain(""), "(no error output)");
+    }
+
+    #[test]
+    fn a_hung_command_is_killed_with_its_group_at_its_limit() {
+        // sh starts a grandchild (sleep) in the same group; both must go.
+        let dir = tempfile::tempdir().unwrap();
+        let pidfile = dir.path().join("pid");
+        let c = Command::new("sh", Effect::ReadOnly)
+            .args([
+                "-c",
+                &format!("sleep 30 & echo $! > {}; wait", pidfile.display()),
+            ])
+            .timeout(1);
+        let t = Instant::now();
+        let e = run(&c, false).unwrap_err().to_string();
+        assert!(e.contains("within its limit of 1s"), "{e}");
+        assert!(t.elapsed() < Duration::from_secs(6), "{:?}", t.elapsed());
+        let pid = std::fs::read_to_string(&pidfile).unwrap();
+        // Gone, or a zombie waiting for whoever inherited it to reap it.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", pid.trim()));
+        let running = stat.is_ok_and(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
+        });
+        assert!(!running, "the grandchild {} outlived the kill", pid.trim());
+    }
+
+    #[test]
+    fn probe_reads_stdout_and_says_no_on_failure() {
+        assert_eq!(probe("echo", &["a", "b c"], None).as_deref(), Some("a b c"));
+        assert_eq!(probe("false", &[], None), None);
+        assert_eq!(probe("no-such-program-xtask", &[], None), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Running a [`Command`]: its own process group, its time limit, the
+//! task's signals, and one line that explains a failure.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+
+use super::{check_interrupt, since_now, Command};
+
+/// How long a process group gets between TERM and KILL.
+const GRACE: Duration = Duration::from_secs(3);
+const POLL: Duration = Duration::from_millis(10);
+
+/// The process-group leaders running now, for the signal thread.
+static CHILDREN: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+
+pub(super) fn children() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    CHILDREN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A started command.
+pub struct Running {
+    command: Command,
+    handle: duct::Handle,
+    started: Instant,
+    since: usize,
+}
+
+impl Running {
+    fn new(command: &Command, handle: duct::Handle, since: usize) -> Running {
+        children().extend(handle.pids());
+        Running {
+            command: command.clone(),
+            handle,
+            started: Instant::now(),
+            since,
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let pids = self.handle.pids();
+        children().retain(|p| !pids.contains(p));
+    }
+}
+
+/// What a finished command printed, and how it ended.
+pub struct Output {
+    pub success: bool,
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Starts `c` with its output captured; [`Running::wait`] bounds it.
+pub fn start(c: &Command, verbose: bool) -> Result<Running> {
+    if verbose {
+        eprintln!("$ {}", c.display());
+    }
+    let since = since_now();
+    check_interrupt(since)?;
+    let handle = c
+        .expression()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .with_context(|| format!("starting `{}`", c.display()))?;
+    Ok(Running::new(c, handle, since))
+}
+
+impl Running {
+    /// Waits for the command within its limit. On expiry or a signal the
+    /// whole process group is killed and the error says which.
+    pub fn wait_output(self) -> Result<Output> {
+        let limit = self.command.limit();
+        loop {
+            match self.handle.try_wait() {
+                Ok(Some(out)) => {
+                    return Ok(Output {
+                        success: out.status.success(),
+                        code: out.status.code(),
+                        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+                        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("waiting for `{}`", self.command.display()))
+                }
+            }
+            if let Err(e) = check_interrupt(self.since) {
+                self.kill_group();
+                return Err(e.context(format!("stopped `{}`", self.command.display())));
+            }
+            if self.started.elapsed() >= limit {
+                self.kill_group();
+                bail!(
+                    "`{}` did not finish within its limit of {}s; its process group was killed",
+                    self.command.display(),
+                    limit.as_secs()
+                );
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+
+    /// [`Running::wait_output`], failing on a non-zero exit.
+    pub fn wait(self, verbose: bool) -> Result<String> {
+        let display = self.command.display();
+        let out = self.wait_output()?;
+        checked(&display, out, verbose)
+    }
+
+    /// TERM to the group, then KILL after a grace period; reaps the child.
+    fn kill_group(&self) {
+        for pid in self.handle.pids() {
+            let pg = -(pid as i32);
+            // SAFETY: kill(2) with a negative pid signals a process group we
+            // created (process_group(0) made the child its leader).
+            unsafe { libc::kill(pg, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + GRACE;
+        while Instant::now() < deadline {
+            if matches!(self.handle.try_wait(), Ok(Some(_))) {
+                break;
+            }
+            std::thread::sleep(POLL);
+        }
+        for pid in self.handle.pids() {
+            // SAFETY: as above; KILL for whatever ignored TERM.
+            unsafe { libc::kill(-(pid as i32), libc::SIGKILL) };
+        }
+        let _ = self.handle.kill();
+    }
+}
+
+fn checked(display: &str, out: Output, verbose: bool) -> Result<String> {
+    if verbose {
+        eprint!("{}{}", out.stdout, out.stderr);
+    }
+    if !out.success {
+        let status = out.code.map_or("a signal".to_string(), |c| c.to_string());
+        bail!("`{display}` exited with {status}: {}", explain(&out.stderr));
+    }
+    Ok(out.stdout)
+}
+
+/// Runs `c` within its limit; a failure is one line naming the command, its
+/// exit status and the error line it printed.
+pub fn run(c: &Command, verbose: bool) -> Result<String> {
+    start(c, verbose)?.wait(verbose)
+}
+
+/// Runs `c` within its limit without judging its exit status (a look-up
+/// whose "no" is an answer, like `docker image inspect`).
+pub fn output(c: &Command) -> Result<Output> {
+    start(c, false)?.wait_output()
+}
+
+/// Runs `c` with its output going straight to ours (a build, the test
+/// suite, a sub-task), within its limit; returns its exit code (`None`
+/// when a signal ended it). With `stdout_to_stderr`, its stdout joins our
+/// stderr, so ours stays one JSON document.
+pub fn stream(c: &Command, stdout_to_stderr: bool) -> Result<Option<i32>> {
+    let since = since_now();
+    let mut e = c.expression();
+    if stdout_to_stderr {
+        e = e.stdout_to_stderr();
+    }
+    let handle = e
+        .unchecked()
+        .start()
+        .with_context(|| format!("starting `{}`", c.display()))?;
+    Ok(Running::new(c, handle, since).wait_output()?.code)
+}
+
+/// Starts `c` detached in its own process group, so it outlives this
+/// process and a Ctrl-C here (a daemon); its output is appended to `log`.
+pub fn spawn_detached(c: &Command, log: &std::path::Path) -> Result<()> {
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .with_context(|| format!("opening {}", log.display()))?;
+    c.expression()
+        .stdin_null()
+        .stdout_file(out.try_clone()?)
+        .stderr_file(out)
+        .unchecked()
+        .start()
+        .with_context(|| format!("starting `{}`", c.display()))?;
+    Ok(())
+}
+
+/// The stderr line that explains a failure: PostgreSQL's `ERROR:`/`FATAL:`
+/// with its `DETAIL:`/`HINT:`, or the first `error` line docker prints,
+/// else the last non-empty line.
+pub fn explain(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let is_error = |l: &str| {
+        let lower = l.to_ascii_lowercase();
+        let body = lower
+            .strip_prefix("psql:")
+            .map(|r| r.split_once(": ").map_or(r, |(_, b)| b))
+            .unwrap_or(&lower)
+            .trim_start();
+        body.starts_with("error")
+            || body.starts_with("fatal:")
+            || body.starts_with("pg_restore: error")
+            || body.starts_with("pg_dump: error")
+    };
+    if let Some(i) = lines.iter().position(|l| is_error(l)) {
+        let mut out = lines[i].to_string();
+        for l in &lines[i + 1..] {
+            if l.starts_with("DETAIL:") || l.starts_with("HINT:") {
+                out.push(' ');
+                out.push_str(l);
+            } else if !l.starts_with("LINE ") && !l.starts_with('^') && !l.starts_with("CONTEXT:") {
+                break;
+            }
+        }
+        return out;
+    }
+    lines
+        .last()
+        .map_or("(no error output)".to_string(), |l| l.to_string())
+}
+
+/// A quick local look-up (git, a tool's version): its trimmed stdout when it
+/// exits 0. Only for programs that answer at once without a daemon or the
+/// network; anything that can hang goes through [`output`].
+pub fn probe(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> Option<String> {
+    let sh = xshell::Shell::new().ok()?;
+    if let Some(d) = dir {
+        sh.change_dir(d);
+    }
+    let out = xshell::cmd!(sh, "{program} {args...}")
+        .quiet()
+        .ignore_stderr()
+        .read()
+        .ok()?;
+    Some(out.trim().to_string())
+}
