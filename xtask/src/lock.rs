@@ -148,6 +148,7 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
         .open(path)
         .with_context(|| format!("opening lock file {}", path.display()))?;
     let start = Instant::now();
+    let since = crate::cmd::since_now();
     loop {
         // The refusal, in two parts around " after waiting Ns".
         let (what, then) = match file.try_lock() {
@@ -178,6 +179,9 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
             };
             return Err(fail(Code::Refused, format!("{what}{waited}{then}")));
         }
+        // A signal while waiting ends the wait: nothing was touched yet.
+        crate::cmd::check_interrupt(since)
+            .with_context(|| format!("waiting for the lock of `{env}`"))?;
         std::thread::sleep(Duration::from_millis(100));
     }
     let who = format!(

@@ -659,3 +659,28 @@ fn drift_after_kill_9_mid_recreate_is_seen_and_rollback_puts_back_the_chain_vers
         "{last:?}"
     );
 }
+
+#[test]
+fn a_signal_while_waiting_for_the_lock_ends_the_wait() {
+    let img = images();
+    let s = on_v1("sig-lockwait");
+    s.ok(&["lock", "acquire", "staging", "-m", "maintenance drill"]);
+    let before = s.records("staging").len();
+    let c = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v2, "--lock-wait", "600"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    signal(&c, libc::SIGTERM);
+    let (code, out, took) = finish(c, Duration::from_secs(30));
+    assert_eq!(code, 143, "{out}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    let recs = s.records("staging");
+    assert_eq!(recs.len(), before + 1, "{out}");
+    assert_eq!(recs.last().unwrap().outcome, "interrupted");
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    s.ok(&["lock", "release", "staging", "-m", "drill over"]);
+}
