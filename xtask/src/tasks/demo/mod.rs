@@ -13,29 +13,28 @@
 //! target/demo/; takes them down, volumes included, at the start (what an
 //! earlier `--keep` left) and at the end unless `--keep`.
 
-use std::path::PathBuf;
-use std::time::Instant;
-
 use anyhow::{bail, Context, Result};
 
-use crate::cmd::{quote, stream, Command, Effect};
+use crate::cmd::{quote, Command, Effect};
 use crate::config::Config;
 use crate::ctx::Ctx;
-use crate::engine::cluster::{self, Session};
-use crate::exec::Actions;
+use crate::engine::cluster;
 use crate::flags::Demo;
 use crate::plan::{Plan, Step};
 use crate::repo::workspace_root;
 
+mod acts;
+use acts::Acts;
+
 /// One demo step's limit: a cold image build is the longest.
-const ACT_SECS: u64 = 1800;
+pub(super) const ACT_SECS: u64 = 1800;
 const ENVS: [&str; 2] = ["staging", "prod"];
 /// Why the swarm demo promotes past a failed security-modes run, recorded.
 const SWARM_OVERRIDE: &str = "demo on one swarm node: the stack file fails \
 loopback-ports and no-new-privileges (see docs/runbooks/demo.md)";
 
 /// One demo step: the arguments and the exit code that shows it worked.
-struct Act {
+pub(super) struct Act {
     what: String,
     args: Vec<String>,
     expect: i32,
@@ -266,94 +265,4 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
         bail!("{failed} demo step(s) did not do what they should (see the table)");
     }
     Ok(())
-}
-
-struct Acts {
-    acts: Vec<Act>,
-    exe: PathBuf,
-    config: PathBuf,
-    state: PathBuf,
-    rows: Vec<(String, i32, i32, f64)>,
-    keep: bool,
-    /// Held from the `swarm` action to the `leave` action (or the end).
-    session: Option<Session>,
-    /// What happens to the swarm, for the summary.
-    swarm: Option<&'static str>,
-}
-
-impl Acts {
-    fn enter(&mut self) -> Result<()> {
-        let mut s = Session::enter().context("entering the swarm session")?;
-        self.swarm = Some(match (s.created(), self.keep) {
-            (true, true) => {
-                "initialised by the demo and kept (--keep): \
-`docker swarm leave --force` removes it and its stacks"
-            }
-            (true, false) => {
-                "initialised by the demo, left on the way out (the demo stopped early)"
-            }
-            (false, _) => "active before the demo: left as found",
-        });
-        if self.keep {
-            s.keep_swarm();
-        }
-        self.session = Some(s);
-        Ok(())
-    }
-
-    fn leave(&mut self) -> Result<()> {
-        let s = self
-            .session
-            .take()
-            .context("the demo holds no swarm session")?;
-        if s.created() {
-            s.end()?;
-            self.swarm = Some("initialised by the demo, left at the end");
-        }
-        Ok(())
-    }
-
-    /// Runs one act as its own `cargo xtask` process; a wrong exit code is
-    /// a row of the summary, not a stop, so every act is shown.
-    fn act(&mut self, id: &str) -> Result<()> {
-        let a = id
-            .parse::<usize>()
-            .ok()
-            .and_then(|i| self.acts.get(i))
-            .with_context(|| format!("demo has no act {id}"))?;
-        eprintln!("\n== demo: {} ==", a.what);
-        let start = Instant::now();
-        let c = Command::new(&self.exe.display().to_string(), Effect::Mutating)
-            .arg("--config")
-            .arg(self.config.display().to_string())
-            .arg("--state-dir")
-            .arg(self.state.display().to_string())
-            .args(a.args.iter().cloned())
-            .timeout(ACT_SECS);
-        let code = stream(&c, crate::out::json())?.unwrap_or(-1);
-        self.rows.push((
-            a.what.clone(),
-            a.expect,
-            code,
-            start.elapsed().as_secs_f64(),
-        ));
-        Ok(())
-    }
-}
-
-impl Actions for Acts {
-    fn run(&mut self, id: &str) -> Result<()> {
-        match id {
-            "swarm" => self.enter(),
-            "leave" => self.leave(),
-            _ => match id.strip_prefix("volumes ") {
-                Some(stack) => {
-                    let gone = cluster::remove_volumes(stack)?;
-                    eprintln!("removed volumes: {}", gone.join(" "));
-                    Ok(())
-                }
-                None => self.act(id),
-            },
-        }
-    }
 }

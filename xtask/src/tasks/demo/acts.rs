@@ -1,0 +1,103 @@
+//! Running the demo's acts: each one its own `cargo xtask` process against
+//! the demo's config and state, its exit code a row of the summary; and the
+//! swarm session the acts run in.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::{Act, ACT_SECS};
+use crate::cmd::{stream, Command, Effect};
+use crate::engine::cluster::{self, Session};
+use crate::exec::Actions;
+
+pub(super) struct Acts {
+    pub(super) acts: Vec<Act>,
+    pub(super) exe: PathBuf,
+    pub(super) config: PathBuf,
+    pub(super) state: PathBuf,
+    pub(super) rows: Vec<(String, i32, i32, f64)>,
+    pub(super) keep: bool,
+    /// Held from the `swarm` action to the `leave` action (or the end).
+    pub(super) session: Option<Session>,
+    /// What happens to the swarm, for the summary.
+    pub(super) swarm: Option<&'static str>,
+}
+
+impl Acts {
+    fn enter(&mut self) -> Result<()> {
+        let mut s = Session::enter().context("entering the swarm session")?;
+        self.swarm = Some(match (s.created(), self.keep) {
+            (true, true) => {
+                "initialised by the demo and kept (--keep): \
+`docker swarm leave --force` removes it and its stacks"
+            }
+            (true, false) => {
+                "initialised by the demo, left on the way out (the demo stopped early)"
+            }
+            (false, _) => "active before the demo: left as found",
+        });
+        if self.keep {
+            s.keep_swarm();
+        }
+        self.session = Some(s);
+        Ok(())
+    }
+
+    fn leave(&mut self) -> Result<()> {
+        let s = self
+            .session
+            .take()
+            .context("the demo holds no swarm session")?;
+        if s.created() {
+            s.end()?;
+            self.swarm = Some("initialised by the demo, left at the end");
+        }
+        Ok(())
+    }
+
+    /// Runs one act as its own `cargo xtask` process; a wrong exit code is
+    /// a row of the summary, not a stop, so every act is shown.
+    fn act(&mut self, id: &str) -> Result<()> {
+        let a = id
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| self.acts.get(i))
+            .with_context(|| format!("demo has no act {id}"))?;
+        eprintln!("\n== demo: {} ==", a.what);
+        let start = Instant::now();
+        let c = Command::new(&self.exe.display().to_string(), Effect::Mutating)
+            .arg("--config")
+            .arg(self.config.display().to_string())
+            .arg("--state-dir")
+            .arg(self.state.display().to_string())
+            .args(a.args.iter().cloned())
+            .timeout(ACT_SECS);
+        let code = stream(&c, crate::out::json())?.unwrap_or(-1);
+        self.rows.push((
+            a.what.clone(),
+            a.expect,
+            code,
+            start.elapsed().as_secs_f64(),
+        ));
+        Ok(())
+    }
+}
+
+impl Actions for Acts {
+    fn run(&mut self, id: &str) -> Result<()> {
+        match id {
+            "swarm" => self.enter(),
+            "leave" => self.leave(),
+            _ => match id.strip_prefix("volumes ") {
+                Some(stack) => {
+                    let gone = cluster::remove_volumes(stack)?;
+                    eprintln!("removed volumes: {}", gone.join(" "));
+                    Ok(())
+                }
+                None => self.act(id),
+            },
+        }
+    }
+}
