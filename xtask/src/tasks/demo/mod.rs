@@ -117,7 +117,7 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
         act(
             "show the prod audit log",
             0,
-            &["audit", "show", "--env", "prod"],
+            &["audit", "show", "prod"],
         ),
     ]);
     acts
