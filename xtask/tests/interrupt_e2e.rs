@@ -481,7 +481,7 @@ fn limit_recreate(config: &Path, secs: u64) {
 }
 
 #[test]
-fn unwritable_audit_log_refuses_before_touching_the_containers() {
+fn unwritable_audit_log_or_sink_refuses_before_touching_the_containers() {
     let img = images();
     let s = on_v1("ro-log");
     let ids = (
@@ -512,6 +512,30 @@ fn unwritable_audit_log_refuses_before_touching_the_containers() {
         "containers were touched"
     );
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
+
+    // The same for an unwritable sink: nothing runs, and the log gets nothing.
+    let sink = s.state.join("sink/staging.audit.jsonl");
+    assert!(sink.exists(), "the stack's sink is configured");
+    let before = s.records("staging").len();
+    let o = Command::new("chattr")
+        .arg("+i")
+        .arg(&sink)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    let r = s.run(&["deploy-staging", "--tag", &img.v2]);
+    let _ = Command::new("chattr").arg("-i").arg(&sink).output();
+    assert_eq!(exit_code(&r), 5, "{}", text(&r));
+    assert!(stderr(&r).contains("audit sink"), "{}", text(&r));
+    assert_eq!(
+        (
+            s.container_id("staging", "api"),
+            s.container_id("staging", "worker")
+        ),
+        ids,
+        "containers were touched"
+    );
+    assert_eq!(s.records("staging").len(), before);
 }
 
 #[test]

@@ -114,11 +114,7 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
             0,
             &["audit", "verify"],
         ),
-        act(
-            "show the prod audit log",
-            0,
-            &["audit", "show", "prod"],
-        ),
+        act("show the prod audit log", 0, &["audit", "show", "prod"]),
     ]);
     acts
 }
