@@ -37,6 +37,9 @@ impl Phase {
         let grouped = !tty && in_ci();
         if grouped {
             eprintln!("::group::{what}");
+        } else if !tty {
+            // A plain log says what started, so a hang shows where it is.
+            eprintln!("{what}");
         }
         Phase {
             what,

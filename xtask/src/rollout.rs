@@ -88,7 +88,7 @@ pub fn record(
     log: &Log,
     action: &str,
     from: Option<String>,
-    to: &str,
+    to: Option<&str>,
     reason: &str,
     force: bool,
 ) -> RecordSpec {
@@ -98,7 +98,7 @@ pub fn record(
         sink: log.sink.clone(),
         action: action.into(),
         from,
-        to: Some(to.into()),
+        to: to.map(Into::into),
         reason: if force {
             format!("[forced] {reason}")
         } else {

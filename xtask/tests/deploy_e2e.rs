@@ -366,3 +366,37 @@ fn stopped_docker_daemon_is_a_preflight_error_with_nothing_written() {
     assert!(e.contains("docker daemon unreachable"), "{e}");
     assert!(!s.state.exists(), "preflight failure wrote state");
 }
+
+/// Long work is shown as phases on stderr: folded with `::group::` in CI, a
+/// plain start line elsewhere, and one line with the outcome and duration.
+/// stdout stays the task's own (one JSON document with `--format json`).
+#[test]
+fn progress_is_phases_on_stderr_folded_in_ci() {
+    let s = Stack::new("progress");
+    let phase = "pulling api, worker on sha-000000000000";
+    let o = s
+        .cmd()
+        .env("CI", "true")
+        .args([
+            "--format",
+            "json",
+            "deploy-staging",
+            "--tag",
+            "sha-000000000000",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    let err = stderr(&o);
+    assert!(err.contains(&format!("::group::{phase}\n")), "{err}");
+    assert!(err.contains("::endgroup::\n"), "{err}");
+    assert!(err.contains(&format!("failed: {phase} (")), "{err}");
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["outcome"], "failure");
+
+    let o = s.run(&["deploy-staging", "--tag", "sha-000000000000"]);
+    let err = stderr(&o);
+    assert!(err.lines().any(|l| l == phase), "{err}");
+    assert!(!err.contains("::group::"), "{err}");
+    assert!(err.contains(&format!("failed: {phase} (")), "{err}");
+}

@@ -58,12 +58,14 @@ pub fn start(c: &Command, verbose: bool) -> Result<Running> {
     if verbose {
         eprintln!("$ {}", c.display());
     }
+    launch(c, c.expression().stdout_capture().stderr_capture())
+}
+
+/// Starts the expression of `c`, unless a signal already arrived.
+fn launch(c: &Command, e: duct::Expression) -> Result<Running> {
     let since = since_now();
     check_interrupt(since)?;
-    let handle = c
-        .expression()
-        .stdout_capture()
-        .stderr_capture()
+    let handle = e
         .unchecked()
         .start()
         .with_context(|| format!("starting `{}`", c.display()))?;
@@ -165,16 +167,11 @@ pub fn output(c: &Command) -> Result<Output> {
 /// when a signal ended it). With `stdout_to_stderr`, its stdout joins our
 /// stderr, so ours stays one JSON document.
 pub fn stream(c: &Command, stdout_to_stderr: bool) -> Result<Option<i32>> {
-    let since = since_now();
     let mut e = c.expression();
     if stdout_to_stderr {
         e = e.stdout_to_stderr();
     }
-    let handle = e
-        .unchecked()
-        .start()
-        .with_context(|| format!("starting `{}`", c.display()))?;
-    Ok(Running::new(c, handle, since).wait_output()?.code)
+    Ok(launch(c, e)?.wait_output()?.code)
 }
 
 /// Starts `c` detached in its own process group, so it outlives this

@@ -172,37 +172,14 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            AppStep::Pull { target } => {
-                eprintln!(
-                    "pulling {} on {}",
-                    target.services().join(", "),
-                    target.tag()
-                );
-                self.commands(a.commands())
-            }
-            AppStep::Recreate { target } => {
-                eprintln!(
-                    "recreating {} on {}",
-                    target.services().join(", "),
-                    target.tag()
-                );
-                self.commands(a.commands())
-            }
-            AppStep::Stop { target } => {
-                eprintln!("stopping {}", target.services().join(", "));
+            // The phase (exec/phase.rs) already says what runs.
+            AppStep::Pull { .. } | AppStep::Recreate { .. } | AppStep::Stop { .. } => {
                 self.commands(a.commands())
             }
             AppStep::Converge {
                 target,
                 timeout_secs,
-            } => {
-                eprintln!(
-                    "waiting for swarm to run {} on {}",
-                    target.services().join(", "),
-                    target.tag()
-                );
-                crate::engine::swarm::wait(target, *timeout_secs, self.verbose)
-            }
+            } => crate::engine::swarm::wait(target, *timeout_secs, self.verbose),
             AppStep::HealthGate(g) => crate::health::wait(g).map(drop),
         }
     }

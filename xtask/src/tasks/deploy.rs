@@ -190,7 +190,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         &log,
         action,
         now.serving().map(str::to_string),
-        &req.tag,
+        Some(&req.tag),
         &req.reason,
         req.force,
     );

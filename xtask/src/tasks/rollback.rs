@@ -86,22 +86,23 @@ pub fn build(
         Err(why) => {
             // Refused before anything is touched, and recorded.
             plan.step(Step::Refuse { why });
-            let mut r = record(
+            plan.record = Some(record(
                 &args.env,
                 env,
                 &log,
                 "rollback",
                 now.serving().map(str::to_string),
-                "-",
+                None,
                 &args.reason,
                 args.force,
-            );
-            r.to = None;
-            plan.record = Some(r);
+            ));
             return Ok(plan);
         }
     };
-    plan.fact("rollback target", target_tag.clone(), "audit history");
+    // `choose` already said where an `@N` or a forced target came from.
+    if !plan.facts.iter().any(|f| f.what == "rollback target") {
+        plan.fact("rollback target", target_tag.clone(), "audit history");
+    }
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
     // Built from app steps alone: the lock is the one other step.
     plan.step(
@@ -129,7 +130,7 @@ pub fn build(
         &log,
         "rollback",
         now.serving().map(str::to_string),
-        &target_tag,
+        Some(&target_tag),
         &args.reason,
         args.force,
     ));

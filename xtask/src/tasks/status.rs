@@ -21,6 +21,7 @@ use serde_json::json;
 use time::OffsetDateTime;
 
 use crate::audit::{at_or_after, fit, fitted, line_form, since, History, Log, Record, Tip};
+use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::engine::{ComposeCli, Target};
 use crate::exit::{fail, Code};
@@ -32,9 +33,8 @@ use crate::rollout::{default_target, Now};
 pub const WIDTH: usize = 100;
 
 /// The verified chain of `env` as history, or exit 6.
-fn load(ctx: &Ctx, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {
-    let cfg = ctx.config()?;
-    let log = ctx.log(&cfg, env)?;
+fn load(ctx: &Ctx, cfg: &Config, env: &str) -> Result<(Log, Tip, History, Vec<String>)> {
+    let log = ctx.log(cfg, env)?;
     let c = log.check()?;
     let tip = match &c.local {
         Ok(t) => *t,
@@ -66,18 +66,20 @@ fn done(env: &str, problems: Vec<String>) -> Result<()> {
 
 /// What the engine runs for `env`, reconciled with the chain; `Err` when
 /// the engine could not be asked (status then shows the chain alone).
-fn engine_now(ctx: &Ctx, env: &str, h: &History) -> std::result::Result<Now, String> {
-    let cfg = ctx.config().map_err(|e| format!("{e:#}"))?;
+fn engine_now(cfg: &Config, env: &str, h: &History) -> std::result::Result<Now, String> {
     let e = cfg.env(env).map_err(|e| format!("{e:#}"))?;
+    // The look-up is `docker ps` / `docker service ls`: the compose CLI's
+    // flavour does not matter to it.
     let target =
-        Target::untagged(&cfg, env, e, ComposeCli::V2Plugin).map_err(|e| format!("{e:#}"))?;
+        Target::untagged(cfg, env, e, ComposeCli::V2Plugin).map_err(|e| format!("{e:#}"))?;
     let (now, asked) = Now::of(&target, h);
     asked.map(|()| now).map_err(|e| format!("{e:#}"))
 }
 
 pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
-    let (log, tip, h, problems) = load(ctx, env)?;
-    let now = engine_now(ctx, env, &h);
+    let cfg = ctx.config()?;
+    let (log, tip, h, problems) = load(ctx, &cfg, env)?;
+    let now = engine_now(&cfg, env, &h);
     let drift = now.as_ref().ok().and_then(Now::drift);
     let target = match &now {
         Ok(n) => default_target(&h, n),
@@ -195,7 +197,7 @@ pub fn history(ctx: &Ctx, args: &flags::History) -> Result<()> {
         .as_deref()
         .map(|w| since(w, OffsetDateTime::now_utc()))
         .transpose()?;
-    let (_, _, h, problems) = load(ctx, env)?;
+    let (_, _, h, problems) = load(ctx, &ctx.config()?, env)?;
     let mut shown: Vec<&Record> = h
         .attempts()
         .filter(|r| since.is_none_or(|t| at_or_after(r, t)))
