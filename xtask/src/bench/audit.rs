@@ -241,9 +241,9 @@ mod tests {
         assert_eq!(log.verify().unwrap().count, 500);
     }
 
-    /// `cargo test --release -p xtask --lib bench::audit::tests::measure -- --ignored --nocapture`
+    /// `cargo test -p xtask --lib bench::audit::tests::measure -- --ignored --nocapture`
     #[test]
-    #[ignore = "a benchmark; run it in release mode"]
+    #[ignore = "a benchmark"]
     fn measure() {
         let quick = std::env::var_os("AUDIT_BENCH_FULL").is_none();
         println!("{}", run(quick).unwrap().body);
