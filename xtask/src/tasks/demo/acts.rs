@@ -23,6 +23,9 @@ pub(super) struct Acts {
     pub(super) session: Option<Session>,
     /// What happens to the swarm, for the summary.
     pub(super) swarm: Option<&'static str>,
+    /// The plan's own teardown (the `take_down` steps), run by `cleanup`
+    /// when a signal stopped the plan before it got there.
+    pub(super) teardown: Vec<crate::plan::Step>,
 }
 
 impl Acts {
@@ -86,6 +89,24 @@ impl Acts {
 }
 
 impl Actions for Acts {
+    /// Stopped by a signal, the demo still takes its stacks down (unless
+    /// `--keep`); the swarm session then leaves a swarm it created.
+    fn cleanup(&mut self) {
+        if crate::cmd::interrupts() == 0 {
+            return;
+        }
+        for s in std::mem::take(&mut self.teardown) {
+            let r = match &s {
+                crate::plan::Step::Run { command, .. } => crate::cmd::run(command, false).map(drop),
+                crate::plan::Step::Action { id, .. } => self.run(id),
+                _ => Ok(()),
+            };
+            if let Err(e) = r {
+                eprintln!("demo teardown after the signal: {e:#}");
+            }
+        }
+    }
+
     fn run(&mut self, id: &str) -> Result<()> {
         match id {
             "swarm" => self.enter(),

@@ -198,9 +198,11 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             Effect::Mutating,
         ));
     }
+    let mut teardown = Vec::new();
     if !args.keep {
         for env in ENVS {
             for s in take_down(&cfg, env, swarm, false)? {
+                teardown.push(s.clone());
                 plan.step(s);
             }
         }
@@ -221,6 +223,7 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
         keep: args.keep,
         session: None,
         swarm: None,
+        teardown,
     };
     let result = ctx.finish(&plan, &mut run);
     if run.rows.is_empty() {
