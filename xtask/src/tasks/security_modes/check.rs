@@ -69,26 +69,25 @@ pub(super) fn rows(
             .map(|v| finding(name, v))
             .collect()
     };
-    let mut out = Vec::new();
-    for rule in &mode.rules {
-        let findings = services
-            .iter()
-            .flat_map(|(n, s)| check(rule, n, s))
-            .collect();
-        out.push(Row::new(
-            &mode.name,
-            Phase::Static,
-            stack_name,
-            rule,
-            findings,
-        ));
-    }
+    let row =
+        |rule: &String, findings| Row::new(&mode.name, Phase::Static, stack_name, rule, findings);
+    let mut out: Vec<Row> = mode
+        .rules
+        .iter()
+        .map(|rule| {
+            let findings = services
+                .iter()
+                .flat_map(|(n, s)| check(rule, n, s))
+                .collect();
+            row(rule, findings)
+        })
+        .collect();
     // No app services (a `--compose` file without --app-service): the app
     // rules have nothing to apply to, and the plan says so.
     if stack.app_services.is_empty() {
         return out;
     }
-    for rule in &mode.app_rules {
+    out.extend(mode.app_rules.iter().map(|rule| {
         let findings = stack
             .app_services
             .iter()
@@ -100,14 +99,8 @@ pub(super) fn rows(
                 )],
             })
             .collect();
-        out.push(Row::new(
-            &mode.name,
-            Phase::Static,
-            stack_name,
-            rule,
-            findings,
-        ));
-    }
+        row(rule, findings)
+    }));
     out
 }
 
