@@ -98,6 +98,119 @@ pub struct Env {
     /// process group is killed and the step fails.
     #[serde(default)]
     pub timeouts: Limits,
+    /// Blue/green behind a reverse proxy (`[env.NAME.proxy]`): new app
+    /// containers start beside the serving ones and the proxy switches.
+    /// Without it, a deploy recreates the app services in place.
+    pub proxy: Option<Proxy>,
+}
+
+/// The reverse proxy (Caddy 2) in front of an environment's HTTP app
+/// services, and how a deploy uses it. See docs/architecture.md, "Blue/green".
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// The compose service running the proxy. Started where absent, like a
+    /// stateful service; a deploy or a rollback never recreates it.
+    pub service: String,
+    /// The proxy's admin API (loopback only), e.g. `http://127.0.0.1:18090`.
+    /// Compose only: on Swarm the proxy finds tasks by DNS and needs none.
+    pub admin_url: Option<String>,
+    /// HTTP app services behind the proxy, and the container port each
+    /// serves on. The proxy's route for service S has `@id` `fetchml-S`.
+    pub routes: BTreeMap<String, u16>,
+    /// The other app services (workers: no traffic) and the container port
+    /// where each answers the health path; the gate asks them directly.
+    #[serde(default)]
+    pub probe_ports: BTreeMap<String, u16>,
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    /// After a switch, how long the old containers may finish in-flight
+    /// requests before they are stopped or kept warm.
+    #[serde(default = "default_drain")]
+    pub drain_secs: u64,
+    /// What happens to the previous set's HTTP containers after the drain:
+    /// `warm` (kept running without traffic: a rollback is a switch) or
+    /// `stopped` (a rollback starts them first). Workers are always stopped.
+    #[serde(default)]
+    pub keep_previous: KeepPrevious,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepPrevious {
+    #[default]
+    Warm,
+    Stopped,
+}
+
+impl Proxy {
+    /// The container port the gate probes for `service`.
+    pub fn port(&self, service: &str) -> Option<u16> {
+        self.routes
+            .get(service)
+            .or_else(|| self.probe_ports.get(service))
+            .copied()
+    }
+
+    fn validate(&self, env: &Env) -> Result<()> {
+        if self.routes.is_empty() {
+            bail!("proxy.routes is empty: name the HTTP app services behind the proxy");
+        }
+        for s in self.routes.keys().chain(self.probe_ports.keys()) {
+            if !env.app_services.contains(s) {
+                bail!("proxy names `{s}`, which is not in app_services");
+            }
+        }
+        if let Some(s) = self
+            .routes
+            .keys()
+            .find(|s| self.probe_ports.contains_key(*s))
+        {
+            bail!("proxy: `{s}` is in both routes and probe_ports");
+        }
+        if let Some(s) = env.app_services.iter().find(|s| self.port(s).is_none()) {
+            bail!("proxy: app service `{s}` is in neither routes nor probe_ports: the gate needs its port");
+        }
+        if env.app_services.contains(&self.service) || env.stateful_services.contains(&self.service)
+        {
+            bail!(
+                "proxy.service `{}` is also an app or stateful service",
+                self.service
+            );
+        }
+        validate::service_name(&self.service)?;
+        if !self.health_path.starts_with('/') || self.health_path.contains(char::is_whitespace) {
+            bail!(
+                "proxy.health_path `{}` must be a path like /health",
+                self.health_path
+            );
+        }
+        match (&self.admin_url, env.engine) {
+            (Some(u), _) if !is_loopback_url(u) => bail!(
+                "proxy.admin_url `{u}` must be http:// on 127.0.0.1 or [::1]: the admin API reconfigures the proxy and must not be reachable from elsewhere"
+            ),
+            (None, EngineKind::Compose) => {
+                bail!("proxy.admin_url is required on compose: the switch goes through it")
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// `http://127.0.0.1:PORT` or `http://[::1]:PORT`, nothing else.
+fn is_loopback_url(u: &str) -> bool {
+    ["http://127.0.0.1:", "http://[::1]:"].iter().any(|p| {
+        u.strip_prefix(p)
+            .is_some_and(|port| port.trim_end_matches('/').parse::<u16>().is_ok())
+    })
+}
+
+fn default_health_path() -> String {
+    "/health".into()
+}
+fn default_drain() -> u64 {
+    2
 }
 
 /// Per step-kind time limits of engine commands, in seconds. The defaults
@@ -261,6 +374,9 @@ impl Env {
             if !cfg.envs.contains_key(from) {
                 bail!("promote_from names unknown environment `{from}`");
             }
+        }
+        if let Some(p) = &self.proxy {
+            p.validate(self)?;
         }
         for e in &self.require_evidence {
             if !EVIDENCE.contains(&e.as_str()) {

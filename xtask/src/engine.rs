@@ -17,7 +17,9 @@ use std::path::PathBuf;
 
 pub mod cluster;
 pub mod docker;
+pub mod proxy;
 mod running;
+pub mod slots;
 pub mod swarm;
 
 pub use running::Running;
@@ -26,7 +28,7 @@ use anyhow::{bail, Result};
 use serde::Serialize;
 
 use crate::cmd::{Command, Effect};
-use crate::config::{Config, EngineKind, Env, Limits};
+use crate::config::{Config, EngineKind, Env, Limits, Proxy};
 
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -63,6 +65,9 @@ pub struct Target {
     image_only: bool,
     #[serde(skip)]
     limits: Limits,
+    /// Blue/green behind this proxy (compose), or in place (`None`).
+    #[serde(skip)]
+    proxy: Option<Proxy>,
 }
 
 /// The stateful services of an environment: the one thing a deploy may do
@@ -76,9 +81,14 @@ pub struct Stateful {
 
 impl Stateful {
     /// The stateful services of `target`'s environment.
+    /// The proxy counts as one: started where absent, never recreated.
     pub fn of(target: &Target, env: &Env) -> Stateful {
+        let mut services = env.stateful_services.clone();
+        if let Some(p) = &env.proxy {
+            services.push(p.service.clone());
+        }
         Stateful {
-            services: env.stateful_services.clone(),
+            services,
             base: target.clone(),
         }
     }
@@ -135,6 +145,7 @@ impl Target {
             vars: env.vars.clone(),
             image_only: false,
             limits: env.timeouts,
+            proxy: env.proxy.clone(),
         })
     }
 

@@ -22,15 +22,25 @@ use crate::plan::{Command, Effect, Plan, Step};
 pub const REGISTRY: &str = "127.0.0.1:5000";
 /// The Redis image the testbed stack runs (built locally: nothing can be pulled).
 pub const REDIS_IMAGE: &str = "fetchml/testbed-redis:local";
+/// The reverse proxy (Caddy 2) in front of the testbed's HTTP app services.
+pub const PROXY_IMAGE: &str = "fetchml/testbed-caddy:local";
+
+/// The images `setup` builds from a host binary and its libraries: the
+/// image, the binary, and its Dockerfile under deployments/testbed.
+const HOST_IMAGES: [(&str, &str, &str); 2] = [
+    (REDIS_IMAGE, "/usr/bin/redis-server", "redis.Dockerfile"),
+    (PROXY_IMAGE, "/usr/bin/caddy", "caddy.Dockerfile"),
+];
 const STATE: &str = "/var/lib/fetchml-xtask";
 const PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
 
 /// Debian packages and the file that shows each is installed.
-const PACKAGES: [(&str, &str); 6] = [
+const PACKAGES: [(&str, &str); 7] = [
     ("docker.io", "/usr/sbin/dockerd"),
     ("docker-registry", "/usr/bin/docker-registry"),
     ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
     ("redis-server", "/usr/bin/redis-server"),
+    ("caddy", "/usr/bin/caddy"),
     ("busybox-static", "/bin/busybox"),
     ("shellcheck", "/usr/bin/shellcheck"),
 ];
@@ -192,18 +202,20 @@ pub fn plan() -> Plan {
             Effect::Mutating,
         ));
     }
-    let redis = daemon.is_ok() && crate::engine::docker::image_present(REDIS_IMAGE);
-    plan.fact(
-        "testbed redis image",
-        if redis { "present" } else { "missing" },
-        "docker image inspect",
-    );
-    if !redis {
-        plan.step(Step::action(
-            "build-redis-image",
-            format!("build {REDIS_IMAGE} from the host's redis-server and its libraries"),
-            Effect::Mutating,
-        ));
+    for (image, bin, _) in HOST_IMAGES {
+        let present = daemon.is_ok() && crate::engine::docker::image_present(image);
+        plan.fact(
+            &format!("image {image}"),
+            if present { "present" } else { "missing" },
+            "docker image inspect",
+        );
+        if !present {
+            plan.step(Step::action(
+                &format!("build-image:{image}"),
+                format!("build {image} from the host's {bin} and its libraries"),
+                Effect::Mutating,
+            ));
+        }
     }
     plan
 }
@@ -313,17 +325,23 @@ impl Actions for SetupActions {
                 )?;
                 wait_for("image registry", Duration::from_secs(30), registry_up)
             }
-            "build-redis-image" => build_redis_image(self.verbose),
-            other => bail!("unknown setup action {other}"),
+            other => match other
+                .strip_prefix("build-image:")
+                .and_then(|i| HOST_IMAGES.iter().find(|(image, ..)| *image == i))
+            {
+                Some((image, bin, dockerfile)) => {
+                    build_host_image(image, bin, dockerfile, self.verbose)
+                }
+                None => bail!("unknown setup action {other}"),
+            },
         }
     }
 }
 
-/// Redis in a `FROM scratch` image: the host's redis-server plus every
-/// library `ldd` lists, at the same paths.
-fn build_redis_image(verbose: bool) -> Result<()> {
-    let ctx = tempfile_dir("redis-image")?;
-    let bin = "/usr/bin/redis-server";
+/// A `FROM scratch` image of a host binary (redis-server, caddy) plus
+/// every library `ldd` lists, at the same paths.
+fn build_host_image(image: &str, bin: &str, dockerfile: &str, verbose: bool) -> Result<()> {
+    let ctx = tempfile_dir("host-image")?;
     let ldd = run_command(&Command::new("ldd", Effect::ReadOnly).arg(bin), verbose)?;
     let mut files = vec![bin.to_string()];
     for line in ldd.lines() {
@@ -344,10 +362,15 @@ fn build_redis_image(verbose: bool) -> Result<()> {
         std::fs::create_dir_all(dest.parent().unwrap())?;
         std::fs::copy(f, &dest).with_context(|| format!("copying {f}"))?;
     }
-    std::fs::create_dir_all(ctx.join("data"))?;
-    let dockerfile = crate::repo::workspace_root().join("deployments/testbed/redis.Dockerfile");
+    // Mount points the images own (Redis' data, Caddy's autosaved config).
+    for d in ["data", "config"] {
+        std::fs::create_dir_all(ctx.join(d))?;
+    }
+    let dockerfile = crate::repo::workspace_root()
+        .join("deployments/testbed")
+        .join(dockerfile);
     let build = Command::new("docker", Effect::Mutating)
-        .args(["build", "-q", "-t", REDIS_IMAGE, "-f"])
+        .args(["build", "-q", "-t", image, "-f"])
         .arg(dockerfile.display().to_string())
         .arg(ctx.display().to_string())
         .env("DOCKER_BUILDKIT", "0")

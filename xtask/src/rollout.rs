@@ -7,6 +7,7 @@ use anyhow::Result;
 
 use crate::audit::{History, Log};
 use crate::config::{EngineKind, Env};
+use crate::engine::slots::{Container, Set, Slot};
 use crate::engine::{Running, Target};
 use crate::exit::{fail, Code};
 use crate::health::Gate;
@@ -110,19 +111,25 @@ pub fn record(
             .and_then(|s| env.images.get(s))
             .cloned(),
         force,
+        sets_of: None,
     }
 }
 
 /// The gate for `target`'s tag on an environment; when it fails, the last
 /// log lines of the target's app services are shown.
 pub fn gate(target: &Target, env: &Env, timeout_secs: u64) -> AppStep {
-    AppStep::HealthGate(Gate {
+    AppStep::HealthGate(contract(target, env, timeout_secs))
+}
+
+/// What the gate for `target`'s tag requires, at the environment's URLs.
+fn contract(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
+    Gate {
         urls: env.health_urls.clone(),
         version: target.tag().into(),
         compliance_mode: env.compliance_mode.clone(),
         timeout_secs,
         logs: target.logs_commands(LOG_LINES),
-    })
+    }
 }
 
 /// Log lines per app service shown when a gate fails.
@@ -144,6 +151,8 @@ pub struct Now {
     pub chain: Option<String>,
     pub engine: Running,
     apps: Vec<String>,
+    /// Why the engine could not be asked, if it could not.
+    pub unknown: Option<String>,
 }
 
 impl Now {
@@ -155,6 +164,7 @@ impl Now {
             chain: history.current().map(str::to_string),
             engine: engine.as_ref().cloned().unwrap_or_default(),
             apps: target.services().to_vec(),
+            unknown: engine.as_ref().err().map(|e| format!("{e:#}")),
         };
         (now, engine.map(drop))
     }
@@ -248,4 +258,197 @@ pub fn default_target(h: &History, now: &Now) -> Option<String> {
         }
     }
     h.previous_good().map(str::to_string)
+}
+
+/// How long a deploy waits for a proxy it just started to answer.
+pub const PROXY_WAIT_SECS: u64 = 15;
+
+/// Blue/green plans from what the engine and the proxy report; when they
+/// could not be asked, the plan is refused rather than made blind (it
+/// could otherwise pick the serving set as the one to discard).
+pub fn unknown_sets(target: &Target, now: &Now) -> Option<Step> {
+    let why = now.unknown.clone().filter(|_| target.blue_green())?;
+    Some(Step::Require {
+        what: "the engine and the proxy report which set serves".into(),
+        missing: vec![why],
+        overridden: Vec::new(),
+    })
+}
+
+/// Blue/green (compose behind a proxy): the steps that put `target`'s tag
+/// in service, and the recovery that puts back the set serving now.
+pub struct BlueGreen {
+    pub steps: Vec<AppStep>,
+    pub recovery: Vec<AppStep>,
+    /// The set that will serve.
+    pub set: Set,
+}
+
+/// Plans a blue/green switch to `target`'s tag from what runs (`now`).
+///
+/// When a standby set already holds the tag (the previous version, kept
+/// warm or stopped), the switch goes to it: start what is stopped, gate,
+/// switch, then hand the workers over. Otherwise a new set starts beside
+/// the serving one in the other slot (the stale standby is discarded
+/// first), is gated on its own addresses, and the proxy switches. Either
+/// way the old set is retired last: its workers stop only once the new
+/// ones passed the gate, and its HTTP containers drain.
+pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> BlueGreen {
+    let all = &now.engine.containers;
+    let live = serving_slot(now);
+    let of = |slot: Slot| all.iter().filter(move |c| c.slot == slot);
+    let names = |slot: Slot, pick: &dyn Fn(&Container) -> bool| -> Vec<String> {
+        of(slot)
+            .filter(|c| pick(c))
+            .map(|c| c.name.clone())
+            .collect()
+    };
+    let gated = |set: &Set| AppStep::GateSet {
+        set: set.clone(),
+        gate: contract(set.target(), env, gate_secs),
+    };
+    let old = live
+        .zip(now.serving())
+        .map(|(l, tag)| target.on_tag(tag).set(l).known(of(l).cloned().collect()));
+
+    let mut slots: Vec<Slot> = all.iter().map(|c| c.slot).collect();
+    slots.sort();
+    slots.dedup();
+    let back = |leave: AppStep| -> Vec<AppStep> {
+        // Nothing served before: stop what failed, as an in-place deploy would.
+        let Some(old) = &old else {
+            return vec![AppStep::Stop {
+                target: target.clone(),
+            }];
+        };
+        vec![
+            AppStep::Start {
+                set: old.clone(),
+                names: Vec::new(),
+            },
+            gated(old),
+            AppStep::Switch { set: old.clone() },
+            leave,
+        ]
+    };
+    let mut steps = Vec::new();
+    let (set, recovery) = match standby_with(target, now, target.tag()) {
+        Some(slot) => {
+            let set = target.set(slot).known(of(slot).cloned().collect());
+            let stopped = |routed: bool| {
+                names(slot, &|c: &Container| {
+                    !c.running && set.part(routed).services().contains(&c.service)
+                })
+            };
+            // Warm: nothing to start, and the switch is all that stands
+            // between the command and traffic on the old version.
+            if !stopped(true).is_empty() {
+                steps.push(AppStep::Start {
+                    set: set.part(true),
+                    names: stopped(true),
+                });
+            }
+            steps.push(gated(&set.part(true)));
+            steps.push(AppStep::Switch { set: set.clone() });
+            steps.push(gate(target, env, gate_secs));
+            let workers = set.part(false);
+            if !workers.services().is_empty() {
+                steps.push(AppStep::Start {
+                    set: workers.clone(),
+                    names: stopped(false),
+                });
+                steps.push(gated(&workers));
+            }
+            let recovery = back(AppStep::Retire {
+                set: set.clone(),
+                names: Vec::new(),
+            });
+            (set, recovery)
+        }
+        None => {
+            let slot = live.map_or(Slot::Blue, Slot::other);
+            for s in slots.iter().copied().filter(|s| Some(*s) != live) {
+                steps.push(AppStep::Discard {
+                    set: target.on_tag(&tag_in(all, s)).set(s),
+                    names: names(s, &|_| true),
+                });
+            }
+            let set = target.set(slot);
+            let scale = target
+                .services()
+                .iter()
+                .map(|s| {
+                    let serving =
+                        live.map_or(0, |l| of(l).filter(|c| &c.service == s).count() as u32);
+                    (s.clone(), serving + serving.max(1))
+                })
+                .collect();
+            steps.push(AppStep::StartBeside {
+                set: set.clone(),
+                scale,
+            });
+            steps.push(gated(&set));
+            steps.push(AppStep::Switch { set: set.clone() });
+            steps.push(gate(target, env, gate_secs));
+            let recovery = back(AppStep::Discard {
+                set: set.clone(),
+                names: Vec::new(),
+            });
+            (set, recovery)
+        }
+    };
+    if let Some(old) = &old {
+        steps.push(AppStep::Retire {
+            set: old.clone(),
+            names: names(old.slot(), &|c: &Container| c.running),
+        });
+    }
+    BlueGreen {
+        steps,
+        recovery,
+        set,
+    }
+}
+
+/// The set with traffic: the proxy's, else unlabelled containers that run
+/// (a stack deployed in place before it had a proxy).
+fn serving_slot(now: &Now) -> Option<Slot> {
+    now.engine.live.or_else(|| {
+        now.engine
+            .containers
+            .iter()
+            .any(|c| c.running && c.slot == Slot::Unlabelled)
+            .then_some(Slot::Unlabelled)
+    })
+}
+
+/// The standby set (no traffic) that holds every app service on `tag`,
+/// if there is one: then a rollback to `tag` is a switch, and its images
+/// are there.
+pub fn standby_with(target: &Target, now: &Now, tag: &str) -> Option<Slot> {
+    let all = &now.engine.containers;
+    let live = serving_slot(now);
+    let mut slots: Vec<Slot> = all
+        .iter()
+        .map(|c| c.slot)
+        .filter(|s| Some(*s) != live)
+        .collect();
+    slots.sort();
+    slots.dedup();
+    slots.into_iter().find(|&slot| {
+        let of = || all.iter().filter(move |c| c.slot == slot);
+        target
+            .services()
+            .iter()
+            .all(|s| of().any(|c| &c.service == s))
+            && of().all(|c| c.tag == tag)
+    })
+}
+
+/// The tag the containers of `slot` run (for showing a standby set).
+fn tag_in(all: &[Container], slot: Slot) -> String {
+    all.iter()
+        .find(|c| c.slot == slot)
+        .map(|c| c.tag.clone())
+        .unwrap_or_default()
 }

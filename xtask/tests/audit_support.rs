@@ -146,6 +146,7 @@ pub fn entry(action: &str, outcome: &str, from: Option<&str>, to: &str, reason: 
         git_sha: None,
         reason: reason.into(),
         error: None,
+        set: None,
         duration_ms: 12,
     }
 }

@@ -270,6 +270,7 @@ fn seed(state: &Path, env: &str, sink: Option<&Path>) {
             git_sha: None,
             reason: "docs example history".into(),
             error: None,
+            set: None,
             duration_ms: 1,
         };
         log.append(entry, false).unwrap();

@@ -226,6 +226,7 @@ fn seed(sb: &Sandbox, env: &str, tags: &[&str]) {
                 git_sha: None,
                 reason: "seed".into(),
                 error: None,
+                set: None,
                 duration_ms: 1,
             },
             false,

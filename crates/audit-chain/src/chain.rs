@@ -348,6 +348,10 @@ fn scan_shape(b: &[u8]) -> Result<Shape, ScanError> {
         c.i += 9;
         c.string()?;
     }
+    if c.b[c.i..].starts_with(b",\"set\":") {
+        c.i += 7;
+        c.string()?;
+    }
     c.lit(b",\"duration_ms\":", ",\"duration_ms\":")?;
     c.uint()?;
     c.lit(b",\"prev\":\"", ",\"prev\":\"")?;
@@ -691,6 +695,7 @@ mod tests {
             host: "h".into(),
             reason: reason.into(),
             error: seq.is_multiple_of(3).then(|| format!("step {seq} failed")),
+            set: seq.is_multiple_of(2).then(|| "green".to_string()),
             duration_ms: 7,
             prev: hex(prev),
         };

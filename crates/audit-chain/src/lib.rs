@@ -39,6 +39,10 @@ pub struct Record {
     /// operator's reason; absent on success and in records written before it existed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Blue/green: the set of containers (`blue`, `green`) serving when the
+    /// record was written; absent for in-place stacks and older records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<String>,
     pub duration_ms: u64,
     pub prev: String,
 }

@@ -220,6 +220,7 @@ impl Log {
             host: hostname(),
             reason,
             error: entry.error.map(|e| one_line(&e)),
+            set: entry.set,
             duration_ms: entry.duration_ms,
             prev: hex(&prev),
         };

@@ -145,6 +145,7 @@ mod tests {
             host: String::new(),
             reason: String::new(),
             error: None,
+            set: None,
             duration_ms: 0,
             prev: String::new(),
         }

@@ -58,6 +58,8 @@ pub struct Entry {
     pub reason: String,
     /// What went wrong, in the tool's words (kept apart from the reason).
     pub error: Option<String>,
+    /// Blue/green: the set serving when the record was written.
+    pub set: Option<String>,
     pub duration_ms: u64,
 }
 

@@ -55,6 +55,7 @@ pub fn synthetic_chain(path: &Path, env: &str, n: u64) -> Result<u64> {
             host: "ci-runner-07".into(),
             reason: reasons[(seq % 4) as usize].into(),
             error: None,
+            set: None,
             duration_ms: 40_000 + seq % 20_000,
             prev: hex(&prev),
         };
@@ -112,6 +113,7 @@ fn appends(log: &Log, n: usize) -> Result<(Duration, Vec<Duration>)> {
         git_sha: None,
         reason: "benchmark".into(),
         error: None,
+        set: None,
         duration_ms: 1,
     };
     log.forget_verified();

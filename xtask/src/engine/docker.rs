@@ -38,9 +38,21 @@ pub fn image_digest(image: &str) -> Option<String> {
 
 /// Which compose CLI is present: the v2 plugin wins; v1 is a detected fallback.
 pub fn detect_compose() -> Option<ComposeCli> {
+    let is_v2 = |c: &Command| {
+        output(c)
+            .is_ok_and(|o| o.success && (o.stdout.starts_with('2') || o.stdout.starts_with("v2")))
+    };
+    // The plugin binary asked directly answers in a third of the time
+    // `docker compose` takes (the CLI first scans every plugin); the CLI
+    // is still asked when no plugin is found where it looks.
     let v2 = which::which("docker").is_ok()
-        && output(&docker(&["compose", "version", "--short"]))
-            .is_ok_and(|o| o.success && (o.stdout.starts_with('2') || o.stdout.starts_with("v2")));
+        && (compose_plugin().is_some_and(|p| {
+            is_v2(
+                &Command::new(&p, Effect::ReadOnly)
+                    .args(["version", "--short"])
+                    .timeout(LOOK_UP_SECS),
+            )
+        }) || is_v2(&docker(&["compose", "version", "--short"])));
     if v2 {
         return Some(ComposeCli::V2Plugin);
     }
@@ -52,6 +64,27 @@ pub fn detect_compose() -> Option<ComposeCli> {
         )
         .is_ok_and(|o| o.success && o.stdout.starts_with("1."));
     v1.then_some(ComposeCli::V1Standalone)
+}
+
+/// The compose plugin, where the docker CLI looks for it: the user's
+/// `cli-plugins` first, then the system directories.
+fn compose_plugin() -> Option<String> {
+    let user = std::env::var_os("DOCKER_CONFIG")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
+        .map(|d| d.join("cli-plugins"));
+    let system = [
+        "/usr/local/lib/docker/cli-plugins",
+        "/usr/local/libexec/docker/cli-plugins",
+        "/usr/lib/docker/cli-plugins",
+        "/usr/libexec/docker/cli-plugins",
+    ]
+    .map(std::path::PathBuf::from);
+    user.into_iter()
+        .chain(system)
+        .map(|d| d.join("docker-compose"))
+        .find(|p| p.is_file())
+        .map(|p| p.display().to_string())
 }
 
 /// Is the Docker daemon answering? `Err` is `docker info`'s error, in one

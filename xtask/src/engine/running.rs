@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 use serde::Serialize;
 
+use super::slots::{Container, Slot};
 use super::Target;
 use crate::cmd::{Command, Effect};
 use crate::config::EngineKind;
@@ -16,7 +17,14 @@ use crate::config::EngineKind;
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Running {
     /// App service -> the tags it runs (several while a recreate is half done).
+    /// Blue/green: of the set the proxy sends traffic to.
     pub services: BTreeMap<String, Vec<String>>,
+    /// Blue/green: the set the proxy sends traffic to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub live: Option<Slot>,
+    /// Blue/green: every app container of every set.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub containers: Vec<Container>,
 }
 
 impl Running {
@@ -35,12 +43,14 @@ impl Running {
         self.services.values().all(Vec::is_empty)
     }
 
-    /// `api=sha-1, worker=sha-1 sha-2`, or `nothing running`.
+    /// `api=sha-1, worker=sha-1 sha-2`, or `nothing running`; blue/green
+    /// adds which set serves and what the other one holds.
     pub fn describe(&self, app_services: &[String]) -> String {
+        let sets = self.describe_sets();
         if self.is_empty() {
-            return "nothing running".into();
+            return format!("nothing running{sets}");
         }
-        app_services
+        let tags = app_services
             .iter()
             .map(|s| {
                 let tags = self
@@ -51,12 +61,42 @@ impl Running {
                 format!("{s}={}", if tags.is_empty() { "-" } else { &tags })
             })
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", ");
+        format!("{tags}{sets}")
+    }
+
+    /// `; green set serves; blue set on v1: api warm, worker stopped`.
+    fn describe_sets(&self) -> String {
+        let mut out = String::new();
+        if let Some(l) = self.live {
+            out.push_str(&format!("; the {} set serves", l.name()));
+        }
+        let mut slots: Vec<Slot> = self.containers.iter().map(|c| c.slot).collect();
+        slots.dedup();
+        for s in slots.into_iter().filter(|s| Some(*s) != self.live) {
+            let cs: Vec<&Container> = self.containers.iter().filter(|c| c.slot == s).collect();
+            let state = |c: &Container| match (c.running, self.live.is_some()) {
+                (true, true) => "warm",
+                (true, false) => "running",
+                (false, _) => "stopped",
+            };
+            let parts: Vec<String> = cs
+                .iter()
+                .map(|c| format!("{} {}", c.name, state(c)))
+                .collect();
+            let tag = cs.first().map_or("", |c| c.tag.as_str());
+            out.push_str(&format!(
+                "; {} set on {tag}: {}",
+                s.name(),
+                parts.join(", ")
+            ));
+        }
+        out
     }
 }
 
 /// The tag of an image reference (`repo:tag`, `repo:tag@sha256:...`).
-fn tag_of(image: &str) -> Option<String> {
+pub(super) fn tag_of(image: &str) -> Option<String> {
     let image = image.split('@').next().unwrap_or(image);
     let (repo, tag) = image.rsplit_once(':')?;
     (!tag.contains('/') && !repo.is_empty()).then(|| tag.to_string())
@@ -88,8 +128,39 @@ impl Target {
 
     /// What the engine runs now for the app services (read-only).
     pub fn running(&self) -> Result<Running> {
+        if self.blue_green() {
+            return self.running_sets();
+        }
         let out = crate::cmd::run(&self.running_command(), false)?;
         Ok(self.parse_running(&out))
+    }
+
+    /// Blue/green: the tags of the set the proxy sends traffic to (of
+    /// every running container while no labelled set has traffic yet).
+    fn running_sets(&self) -> Result<Running> {
+        let containers = self.containers()?;
+        // No app container yet (a first deploy): nothing to ask the proxy,
+        // which may not have started either.
+        if containers.is_empty() {
+            return Ok(Running::default());
+        }
+        let live = self.live_slot(&containers)?;
+        let mut r = Running {
+            live,
+            ..Running::default()
+        };
+        for c in containers
+            .iter()
+            .filter(|c| c.running && live.is_none_or(|l| l == c.slot))
+        {
+            let tags = r.services.entry(c.service.clone()).or_default();
+            if !tags.contains(&c.tag) {
+                tags.push(c.tag.clone());
+                tags.sort();
+            }
+        }
+        r.containers = containers;
+        Ok(r)
     }
 
     fn parse_running(&self, out: &str) -> Running {
@@ -139,6 +210,7 @@ mod tests {
             vars: BTreeMap::new(),
             image_only: false,
             limits: Limits::default(),
+            proxy: None,
         }
     }
 

@@ -138,6 +138,12 @@ impl Run<'_> {
                 Ok(())
             }
             Step::StartStateful { .. } => self.commands(s.commands()),
+            Step::ProxyReady { target, wait_secs } => target.proxy_ready(*wait_secs).map_err(|e| {
+                fail(
+                    Code::Refused,
+                    format!("refused before any app container was touched: {e:#}"),
+                )
+            }),
             Step::App(a) => self.app(a),
             Step::WriteFile {
                 path,
@@ -181,6 +187,27 @@ impl Run<'_> {
                 timeout_secs,
             } => crate::engine::swarm::wait(target, *timeout_secs, self.verbose),
             AppStep::HealthGate(g) => crate::health::wait(g).map(drop),
+            AppStep::Discard { set, .. } => set.discard(self.verbose),
+            AppStep::StartBeside { set, scale } => set.start_beside(scale, self.verbose),
+            AppStep::Start { set, .. } => set.start(self.verbose),
+            AppStep::GateSet { set, gate } => {
+                let gate = crate::health::Gate {
+                    urls: set.probe_urls()?,
+                    ..gate.clone()
+                };
+                crate::health::wait(&gate).map(drop)
+            }
+            AppStep::Switch { set } => {
+                let t = Instant::now();
+                set.switch()?;
+                eprintln!(
+                    "switched the proxy to {} in {:.0} ms",
+                    set.describe(),
+                    t.elapsed().as_secs_f64() * 1000.0
+                );
+                Ok(())
+            }
+            AppStep::Retire { set, .. } => set.retire(self.verbose),
         }
     }
 

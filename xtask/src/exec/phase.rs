@@ -14,7 +14,7 @@ pub(super) fn phase_of(s: &Step) -> Option<String> {
             "starting {} where not running",
             target.services().join(", ")
         )),
-        Step::App(a) => app_phase_of(a),
+        // Shown by `Run::app`, which recoveries call too.
         _ => None,
     }
 }
@@ -38,8 +38,13 @@ pub(super) fn app_phase_of(a: &AppStep) -> Option<String> {
             target.services().join(", "),
             target.tag()
         )),
-        // The gate shows its own progress.
-        AppStep::HealthGate(_) => None,
+        AppStep::Discard { set, .. } => Some(format!("discarding {}", set.describe())),
+        AppStep::StartBeside { set, .. } => Some(format!("starting {}", set.describe())),
+        AppStep::Start { set, .. } => Some(format!("starting {} where stopped", set.describe())),
+        AppStep::Switch { set } => Some(format!("switching the proxy to {}", set.describe())),
+        AppStep::Retire { set, .. } => Some(format!("retiring {}", set.describe())),
+        // The gates show their own progress.
+        AppStep::HealthGate(_) | AppStep::GateSet { .. } => None,
     }
 }
 

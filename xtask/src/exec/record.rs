@@ -38,9 +38,20 @@ pub(super) fn append(
         git_sha: crate::repo::git_sha(),
         reason: one_line(&r.reason),
         error: err.map(|e| one_line(&format!("{e:#}"))),
+        set: r.sets_of.as_ref().and_then(serving_set),
         duration_ms: started.elapsed().as_millis() as u64,
     };
     log_of(r).append(entry, r.force)
+}
+
+/// The set the proxy sends traffic to as the record is written; a
+/// look-up that fails leaves the field out rather than the record.
+fn serving_set(t: &crate::engine::Target) -> Option<String> {
+    let containers = t.containers().ok()?;
+    t.live_slot(&containers)
+        .ok()
+        .flatten()
+        .map(|s| s.name().to_string())
 }
 
 fn image_ref(repository: Option<&str>, tag: String) -> ImageRef {

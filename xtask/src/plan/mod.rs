@@ -17,11 +17,13 @@
 
 mod render;
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Serialize;
 
 pub use crate::cmd::{Command, Effect, EnvVar, Secretable};
+use crate::engine::slots::Set;
 use crate::engine::{Stateful, Target};
 pub use crate::health::Gate;
 
@@ -46,6 +48,25 @@ pub enum AppStep {
     Converge { target: Target, timeout_secs: u64 },
     /// Poll the health URLs until the service contract holds for the tag.
     HealthGate(Gate),
+    /// Blue/green: stop, then remove, a set that has no traffic (the
+    /// standby set before a new one starts; a new set that failed). Never
+    /// a volume. `names` as planned; empty when only known at run time.
+    Discard { set: Set, names: Vec<String> },
+    /// Blue/green: start a set beside the serving one; `scale` counts both.
+    StartBeside {
+        set: Set,
+        scale: BTreeMap<String, u32>,
+    },
+    /// Blue/green: start the set's stopped containers (a warm one is left as it is).
+    Start { set: Set, names: Vec<String> },
+    /// Blue/green: the health gate, asking each of the set's containers on
+    /// its own address, before any traffic reaches it.
+    GateSet { set: Set, gate: Gate },
+    /// Blue/green: point the proxy's routes at the set (atomic per route).
+    Switch { set: Set },
+    /// Blue/green: the set that lost its traffic: workers stop, HTTP
+    /// containers drain, then stay warm or stop (`keep_previous`).
+    Retire { set: Set, names: Vec<String> },
 }
 
 /// One typed step.
@@ -85,6 +106,10 @@ pub enum Step {
     /// Start the environment's stateful services where they are not running;
     /// never recreates one (`--no-recreate`).
     StartStateful { target: Stateful },
+    /// Blue/green: the proxy's admin API answers (waiting up to `wait_secs`
+    /// for a proxy just started) and has a route for each HTTP service;
+    /// otherwise the plan is refused before an app container is touched.
+    ProxyReady { target: Target, wait_secs: u64 },
     /// Write a file.
     WriteFile {
         path: PathBuf,
@@ -118,13 +143,31 @@ impl AppStep {
             AppStep::Recreate { target } => target.recreate_commands(),
             AppStep::Stop { target } => target.stop_commands(),
             AppStep::Converge { target, .. } => target.converge_commands(),
-            AppStep::EnsureImages { .. } | AppStep::HealthGate(_) => Vec::new(),
+            AppStep::Discard { set, names } => {
+                set.container_commands(&["stop", "container rm"], names)
+            }
+            AppStep::StartBeside { set, scale } => vec![set.start_beside_command(scale)],
+            AppStep::Start { set, names } => set.container_commands(&["start"], names),
+            AppStep::Retire { set, names } => set.container_commands(&["stop"], names),
+            AppStep::EnsureImages { .. }
+            | AppStep::HealthGate(_)
+            | AppStep::GateSet { .. }
+            | AppStep::Switch { .. } => Vec::new(),
         }
     }
 
-    /// Does applying this step change what serves?
+    /// Does applying this step change what serves (so that a failure after
+    /// it needs the recovery)? Starting a new set counts: its workers take jobs.
     pub fn touches(&self) -> bool {
-        matches!(self, AppStep::Recreate { .. } | AppStep::Stop { .. })
+        matches!(
+            self,
+            AppStep::Recreate { .. }
+                | AppStep::Stop { .. }
+                | AppStep::StartBeside { .. }
+                | AppStep::Start { .. }
+                | AppStep::Switch { .. }
+                | AppStep::Retire { .. }
+        )
     }
 }
 
@@ -185,6 +228,9 @@ pub struct RecordSpec {
     pub repository: Option<String>,
     /// Append even if the chain does not verify (and say so in the record).
     pub force: bool,
+    /// Blue/green: the environment whose serving set the record names.
+    #[serde(skip)]
+    pub sets_of: Option<Target>,
 }
 
 /// A read-only fact looked up while planning.

@@ -61,6 +61,59 @@ impl AppStep {
                 g.compliance_mode,
                 g.timeout_secs
             ),
+            AppStep::Discard { set, .. } => format!(
+                "discard {} (no traffic; stopped, then removed; volumes kept): {}",
+                set.describe(),
+                lines(&self.commands())
+            ),
+            AppStep::StartBeside { set, .. } => format!(
+                "start {} beside the serving one (no traffic yet): {}",
+                set.describe(),
+                lines(&self.commands())
+            ),
+            AppStep::Start { set, .. } => format!(
+                "start {} where stopped (warm containers are left as they are): {}",
+                set.describe(),
+                lines(&self.commands())
+            ),
+            AppStep::GateSet { set, gate } => format!(
+                "health gate on each container of {} at its own address (<ip>:<port>{}), before any traffic, until status=ok, version={}, compliance_mode={} (up to {}s)",
+                set.describe(),
+                set.target().proxy().map_or("", |p| p.health_path.as_str()),
+                gate.version,
+                gate.compliance_mode,
+                gate.timeout_secs
+            ),
+            AppStep::Switch { set } => format!(
+                "SWITCH the proxy to {}: one atomic PATCH of each route's upstreams ({}) at {}",
+                set.describe(),
+                set.target().proxy().map_or(String::new(), |p| p
+                    .routes
+                    .keys()
+                    .map(|s| crate::engine::proxy::route_id(s))
+                    .collect::<Vec<_>>()
+                    .join(", ")),
+                set.target()
+                    .proxy()
+                    .and_then(|p| p.admin_url.as_deref())
+                    .unwrap_or("the proxy")
+            ),
+            AppStep::Retire { set, .. } => {
+                let (drain, keep) = set.target().proxy().map_or((0, "warm"), |p| {
+                    (
+                        p.drain_secs,
+                        match p.keep_previous {
+                            crate::config::KeepPrevious::Warm => "kept warm for a rollback",
+                            crate::config::KeepPrevious::Stopped => "stopped, kept for a rollback",
+                        },
+                    )
+                });
+                format!(
+                    "retire {}: workers stop (SIGTERM; each finishes its job), HTTP containers drain {drain}s then are {keep}: {}",
+                    set.describe(),
+                    lines(&set.part(false).container_commands(&["stop"], &[]))
+                )
+            }
         }
     }
 }
@@ -116,6 +169,17 @@ impl Step {
                 lines(&target.start_commands(), shared)
             ),
             Step::App(a) => a.describe(shared),
+            Step::ProxyReady { target, wait_secs } => format!(
+                "require the proxy ({}) to answer within {wait_secs}s with a route for {}; else refuse (exit 5) before any app container is touched",
+                target
+                    .proxy()
+                    .and_then(|p| p.admin_url.as_deref())
+                    .unwrap_or("?"),
+                target
+                    .proxy()
+                    .map(|p| p.routes.keys().cloned().collect::<Vec<_>>().join(", "))
+                    .unwrap_or_default()
+            ),
             Step::WriteFile { path, what, .. } => format!("write {what} to {}", path.display()),
             Step::Action { what, effect, .. } => match effect {
                 Effect::ReadOnly => format!("{what} (read-only)"),

@@ -301,6 +301,7 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
         reason: format!("{reason} ({})", done.join("; ")),
         repository: None,
         force: false,
+        sets_of: None,
     });
     let mut actions = Repair { log, torn };
     ctx.finish(&plan, &mut actions)

@@ -18,7 +18,10 @@ use crate::exec::NoActions;
 use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Step};
 use crate::preflight::Tool;
-use crate::rollout::{consistency, gate, lock, put_on, record, switch_to, verified_history, Now};
+use crate::rollout::{
+    blue_green, consistency, gate, lock, put_on, record, switch_to, unknown_sets, verified_history,
+    Now, PROXY_WAIT_SECS,
+};
 use crate::validate;
 
 /// What a deploy was asked to do, validated.
@@ -130,6 +133,9 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
 
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
     let now = Now::look(&target, &history, &mut plan);
+    if let Some(refusal) = unknown_sets(&target, &now) {
+        plan.step(refusal);
+    }
     if let Some(refusal) = consistency(&req.env, env) {
         plan.step(refusal);
     }
@@ -144,10 +150,26 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     if !stateful.start_commands().is_empty() {
         plan.step(Step::StartStateful { target: stateful });
     }
-    for s in put_on(&target, env) {
-        plan.step(s.into());
+    let blue_green = target.blue_green().then(|| {
+        plan.step(Step::ProxyReady {
+            target: target.clone(),
+            wait_secs: PROXY_WAIT_SECS,
+        });
+        blue_green(&target, env, &now, env.health_timeout_secs)
+    });
+    match &blue_green {
+        Some(bg) => {
+            for s in &bg.steps {
+                plan.step(s.clone().into());
+            }
+        }
+        None => {
+            for s in put_on(&target, env) {
+                plan.step(s.into());
+            }
+            plan.step(gate(&target, env, env.health_timeout_secs).into());
+        }
     }
-    plan.step(gate(&target, env, env.health_timeout_secs).into());
 
     // Recovery puts back what served before this deploy, per the engine.
     let back = now.serving().map(str::to_string).filter(|c| c != &req.tag);
@@ -161,6 +183,11 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                 "the failed version {} is left running; to roll back run: cargo xtask rollback {}{to} --reason 'failed deploy of {}'",
                 req.tag, req.env, req.tag
             ),
+        }
+    } else if let Some(bg) = blue_green {
+        OnFailure::Recover {
+            steps: bg.recovery,
+            to: back.clone(),
         }
     } else {
         match &back {
@@ -194,6 +221,9 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         &req.reason,
         req.force,
     );
+    if target.blue_green() {
+        rec.sets_of = Some(target.clone());
+    }
     if let Some(o) = gate_overridden {
         rec.reason = format!("[{o}] {}", rec.reason);
     }

@@ -160,6 +160,7 @@ fn record(log: &Log, action: &str, reason: String) -> RecordSpec {
         reason,
         repository: None,
         force: false,
+        sets_of: None,
     }
 }
 

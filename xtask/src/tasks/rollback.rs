@@ -18,7 +18,10 @@ use crate::flags::Rollback;
 use crate::plan::Step;
 use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
-use crate::rollout::{default_target, lock, record, switch_to, verified_history, Now};
+use crate::rollout::{
+    blue_green, default_target, lock, record, standby_with, switch_to, unknown_sets,
+    verified_history, Now, PROXY_WAIT_SECS,
+};
 use crate::validate;
 
 pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
@@ -76,11 +79,11 @@ pub fn build(
         current.clone().unwrap_or_else(|| "none".into()),
         "audit history",
     );
-    let now = Now::look(
-        &Target::untagged(cfg, &args.env, env, cli)?,
-        &history,
-        &mut plan,
-    );
+    let untagged = Target::untagged(cfg, &args.env, env, cli)?;
+    let now = Now::look(&untagged, &history, &mut plan);
+    if let Some(refusal) = unknown_sets(&untagged, &now) {
+        plan.step(refusal);
+    }
     let target_tag = match choose(args, &history, &now, &mut plan)? {
         Ok(t) => t,
         Err(why) => {
@@ -104,14 +107,46 @@ pub fn build(
         plan.fact("rollback target", target_tag.clone(), "audit history");
     }
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
-    // Built from app steps alone: the lock is the one other step.
-    plan.step(
-        AppStep::EnsureImages {
-            target: target.clone(),
-        }
-        .into(),
-    );
+    // Built from app steps alone: the lock is the one other step. A
+    // standby set on the target runs its images: nothing to check.
+    if standby_with(&target, &now, &target_tag).is_none() {
+        plan.step(
+            AppStep::EnsureImages {
+                target: target.clone(),
+            }
+            .into(),
+        );
+    }
     plan.step(lock(&args.env, &log, args.lock_wait, "rollback", head));
+    if target.blue_green() {
+        // To the standby set when it holds the target (a switch), else a
+        // new set beside the serving one; the recovery switches back.
+        plan.step(Step::ProxyReady {
+            target: target.clone(),
+            wait_secs: PROXY_WAIT_SECS,
+        });
+        let bg = blue_green(&target, env, &now, env.rollback_timeout_secs);
+        for s in bg.steps {
+            plan.step(s.into());
+        }
+        plan.on_failure = OnFailure::Recover {
+            steps: bg.recovery,
+            to: now.serving().map(str::to_string),
+        };
+        let mut rec = record(
+            &args.env,
+            env,
+            &log,
+            "rollback",
+            now.serving().map(str::to_string),
+            Some(&target_tag),
+            &args.reason,
+            args.force,
+        );
+        rec.sets_of = Some(target.clone());
+        plan.record = Some(rec);
+        return Ok(plan);
+    }
     for s in switch_to(&target, env, env.rollback_timeout_secs) {
         plan.step(s.into());
     }

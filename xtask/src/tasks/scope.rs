@@ -87,6 +87,7 @@ fn seed(ctx: &Ctx, cfg: &Config, env: &str, tags: &[&str]) {
             git_sha: None,
             reason: "seed".into(),
             error: None,
+            set: None,
             duration_ms: 0,
         };
         log.append(e, false).unwrap();

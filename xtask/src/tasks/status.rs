@@ -256,6 +256,7 @@ mod tests {
             host: "h".into(),
             reason: reason.into(),
             error: None,
+            set: None,
             duration_ms: 1,
             prev: String::new(),
         }

@@ -113,6 +113,7 @@ fn build(
             },
             repository: None,
             force: false,
+            sets_of: None,
         });
     }
     let smoke = Smoke::new(s);

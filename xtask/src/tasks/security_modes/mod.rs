@@ -124,6 +124,7 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             reason: format!("modes {}: static and dynamic", names.join(", ")),
             repository: None,
             force: false,
+            sets_of: None,
         });
     }
     let mut runner = Runner::new(

@@ -1,0 +1,513 @@
+//! Blue/green on compose: two sets of an environment's app containers in
+//! one compose project, told apart by the `fetchml.slot` label, with the
+//! reverse proxy (see [`super::proxy`]) sending traffic to one of them.
+//!
+//! A new set is started beside the serving one with `up --no-recreate
+//! --scale` (compose keeps the existing containers and adds the new ones,
+//! labelled by `FETCHML_SLOT`). It is gated container by container on its
+//! own address, the proxy switches, and the old set is drained: its
+//! workers stop, its HTTP containers stay warm (or stop) for a rollback.
+//!
+//! Every [`Set`] comes from a [`Target`], so a set names app services only.
+//! Containers are found by label when a step runs; the plan shows which.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::{bounded, proxy, Target};
+use crate::cmd::{self, Command, Effect};
+use crate::config::{KeepPrevious, Proxy};
+
+/// The container label that names a container's set.
+pub const LABEL: &str = "fetchml.slot";
+/// The variable the compose file puts in that label.
+pub const SLOT_VAR: &str = "FETCHML_SLOT";
+
+/// Which set a container belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Slot {
+    Blue,
+    Green,
+    /// Containers started without a slot: by an in-place deploy before
+    /// blue/green, or by hand. Treated as a set of its own.
+    Unlabelled,
+}
+
+impl Slot {
+    pub fn name(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+            Slot::Unlabelled => "unlabelled",
+        }
+    }
+    /// The slot a new set takes when `self` serves.
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green | Slot::Unlabelled => Slot::Blue,
+        }
+    }
+    fn parse(s: &str) -> Slot {
+        match s {
+            "blue" => Slot::Blue,
+            "green" => Slot::Green,
+            _ => Slot::Unlabelled,
+        }
+    }
+}
+
+/// One app container, as `docker ps -a` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    pub name: String,
+    pub service: String,
+    pub slot: Slot,
+    pub tag: String,
+    pub running: bool,
+}
+
+/// One set (a slot) of an environment's app services on a tag: what a
+/// blue/green deploy starts, gates, switches to and retires.
+#[derive(Debug, Clone, Serialize)]
+pub struct Set {
+    #[serde(flatten)]
+    target: Target,
+    slot: Slot,
+    /// Its containers as the plan found them (an existing set); empty
+    /// for a set still to start, whose containers are looked up by label.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    known: Vec<Container>,
+}
+
+/// One of a set's containers, inspected.
+struct Member {
+    name: String,
+    service: String,
+    running: bool,
+    ip: Option<String>,
+}
+
+impl Target {
+    /// This target's services as the set in `slot`.
+    pub fn set(&self, slot: Slot) -> Set {
+        Set {
+            target: self.clone(),
+            slot,
+            known: Vec::new(),
+        }
+    }
+
+    /// The environment's proxy config, when it deploys blue/green.
+    pub fn proxy(&self) -> Option<&Proxy> {
+        self.proxy.as_ref()
+    }
+
+    /// Does this target deploy blue/green (compose behind a proxy)?
+    pub fn blue_green(&self) -> bool {
+        self.proxy.is_some() && self.engine == crate::config::EngineKind::Compose
+    }
+
+    /// Every app container of the project, of every set (read-only).
+    pub fn containers(&self) -> Result<Vec<Container>> {
+        let c = Command::new("docker", Effect::ReadOnly)
+            .args(["ps", "--all", "--filter"])
+            .arg(format!("label=com.docker.compose.project={}", self.project))
+            .args(["--format"])
+            .arg(format!(
+                "{{{{.Names}}}}\t{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.Label \"{LABEL}\"}}}}\t{{{{.Image}}}}\t{{{{.State}}}}"
+            ))
+            .timeout(self.limits.look_up_secs);
+        Ok(parse_containers(&cmd::run(&c, false)?, &self.services))
+    }
+
+    /// The slot the proxy sends traffic to (read-only): `None` when its
+    /// routes point at no labelled set (the bootstrap config, or an
+    /// in-place stack). `Err` when the proxy does not answer or its routes
+    /// disagree.
+    pub fn live_slot(&self, containers: &[Container]) -> Result<Option<Slot>> {
+        let Some(p) = self.proxy.as_ref().filter(|_| self.blue_green()) else {
+            return Ok(None);
+        };
+        let admin = p.admin_url.as_deref().unwrap_or_default();
+        let mut seen: Option<Slot> = None;
+        for service in p.routes.keys() {
+            let dials = proxy::upstreams(admin, service)?;
+            for d in &dials {
+                let host = proxy::host_of(d);
+                let Some(c) = containers.iter().find(|c| c.name == host) else {
+                    // A service name (`api:8080`): the bootstrap config.
+                    return Ok(None);
+                };
+                match seen {
+                    Some(s) if s != c.slot => bail!(
+                        "the proxy sends traffic to both the {} and the {} set; run a rollback to put it on one",
+                        s.name(),
+                        c.slot.name()
+                    ),
+                    _ => seen = Some(c.slot),
+                }
+            }
+        }
+        Ok(seen)
+    }
+}
+
+impl Target {
+    /// Waits up to `wait_secs` for the proxy's admin API (a proxy just
+    /// started takes a moment), then requires a route for each HTTP
+    /// service. A proxy that answers without a route fails at once.
+    pub fn proxy_ready(&self, wait_secs: u64) -> Result<()> {
+        let p = self.proxy.as_ref().context("no [proxy] configured")?;
+        let admin = p.admin_url.as_deref().unwrap_or_default();
+        let deadline = Instant::now() + Duration::from_secs(wait_secs);
+        let since = cmd::since_now();
+        for service in p.routes.keys() {
+            loop {
+                match proxy::upstreams(admin, service) {
+                    Ok(_) => break,
+                    Err(e) if proxy::answered(&e) || Instant::now() >= deadline => return Err(e),
+                    Err(_) => {
+                        cmd::check_interrupt(since)?;
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_containers(out: &str, services: &[String]) -> Vec<Container> {
+    let mut v: Vec<Container> = out
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('\t').collect();
+            let [name, service, slot, image, state] = f[..] else {
+                return None;
+            };
+            services.iter().any(|s| s == service).then(|| Container {
+                name: name.into(),
+                service: service.into(),
+                slot: Slot::parse(slot),
+                tag: super::running::tag_of(image).unwrap_or_default(),
+                running: state == "running",
+            })
+        })
+        .collect();
+    v.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
+    v
+}
+
+impl Set {
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// The same set, with the containers the plan found it to have.
+    pub fn known(self, containers: Vec<Container>) -> Set {
+        Set {
+            known: containers,
+            ..self
+        }
+    }
+
+    /// The set's containers, inspected in one call: by the names the plan
+    /// knew (no `ps` first), else found by label. Names that left the set
+    /// meanwhile are dropped.
+    fn resolve(&self) -> Result<Vec<Member>> {
+        let names: Vec<String> = match self.known.is_empty() {
+            false => self.known.iter().map(|c| c.name.clone()).collect(),
+            true => {
+                let all = self.target.containers()?;
+                self.members(&all).iter().map(|c| c.name.clone()).collect()
+            }
+        };
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let inspect = Command::new("docker", Effect::ReadOnly)
+            .args(["inspect", "--format"])
+            .arg(format!(
+                "{{{{.Name}}}}\t{{{{index .Config.Labels \"com.docker.compose.service\"}}}}\t{{{{index .Config.Labels \"{LABEL}\"}}}}\t{{{{.State.Running}}}}\t{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}} {{{{end}}}}"
+            ))
+            .args(names.clone())
+            .timeout(self.target.limits.look_up_secs);
+        let out = match cmd::run(&inspect, false) {
+            Ok(o) => o,
+            // A known container is gone: look the set up by label instead.
+            Err(_) if !self.known.is_empty() => {
+                return Set {
+                    known: Vec::new(),
+                    ..self.clone()
+                }
+                .resolve()
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(out
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                let [name, service, slot, running, ips] = f[..] else {
+                    return None;
+                };
+                (Slot::parse(slot) == self.slot && self.services().iter().any(|s| s == service))
+                    .then(|| Member {
+                        name: name.trim_start_matches('/').to_string(),
+                        service: service.to_string(),
+                        running: running == "true",
+                        ip: ips.split_whitespace().next().map(str::to_string),
+                    })
+            })
+            .collect())
+    }
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+    pub fn tag(&self) -> &str {
+        self.target.tag()
+    }
+    pub fn services(&self) -> &[String] {
+        self.target.services()
+    }
+
+    /// The same set, narrowed to the HTTP services behind the proxy
+    /// (`routed`) or to the rest, the workers.
+    pub fn part(&self, routed: bool) -> Set {
+        let mut s = self.clone();
+        let routes = self.target.proxy.as_ref().map(|p| &p.routes);
+        s.target
+            .services
+            .retain(|svc| routes.is_some_and(|r| r.contains_key(svc)) == routed);
+        s
+    }
+
+    /// `blue api, worker on v2`.
+    pub fn describe(&self) -> String {
+        format!(
+            "the {} set ({} on {})",
+            self.slot.name(),
+            self.services().join(", "),
+            if self.tag().is_empty() {
+                "its tag"
+            } else {
+                self.tag()
+            }
+        )
+    }
+
+    /// This set's containers among `all`.
+    fn members<'a>(&self, all: &'a [Container]) -> Vec<&'a Container> {
+        all.iter()
+            .filter(|c| c.slot == self.slot && self.services().contains(&c.service))
+            .collect()
+    }
+
+    /// `up --no-recreate --scale`: the set's containers beside the ones
+    /// there are (`scale` counts both), labelled with its slot.
+    pub fn start_beside_command(&self, scale: &BTreeMap<String, u32>) -> Command {
+        let mut c = self.target.compose(Effect::Mutating).args([
+            "up",
+            "-d",
+            "--no-deps",
+            "--no-build",
+            "--no-recreate",
+        ]);
+        for (s, n) in scale {
+            c = c.arg("--scale").arg(format!("{s}={n}"));
+        }
+        let c = c
+            .args(self.services().to_vec())
+            .env(SLOT_VAR, self.slot.name());
+        bounded(vec![c], self.target.limits.recreate_secs).remove(0)
+    }
+
+    /// The commands [`Set::start`], [`Set::stop`] and [`Set::discard`]
+    /// run, with the containers named as the plan knows them.
+    pub fn container_commands(&self, verbs: &[&str], names: &[String]) -> Vec<Command> {
+        let shown = if names.is_empty() {
+            vec![format!(
+                "<{} containers of {}>",
+                self.slot.name(),
+                self.services().join(", ")
+            )]
+        } else {
+            names.to_vec()
+        };
+        verbs
+            .iter()
+            .map(|v| {
+                Command::new("docker", Effect::Mutating)
+                    .args(v.split(' '))
+                    .args(shown.clone())
+                    .timeout(self.target.limits.stop_secs)
+            })
+            .collect()
+    }
+
+    fn act(
+        &self,
+        verb: &str,
+        pick: impl Fn(&Container) -> bool,
+        verbose: bool,
+    ) -> Result<Vec<String>> {
+        let all = self.target.containers()?;
+        let names: Vec<String> = self
+            .members(&all)
+            .into_iter()
+            .filter(|c| pick(c))
+            .map(|c| c.name.clone())
+            .collect();
+        if !names.is_empty() {
+            for c in self.container_commands(&[verb], &names) {
+                cmd::run(&c, verbose)?;
+            }
+        }
+        Ok(names)
+    }
+
+    /// Starts the set's stopped containers (a warm one is left as it is).
+    pub fn start(&self, verbose: bool) -> Result<()> {
+        self.act("start", |c| !c.running, verbose).map(drop)
+    }
+
+    /// Stops the set's running containers (SIGTERM, then the service's
+    /// stop grace period): a worker finishes the job it holds.
+    pub fn stop(&self, verbose: bool) -> Result<()> {
+        self.act("stop", |c| c.running, verbose).map(drop)
+    }
+
+    /// Refuses to act on the set the proxy sends traffic to: whatever the
+    /// plan believed, a set with traffic is never stopped or removed.
+    fn without_traffic(&self, what: &str) -> Result<()> {
+        let all = self.target.containers()?;
+        if self.target.live_slot(&all)? == Some(self.slot) {
+            bail!(
+                "refusing to {what} {}: the proxy sends it traffic",
+                self.describe()
+            );
+        }
+        Ok(())
+    }
+
+    /// Stops, then removes, the set's containers (no volume is touched:
+    /// `container rm` without `--volumes`). Compose's `--scale` would
+    /// otherwise start them again beside the next set.
+    pub fn discard(&self, verbose: bool) -> Result<()> {
+        self.without_traffic("discard")?;
+        self.stop(verbose)?;
+        self.act("container rm", |_| true, verbose).map(drop)
+    }
+
+    /// Starts the set beside the serving one.
+    pub fn start_beside(&self, scale: &BTreeMap<String, u32>, verbose: bool) -> Result<()> {
+        cmd::run(&self.start_beside_command(scale), verbose).map(drop)
+    }
+
+    /// The health URL of each of the set's containers, on its own address
+    /// (no proxy in between). Fails when a service has no running container.
+    pub fn probe_urls(&self) -> Result<Vec<String>> {
+        let p = self.proxy_cfg()?;
+        let members = self.resolve()?;
+        for s in self.services() {
+            if !members.iter().any(|c| &c.service == s && c.running) {
+                bail!("{}: no running {s} container", self.describe());
+            }
+        }
+        members
+            .iter()
+            .filter(|c| c.running)
+            .map(|c| {
+                let ip =
+                    c.ip.as_deref()
+                        .with_context(|| format!("container {} has no network address", c.name))?;
+                let port = p.port(&c.service).unwrap_or(80);
+                Ok(format!("http://{ip}:{port}{}", p.health_path))
+            })
+            .collect()
+    }
+
+    /// Points the proxy's route of each of the set's HTTP services at the
+    /// set's containers. Each route switches atomically.
+    pub fn switch(&self) -> Result<()> {
+        let p = self.proxy_cfg()?;
+        let admin = p.admin_url.as_deref().unwrap_or_default();
+        // An existing set was inspected by the gate just before: its
+        // containers as planned are the ones to switch to, with no
+        // further look-up between the command and the traffic.
+        let members: Vec<(String, String)> = match self.known.is_empty() {
+            false => self.known.iter().map(|c| (c.service.clone(), c.name.clone())).collect(),
+            true => self
+                .resolve()?
+                .into_iter()
+                .filter(|c| c.running)
+                .map(|c| (c.service, c.name))
+                .collect(),
+        };
+        for (service, port) in &p.routes {
+            if !self.services().contains(service) {
+                continue;
+            }
+            let dials: Vec<String> = members
+                .iter()
+                .filter(|(s, _)| s == service)
+                .map(|(_, name)| format!("{name}:{port}"))
+                .collect();
+            proxy::point(admin, service, &dials)
+                .with_context(|| format!("switching {service} to {}", self.describe()))?;
+        }
+        Ok(())
+    }
+
+    /// Retires a set that no longer gets traffic: its workers stop now
+    /// (SIGTERM: each finishes its job); its HTTP containers get
+    /// `drain_secs` to finish what is in flight, then stay warm or stop.
+    pub fn retire(&self, verbose: bool) -> Result<()> {
+        let p = self.proxy_cfg()?.clone();
+        self.without_traffic("retire")?;
+        self.part(false).stop(verbose)?;
+        let until = Instant::now() + Duration::from_secs(p.drain_secs);
+        let since = cmd::since_now();
+        while Instant::now() < until {
+            cmd::check_interrupt(since)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if p.keep_previous == KeepPrevious::Stopped {
+            self.part(true).stop(verbose)?;
+        }
+        Ok(())
+    }
+
+    fn proxy_cfg(&self) -> Result<&Proxy> {
+        self.target
+            .proxy
+            .as_ref()
+            .context("this environment has no [proxy] section: it deploys in place")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containers_are_read_with_their_set() {
+        let apps = vec!["api".to_string(), "worker".to_string()];
+        let out = "p-api-2\tapi\tgreen\tr/x:v2\trunning\np-api-1\tapi\tblue\tr/x:v1\trunning\np-worker-1\tworker\t\tr/x:v1\texited\np-redis-1\tredis\t\tredis:7\trunning\n";
+        let c = parse_containers(out, &apps);
+        assert_eq!(c.len(), 3, "{c:?}");
+        assert_eq!(
+            (c[0].name.as_str(), c[0].slot, c[0].tag.as_str()),
+            ("p-api-1", Slot::Blue, "v1")
+        );
+        assert_eq!(c[1].slot, Slot::Green);
+        assert_eq!((c[2].slot, c[2].running), (Slot::Unlabelled, false));
+        assert_eq!(Slot::Blue.other(), Slot::Green);
+        assert_eq!(Slot::Unlabelled.other(), Slot::Blue);
+    }
+}
