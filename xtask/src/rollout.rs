@@ -169,6 +169,17 @@ impl Now {
         (now, engine.map(drop))
     }
 
+    /// A `Now` made by hand, for plan tests.
+    #[cfg(test)]
+    pub fn for_test(chain: Option<&str>, engine: Running, apps: &[&str]) -> Now {
+        Now {
+            chain: chain.map(Into::into),
+            engine,
+            apps: apps.iter().map(|a| a.to_string()).collect(),
+            unknown: None,
+        }
+    }
+
     /// [`Now::of`], noting what runs, and any drift, as planning facts.
     pub fn look(target: &Target, history: &History, plan: &mut Plan) -> Now {
         let (now, asked) = Now::of(target, history);
@@ -267,6 +278,11 @@ pub const PROXY_WAIT_SECS: u64 = 15;
 /// could not be asked, the plan is refused rather than made blind (it
 /// could otherwise pick the serving set as the one to discard).
 pub fn unknown_sets(target: &Target, now: &Now) -> Option<Step> {
+    // Without docker at all, preflight refuses the real run (exit 2) and
+    // a dry run is a preview from the chain, with that warning.
+    if which::which("docker").is_err() {
+        return None;
+    }
     let why = now.unknown.clone().filter(|_| target.blue_green())?;
     Some(Step::Require {
         what: "the engine and the proxy report which set serves".into(),
@@ -331,6 +347,10 @@ pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> Blue
             leave,
         ]
     };
+    let discard = |s: Slot| AppStep::Discard {
+        set: target.on_tag(&tag_in(all, s)).set(s),
+        names: names(s, &|_| true),
+    };
     let mut steps = Vec::new();
     let (set, recovery) = match standby_with(target, now, target.tag()) {
         Some(slot) => {
@@ -366,21 +386,25 @@ pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> Blue
             (set, recovery)
         }
         None => {
-            let slot = live.map_or(Slot::Blue, Slot::other);
-            for s in slots.iter().copied().filter(|s| Some(*s) != live) {
-                steps.push(AppStep::Discard {
-                    set: target.on_tag(&tag_in(all, s)).set(s),
-                    names: names(s, &|_| true),
-                });
-            }
+            // A slot no set holds; when all three do (an interrupted run
+            // can leave that), the sets without traffic go first.
+            let slot = Slot::free(&slots).unwrap_or_else(|| {
+                for s in slots.iter().copied().filter(|s| Some(*s) != live) {
+                    steps.push(discard(s));
+                }
+                Slot::free(&live.into_iter().collect::<Vec<_>>()).unwrap_or(Slot::Blue)
+            });
             let set = target.set(slot);
+            // Compose counts every container of a service, stopped ones
+            // too; the new set adds as many as serve (at least one).
             let scale = target
                 .services()
                 .iter()
                 .map(|s| {
+                    let there = all.iter().filter(|c| &c.service == s).count() as u32;
                     let serving =
                         live.map_or(0, |l| of(l).filter(|c| &c.service == s).count() as u32);
-                    (s.clone(), serving + serving.max(1))
+                    (s.clone(), there + serving.max(1))
                 })
                 .collect();
             steps.push(AppStep::StartBeside {
@@ -402,6 +426,16 @@ pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> Blue
             set: old.clone(),
             names: names(old.slot(), &|c: &Container| c.running),
         });
+    }
+    // The set that served becomes the standby and older ones go, so two
+    // sets remain; a failed deploy never gets here and leaves the standby.
+    for s in slots.iter().copied() {
+        let gone = steps
+            .iter()
+            .any(|st| matches!(st, AppStep::Discard { set, .. } if set.slot() == s));
+        if Some(s) != live && s != set.slot() && !gone {
+            steps.push(discard(s));
+        }
     }
     BlueGreen {
         steps,

@@ -158,12 +158,13 @@ fn every_environment_renders_with_its_own_images_and_tag() {
                 .app_services
                 .iter()
                 .chain(&env.stateful_services)
+                .chain(env.proxy.as_ref().map(|p| &p.service))
                 .map(String::as_str)
                 .collect();
             let rendered: BTreeSet<&str> = svcs.keys().map(String::as_str).collect();
             assert_eq!(
                 rendered, classified,
-                "{at}: every service must be an app or a stateful service"
+                "{at}: every service must be an app service, a stateful one or the proxy"
             );
             for svc in &env.app_services {
                 let want = format!("{}:{TAG}", env.images[svc]);

@@ -102,6 +102,8 @@ fn read_only(call: &str) -> bool {
         "docker image inspect",
         // what runs now, per the engine
         "docker ps --filter label=com.docker.compose.project=",
+        "docker ps --all --filter label=com.docker.compose.project=",
+        "docker inspect --format",
         "docker service ls --filter label=com.docker.stack.namespace=",
     ]
     .iter()
@@ -177,7 +179,16 @@ fn dry_run_json_is_the_same_plan_and_redacts_nothing_secret_into_it() {
         .collect();
     assert_eq!(
         steps,
-        ["lock", "pull", "start-stateful", "recreate", "health-gate"]
+        [
+            "lock",
+            "pull",
+            "start-stateful",
+            "proxy-ready",
+            "start-beside",
+            "gate-set",
+            "switch",
+            "health-gate"
+        ]
     );
     assert_eq!(plan["record"]["action"], "deploy");
     assert_eq!(plan["on_failure"]["kind"], "recover");

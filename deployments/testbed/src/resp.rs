@@ -161,6 +161,20 @@ impl Client {
         self.integer(&[b"LLEN", key.as_bytes()])
     }
 
+    /// Every element of a list, head first (LRANGE key 0 -1).
+    pub fn lrange_all(&mut self, key: &str) -> io::Result<Vec<Vec<u8>>> {
+        match self.command(&[b"LRANGE", key.as_bytes(), b"0", b"-1"])? {
+            Value::Array(Some(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::Bulk(Some(b)) => Ok(b),
+                    other => Err(invalid(format!("unexpected LRANGE element {other:?}"))),
+                })
+                .collect(),
+            other => Err(invalid(format!("unexpected LRANGE reply {other:?}"))),
+        }
+    }
+
     /// BRPOP on one list; `None` when nothing arrived within `secs`.
     pub fn brpop(&mut self, key: &str, secs: u32) -> io::Result<Option<Vec<u8>>> {
         match self.command(&[b"BRPOP", key.as_bytes(), secs.to_string().as_bytes()])? {

@@ -120,11 +120,22 @@ pub fn handle(cfg: &Config, req: &Request) -> Response {
 }
 
 fn api(cfg: &Config, req: &Request) -> Response {
-    if req.path != "/api/jobs" {
+    if req.path != "/api/jobs" && req.path != "/api/jobs/done" {
         return error(404, "not found");
     }
     let result = Client::connect(&cfg.redis_addr, REDIS_TIMEOUT).and_then(|mut redis| {
         match req.method.as_str() {
+            // Every finished job's result, newest first: what a deploy's
+            // job accounting counts (each job exactly once).
+            "GET" if req.path == "/api/jobs/done" => {
+                let done = redis.lrange_all(DONE)?;
+                let items: Vec<String> = done
+                    .iter()
+                    .map(|d| String::from_utf8_lossy(d).into_owned())
+                    .collect();
+                Ok(Some((200, format!("[{}]", items.join(",")))))
+            }
+            _ if req.path == "/api/jobs/done" => Ok(None),
             "POST" => redis
                 .lpush(QUEUE, &req.body)
                 .map(|n| Some((202, format!("{{\"queued\":{n}}}")))),

@@ -45,6 +45,13 @@ pub(super) fn image(r: &Option<ImageRef>) -> String {
         .map_or_else(|| "-".to_string(), |i| escape(&i.tag))
 }
 
+/// ` | set=green`: the set serving after a blue/green record; nothing otherwise.
+pub(super) fn set(r: &Record) -> String {
+    r.set
+        .as_ref()
+        .map_or_else(String::new, |s| format!(" | set={}", escape(s)))
+}
+
 /// The line form of `r`.
 pub fn line_form(r: &Record) -> String {
     line_form_with(r, usize::MAX).0
@@ -67,12 +74,13 @@ pub fn line_form_with(r: &Record, max: usize) -> (String, bool) {
         reason
     };
     let line = format!(
-        "{} | {} | {} | from={} | to={} | actor={} | reason={reason}",
+        "{} | {} | {} | from={} | to={}{} | actor={} | reason={reason}",
         ts_seconds(&r.ts),
         escape(&r.action),
         escape(&r.outcome),
         image(&r.from),
         image(&r.to),
+        set(r),
         escape(&r.actor),
     );
     (line, cut)

@@ -21,9 +21,10 @@ pub fn fitted(label: &str, r: &Record, width: usize) -> (Vec<String>, bool) {
             escape(&r.outcome)
         ),
         format!(
-            "  from={} | to={} | actor={}",
+            "  from={} | to={}{} | actor={}",
             image(&r.from),
             image(&r.to),
+            super::line::set(r),
             escape(&r.actor)
         ),
         format!("  reason={}", escape(&r.reason)),

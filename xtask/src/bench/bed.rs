@@ -8,6 +8,10 @@ use anyhow::{Context, Result};
 
 use crate::cmd::{Command, Effect};
 
+/// How long the old set drains after a switch, in the benchmarks' config
+/// and in the hand procedure alike.
+pub const DRAIN_SECS: u64 = 2;
+
 pub struct Bed {
     pub dir: PathBuf,
     pub config: PathBuf,
@@ -15,9 +19,9 @@ pub struct Bed {
     /// The compose file (or the swarm stack file).
     pub file: PathBuf,
     pub swarm: bool,
-    /// The api's and the worker's loopback ports.
+    /// The proxy's loopback ports: the api's front, and the admin API.
     pub port: u16,
-    pub wport: u16,
+    pub admin: u16,
 }
 
 impl Bed {
@@ -26,7 +30,7 @@ impl Bed {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{engine}-{pid}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-        let [port, wport] = crate::repo::free_ports(2)?[..] else {
+        let [port, admin] = crate::repo::free_ports(2)?[..] else {
             unreachable!("asked for two ports")
         };
         let project = format!("xt{name}-{engine}-{pid}");
@@ -47,12 +51,21 @@ compose_files = ["{}"]
 app_services = ["api", "worker"]
 stateful_services = ["redis"]
 images = {{ api = "127.0.0.1:5000/fetchml/testbed", worker = "127.0.0.1:5000/fetchml/testbed" }}
-health_urls = ["http://127.0.0.1:{port}/health", "http://127.0.0.1:{wport}/health"]
+health_urls = ["http://127.0.0.1:{port}/health"]
 compliance_mode = "standard"
-health_timeout_secs = 30
-vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "standard" }}
+health_timeout_secs = {gate}
+rollback_timeout_secs = 30
+vars = {{ API_PORT = "{port}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "standard" }}
+proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {DRAIN_SECS} }}
 "#,
-                file.display()
+                file.display(),
+                // A broken version fails its gate after this long.
+                gate = if swarm { 30 } else { 5 },
+                admin_url = if swarm {
+                    String::new()
+                } else {
+                    format!("admin_url = \"http://127.0.0.1:{admin}\", ")
+                },
             ),
         )
         .with_context(|| format!("writing {}", config.display()))?;
@@ -63,7 +76,7 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
             file,
             swarm,
             port,
-            wport,
+            admin,
         })
     }
 
@@ -81,6 +94,20 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
             .with_context(|| format!("xtask {args:?} failed"))
     }
 
+    /// [`Bed::xtask`], returning the exit code instead of judging it.
+    pub fn xtask_exit(&self, args: &[&str]) -> Result<i32> {
+        let c = Command::new(&exe()?, Effect::Mutating)
+            .arg("--config")
+            .arg(self.config.display().to_string())
+            .arg("--state-dir")
+            .arg(self.dir.join("state").display().to_string())
+            .args(args.iter().copied())
+            .env("USER", "bench")
+            .timeout(600);
+        let o = crate::cmd::output(&c).with_context(|| format!("running xtask {args:?}"))?;
+        Ok(o.code.unwrap_or(-1))
+    }
+
     /// `docker compose` on the scratch project, with the config's variables (the hand procedure).
     pub fn compose(&self, tag: &str, args: &[&str]) -> Result<()> {
         let c = Command::new("docker", Effect::Mutating)
@@ -89,7 +116,7 @@ vars = {{ API_PORT = "{port}", WORKER_PORT = "{wport}", COMPLIANCE_MODE = "stand
             .args(args.iter().copied())
             .env("FETCHML_TAG", tag)
             .env("API_PORT", self.port.to_string())
-            .env("WORKER_PORT", self.wport.to_string())
+            .env("PROXY_ADMIN_PORT", self.admin.to_string())
             .env("COMPLIANCE_MODE", "standard");
         crate::cmd::run(&c, false)
             .map(drop)
@@ -108,8 +135,9 @@ impl Drop for Bed {
     }
 }
 
-/// Builds and pushes testbed image `tag` unless it is already present.
-pub fn ensure_image(tag: &str) -> Result<()> {
+/// Builds and pushes testbed image `tag` (a `broken` one fails its
+/// health) unless it is already present.
+pub fn ensure_image(tag: &str, broken: bool) -> Result<()> {
     if crate::engine::docker::image_present(&format!("127.0.0.1:5000/fetchml/testbed:{tag}")) {
         return Ok(());
     }
@@ -122,6 +150,7 @@ pub fn ensure_image(tag: &str) -> Result<()> {
             "--tag",
             tag,
         ])
+        .args(broken.then_some("--broken"))
         .cwd(crate::repo::workspace_root())
         .timeout(1800);
     crate::cmd::run(&c, false)

@@ -1,61 +1,91 @@
 //! Deploy and rollback against doing the same steps by hand, side by side in
-//! one run, on the testbed stack (real engine, local registry).
+//! one run, on the testbed stack behind its proxy (real engine, local
+//! registry, blue/green on compose).
 //!
-//! - deploy: `cargo xtask deploy-staging` (preflight, chain check, lock,
-//!   pull, start-if-absent, recreate, gate, audit append) against the hand
-//!   procedure `docker compose pull`, `up -d --no-deps`, and a `curl` loop
-//!   every 100 ms until `/health` shows the new version;
-//! - recovery: `cargo xtask rollback staging` (image check, chain check,
-//!   lock, recreate, gate, audit append) against `up -d --no-deps` with the
-//!   previous tag plus the same `curl` loop;
-//! - gate latency: how long after the service first answers ok (seen by a
-//!   2 ms prober) the gate returns.
+//! The hand procedure is what an operator would type for the same result,
+//! as a shell script ([`HAND_DEPLOY`], [`HAND_ROLLBACK`]):
+//! - deploy: `docker compose pull`; stop and remove the standby set; start
+//!   the new set beside the serving one (`up -d --no-recreate --scale`,
+//!   labelled with its slot); a `curl` loop every 100 ms on each new
+//!   container's own address until `/health` shows the new version; one
+//!   `curl -X PATCH` to the proxy's admin API; stop the old worker; wait
+//!   the same drain time;
+//! - rollback: start the previous set's worker; the same `curl` loop on the
+//!   previous set; the `PATCH` back; stop the new worker; the drain.
 //!
-//! Runs alternate tool and hand, so drift on a noisy machine hits both alike.
+//! The tool does all of that plus preflight, chain verification, the lock,
+//! start-if-absent for Redis and the proxy, the mode check in the gate, the
+//! check that the proxy routes where it should, and the fsynced audit append.
+//! Gate latency: a 2 ms prober records when the new version first answers
+//! through the proxy; the figure is how much later a gate polling the same
+//! URL returns. Runs alternate tool and hand, so drift on a noisy machine
+//! hits both alike.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 
-use super::bed::{ensure_image, Bed};
+use super::bed::{ensure_image, Bed, DRAIN_SECS};
 use super::Section;
 use crate::cmd::{Command, Effect};
 use crate::health::Gate;
 
-/// The hand procedure, on the same scratch environment.
+/// Shared by both scripts: compose on the scratch project, the containers
+/// of a slot (and service), and the `curl` gate on a slot's own addresses.
+const HAND_LIB: &str = r#"set -eu
+dc() { docker compose -p "$P" -f "$F" "$@"; }
+ids() { docker ps "$@" --filter "label=com.docker.compose.project=$P" --filter "label=fetchml.slot=$SLOT"; }
+gate() {
+  for c in $(ids -q); do
+    ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
+    until curl -fsS "http://$ip:8080/health" 2>/dev/null | grep -q ""version":"$FETCHML_TAG""; do sleep 0.1; done
+  done
+}
+switch() {
+  api=$(ids --format '{{.Names}}' --filter label=com.docker.compose.service=api)
+  curl -fsS -X PATCH -H 'Content-Type: application/json' -d "[{"dial":"$api:8080"}]" "$ADMIN/id/fetchml-api/upstreams"
+  docker stop $(SLOT=$OLD ids -q --filter label=com.docker.compose.service=worker) >/dev/null
+  sleep "$DRAIN"
+}
+"#;
+
+/// The blue/green deploy by hand: `SLOT` is the new set's, `OLD` the serving one's.
+const HAND_DEPLOY: &str = r#"dc pull --quiet api worker
+stale=$(ids -aq)
+if [ -n "$stale" ]; then docker stop $stale >/dev/null; docker container rm $stale >/dev/null; fi
+FETCHML_SLOT=$SLOT dc up -d --no-deps --no-build --no-recreate --scale api=2 --scale worker=2 api worker
+gate
+switch
+"#;
+
+/// The rollback to the warm set `SLOT` by hand.
+const HAND_ROLLBACK: &str = r#"docker start $(ids -aq --filter label=com.docker.compose.service=worker) >/dev/null
+gate
+switch
+"#;
+
 impl Bed {
-    /// The hand procedure's gate: curl every 100 ms until both URLs show `tag`.
-    fn curl_loop(&self, tag: &str) -> Result<()> {
-        let start = Instant::now();
-        for port in [self.port, self.wport] {
-            loop {
-                let curl = Command::new("curl", Effect::ReadOnly)
-                    .args(["-fsS", &format!("http://127.0.0.1:{port}/health")])
-                    .timeout(5);
-                let o = crate::cmd::output(&curl)?;
-                if o.success && o.stdout.contains(&format!("\"version\":\"{tag}\"")) {
-                    break;
-                }
-                if start.elapsed() > Duration::from_secs(30) {
-                    bail!("hand procedure: {tag} never answered");
-                }
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
-        Ok(())
-    }
-
-    fn hand_deploy(&self, tag: &str) -> Result<()> {
-        self.compose(tag, &["pull", "--quiet", "api", "worker"])?;
-        self.compose(tag, &["up", "-d", "--no-deps", "api", "worker"])?;
-        self.curl_loop(tag)
-    }
-
-    fn hand_rollback(&self, tag: &str) -> Result<()> {
-        self.compose(tag, &["up", "-d", "--no-deps", "api", "worker"])?;
-        self.curl_loop(tag)
+    /// Runs a hand procedure script with the scratch project's variables.
+    fn hand(&self, script: &str, tag: &str, slot: &str, old: &str) -> Result<()> {
+        let c = Command::new("bash", Effect::Mutating)
+            .arg("-c")
+            .arg(format!("{HAND_LIB}{script}"))
+            .env("P", &self.project)
+            .env("F", self.file.display().to_string())
+            .env("FETCHML_TAG", tag)
+            .env("SLOT", slot)
+            .env("OLD", old)
+            .env("ADMIN", format!("http://127.0.0.1:{}", self.admin))
+            .env("DRAIN", DRAIN_SECS.to_string())
+            .env("API_PORT", self.port.to_string())
+            .env("PROXY_ADMIN_PORT", self.admin.to_string())
+            .env("COMPLIANCE_MODE", "standard")
+            .timeout(120);
+        crate::cmd::run(&c, false)
+            .map(drop)
+            .context("the hand procedure failed")
     }
 }
 
@@ -70,7 +100,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-/// Milliseconds from the first ok answer (a 2 ms prober) to the gate returning.
+/// Milliseconds from the first ok answer through the proxy (a 2 ms prober)
+/// to a gate polling the same URL returning; the switch is made by hand
+/// while both wait. `blue` serves `old`; green, on `tag`, is started first.
 fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
     let first_ok: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
@@ -91,8 +123,6 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
             }
         })
     };
-    // The gate polls from before the recreate, as in a deploy, so the new
-    // version turns ok while the gate is already waiting for it.
     let gate = Gate {
         urls: vec![url],
         version: tag.into(),
@@ -101,7 +131,7 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
         logs: vec![],
     };
     let gate = std::thread::spawn(move || crate::health::wait(&gate).map(|_| Instant::now()));
-    bed.compose(tag, &["up", "-d", "--no-deps", "api"])?;
+    bed.hand(HAND_DEPLOY, tag, "green", "blue")?;
     let noticed = gate
         .join()
         .map_err(|_| anyhow::anyhow!("the gate thread panicked"))??;
@@ -114,26 +144,45 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
     Ok(noticed.saturating_duration_since(first).as_secs_f64() * 1000.0)
 }
 
+/// Cargo's own start before `cargo xtask` runs the binary: the median of
+/// three `cargo xtask --version`, in milliseconds.
+pub fn cargo_start_ms() -> Result<f64> {
+    let mut v = Vec::new();
+    for _ in 0..3 {
+        let c = Command::new("cargo", Effect::ReadOnly)
+            .args(["xtask", "--version"])
+            .cwd(crate::repo::workspace_root())
+            .timeout(120);
+        v.push(timed(|| crate::cmd::run(&c, false).map(drop))?);
+    }
+    Ok(median(&mut v))
+}
+
 pub fn run(quick: bool) -> Result<Section> {
     let n = if quick { 2 } else { 5 };
     let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
-    let (a, b) = (format!("{base}-bench-a"), format!("{base}-bench-b"));
-    ensure_image(&a)?;
-    ensure_image(&b)?;
+    let [a, b, c] = ["a", "b", "c"].map(|t| format!("{base}-bench-{t}"));
+    for t in [&a, &b, &c] {
+        ensure_image(t, false)?;
+    }
     let bed = Bed::new("deploy", "compose")?;
+    // a serves in the blue set from here on; each round ends the same way.
     bed.xtask(&["deploy-staging", "--tag", &a])?;
     let (mut tool_d, mut hand_d, mut tool_r, mut hand_r, mut lat) =
         (vec![], vec![], vec![], vec![], vec![]);
     for _ in 0..n {
-        // a runs; deploy b (tool), roll back to a (tool); deploy b (hand), back to a (hand).
+        // The tool deploys b and rolls back to a; by hand, c and back to a;
+        // then the gate latency, on c. Every deploy finds a version the
+        // standby set does not hold, so tool and hand both take the full
+        // path (discard the standby, start, gate, switch, drain).
         tool_d.push(timed(|| bed.xtask(&["deploy-staging", "--tag", &b]))?);
         tool_r.push(timed(|| {
             bed.xtask(&["rollback", "staging", "--reason", "bench"])
         })?);
-        hand_d.push(timed(|| bed.hand_deploy(&b))?);
-        hand_r.push(timed(|| bed.hand_rollback(&a))?);
-        lat.push(gate_latency(&bed, &b)?);
-        bed.hand_rollback(&a)?;
+        hand_d.push(timed(|| bed.hand(HAND_DEPLOY, &c, "green", "blue"))?);
+        hand_r.push(timed(|| bed.hand(HAND_ROLLBACK, &a, "blue", "green"))?);
+        lat.push(gate_latency(&bed, &c)?);
+        bed.hand(HAND_ROLLBACK, &a, "blue", "green")?;
     }
     let (td, hd, tr, hr) = (
         median(&mut tool_d),
@@ -144,16 +193,21 @@ pub fn run(quick: bool) -> Result<Section> {
     let lmax = lat.iter().cloned().fold(0.0, f64::max);
     let l = median(&mut lat);
     let body = format!(
-        "Method: the testbed stack (api, worker, Redis) on the local engine and registry, \
-{n} rounds; each round deploys v2 and rolls back to v1 with the tool, then does the same by hand \
-(`docker compose pull` + `up -d --no-deps` + a `curl` loop every 100 ms), so both see the same machine \
-state. Medians in milliseconds. The tool's figure includes what the hand procedure skips: preflight, \
-chain verification, the lock, start-if-absent for Redis, the version and compliance-mode gate on both \
-services, and the fsynced audit append. Gate latency: a 2 ms prober records when the new version first \
-answers ok; the figure is how much later the gate returns.\n\n\
+        "Method: the testbed stack (api, worker, Redis, the proxy) on the local engine and \
+registry, blue/green on compose, {n} rounds; each round deploys v2 and rolls back to v1 with the \
+tool (the dev-build binary), then does the same by hand, so both see the same machine state. The \
+hand procedure is the same blue/green steps typed as a shell script: `docker compose pull`; stop and \
+remove the standby set; `up -d --no-recreate --scale` of the new set; a `curl` loop every 100 ms on \
+each new container's own address; one `curl -X PATCH` to the proxy; stop the old worker; the same \
+{DRAIN_SECS} s drain (the rollback: start the old worker, the `curl` loop, the `PATCH` back, stop \
+the new worker, the drain). Medians in milliseconds. The tool's figure includes what the hand \
+procedure skips: preflight, chain verification, the lock, start-if-absent for Redis and the proxy, \
+the mode check in the gate, the routing checks, and the fsynced audit append. Gate latency: a 2 ms \
+prober records when the new version first answers through the proxy; the figure is how much later \
+a gate polling the same URL returns.\n\n\
 | measure | tool (ms) | hand (ms) | tool / hand |\n|---|---:|---:|---:|\n\
 | deploy-staging, v1 to v2 | {td:.0} | {hd:.0} | {:.2} |\n\
-| time to recover (rollback), v2 to v1 | {tr:.0} | {hr:.0} | {:.2} |\n\n\
+| rollback to the warm previous set, v2 to v1 | {tr:.0} | {hr:.0} | {:.2} |\n\n\
 | gate notice latency | median {l:.1} ms | max {lmax:.1} ms | goal <= 100 ms |\n|---|---:|---:|---|\n",
         td / hd,
         tr / hr

@@ -6,6 +6,7 @@ pub mod audit;
 pub mod backup;
 mod bed;
 pub mod deploy;
+pub mod stream;
 pub mod zero_downtime;
 
 /// One section of docs/benchmarks.md.

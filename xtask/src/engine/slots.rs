@@ -32,6 +32,9 @@ pub const SLOT_VAR: &str = "FETCHML_SLOT";
 pub enum Slot {
     Blue,
     Green,
+    /// The third set: a deploy starts beside both the serving set and the
+    /// standby one, so a deploy that fails leaves the standby warm.
+    Amber,
     /// Containers started without a slot: by an in-place deploy before
     /// blue/green, or by hand. Treated as a set of its own.
     Unlabelled,
@@ -42,20 +45,22 @@ impl Slot {
         match self {
             Slot::Blue => "blue",
             Slot::Green => "green",
+            Slot::Amber => "amber",
             Slot::Unlabelled => "unlabelled",
         }
     }
-    /// The slot a new set takes when `self` serves.
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::Blue => Slot::Green,
-            Slot::Green | Slot::Unlabelled => Slot::Blue,
-        }
+    /// The slot a new set takes: the first of blue, green, amber that no
+    /// set in `used` holds.
+    pub fn free(used: &[Slot]) -> Option<Slot> {
+        [Slot::Blue, Slot::Green, Slot::Amber]
+            .into_iter()
+            .find(|s| !used.contains(s))
     }
     fn parse(s: &str) -> Slot {
         match s {
             "blue" => Slot::Blue,
             "green" => Slot::Green,
+            "amber" => Slot::Amber,
             _ => Slot::Unlabelled,
         }
     }
@@ -308,8 +313,9 @@ impl Set {
             .collect()
     }
 
-    /// `up --no-recreate --scale`: the set's containers beside the ones
-    /// there are (`scale` counts both), labelled with its slot.
+    /// `up --no-recreate --no-start --scale`: creates the set's containers
+    /// beside the ones there are (`scale` counts all of them), labelled
+    /// with its slot, and starts none: a stopped standby stays stopped.
     pub fn start_beside_command(&self, scale: &BTreeMap<String, u32>) -> Command {
         let mut c = self.target.compose(Effect::Mutating).args([
             "up",
@@ -317,6 +323,7 @@ impl Set {
             "--no-deps",
             "--no-build",
             "--no-recreate",
+            "--no-start",
         ]);
         for (s, n) in scale {
             c = c.arg("--scale").arg(format!("{s}={n}"));
@@ -404,9 +411,10 @@ impl Set {
         self.act("container rm", |_| true, verbose).map(drop)
     }
 
-    /// Starts the set beside the serving one.
+    /// Creates the set beside the others, then starts its containers.
     pub fn start_beside(&self, scale: &BTreeMap<String, u32>, verbose: bool) -> Result<()> {
-        cmd::run(&self.start_beside_command(scale), verbose).map(drop)
+        cmd::run(&self.start_beside_command(scale), verbose)?;
+        self.start(verbose)
     }
 
     /// The health URL of each of the set's containers, on its own address
@@ -441,7 +449,11 @@ impl Set {
         // containers as planned are the ones to switch to, with no
         // further look-up between the command and the traffic.
         let members: Vec<(String, String)> = match self.known.is_empty() {
-            false => self.known.iter().map(|c| (c.service.clone(), c.name.clone())).collect(),
+            false => self
+                .known
+                .iter()
+                .map(|c| (c.service.clone(), c.name.clone()))
+                .collect(),
             true => self
                 .resolve()?
                 .into_iter()
@@ -507,7 +519,9 @@ mod tests {
         );
         assert_eq!(c[1].slot, Slot::Green);
         assert_eq!((c[2].slot, c[2].running), (Slot::Unlabelled, false));
-        assert_eq!(Slot::Blue.other(), Slot::Green);
-        assert_eq!(Slot::Unlabelled.other(), Slot::Blue);
+        assert_eq!(Slot::free(&[Slot::Blue]), Some(Slot::Green));
+        assert_eq!(Slot::free(&[Slot::Unlabelled]), Some(Slot::Blue));
+        assert_eq!(Slot::free(&[Slot::Green, Slot::Blue]), Some(Slot::Amber));
+        assert_eq!(Slot::free(&[Slot::Green, Slot::Blue, Slot::Amber]), None);
     }
 }

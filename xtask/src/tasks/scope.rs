@@ -30,7 +30,8 @@ const FORBIDDEN: [&str; 8] = [
     "migrate",
 ];
 
-const ENGINES: [&str; 2] = ["compose", "swarm"];
+/// `bluegreen` is compose behind a proxy (`[env.NAME.proxy]`).
+const ENGINES: [&str; 3] = ["compose", "swarm", "bluegreen"];
 
 fn setup(dir: &Path) -> (Ctx, Config) {
     setup_on(dir, "compose")
@@ -62,7 +63,14 @@ promote_from = "staging"
 require_evidence = ["security-modes-test", "backup-smoke"]
 "#;
     let path = dir.join("deploy.toml");
-    std::fs::write(&path, toml.replace("ENGINE", engine)).unwrap();
+    let toml = match engine {
+        "bluegreen" => toml.replace("ENGINE", "compose").replace(
+            "compliance_mode = \"",
+            "proxy = { service = \"edge\", admin_url = \"http://127.0.0.1:1\", routes = { api = 8080 }, probe_ports = { worker = 8080 } }\ncompliance_mode = \"",
+        ),
+        _ => toml.replace("ENGINE", engine),
+    };
+    std::fs::write(&path, toml).unwrap();
     let global = Global {
         dry_run: true,
         format: Format::Text,
@@ -94,12 +102,36 @@ fn seed(ctx: &Ctx, cfg: &Config, env: &str, tags: &[&str]) {
     }
 }
 
+/// The one removal a plan may hold: blue/green's discard of a set without
+/// traffic, `docker container rm` of app containers by name (no `-v`, no
+/// `--force`), never a stateful service's container.
+fn app_container_rm(step: &Step, c: &crate::plan::Command, stateful: &[&str]) -> bool {
+    let Step::App(AppStep::Discard { set, .. }) = step else {
+        return false;
+    };
+    let [container, rm, names @ ..] = &c.args[..] else {
+        return false;
+    };
+    c.program == "docker"
+        && container == "container"
+        && rm == "rm"
+        && !names.is_empty()
+        && names.iter().all(|n| {
+            !n.starts_with('-')
+                && set
+                    .services()
+                    .iter()
+                    .any(|s| n.contains(&format!("-{s}-")) || n.contains(&format!(" {s}")))
+                && !stateful.iter().any(|s| n.contains(&format!("-{s}-")))
+        })
+}
+
 fn check(plan: &Plan, stateful: &[&str], allow_stateful_start: bool) {
     for step in plan.all_steps() {
         for c in step.commands() {
             for a in c.args.iter().chain(std::iter::once(&c.program)) {
                 assert!(
-                    !FORBIDDEN.contains(&a.as_str()),
+                    !FORBIDDEN.contains(&a.as_str()) || app_container_rm(&step, &c, stateful),
                     "{}: `{a}` in {}",
                     plan.task,
                     c.display()
@@ -133,7 +165,7 @@ fn every_deploy_plan_stays_on_app_services() {
     for engine in ENGINES {
         n += deploy_plans_on(engine);
     }
-    assert_eq!(n, 48);
+    assert_eq!(n, 72);
 }
 
 fn deploy_plans_on(engine: &str) -> usize {
@@ -218,11 +250,19 @@ fn rollback_plans_on(engine: &str) {
                     matches!(
                         s,
                         Step::Lock { .. }
+                            | Step::ProxyReady { .. }
                             | Step::App(
                                 AppStep::EnsureImages { .. }
                                     | AppStep::Recreate { .. }
                                     | AppStep::Converge { .. }
                                     | AppStep::HealthGate(_)
+                                    | AppStep::Discard { .. }
+                                    | AppStep::StartBeside { .. }
+                                    | AppStep::Start { .. }
+                                    | AppStep::GateSet { .. }
+                                    | AppStep::Switch { .. }
+                                    | AppStep::Retire { .. }
+                                    | AppStep::Stop { .. }
                             )
                     ),
                     "rollback plan has a step outside its scope: {s:?}"
@@ -299,4 +339,114 @@ fn the_check_catches_a_stateful_swarm_service() {
         caught.is_err(),
         "a service update of s_redis went unnoticed"
     );
+}
+
+/// Blue/green plans made from what runs: a set with traffic is never
+/// discarded or retired before the switch away from it, and the one
+/// removal is of containers without traffic.
+#[test]
+fn blue_green_never_removes_the_serving_set() {
+    use crate::engine::slots::{Container, Slot};
+    use crate::engine::{Running, Target};
+    use crate::rollout::{blue_green, Now};
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, cfg) = setup_on(dir.path(), "bluegreen");
+    let env = cfg.env("staging").unwrap();
+    let c = |name: &str, service: &str, slot, tag: &str, running| Container {
+        name: name.into(),
+        service: service.into(),
+        slot,
+        tag: tag.into(),
+        running,
+    };
+    // Blue serves v2; green is the warm standby on v1 (its worker stopped).
+    let engine = Running {
+        services: [("api", "sha-222222222222"), ("worker", "sha-222222222222")]
+            .iter()
+            .map(|(s, t)| (s.to_string(), vec![t.to_string()]))
+            .collect(),
+        live: Some(Slot::Blue),
+        containers: vec![
+            c("s-api-1", "api", Slot::Blue, "sha-222222222222", true),
+            c("s-worker-1", "worker", Slot::Blue, "sha-222222222222", true),
+            c("s-api-2", "api", Slot::Green, "sha-111111111111", true),
+            c(
+                "s-worker-2",
+                "worker",
+                Slot::Green,
+                "sha-111111111111",
+                false,
+            ),
+        ],
+    };
+    let now = Now::for_test(Some("sha-222222222222"), engine, &["api", "worker"]);
+    let stateful = ["redis", "postgres", "minio"];
+    for (tag, switch_only) in [("sha-111111111111", true), ("sha-333333333333", false)] {
+        let t = Target::app(&cfg, "staging", env, tag, ComposeCli::V2Plugin).unwrap();
+        let bg = blue_green(&t, env, &now, 10);
+        let mut plan = Plan::new("deploy", Some("staging"));
+        for s in bg.steps.iter().chain(&bg.recovery) {
+            plan.step(Step::App(s.clone()));
+        }
+        check(&plan, &stateful, false);
+        let switch_at = bg
+            .steps
+            .iter()
+            .position(|s| matches!(s, AppStep::Switch { .. }))
+            .expect("a switch");
+        for (i, s) in bg.steps.iter().enumerate() {
+            match s {
+                AppStep::Discard { set, names } => {
+                    assert_eq!(
+                        set.slot(),
+                        Slot::Green,
+                        "discards a set it should not: {s:?}"
+                    );
+                    assert_eq!(names, &["s-api-2", "s-worker-2"]);
+                    assert!(
+                        i > switch_at,
+                        "the standby goes only once the new set serves"
+                    );
+                }
+                AppStep::Retire { set, .. } => {
+                    assert_eq!(set.slot(), Slot::Blue);
+                    assert!(i > switch_at, "retired before the switch");
+                }
+                // To the warm standby, or to a third set beside both.
+                AppStep::Switch { set } => {
+                    let want = if switch_only {
+                        Slot::Green
+                    } else {
+                        Slot::Amber
+                    };
+                    assert_eq!(set.slot(), want);
+                }
+                _ => {}
+            }
+        }
+        let discards = bg
+            .steps
+            .iter()
+            .any(|s| matches!(s, AppStep::Discard { .. }));
+        let starts_beside = bg
+            .steps
+            .iter()
+            .any(|s| matches!(s, AppStep::StartBeside { .. }));
+        assert_eq!(
+            (discards, starts_beside),
+            (!switch_only, !switch_only),
+            "{tag}: {:?}",
+            bg.steps
+        );
+        // The recovery switches back to blue, and only then acts on the new set.
+        let back = bg
+            .recovery
+            .iter()
+            .position(|s| matches!(s, AppStep::Switch { set } if set.slot() == Slot::Blue))
+            .expect("recovery switches back");
+        assert!(bg.recovery.iter().skip(back).all(|s| match s {
+            AppStep::Discard { set, .. } | AppStep::Retire { set, .. } => set.slot() != Slot::Blue,
+            _ => true,
+        }));
+    }
 }

@@ -144,6 +144,10 @@ pub struct Opts {
     pub gate_secs: u64,
     pub registry: String,
     pub require_evidence: &'static str,
+    /// Deploy blue/green behind the proxy (`[env.NAME.proxy]`).
+    pub blue_green: bool,
+    pub drain_secs: u64,
+    pub keep_previous: &'static str,
 }
 
 impl Default for Opts {
@@ -154,6 +158,9 @@ impl Default for Opts {
             gate_secs: 8,
             registry: "127.0.0.1:5000".into(),
             require_evidence: "",
+            blue_green: false,
+            drain_secs: 1,
+            keep_previous: "warm",
         }
     }
 }
@@ -183,7 +190,18 @@ impl Stack {
             .iter()
             .enumerate()
         {
-            let (api, worker) = ports[i];
+            let (api, admin) = ports[i];
+            // Blue/green: the proxy is the environment's; in place, the
+            // proxy is started like a stateful service and routes to the
+            // service name, as before the first blue/green deploy.
+            let (stateful, proxy) = if o.blue_green {
+                (
+                    "\"redis\"".to_string(),
+                    format!("proxy = {{ service = \"proxy\", admin_url = \"http://127.0.0.1:{admin}\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {}, keep_previous = \"{}\" }}\n", o.drain_secs, o.keep_previous),
+                )
+            } else {
+                ("\"redis\", \"proxy\"".to_string(), String::new())
+            };
             let repo = format!("{}/fetchml/testbed", o.registry);
             let promote = if *env == "prod" {
                 format!(
@@ -199,15 +217,15 @@ impl Stack {
 project = "{unique}-{env}"
 compose_files = ["{compose}"]
 app_services = ["api", "worker"]
-stateful_services = ["redis"]
+stateful_services = [{stateful}]
 images = {{ api = "{repo}", worker = "{repo}" }}
-health_urls = ["http://127.0.0.1:{api}/health", "http://127.0.0.1:{worker}/health"]
+health_urls = ["http://127.0.0.1:{api}/health"]
 compliance_mode = "{mode}"
 health_timeout_secs = {gate}
 rollback_timeout_secs = 30
 audit_sink = "sink"
-vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode}", TESTBED_REGISTRY = "{registry}" }}
-{promote}"#,
+vars = {{ API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "{mode}", TESTBED_REGISTRY = "{registry}" }}
+{proxy}{promote}"#,
                 compose = compose.display(),
                 gate = o.gate_secs,
                 registry = o.registry,
@@ -285,6 +303,25 @@ vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "{mode
             .text()
             .unwrap();
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}"))
+    }
+
+    /// The image of each running container of `service` in `env`'s project.
+    pub fn running_images(&self, env: &str, service: &str) -> Vec<String> {
+        let o = Command::new("docker")
+            .args(["ps", "--filter"])
+            .arg(format!(
+                "label=com.docker.compose.project={}",
+                self.project(env)
+            ))
+            .arg("--filter")
+            .arg(format!("label=com.docker.compose.service={service}"))
+            .args(["--format", "{{.Image}}"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// `docker compose` on this stack's project for `env` (test-side inspection).

@@ -8,16 +8,29 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{Act, ACT_SECS};
+use crate::bench::stream::Stream;
 use crate::cmd::{stream, Command, Effect};
 use crate::engine::cluster::{self, Session};
 use crate::exec::Actions;
 
+/// One row of the summary.
+pub(super) struct Row {
+    pub(super) what: String,
+    pub(super) expect: i32,
+    pub(super) exit: i32,
+    pub(super) secs: f64,
+    /// Requests sent and failed while the act ran, where it was watched.
+    pub(super) requests: Option<(usize, usize)>,
+}
+
 pub(super) struct Acts {
     pub(super) acts: Vec<Act>,
+    /// Each environment's front port, for the watched acts.
+    pub(super) ports: Vec<(&'static str, u16)>,
     pub(super) exe: PathBuf,
     pub(super) config: PathBuf,
     pub(super) state: PathBuf,
-    pub(super) rows: Vec<(String, i32, i32, f64)>,
+    pub(super) rows: Vec<Row>,
     pub(super) keep: bool,
     /// Held from the `swarm` action to the `leave` action (or the end).
     pub(super) session: Option<Session>,
@@ -77,13 +90,20 @@ impl Acts {
             .arg(self.state.display().to_string())
             .args(a.args.iter().cloned())
             .timeout(ACT_SECS);
-        let code = stream(&c, crate::out::json())?.unwrap_or(-1);
-        self.rows.push((
-            a.what.clone(),
-            a.expect,
-            code,
-            start.elapsed().as_secs_f64(),
-        ));
+        let port = a
+            .watch
+            .and_then(|env| self.ports.iter().find(|(e, _)| *e == env))
+            .map(|(_, p)| *p);
+        let watching = port.map(Stream::start);
+        let code = stream(&c, crate::out::json());
+        let seen = watching.map(Stream::stop);
+        self.rows.push(Row {
+            what: a.what.clone(),
+            expect: a.expect,
+            exit: code?.unwrap_or(-1),
+            secs: start.elapsed().as_secs_f64(),
+            requests: seen.map(|s| (s.sent(), s.failed())),
+        });
         Ok(())
     }
 }
@@ -95,14 +115,24 @@ impl Actions for Acts {
         if crate::cmd::interrupts() == 0 {
             return;
         }
-        for s in std::mem::take(&mut self.teardown) {
-            let r = match &s {
-                crate::plan::Step::Run { command, .. } => crate::cmd::run(command, false).map(drop),
-                crate::plan::Step::Action { id, .. } => self.run(id),
-                _ => Ok(()),
-            };
-            if let Err(e) = r {
-                eprintln!("demo teardown after the signal: {e:#}");
+        // Twice: a container that an interrupted `up` had asked the daemon
+        // for can appear after the first pass took the stack down.
+        let teardown = std::mem::take(&mut self.teardown);
+        for pass in 0..2 {
+            if pass == 1 {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+            for s in &teardown {
+                let r = match s {
+                    crate::plan::Step::Run { command, .. } => {
+                        crate::cmd::run(command, false).map(drop)
+                    }
+                    crate::plan::Step::Action { id, .. } => self.run(id),
+                    _ => Ok(()),
+                };
+                if let Err(e) = r {
+                    eprintln!("demo teardown after the signal: {e:#}");
+                }
             }
         }
     }

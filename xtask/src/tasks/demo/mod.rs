@@ -33,11 +33,14 @@ const ENVS: [&str; 2] = ["staging", "prod"];
 const SWARM_OVERRIDE: &str = "demo on one swarm node: the stack file fails \
 loopback-ports and no-new-privileges (see docs/runbooks/demo.md)";
 
-/// One demo step: the arguments and the exit code that shows it worked.
+/// One demo step: the arguments and the exit code that shows it worked;
+/// for a deploy or a rollback of an environment already serving, that
+/// environment, whose traffic a request stream watches meanwhile.
 pub(super) struct Act {
     what: String,
     args: Vec<String>,
     expect: i32,
+    watch: Option<&'static str>,
 }
 
 fn act(what: &str, expect: i32, args: &[&str]) -> Act {
@@ -45,6 +48,15 @@ fn act(what: &str, expect: i32, args: &[&str]) -> Act {
         what: what.into(),
         args: args.iter().map(|s| s.to_string()).collect(),
         expect,
+        watch: None,
+    }
+}
+
+/// [`act`], under a request stream to `env`'s front port.
+fn watched(env: &'static str, what: &str, expect: i32, args: &[&str]) -> Act {
+    Act {
+        watch: Some(env),
+        ..act(what, expect, args)
     }
 }
 
@@ -70,7 +82,8 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
     ];
     for (name, tag) in [("v1", v1), ("v2", v2)] {
         if name == "v2" {
-            acts.push(act(
+            acts.push(watched(
+                "staging",
                 "deploy v2 to staging",
                 0,
                 &["deploy-staging", "--tag", tag],
@@ -89,6 +102,9 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
         acts.push(act(&what, 0, &smoke));
         let what = format!("promote {name} to prod");
         let mut promote = act(&what, 0, &["deploy-prod", "--tag", tag, "--yes"]);
+        if name == "v2" {
+            promote.watch = Some("prod");
+        }
         if swarm {
             promote.what = format!("promote {name} past that failure (--force, recorded)");
             let force = ["--force", "--reason", SWARM_OVERRIDE];
@@ -97,12 +113,14 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
         acts.push(promote);
     }
     acts.extend([
-        act(
+        watched(
+            "staging",
             "deploy broken v3 to staging: rolled back automatically",
             3,
             &["deploy-staging", "--tag", v3],
         ),
-        act(
+        watched(
+            "prod",
             "roll prod back to v1",
             0,
             &["rollback", "prod", "--reason", "demo rehearsal"],
@@ -117,6 +135,20 @@ fn lifecycle(swarm: bool, [v1, v2, v3]: [&str; 3]) -> Vec<Act> {
         act("show the prod audit log", 0, &["audit", "show", "prod"]),
     ]);
     acts
+}
+
+/// The loopback port of `env`'s first health URL: the proxy's front port.
+fn front_port(cfg: &Config, env: &str) -> Result<u16> {
+    let url = cfg
+        .env(env)?
+        .health_urls
+        .first()
+        .cloned()
+        .unwrap_or_default();
+    url.strip_prefix("http://127.0.0.1:")
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .with_context(|| format!("env.{env}: the demo watches traffic on a http://127.0.0.1:PORT health URL, not {url:?}"))
 }
 
 /// The steps that take one environment's demo stack down, volumes included:
@@ -214,8 +246,13 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             ));
         }
     }
+    let ports = ENVS
+        .iter()
+        .map(|e| Ok((*e, front_port(&cfg, e)?)))
+        .collect::<Result<_>>()?;
     let mut run = Acts {
         acts,
+        ports,
         exe: std::env::current_exe().context("finding the xtask binary")?,
         config,
         state: state.clone(),
@@ -229,13 +266,17 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
     if run.rows.is_empty() {
         return result;
     }
-    let failed = run.rows.iter().filter(|(_, e, c, _)| e != c).count();
+    // A watched act that dropped a request failed its promise too.
+    let ok = |r: &acts::Row| r.expect == r.exit && r.requests.is_none_or(|(_, failed)| failed == 0);
+    let failed = run.rows.iter().filter(|r| !ok(r)).count();
     if crate::out::json() {
         let steps: Vec<serde_json::Value> = run
             .rows
             .iter()
-            .map(|(what, expect, code, secs)| {
-                serde_json::json!({"step": what, "expect": expect, "exit": code, "secs": secs, "ok": expect == code})
+            .map(|r| {
+                serde_json::json!({"step": r.what, "expect": r.expect, "exit": r.exit, "secs": r.secs,
+                    "ok": ok(r),
+                    "requests": r.requests.map(|(sent, failed)| serde_json::json!({"sent": sent, "failed": failed}))})
             })
             .collect();
         crate::out::merge(serde_json::json!({
@@ -245,13 +286,20 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
         }));
     } else {
         println!(
-            "\n{:<56} {:>6} {:>5} {:>7}  result",
-            "step", "expect", "exit", "secs"
+            "\n{:<56} {:>6} {:>5} {:>7} {:>15}  result",
+            "step", "expect", "exit", "secs", "failed/requests"
         );
-        for (what, expect, code, secs) in &run.rows {
+        for r in &run.rows {
+            let requests = r
+                .requests
+                .map_or(String::new(), |(sent, failed)| format!("{failed}/{sent}"));
             println!(
-                "{what:<56} {expect:>6} {code:>5} {secs:>7.1}  {}",
-                if expect == code { "ok" } else { "FAILED" }
+                "{:<56} {:>6} {:>5} {:>7.1} {requests:>15}  {}",
+                r.what,
+                r.expect,
+                r.exit,
+                r.secs,
+                if ok(r) { "ok" } else { "FAILED" }
             );
         }
         if let Some(note) = &run.swarm {

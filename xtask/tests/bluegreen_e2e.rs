@@ -1,0 +1,371 @@
+//! Blue/green behind the real proxy (Caddy), on the real engine: the
+//! switch, a gate failure, a rollback that is a switch, worker job
+//! accounting, and a proxy that is down or misconfigured, each under a
+//! steady request stream where traffic matters.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use xtask::bench::stream::Stream;
+
+fn bg(name: &str, keep_previous: &'static str) -> Stack {
+    Stack::with(
+        name,
+        Opts {
+            blue_green: true,
+            keep_previous,
+            ..Opts::default()
+        },
+    )
+}
+
+/// Jobs posted through the proxy every 25 ms, each with its own id, while
+/// the stream runs; the ids the api accepted (202).
+struct Producer {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl Producer {
+    fn start(port: u16, prefix: &str) -> Producer {
+        let token =
+            std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let prefix = prefix.to_string();
+        let thread = std::thread::spawn(move || {
+            let c = reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(2))
+                .build()
+                .unwrap();
+            let mut accepted = Vec::new();
+            let mut i = 0;
+            while !s.load(Ordering::Relaxed) {
+                let id = format!("{prefix}-{i}");
+                i += 1;
+                let r = c
+                    .post(format!("http://127.0.0.1:{port}/api/jobs"))
+                    .bearer_auth(token.trim())
+                    .body(id.clone())
+                    .send();
+                if r.is_ok_and(|r| r.status().as_u16() == 202) {
+                    accepted.push(id);
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            accepted
+        });
+        Producer {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn stop(mut self) -> Vec<String> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Waits until the queue is empty, then counts each finished job by id.
+fn done_jobs(s: &Stack) -> BTreeMap<String, Vec<String>> {
+    let start = Instant::now();
+    while s.queue("staging")["queued"] != 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the queue never drained"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let token = std::fs::read_to_string(root().join("deployments/testbed/api-token.dev")).unwrap();
+    let done: Vec<serde_json::Value> = reqwest::blocking::Client::new()
+        .get(format!("{}/api/jobs/done", s.api("staging")))
+        .bearer_auth(token.trim())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let mut by_id: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for d in done {
+        by_id
+            .entry(d["job"].as_str().unwrap().to_string())
+            .or_default()
+            .push(d["worker_version"].as_str().unwrap().to_string());
+    }
+    by_id
+}
+
+/// `name image state slot` of every app container of staging.
+fn containers(s: &Stack) -> Vec<String> {
+    let o = std::process::Command::new("docker")
+        .args(["ps", "--all", "--filter"])
+        .arg(format!(
+            "label=com.docker.compose.project={}",
+            s.project("staging")
+        ))
+        .args([
+            "--format",
+            "{{.Names}} {{.Image}} {{.State}} {{.Label \"fetchml.slot\"}} {{.ID}}",
+        ])
+        .output()
+        .unwrap();
+    let mut v: Vec<String> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| !l.contains("-proxy-") && !l.contains("-redis-"))
+        .map(str::to_string)
+        .collect();
+    v.sort();
+    v
+}
+
+fn tag_of(line: &str) -> &str {
+    line.split(' ').nth(1).unwrap().rsplit(':').next().unwrap()
+}
+
+#[test]
+fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_job_once() {
+    let img = images();
+    let s = bg("bg", "warm");
+    let port = s.ports[0].0;
+    let o = s.ok(&["deploy-staging", "--tag", &img.v1]);
+    assert!(
+        stderr(&o).contains("switched the proxy to the blue set"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        s.records("staging").last().unwrap().set.as_deref(),
+        Some("blue")
+    );
+
+    // A deploy: green starts beside blue, is gated on its own address, the
+    // proxy switches; blue's api stays warm, blue's worker stops.
+    let stream = Stream::start(port);
+    let jobs = Producer::start(port, "deploy");
+    let o = s.ok(&["deploy-staging", "--tag", &img.v2]);
+    let posted = jobs.stop();
+    let seen = stream.stop();
+    let err = stderr(&o);
+    assert!(err.contains("switched the proxy to the green set"), "{err}");
+    println!("deploy: {} requests, {} failed", seen.sent(), seen.failed());
+    assert_eq!(
+        seen.failed(),
+        0,
+        "requests failed during the deploy:\n{err}"
+    );
+    assert!(seen
+        .answers
+        .iter()
+        .any(|(_, v)| v.as_deref() == Some(img.v2.as_str())));
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.outcome.as_str(), last.set.as_deref()),
+        ("success", Some("green"))
+    );
+    let cs = containers(&s);
+    let state = |tag: &str, svc: &str| -> Vec<String> {
+        cs.iter()
+            .filter(|l| tag_of(l) == tag && l.contains(&format!("-{svc}-")))
+            .map(|l| l.split(' ').nth(2).unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        state(&img.v1, "api"),
+        ["running"],
+        "blue api kept warm: {cs:?}"
+    );
+    assert_eq!(
+        state(&img.v1, "worker"),
+        ["exited"],
+        "blue worker stopped: {cs:?}"
+    );
+    assert_eq!(state(&img.v2, "api"), ["running"], "{cs:?}");
+    let st = stdout(&s.ok(&["status", "staging"]));
+    assert!(st.contains("the green set serves"), "{st}");
+
+    // Every job posted across the hand-over was done exactly once, by one worker or the other.
+    let done = done_jobs(&s);
+    assert!(posted.len() > 20, "too few jobs posted: {}", posted.len());
+    for id in &posted {
+        assert_eq!(
+            done.get(id).map(Vec::len),
+            Some(1),
+            "job {id}: {:?}",
+            done.get(id)
+        );
+    }
+    let by: Vec<&String> = posted.iter().flat_map(|id| &done[id]).collect();
+    println!(
+        "jobs across the deploy: {} posted, {} done by {}, {} by {}",
+        posted.len(),
+        by.iter().filter(|v| **v == &img.v1).count(),
+        img.v1,
+        by.iter().filter(|v| **v == &img.v2).count(),
+        img.v2
+    );
+
+    // A broken version: its gate fails on its own containers, which never
+    // get traffic; they are discarded and green keeps serving.
+    let stream = Stream::start(port);
+    let o = s.run(&["deploy-staging", "--tag", &img.bad]);
+    let seen = stream.stop();
+    assert_eq!(exit_code(&o), 3, "{}", text(&o));
+    println!(
+        "broken deploy: {} requests, {} failed",
+        seen.sent(),
+        seen.failed()
+    );
+    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    assert!(
+        seen.answers
+            .iter()
+            .all(|(_, v)| v.as_deref() == Some(img.v2.as_str())),
+        "the broken version got traffic"
+    );
+    assert!(
+        containers(&s).iter().all(|l| tag_of(l) != img.bad),
+        "{:?}",
+        containers(&s)
+    );
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.outcome.as_str(), last.set.as_deref()),
+        ("rolled-back", Some("green"))
+    );
+
+    // A rollback to the warm blue set is a switch.
+    let stream = Stream::start(port);
+    let jobs = Producer::start(port, "rollback");
+    let started = Instant::now();
+    let o = s.ok(&["rollback", "staging", "--reason", "e2e"]);
+    let posted = jobs.stop();
+    let seen = stream.stop();
+    assert!(
+        !stderr(&o).contains("checking images"),
+        "a switch needs no image check"
+    );
+    let ttr = seen.first(&img.v1, started).expect("v1 never answered");
+    println!(
+        "rollback: {} requests, {} failed; traffic on {} {:.0} ms after the command started",
+        seen.sent(),
+        seen.failed(),
+        img.v1,
+        (ttr - started).as_secs_f64() * 1000.0
+    );
+    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.action.as_str(), last.set.as_deref()),
+        ("rollback", Some("blue"))
+    );
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    let done = done_jobs(&s);
+    for id in &posted {
+        assert_eq!(
+            done.get(id).map(Vec::len),
+            Some(1),
+            "job {id}: {:?}",
+            done.get(id)
+        );
+    }
+    let n = s.records("staging").len();
+    assert!(stdout(&s.ok(&["audit", "verify", "staging"])).contains(&format!("{n} records")));
+}
+
+#[test]
+fn a_stopped_previous_set_is_started_gated_and_switched_to() {
+    let img = images();
+    let s = bg("bgstop", "stopped");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    s.ok(&["deploy-staging", "--tag", &img.v2]);
+    let cs = containers(&s);
+    assert!(
+        cs.iter()
+            .filter(|l| tag_of(l) == img.v1)
+            .all(|l| l.contains(" exited ")),
+        "keep_previous = stopped leaves the old set stopped: {cs:?}"
+    );
+    let stream = Stream::start(s.ports[0].0);
+    let o = s.ok(&["rollback", "staging", "--reason", "e2e"]);
+    let seen = stream.stop();
+    assert!(
+        stderr(&o).contains("starting the blue set (api on"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    // The same containers, started again: no new ones.
+    let after = containers(&s);
+    let ids = |v: &[String]| -> Vec<String> {
+        v.iter()
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(ids(&cs), ids(&after), "{cs:?}\n{after:?}");
+}
+
+#[test]
+fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched() {
+    let img = images();
+    let s = bg("bgproxy", "warm");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let before = containers(&s);
+    let admin = format!("http://127.0.0.1:{}", s.ports[0].1);
+
+    // Misconfigured: the proxy answers, but its config has no `fetchml-api` route.
+    let cfg: serde_json::Value = reqwest::blocking::get(format!("{admin}/config/"))
+        .unwrap()
+        .json()
+        .unwrap();
+    let text_cfg = serde_json::to_string(&cfg)
+        .unwrap()
+        .replace("\"@id\":\"fetchml-api\",", "");
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{admin}/load"))
+        .header("Content-Type", "application/json")
+        .body(text_cfg)
+        .send()
+        .unwrap();
+    assert!(r.status().is_success(), "{:?}", r.text());
+    let o = s.run(&["deploy-staging", "--tag", &img.v2]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("no route `fetchml-api`"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(
+        containers(&s),
+        before,
+        "a refused deploy touched the app containers"
+    );
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(last.outcome, "refused");
+
+    // Down: the proxy's container is stopped.
+    let o = std::process::Command::new("docker")
+        .args(["stop", &format!("{}-proxy-1", s.project("staging"))])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = s.run(&["deploy-staging", "--tag", &img.v2]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(stderr(&o).contains("does not answer"), "{}", text(&o));
+    assert_eq!(
+        containers(&s),
+        before,
+        "a refused deploy touched the app containers"
+    );
+    let o = s.run(&[
+        "rollback", "staging", "--to", &img.v1, "--force", "--reason", "x",
+    ]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert_eq!(containers(&s), before);
+    assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
+}
