@@ -369,3 +369,40 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
     assert_eq!(containers(&s), before);
     assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
 }
+
+#[test]
+fn sigterm_while_the_new_set_is_gated_discards_it_and_traffic_never_drops() {
+    let img = images();
+    let s = bg("bgsig", "warm");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let before = containers(&s);
+    let stream = Stream::start(s.ports[0].0);
+    let child = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The broken set exists and its gate is polling (it never passes).
+    let start = Instant::now();
+    while !containers(&s).iter().any(|l| tag_of(l) == img.bad) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the new set never started");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let o = child.wait_with_output().unwrap();
+    let seen = stream.stop();
+    assert_eq!(exit_code(&o), 143, "{}", text(&o));
+    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    assert!(!seen.saw(&img.bad), "the broken set got traffic");
+    assert_eq!(containers(&s), before, "the interrupted set was not discarded");
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(last.outcome, "rolled-back", "{last:?}");
+    assert!(last.error.as_deref().unwrap_or("").contains("SIGTERM"), "{last:?}");
+    assert_eq!(last.set.as_deref(), Some("blue"));
+    // Unlocked: the next deploy goes through at once.
+    s.ok(&["deploy-staging", "--tag", &img.v2]);
+}
