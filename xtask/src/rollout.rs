@@ -291,6 +291,23 @@ pub fn unknown_sets(target: &Target, now: &Now) -> Option<Step> {
     })
 }
 
+/// Blue/green needs the compose files' cooperation (the slot label, no
+/// published app port); a deploy checks their render before it touches
+/// anything. `None` when not blue/green, when all is there, or when the
+/// render could not be had (no docker: preflight refuses the real run; a
+/// file compose cannot read fails the pull, before anything is touched).
+pub fn blue_green_gaps(target: &Target) -> Option<Step> {
+    if !target.blue_green() {
+        return None;
+    }
+    let missing = target.blue_green_gaps().ok()?;
+    (!missing.is_empty()).then(|| Step::Require {
+        what: "compose files ready for blue/green".into(),
+        missing,
+        overridden: Vec::new(),
+    })
+}
+
 /// Blue/green (compose behind a proxy): the steps that put `target`'s tag
 /// in service, and the recovery that puts back the set serving now.
 pub struct BlueGreen {

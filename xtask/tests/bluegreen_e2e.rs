@@ -387,7 +387,10 @@ fn sigterm_while_the_new_set_is_gated_discards_it_and_traffic_never_drops() {
     // The broken set exists and its gate is polling (it never passes).
     let start = Instant::now();
     while !containers(&s).iter().any(|l| tag_of(l) == img.bad) {
-        assert!(start.elapsed() < Duration::from_secs(60), "the new set never started");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the new set never started"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(800));
@@ -398,11 +401,51 @@ fn sigterm_while_the_new_set_is_gated_discards_it_and_traffic_never_drops() {
     assert_eq!(exit_code(&o), 143, "{}", text(&o));
     assert_eq!(seen.failed(), 0, "{}", text(&o));
     assert!(!seen.saw(&img.bad), "the broken set got traffic");
-    assert_eq!(containers(&s), before, "the interrupted set was not discarded");
+    assert_eq!(
+        containers(&s),
+        before,
+        "the interrupted set was not discarded"
+    );
     let last = s.records("staging").pop().unwrap();
     assert_eq!(last.outcome, "rolled-back", "{last:?}");
-    assert!(last.error.as_deref().unwrap_or("").contains("SIGTERM"), "{last:?}");
+    assert!(
+        last.error.as_deref().unwrap_or("").contains("SIGTERM"),
+        "{last:?}"
+    );
     assert_eq!(last.set.as_deref(), Some("blue"));
     // Unlocked: the next deploy goes through at once.
     s.ok(&["deploy-staging", "--tag", &img.v2]);
+}
+
+#[test]
+fn a_compose_file_without_the_slot_label_is_refused_before_anything_starts() {
+    let img = images();
+    let s = bg("bglabel", "warm");
+    let src = root().join("deployments/testbed");
+    let dir = s.dir.path().join("nolabel");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["proxy.json", "api-token.dev"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let compose = std::fs::read_to_string(src.join("docker-compose.yml")).unwrap();
+    let stripped = compose.replace("    labels:\n      fetchml.slot: ${FETCHML_SLOT:-}\n", "");
+    assert_ne!(
+        stripped, compose,
+        "the testbed compose file carries the label"
+    );
+    std::fs::write(dir.join("docker-compose.yml"), stripped).unwrap();
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replace(
+        &src.join("docker-compose.yml").display().to_string(),
+        &dir.join("docker-compose.yml").display().to_string(),
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    let o = s.run(&["deploy-staging", "--tag", &img.v1]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("app service `api` has no label `fetchml.slot"),
+        "{}",
+        text(&o)
+    );
+    assert!(containers(&s).is_empty(), "{:?}", containers(&s));
+    assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
 }

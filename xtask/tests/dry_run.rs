@@ -93,21 +93,24 @@ impl Sandbox {
     }
 }
 
-/// Look-ups a dry run may make: versions, daemon reachability, image presence.
+/// Look-ups a dry run may make: versions, daemon reachability, image
+/// presence, what runs, and the compose files' render.
 fn read_only(call: &str) -> bool {
-    [
-        "docker compose version --short",
-        "docker-compose version --short",
-        "docker info --format",
-        "docker image inspect",
-        // what runs now, per the engine
-        "docker ps --filter label=com.docker.compose.project=",
-        "docker ps --all --filter label=com.docker.compose.project=",
-        "docker inspect --format",
-        "docker service ls --filter label=com.docker.stack.namespace=",
-    ]
-    .iter()
-    .any(|p| call.starts_with(p))
+    let render = call.starts_with("docker compose -p ") && call.ends_with(" config --format json");
+    render
+        || [
+            "docker compose version --short",
+            "docker-compose version --short",
+            "docker info --format",
+            "docker image inspect",
+            // what runs now, per the engine
+            "docker ps --filter label=com.docker.compose.project=",
+            "docker ps --all --filter label=com.docker.compose.project=",
+            "docker inspect --format",
+            "docker service ls --filter label=com.docker.stack.namespace=",
+        ]
+        .iter()
+        .any(|p| call.starts_with(p))
 }
 
 fn testbed() -> PathBuf {

@@ -187,6 +187,38 @@ impl Target {
     }
 }
 
+impl Target {
+    /// What the compose files lack for blue/green, read from their render
+    /// (read-only): each app service must carry the slot label from
+    /// `FETCHML_SLOT` (or the new set could not be told from the old) and
+    /// publish no port (two sets could not run side by side).
+    pub fn blue_green_gaps(&self) -> Result<Vec<String>> {
+        const PROBE: &str = "slot-probe";
+        let c = self
+            .compose(Effect::ReadOnly)
+            .args(["config", "--format", "json"])
+            .env(SLOT_VAR, PROBE)
+            .timeout(self.limits.look_up_secs);
+        let doc: serde_json::Value = serde_json::from_str(&cmd::run(&c, false)?)
+            .context("reading `docker compose config --format json`")?;
+        let mut gaps = Vec::new();
+        for s in &self.services {
+            let svc = &doc["services"][s];
+            if svc["labels"][LABEL].as_str() != Some(PROBE) {
+                gaps.push(format!(
+                    "app service `{s}` has no label `{LABEL}: ${{{SLOT_VAR}:-}}` in its compose file"
+                ));
+            }
+            if svc["ports"].as_array().is_some_and(|p| !p.is_empty()) {
+                gaps.push(format!(
+                    "app service `{s}` publishes a port: behind the proxy only the proxy publishes"
+                ));
+            }
+        }
+        Ok(gaps)
+    }
+}
+
 fn parse_containers(out: &str, services: &[String]) -> Vec<Container> {
     let mut v: Vec<Container> = out
         .lines()
