@@ -17,6 +17,7 @@ use std::path::PathBuf;
 
 pub mod cluster;
 pub mod docker;
+pub mod placement;
 pub mod proxy;
 mod running;
 pub mod slots;

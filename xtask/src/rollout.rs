@@ -291,6 +291,23 @@ pub fn unknown_sets(target: &Target, now: &Now) -> Option<Step> {
     })
 }
 
+/// Swarm: refuses, before anything is touched, a host that is not a
+/// manager or a service whose placement no ready node can take (a lost
+/// node). `None` on compose, or without docker (preflight refuses then).
+pub fn placement(target: &Target) -> Option<Step> {
+    if target.engine() != EngineKind::Swarm || which::which("docker").is_err() {
+        return None;
+    }
+    let missing = target
+        .placement_gaps()
+        .unwrap_or_else(|e| vec![format!("the swarm could not be asked: {e:#}")]);
+    (!missing.is_empty()).then(|| Step::Require {
+        what: "a swarm manager, and nodes for every app service's placement".into(),
+        missing,
+        overridden: Vec::new(),
+    })
+}
+
 /// Blue/green needs the compose files' cooperation (the slot label, no
 /// published app port); a deploy checks their render before it touches
 /// anything. `None` when not blue/green, when all is there, or when the

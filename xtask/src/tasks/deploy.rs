@@ -19,8 +19,8 @@ use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, blue_green_gaps, consistency, gate, lock, put_on, record, switch_to, unknown_sets,
-    verified_history, Now, PROXY_WAIT_SECS,
+    blue_green, blue_green_gaps, consistency, gate, lock, placement, put_on, record, switch_to,
+    unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
 };
 use crate::validate;
 
@@ -136,7 +136,10 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     if let Some(refusal) = unknown_sets(&target, &now) {
         plan.step(refusal);
     }
-    if let Some(gaps) = blue_green_gaps(&target) {
+    for gaps in [blue_green_gaps(&target), placement(&target)]
+        .into_iter()
+        .flatten()
+    {
         plan.step(gaps);
     }
     if let Some(refusal) = consistency(&req.env, env) {

@@ -19,7 +19,7 @@ use crate::plan::Step;
 use crate::plan::{AppStep, OnFailure, Plan};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, default_target, lock, record, standby_with, switch_to, unknown_sets,
+    blue_green, default_target, lock, placement, record, standby_with, switch_to, unknown_sets,
     verified_history, Now, PROXY_WAIT_SECS,
 };
 use crate::validate;
@@ -81,7 +81,10 @@ pub fn build(
     );
     let untagged = Target::untagged(cfg, &args.env, env, cli)?;
     let now = Now::look(&untagged, &history, &mut plan);
-    if let Some(refusal) = unknown_sets(&untagged, &now) {
+    for refusal in [unknown_sets(&untagged, &now), placement(&untagged)]
+        .into_iter()
+        .flatten()
+    {
         plan.step(refusal);
     }
     let target_tag = match choose(args, &history, &now, &mut plan)? {

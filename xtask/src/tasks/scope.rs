@@ -249,7 +249,10 @@ fn rollback_plans_on(engine: &str) {
                 assert!(
                     matches!(
                         s,
+                        // Refusals decided while planning act on nothing.
                         Step::Lock { .. }
+                            | Step::Require { .. }
+                            | Step::Refuse { .. }
                             | Step::ProxyReady { .. }
                             | Step::App(
                                 AppStep::EnsureImages { .. }
