@@ -359,4 +359,7 @@ pub struct Bench {
     /// Smaller inputs, for a quick look (tables are not rewritten).
     #[arg(long)]
     pub quick: bool,
+    /// Run only this benchmark (repeatable); only its section is rewritten.
+    #[arg(long = "only", value_name = "NAME", value_parser = ["audit", "backup", "deploy", "zero-downtime"])]
+    pub only: Vec<String>,
 }

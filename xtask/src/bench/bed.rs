@@ -94,8 +94,9 @@ proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports 
             .with_context(|| format!("xtask {args:?} failed"))
     }
 
-    /// [`Bed::xtask`], returning the exit code instead of judging it.
-    pub fn xtask_exit(&self, args: &[&str]) -> Result<i32> {
+    /// [`Bed::xtask`], returning the exit code and the last line of stderr
+    /// instead of judging them.
+    pub fn xtask_exit(&self, args: &[&str]) -> Result<(i32, String)> {
         let c = Command::new(&exe()?, Effect::Mutating)
             .arg("--config")
             .arg(self.config.display().to_string())
@@ -105,7 +106,8 @@ proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports 
             .env("USER", "bench")
             .timeout(600);
         let o = crate::cmd::output(&c).with_context(|| format!("running xtask {args:?}"))?;
-        Ok(o.code.unwrap_or(-1))
+        let last = o.stderr.lines().rev().find(|l| !l.trim().is_empty());
+        Ok((o.code.unwrap_or(-1), last.unwrap_or_default().to_string()))
     }
 
     /// `docker compose` on the scratch project, with the config's variables (the hand procedure).

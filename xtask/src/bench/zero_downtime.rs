@@ -54,9 +54,9 @@ fn watched(bed: &Bed, args: &[&str], expect: i32, back_to: Option<&str>) -> Resu
     let code = bed.xtask_exit(args);
     let secs = t.elapsed().as_secs_f64();
     let seen = stream.stop();
-    let code = code?;
+    let (code, said) = code?;
     if code != expect {
-        bail!("xtask {args:?} exited {code}, expected {expect}");
+        bail!("xtask {args:?} exited {code}, expected {expect}: {said}");
     }
     let ttr_ms = back_to
         .and_then(|v| seen.first(v, t))

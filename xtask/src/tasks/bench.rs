@@ -6,7 +6,8 @@
 //! A benchmark that fails keeps its section's previous text, with a dated note
 //! saying why it was not regenerated, the others are still rewritten, and the
 //! task then exits 1. `--quick` runs smaller inputs and prints the sections
-//! instead of writing the file.
+//! instead of writing the file; `--only NAME` runs one benchmark and
+//! rewrites its section alone.
 //!
 //! Needs: what each benchmark needs (the deploy benchmark: the engines from
 //! `cargo xtask setup`). Never touches: anything in docs/benchmarks.md outside
@@ -43,7 +44,10 @@ pub fn run(ctx: &Ctx, args: Bench) -> Result<()> {
     // what users run. The code whose speed they feel (the chain walk, the
     // backup verifier) is optimized there by the workspace's dev profile.
     let mut plan = Plan::new("bench", None);
-    for (name, _) in AREAS {
+    let picked = AREAS
+        .iter()
+        .filter(|(name, _)| args.only.is_empty() || args.only.iter().any(|o| o == name));
+    for (name, _) in picked {
         plan.step(Step::action(
             name,
             format!("run the {name} benchmark"),
