@@ -97,6 +97,29 @@ impl Stateful {
         &self.services
     }
 
+    /// Do all of them run now (read-only)? Then starting them is a no-op a
+    /// deploy can skip: `up --no-recreate` still costs compose's whole
+    /// project load. `false` when the engine cannot be asked.
+    pub fn all_running(&self) -> bool {
+        if self.base.engine == EngineKind::Swarm {
+            return false;
+        }
+        let c = Command::new("docker", Effect::ReadOnly)
+            .args(["ps", "--filter"])
+            .arg(format!(
+                "label=com.docker.compose.project={}",
+                self.base.project
+            ))
+            .args(["--filter", "status=running", "--format"])
+            .arg("{{.Label \"com.docker.compose.service\"}}")
+            .timeout(self.base.limits.look_up_secs);
+        crate::cmd::run(&c, false).is_ok_and(|out| {
+            self.services
+                .iter()
+                .all(|s| out.lines().any(|l| l.trim() == s))
+        })
+    }
+
     /// Starts stateful services that are not running yet, and only those:
     /// `--no-recreate` keeps an existing container (and its data) as it is,
     /// even when its config changed. A first deploy into an empty

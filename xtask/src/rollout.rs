@@ -455,14 +455,9 @@ pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> Blue
             (set, recovery)
         }
     };
-    if let Some(old) = &old {
-        steps.push(AppStep::Retire {
-            set: old.clone(),
-            names: names(old.slot(), &|c: &Container| c.running),
-        });
-    }
     // The set that served becomes the standby and older ones go, so two
     // sets remain; a failed deploy never gets here and leaves the standby.
+    // They go while the set that served drains (no traffic reaches them).
     for s in slots.iter().copied() {
         let gone = steps
             .iter()
@@ -470,6 +465,12 @@ pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> Blue
         if Some(s) != live && s != set.slot() && !gone {
             steps.push(discard(s));
         }
+    }
+    if let Some(old) = &old {
+        steps.push(AppStep::Retire {
+            set: old.clone(),
+            names: names(old.slot(), &|c: &Container| c.running),
+        });
     }
     BlueGreen {
         steps,

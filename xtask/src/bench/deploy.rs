@@ -8,8 +8,8 @@
 //!   the new set beside the serving one (`up -d --no-recreate --scale`,
 //!   labelled with its slot); a `curl` loop every 100 ms on each new
 //!   container's own address until `/health` shows the new version; one
-//!   `curl -X PATCH` to the proxy's admin API; stop the old worker; wait
-//!   the same drain time;
+//!   `curl -X PATCH` to the proxy's admin API; stop the old worker while
+//!   the same drain time runs;
 //! - rollback: start the previous set's worker; the same `curl` loop on the
 //!   previous set; the `PATCH` back; stop the new worker; the drain.
 //!
@@ -40,21 +40,28 @@ ids() { docker ps "$@" --filter "label=com.docker.compose.project=$P" --filter "
 gate() {
   for c in $(ids -q); do
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
-    until curl -fsS "http://$ip:8080/health" 2>/dev/null | grep -q ""version":"$FETCHML_TAG""; do sleep 0.1; done
+    until curl -fsS "http://$ip:8080/health" 2>/dev/null | grep -q "\"version\":\"$FETCHML_TAG\""; do sleep 0.1; done
   done
 }
 switch() {
   api=$(ids --format '{{.Names}}' --filter label=com.docker.compose.service=api)
-  curl -fsS -X PATCH -H 'Content-Type: application/json' -d "[{"dial":"$api:8080"}]" "$ADMIN/id/fetchml-api/upstreams"
-  docker stop $(SLOT=$OLD ids -q --filter label=com.docker.compose.service=worker) >/dev/null
+  curl -fsS -X PATCH -H 'Content-Type: application/json' -d "[{\"dial\":\"$api:8080\"}]" "$ADMIN/id/fetchml-api/upstreams"
+  old=$(SLOT=$OLD ids -q --filter label=com.docker.compose.service=worker)
+  # The drain runs from the switch while the old worker stops, as the tool does.
+  if [ -n "$old" ]; then docker stop $old >/dev/null & fi
   sleep "$DRAIN"
+  wait
 }
 "#;
 
-/// The blue/green deploy by hand: `SLOT` is the new set's, `OLD` the serving one's.
+/// The blue/green deploy by hand: `SLOT` is the new set's, `OLD` the
+/// serving one's; every other set goes first (stopped, then removed).
 const HAND_DEPLOY: &str = r#"dc pull --quiet api worker
-stale=$(ids -aq)
-if [ -n "$stale" ]; then docker stop $stale >/dev/null; docker container rm $stale >/dev/null; fi
+for s in blue green amber; do
+  if [ "$s" = "$OLD" ]; then continue; fi
+  stale=$(SLOT=$s ids -aq)
+  if [ -n "$stale" ]; then docker stop $stale >/dev/null; docker container rm $stale >/dev/null; fi
+done
 FETCHML_SLOT=$SLOT dc up -d --no-deps --no-build --no-recreate --scale api=2 --scale worker=2 api worker
 gate
 switch

@@ -513,11 +513,13 @@ impl Set {
     /// Retires a set that no longer gets traffic: its workers stop now
     /// (SIGTERM: each finishes its job); its HTTP containers get
     /// `drain_secs` to finish what is in flight, then stay warm or stop.
-    pub fn retire(&self, verbose: bool) -> Result<()> {
+    /// The drain runs from `switched` (when the proxy stopped sending this
+    /// set new requests), while the workers stop and anything else runs.
+    pub fn retire(&self, switched: Option<Instant>, verbose: bool) -> Result<()> {
         let p = self.proxy_cfg()?.clone();
+        let until = switched.unwrap_or_else(Instant::now) + Duration::from_secs(p.drain_secs);
         self.without_traffic("retire")?;
         self.part(false).stop(verbose)?;
-        let until = Instant::now() + Duration::from_secs(p.drain_secs);
         let since = cmd::since_now();
         while Instant::now() < until {
             cmd::check_interrupt(since)?;

@@ -66,6 +66,8 @@ struct Run<'a> {
     verbose: bool,
     actions: &'a mut dyn Actions,
     lock: Option<LockGuard>,
+    /// When the proxy last switched: a retired set's drain runs from it.
+    switched_at: Option<Instant>,
 }
 
 impl Run<'_> {
@@ -200,6 +202,7 @@ impl Run<'_> {
             AppStep::Switch { set } => {
                 let t = Instant::now();
                 set.switch()?;
+                self.switched_at = Some(Instant::now());
                 eprintln!(
                     "switched the proxy to {} in {:.0} ms",
                     set.describe(),
@@ -207,7 +210,7 @@ impl Run<'_> {
                 );
                 Ok(())
             }
-            AppStep::Retire { set, .. } => set.retire(self.verbose),
+            AppStep::Retire { set, .. } => set.retire(self.switched_at, self.verbose),
         }
     }
 
@@ -248,6 +251,7 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         verbose,
         actions,
         lock: None,
+        switched_at: None,
     };
     let ending = steps(plan, &mut run, since);
     run.actions.cleanup();

@@ -87,6 +87,13 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let env = cfg.env(&req.env)?;
     let log = ctx.log(cfg, &req.env)?;
     let mut plan = Plan::new(task, Some(&req.env));
+    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
+    // The engine look-ups that need no history (the compose render, the
+    // swarm's nodes) run while the chain is verified.
+    let checks = {
+        let t = target.clone();
+        std::thread::spawn(move || [blue_green_gaps(&t), placement(&t)])
+    };
     let (history, head) = verified_history(&log, req.force, &mut plan)?;
     let current = history.current().map(str::to_string);
     plan.fact(
@@ -131,15 +138,19 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         });
     }
 
-    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
     let now = Now::look(&target, &history, &mut plan);
     if let Some(refusal) = unknown_sets(&target, &now) {
         plan.step(refusal);
     }
-    for gaps in [blue_green_gaps(&target), placement(&target)]
-        .into_iter()
-        .flatten()
-    {
+    let checks = checks.join().unwrap_or_else(|_| {
+        [
+            Some(Step::Refuse {
+                why: "the engine look-ups before planning panicked".into(),
+            }),
+            None,
+        ]
+    });
+    for gaps in checks.into_iter().flatten() {
         plan.step(gaps);
     }
     if let Some(refusal) = consistency(&req.env, env) {
@@ -153,7 +164,18 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         .into(),
     );
     let stateful = Stateful::of(&target, env);
-    if !stateful.start_commands().is_empty() {
+    if stateful.start_commands().is_empty() {
+        // Swarm: the stack deploy starts what is missing.
+    } else if stateful.all_running() {
+        plan.fact(
+            "stateful services",
+            format!(
+                "{} running: nothing to start",
+                stateful.services().join(", ")
+            ),
+            "docker ps",
+        );
+    } else {
         plan.step(Step::StartStateful { target: stateful });
     }
     let blue_green = target.blue_green().then(|| {

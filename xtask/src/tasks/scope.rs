@@ -414,6 +414,7 @@ fn blue_green_never_removes_the_serving_set() {
                 AppStep::Retire { set, .. } => {
                     assert_eq!(set.slot(), Slot::Blue);
                     assert!(i > switch_at, "retired before the switch");
+                    assert_eq!(i, bg.steps.len() - 1, "the drain is the last step");
                 }
                 // To the warm standby, or to a third set beside both.
                 AppStep::Switch { set } => {
