@@ -148,3 +148,33 @@ fn select_names_valid_modes() {
 fn substitution() {
     assert_eq!(substitute("{mode}/{tag}", "hipaa", "sha-1"), "hipaa/sha-1");
 }
+
+#[test]
+fn proxy_rules_default_to_caddy_and_check_their_keys() {
+    let text = GOOD.replace(
+        "[rule.read-only]",
+        "[rule.admin]\nkind = \"proxy-admin-loopback\"\n[rule.only-proxy]\nkind = \"no-published-ports\"\n[rule.read-only]",
+    );
+    let p = Policy::parse(&text, "p.toml").unwrap();
+    assert_eq!(
+        p.rules["admin"],
+        Rule::ProxyAdminLoopback {
+            service: "proxy".into(),
+            admin_port: 2019
+        }
+    );
+    assert_eq!(p.rules["only-proxy"], Rule::NoPublishedPorts);
+    let e = err(&text.replace(
+        "kind = \"proxy-admin-loopback\"",
+        "kind = \"proxy-admin-loopback\"\nadmin_port = 0",
+    ));
+    assert!(
+        e.contains("rule `admin`") && e.contains("admin_port"),
+        "{e}"
+    );
+    let e = err(&text.replace(
+        "kind = \"proxy-admin-loopback\"",
+        "kind = \"proxy-admin-loopback\"\nservice = \"pro xy\"",
+    ));
+    assert!(e.contains("invalid service name"), "{e}");
+}
