@@ -178,3 +178,39 @@ fn proxy_rules_default_to_caddy_and_check_their_keys() {
     ));
     assert!(e.contains("invalid service name"), "{e}");
 }
+
+#[test]
+fn boot_reaches_services_through_a_port_or_at_their_container() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "token_file = \"testbed/api-token.dev\"",
+            &format!("token_file = \"testbed/api-token.dev\"\n{extra}"),
+        )
+    };
+    let p = Policy::parse(
+        &with("container_ports = { worker = 8080 }\nfree_ports = [\"PROXY_ADMIN_PORT\"]"),
+        "p.toml",
+    )
+    .unwrap();
+    let boot = p.stacks["testbed"].boot.as_ref().unwrap();
+    assert_eq!(boot.services(), ["api", "worker"]);
+    // A probe may target a service reached at its container.
+    let targeted = with("container_ports = { worker = 8080 }")
+        .replace("status = 401", "status = 401\nservices = [\"worker\"]");
+    Policy::parse(&targeted, "p.toml").unwrap();
+    for (extra, want) in [
+        (
+            "container_ports = { api = 8080 }",
+            "`api` is in both ports and container_ports",
+        ),
+        ("container_ports = { worker = 0 }", "container_ports.worker"),
+        ("free_ports = [\"API_PORT\"]", "`API_PORT` is already set"),
+        (
+            "free_ports = [\"FETCHML_TAG\"]",
+            "`FETCHML_TAG` is already set",
+        ),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}
