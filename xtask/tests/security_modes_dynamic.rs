@@ -90,6 +90,14 @@ fn shipped_modes_pass_against_running_containers_and_leave_evidence() {
     let (o, r) = modes(&stack, &[]);
     assert_eq!(exit_code(&o), 0, "{}", text(&o));
     assert_eq!(r["passed"], true, "{r}");
+    // Only the proxy publishes: the api is probed through it (its front port
+    // is API_PORT), the worker at its container's own address.
+    let err = common::stderr(&o);
+    assert!(
+        err.contains("(api on 127.0.0.1:")
+            && err.contains("worker on port 8080 of its container's address"),
+        "{err}"
+    );
     let probes = [
         (
             "dev",

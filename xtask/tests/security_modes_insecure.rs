@@ -64,6 +64,27 @@ fn caught(rule: &str, service: &str, want: &str) {
 }
 
 #[test]
+fn insecure_proxy_admin_port() {
+    let (_, r) = insecure();
+    let row = row(r, "hipaa", "static", "proxy-admin-loopback");
+    assert_eq!(
+        findings(row, "proxy"),
+        ["admin port 2019 is published on every interface (no host ip, host port 18998): publish it on 127.0.0.1 only"]
+    );
+    // The base's own binding, 127.0.0.1, is not a finding; nor is any other service.
+    assert_eq!(row["findings"].as_array().unwrap().len(), 1, "{row}");
+}
+
+#[test]
+fn insecure_app_service_publishes_a_port() {
+    caught(
+        "only-proxy-publishes",
+        "api",
+        "port 0.0.0.0:18999->8080/tcp is published: only the proxy publishes ports",
+    );
+}
+
+#[test]
 fn insecure_privileged() {
     caught("no-privileged", "api", "privileged: true");
 }
@@ -291,7 +312,10 @@ fn insecure_merged_service_names_the_base_and_the_overlay() {
         api["file"], "deployments/testbed/docker-compose.yml",
         "{api}"
     );
-    assert_eq!(api["line"], 19, "the line of `api:` in the base");
+    let base =
+        std::fs::read_to_string(root().join("deployments/testbed/docker-compose.yml")).unwrap();
+    let line = base.lines().position(|l| l == "  api:").unwrap() + 1;
+    assert_eq!(api["line"], line, "the line of `api:` in the base");
     assert_eq!(
         api["also"],
         serde_json::json!(["xtask/tests/fixtures/compose/insecure-overlay.yml:9"]),

@@ -46,10 +46,12 @@ fn shipped_modes_pass_static_checks() {
         "no-host-ipc",
         "no-host-uts",
         "loopback-ports",
+        "proxy-admin-loopback",
         "no-inline-secrets",
         "no-url-credentials",
         "pinned-images",
         "mode-set",
+        "only-proxy-publishes",
     ];
     for mode in ["dev", "standard", "hipaa"] {
         for rule in rules {
@@ -228,11 +230,11 @@ fn any_base_file_and_public_port_allow_list() {
     assert_eq!(bad.len(), 1, "only the public port fails: {bad:?}");
     assert_eq!(bad[0]["stack"], "public");
     assert_eq!(
-        findings(bad[0], "api"),
+        findings(bad[0], "proxy"),
         ["port 0.0.0.0:8443->8443/tcp is published beyond loopback"]
     );
 
-    let p = policy_in(dir.path(), add_stack(&["api:8443"]))
+    let p = policy_in(dir.path(), add_stack(&["proxy:8443"]))
         .display()
         .to_string();
     let o = run(&[

@@ -70,7 +70,7 @@ pub enum Probe {
         /// Send the stack's bearer token.
         #[serde(default)]
         bearer: bool,
-        /// Default: every service in `boot.ports`.
+        /// Default: every service in `boot.ports` and `boot.container_ports`.
         #[serde(default)]
         services: Vec<String>,
     },
@@ -205,8 +205,8 @@ impl Policy {
         if let Some(boot) = self.boot_stack().and_then(|(_, s)| s.boot.as_ref()) {
             for (name, p) in &self.probes {
                 for svc in p.services() {
-                    if !boot.ports.contains_key(svc) {
-                        bail!("probe `{name}` targets `{svc}`, which has no port in boot.ports");
+                    if !boot.ports.contains_key(svc) && !boot.container_ports.contains_key(svc) {
+                        bail!("probe `{name}` targets `{svc}`, which has no port in boot.ports or boot.container_ports");
                     }
                 }
                 if matches!(p, Probe::Status { bearer: true, .. }) && boot.token_file.is_none() {

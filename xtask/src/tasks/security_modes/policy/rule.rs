@@ -36,6 +36,19 @@ pub enum Rule {
     },
     /// Published ports bind to loopback unless the stack allow-lists them.
     LoopbackPorts,
+    /// The reverse proxy's admin API is published on 127.0.0.1 or ::1 only,
+    /// whatever the stack allow-lists: it reconfigures the proxy. The proxy
+    /// is the compose service named `service`; a stack without it passes.
+    ProxyAdminLoopback {
+        #[serde(default = "default_proxy_service")]
+        service: String,
+        /// The container port the admin API listens on (Caddy's 2019).
+        #[serde(default = "default_admin_port")]
+        admin_port: u16,
+    },
+    /// The service publishes no port at all (app services behind the proxy:
+    /// only the proxy publishes).
+    NoPublishedPorts,
     /// Secret-named variables must point at a file (`<NAME>_FILE`), never
     /// hold the value in the compose file.
     NoInlineSecrets {
@@ -87,6 +100,14 @@ pub fn default_host_paths() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+
+fn default_proxy_service() -> String {
+    "proxy".into()
+}
+
+fn default_admin_port() -> u16 {
+    2019
 }
 
 fn default_file_suffix() -> String {
@@ -173,6 +194,17 @@ impl Rule {
                 bail!("tag_prefixes needs at least one non-empty prefix, e.g. \"sha-\"");
             }
             Rule::EnvEquals { key, .. } | Rule::AuditSink { env: key } => validate::var_name(key)?,
+            Rule::ProxyAdminLoopback {
+                service,
+                admin_port,
+            } => {
+                validate::service_name(service)?;
+                if *admin_port == 0 {
+                    bail!(
+                        "admin_port must be the container port the admin API listens on, e.g. 2019"
+                    );
+                }
+            }
             _ => {}
         }
         Ok(())

@@ -83,8 +83,19 @@ pub(super) fn default_tag_var() -> String {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Boot {
-    /// Service -> the variable that sets its loopback host port; each gets a free port.
+    /// Service -> the variable that sets its loopback host port; each gets a
+    /// free port. Behind the proxy that is the proxy's front port variable.
+    #[serde(default)]
     pub ports: BTreeMap<String, String>,
+    /// Services that publish no port (app services behind the proxy) -> the
+    /// container port they answer on: probed at the container's own address
+    /// on the compose network, as the deploy gate does.
+    #[serde(default)]
+    pub container_ports: BTreeMap<String, u16>,
+    /// Variables that each get a free loopback port but are not probed (the
+    /// proxy's admin API), so a run never collides with a running stack.
+    #[serde(default)]
+    pub free_ports: Vec<String>,
     /// The bearer token the stack is configured with (for `bearer = true` probes).
     pub token_file: Option<PathBuf>,
     /// The stack counts as booted when every probed service answers this.
@@ -98,6 +109,21 @@ pub struct Boot {
 
 fn default_timeout() -> u64 {
     60
+}
+
+impl Boot {
+    /// Every service the probes reach: through a loopback port or at its
+    /// container's address.
+    pub fn services(&self) -> Vec<String> {
+        let mut all: Vec<String> = self
+            .ports
+            .keys()
+            .chain(self.container_ports.keys())
+            .cloned()
+            .collect();
+        all.sort();
+        all
+    }
 }
 
 /// A GET whose JSON body must carry these field values (any HTTP status).
@@ -144,12 +170,27 @@ impl Stack {
             }
         }
         if let Some(b) = &self.boot {
-            if b.ports.is_empty() {
-                bail!("boot.ports is empty: the probes need at least one service to reach");
+            if b.ports.is_empty() && b.container_ports.is_empty() {
+                bail!("boot.ports and boot.container_ports are empty: the probes need at least one service to reach");
             }
             for (svc, var) in &b.ports {
                 validate::service_name(svc)?;
                 validate::var_name(var)?;
+                if b.container_ports.contains_key(svc) {
+                    bail!("boot: `{svc}` is in both ports and container_ports");
+                }
+            }
+            for (svc, port) in &b.container_ports {
+                validate::service_name(svc)?;
+                if *port == 0 {
+                    bail!("boot.container_ports.{svc} must be the port the service answers on");
+                }
+            }
+            for var in &b.free_ports {
+                validate::var_name(var)?;
+                if b.ports.values().any(|v| v == var) || var == &self.tag_var {
+                    bail!("boot.free_ports: `{var}` is already set by boot.ports or is the tag variable");
+                }
             }
             if b.timeout_secs == 0 {
                 bail!("boot.timeout_secs must be at least 1");

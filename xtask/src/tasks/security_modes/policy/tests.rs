@@ -148,3 +148,69 @@ fn select_names_valid_modes() {
 fn substitution() {
     assert_eq!(substitute("{mode}/{tag}", "hipaa", "sha-1"), "hipaa/sha-1");
 }
+
+#[test]
+fn proxy_rules_default_to_caddy_and_check_their_keys() {
+    let text = GOOD.replace(
+        "[rule.read-only]",
+        "[rule.admin]\nkind = \"proxy-admin-loopback\"\n[rule.only-proxy]\nkind = \"no-published-ports\"\n[rule.read-only]",
+    );
+    let p = Policy::parse(&text, "p.toml").unwrap();
+    assert_eq!(
+        p.rules["admin"],
+        Rule::ProxyAdminLoopback {
+            service: "proxy".into(),
+            admin_port: 2019
+        }
+    );
+    assert_eq!(p.rules["only-proxy"], Rule::NoPublishedPorts);
+    let e = err(&text.replace(
+        "kind = \"proxy-admin-loopback\"",
+        "kind = \"proxy-admin-loopback\"\nadmin_port = 0",
+    ));
+    assert!(
+        e.contains("rule `admin`") && e.contains("admin_port"),
+        "{e}"
+    );
+    let e = err(&text.replace(
+        "kind = \"proxy-admin-loopback\"",
+        "kind = \"proxy-admin-loopback\"\nservice = \"pro xy\"",
+    ));
+    assert!(e.contains("invalid service name"), "{e}");
+}
+
+#[test]
+fn boot_reaches_services_through_a_port_or_at_their_container() {
+    let with = |extra: &str| {
+        GOOD.replace(
+            "token_file = \"testbed/api-token.dev\"",
+            &format!("token_file = \"testbed/api-token.dev\"\n{extra}"),
+        )
+    };
+    let p = Policy::parse(
+        &with("container_ports = { worker = 8080 }\nfree_ports = [\"PROXY_ADMIN_PORT\"]"),
+        "p.toml",
+    )
+    .unwrap();
+    let boot = p.stacks["testbed"].boot.as_ref().unwrap();
+    assert_eq!(boot.services(), ["api", "worker"]);
+    // A probe may target a service reached at its container.
+    let targeted = with("container_ports = { worker = 8080 }")
+        .replace("status = 401", "status = 401\nservices = [\"worker\"]");
+    Policy::parse(&targeted, "p.toml").unwrap();
+    for (extra, want) in [
+        (
+            "container_ports = { api = 8080 }",
+            "`api` is in both ports and container_ports",
+        ),
+        ("container_ports = { worker = 0 }", "container_ports.worker"),
+        ("free_ports = [\"API_PORT\"]", "`API_PORT` is already set"),
+        (
+            "free_ports = [\"FETCHML_TAG\"]",
+            "`FETCHML_TAG` is already set",
+        ),
+    ] {
+        let e = err(&with(extra));
+        assert!(e.contains(want), "{extra}: {e}");
+    }
+}

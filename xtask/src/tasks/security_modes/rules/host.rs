@@ -127,22 +127,38 @@ fn is_loopback(ip: &str) -> bool {
     ip.starts_with("127.") || ip == "::1" || ip == "[::1]"
 }
 
+/// A rendered `ports:` entry: (host ip as written, published port, target, protocol).
+pub(super) fn port_fields(p: &Value) -> (String, String, String, String) {
+    let published = match &p["published"] {
+        Value::Null => "(random port)".to_string(),
+        v => scalar(v),
+    };
+    (
+        p["host_ip"].as_str().unwrap_or_default().to_string(),
+        published,
+        scalar(&p["target"]),
+        p["protocol"].as_str().unwrap_or("tcp").to_string(),
+    )
+}
+
+/// `ip:published->target/proto`, with no host ip shown as 0.0.0.0 (what
+/// Docker binds then).
+pub(super) fn port_shown(p: &Value) -> String {
+    let (ip, published, target, proto) = port_fields(p);
+    let ip = if ip.is_empty() { "0.0.0.0" } else { &ip };
+    format!("{ip}:{published}->{target}/{proto}")
+}
+
 pub fn ports(s: &Value, name: &str, public: &[String]) -> Vec<String> {
     let mut out = Vec::new();
     for p in list(&s["ports"]) {
-        let ip = p["host_ip"].as_str().unwrap_or_default();
-        let target = scalar(&p["target"]);
-        if is_loopback(ip) || public.contains(&format!("{name}:{target}")) {
+        let (ip, _, target, _) = port_fields(&p);
+        if is_loopback(&ip) || public.contains(&format!("{name}:{target}")) {
             continue;
         }
-        let published = match &p["published"] {
-            Value::Null => "(random port)".to_string(),
-            v => scalar(v),
-        };
-        let proto = p["protocol"].as_str().unwrap_or("tcp");
-        let ip = if ip.is_empty() { "0.0.0.0" } else { ip };
         out.push(format!(
-            "port {ip}:{published}->{target}/{proto} is published beyond loopback"
+            "port {} is published beyond loopback",
+            port_shown(&p)
         ));
     }
     out

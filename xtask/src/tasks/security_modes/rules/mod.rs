@@ -14,6 +14,7 @@
 
 mod hardening;
 mod host;
+mod proxy;
 mod secrets;
 #[cfg(test)]
 mod secrets_tests;
@@ -51,6 +52,12 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
         Rule::NoAddedCapabilities { allowed } => host::added_caps(s, allowed),
         Rule::NoHostNamespace { namespace } => host::namespace(s, *namespace),
         Rule::LoopbackPorts => host::ports(s, svc.name, &scope.stack.public_ports),
+        Rule::ProxyAdminLoopback {
+            service,
+            admin_port,
+        } if service == svc.name => proxy::admin_loopback(s, *admin_port),
+        Rule::ProxyAdminLoopback { .. } => vec![],
+        Rule::NoPublishedPorts => proxy::no_published_ports(s),
         Rule::NoInlineSecrets {
             key_patterns,
             file_suffix,

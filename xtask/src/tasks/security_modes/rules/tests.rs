@@ -88,6 +88,71 @@ fn ports() {
 }
 
 #[test]
+fn proxy_admin_port_only_on_127_0_0_1_or_1() {
+    let rule = || Rule::ProxyAdminLoopback {
+        service: "proxy".into(),
+        admin_port: 2019,
+    };
+    let svc = json!({"ports": [
+        {"host_ip": "127.0.0.1", "target": 8080, "published": "18080"},
+        {"host_ip": "127.0.0.1", "target": 2019, "published": "18090"},
+        {"host_ip": "::1", "target": 2019, "published": "18091"},
+        {"target": 2019, "published": "18092"},
+        {"host_ip": "0.0.0.0", "target": 2019, "published": "18093"},
+        {"host_ip": "::", "target": 2019},
+        {"host_ip": "10.0.0.5", "target": 2019, "published": "18094"},
+        {"host_ip": "127.0.0.2", "target": 2019, "published": "18095"},
+    ]});
+    assert_eq!(
+        check(rule(), "proxy", svc.clone()),
+        [
+            "admin port 2019 is published on every interface (no host ip, host port 18092): publish it on 127.0.0.1 only",
+            "admin port 2019 is published on every interface (0.0.0.0:18093): publish it on 127.0.0.1 only",
+            "admin port 2019 is published on every interface (:::(random port)): publish it on 127.0.0.1 only",
+            "admin port 2019 is published on 10.0.0.5:18094, not on 127.0.0.1 or ::1",
+            "admin port 2019 is published on 127.0.0.2:18095, not on 127.0.0.1 or ::1",
+        ]
+    );
+    // Only the service the rule names is the proxy.
+    assert!(check(rule(), "api", svc).is_empty());
+    // The allow-list does not open the admin port.
+    let web = json!({"ports": [{"target": 2019, "published": "2019"}]});
+    let as_web = Rule::ProxyAdminLoopback {
+        service: "web".into(),
+        admin_port: 2019,
+    };
+    assert_eq!(check(as_web, "web", web).len(), 1);
+    // Another admin port, as the rule declares it.
+    let other = Rule::ProxyAdminLoopback {
+        service: "proxy".into(),
+        admin_port: 9000,
+    };
+    let svc =
+        json!({"ports": [{"target": 2019, "published": "1"}, {"target": 9000, "published": "2"}]});
+    assert_eq!(
+        check(other, "proxy", svc),
+        ["admin port 9000 is published on every interface (no host ip, host port 2): publish it on 127.0.0.1 only"]
+    );
+}
+
+#[test]
+fn no_published_ports_even_on_loopback() {
+    let svc = json!({"ports": [
+        {"host_ip": "127.0.0.1", "target": 9101, "published": "9201"},
+        {"target": 9102, "published": "9202", "protocol": "tcp"},
+    ]});
+    assert_eq!(
+        check(Rule::NoPublishedPorts, "web", svc),
+        [
+            "port 127.0.0.1:9201->9101/tcp is published: only the proxy publishes ports",
+            "port 0.0.0.0:9202->9102/tcp is published: only the proxy publishes ports",
+        ]
+    );
+    let none = json!({"expose": ["9101"]});
+    assert!(check(Rule::NoPublishedPorts, "api", none).is_empty());
+}
+
+#[test]
 fn images() {
     let rule = || Rule::PinnedImages {
         tag_prefixes: vec!["sha-".into()],

@@ -12,7 +12,7 @@ use crate::tasks::security_modes::policy;
 use crate::tasks::security_modes::probes::{self, Booted};
 use crate::tasks::security_modes::proc;
 use crate::tasks::security_modes::report::{Phase, Row};
-use crate::tasks::security_modes::steps::BootSpec;
+use crate::tasks::security_modes::steps::{BootSpec, Inside};
 
 impl Runner<'_> {
     pub(super) fn boot(&mut self, b: BootSpec) -> Result<()> {
@@ -22,7 +22,8 @@ impl Runner<'_> {
             up,
             down,
             logs,
-            bases,
+            mut bases,
+            inside,
         } = b;
         let t = Instant::now();
         let (_, stack) = self.policy.boot_stack().context("no boot stack")?;
@@ -31,6 +32,12 @@ impl Runner<'_> {
         self.report.projects.insert(mode.clone(), project);
         let result = proc::run(&up, self.verbose)
             .map_err(|e| format!("{e:#}"))
+            .and_then(|_| {
+                for i in &inside {
+                    bases.insert(i.service.clone(), address(i, self.verbose)?);
+                }
+                Ok(())
+            })
             .and_then(|_| {
                 probes::wait_ready(
                     &bases,
@@ -121,7 +128,7 @@ impl Runner<'_> {
                 continue; // the policy was validated: every named probe exists
             };
             let targets: Vec<String> = if probe.services().is_empty() {
-                bases.keys().cloned().collect()
+                boot.as_ref().map(|b| b.services()).unwrap_or_default()
             } else {
                 probe.services().to_vec()
             };
@@ -140,7 +147,7 @@ impl Runner<'_> {
                     _ => None,
                 };
                 let Some(base) = bases.get(&svc) else {
-                    findings.push(finding(&svc, "no loopback port for this service".into()));
+                    findings.push(finding(&svc, "no address for this service".into()));
                     continue;
                 };
                 findings.extend(
@@ -157,5 +164,20 @@ impl Runner<'_> {
                 findings,
             ));
         }
+    }
+}
+
+/// `http://ADDRESS:PORT` of a service's container, from `docker inspect`
+/// (the host reaches the compose network's bridge).
+fn address(i: &Inside, verbose: bool) -> Result<String, String> {
+    let out = proc::run(&i.inspect, verbose).map_err(|e| format!("{e:#}"))?;
+    match out.split_whitespace().next() {
+        Some(ip) if ip.contains(':') => Ok(format!("http://[{ip}]:{}", i.port)),
+        Some(ip) => Ok(format!("http://{ip}:{}", i.port)),
+        None => Err(format!(
+            "{} has no address on any network: {}",
+            i.service,
+            i.inspect.display()
+        )),
     }
 }

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 
-use super::{compose, BootSpec, Kind, Spec};
+use super::{compose, BootSpec, Inside, Kind, Spec};
 use crate::tasks::security_modes::policy::{Mode, Policy, Stack};
 use crate::tasks::security_modes::proc::{Command, Effect};
+
+/// `docker inspect` of a container's addresses, one per network.
+const ADDRESS_FORMAT: &str = "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}";
 
 /// Boot, probe and teardown of `m` on the boot stack `sname`.
 pub(super) fn specs(
@@ -36,10 +39,14 @@ pub(super) fn specs(
     )
     .env(&stack.tag_var, tag);
     let mut bases = BTreeMap::new();
-    let ports = crate::repo::free_ports(boot.ports.len())?;
-    for ((svc, var), port) in boot.ports.iter().zip(ports) {
+    let ports = crate::repo::free_ports(boot.ports.len() + boot.free_ports.len())?;
+    let (probed, unprobed) = ports.split_at(boot.ports.len());
+    for ((svc, var), port) in boot.ports.iter().zip(probed) {
         up = up.env(var, port.to_string());
         bases.insert(svc.clone(), format!("http://127.0.0.1:{port}"));
+    }
+    for (var, port) in boot.free_ports.iter().zip(unprobed) {
+        up = up.env(var, port.to_string());
     }
     let down = up
         .clone()
@@ -49,11 +56,31 @@ pub(super) fn specs(
         ..up.clone()
     }
     .args(["logs", "--no-color", "--tail", "20"]);
+    // Compose v2 names a service's first container <project>-<service>-1.
+    let inside: Vec<Inside> = boot
+        .container_ports
+        .iter()
+        .map(|(svc, port)| Inside {
+            service: svc.clone(),
+            port: *port,
+            inspect: Command::new("docker", Effect::ReadOnly)
+                .args(["inspect", "--format", ADDRESS_FORMAT])
+                .arg(format!("{project}-{svc}-1")),
+        })
+        .collect();
     let up = up.args(["up", "-d", "--no-build"]);
-    let at: Vec<String> = bases
+    let mut at: Vec<String> = bases
         .iter()
         .map(|(s, b)| format!("{s} on {}", b.trim_start_matches("http://")))
         .collect();
+    at.extend(inside.iter().map(|i| {
+        format!(
+            "{} on port {} of its container's address, from `{}`",
+            i.service,
+            i.port,
+            i.inspect.display()
+        )
+    }));
     let ready: Vec<String> = boot
         .ready
         .expect
@@ -80,6 +107,7 @@ pub(super) fn specs(
             down: down.clone(),
             logs,
             bases,
+            inside,
         })),
     ));
     let what = format!(

@@ -82,6 +82,17 @@ pub(super) struct BootSpec {
     pub logs: Command,
     /// Service -> `http://127.0.0.1:PORT`.
     pub bases: BTreeMap<String, String>,
+    /// Services reached at their container's address, found after `up`.
+    pub inside: Vec<Inside>,
+}
+
+/// A service without a published port, probed at its container's address.
+#[derive(Clone)]
+pub(super) struct Inside {
+    pub service: String,
+    pub port: u16,
+    /// `docker inspect` printing the container's addresses.
+    pub inspect: Command,
 }
 
 fn compose(
