@@ -332,10 +332,16 @@ fn scenarios(s: &Stack, stack: &str, img: &Images) {
     ]);
     assert_eq!(specs, "fetchml/testbed-redis:local");
 
+    // v2 again, the tag the rolled-back stack deploy named: the rollback
+    // moved the stack's image label too, so `stack deploy` sees a change.
+    s.ok(&["deploy-staging", "--tag", &img.v2, "--reason", "release 2 again"]);
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
+    assert_eq!(worker_version(s), img.v2);
+
     // status and history read the same chain.
     let st = stdout(&s.ok(&["status", "staging"]));
-    assert!(st.contains(&img.v1), "{st}");
+    assert!(st.contains(&img.v2), "{st}");
     s.ok(&["history", "staging"]);
     let v = s.log("staging").verify().unwrap();
-    assert_eq!(v.count, 4);
+    assert_eq!(v.count, 5);
 }
