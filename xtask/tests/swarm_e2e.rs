@@ -334,7 +334,13 @@ fn scenarios(s: &Stack, stack: &str, img: &Images) {
 
     // v2 again, the tag the rolled-back stack deploy named: the rollback
     // moved the stack's image label too, so `stack deploy` sees a change.
-    s.ok(&["deploy-staging", "--tag", &img.v2, "--reason", "release 2 again"]);
+    s.ok(&[
+        "deploy-staging",
+        "--tag",
+        &img.v2,
+        "--reason",
+        "release 2 again",
+    ]);
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
     assert_eq!(worker_version(s), img.v2);
 
