@@ -14,6 +14,7 @@ use std::process::Command;
 use std::time::Instant;
 
 use common::*;
+use xtask::bench::stream::{Seen, Stream};
 use xtask::engine::cluster::{remove_stack, Session};
 
 fn docker(args: &[&str]) -> String {
@@ -21,9 +22,11 @@ fn docker(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
-/// The test's staging environment on Swarm: same ports and state as `s`.
-fn swarm_config(s: &Stack) {
-    let (api, worker) = s.ports[0];
+/// The test's staging environment on Swarm: same state as `s`, its stack
+/// `stack`. Only the stack's proxy publishes a port (`s.ports[0].0`); the
+/// gate asks the api and the worker through it.
+fn swarm_config(s: &Stack, stack: &str) {
+    let api = s.ports[0].0;
     let file = root().join("deployments/testbed/docker-stack.yml");
     let repo = "127.0.0.1:5000/fetchml/testbed";
     let cfg = format!(
@@ -35,14 +38,14 @@ compose_files = ["{file}"]
 app_services = ["api", "worker"]
 stateful_services = ["redis"]
 images = {{ api = "{repo}", worker = "{repo}" }}
-health_urls = ["http://127.0.0.1:{api}/health", "http://127.0.0.1:{worker}/health"]
+health_urls = ["http://127.0.0.1:{api}/health", "http://127.0.0.1:{api}/worker/health"]
 compliance_mode = "standard"
 health_timeout_secs = 20
 rollback_timeout_secs = 30
 audit_sink = "sink"
-vars = {{ API_PORT = "{api}", WORKER_PORT = "{worker}", COMPLIANCE_MODE = "standard" }}
+vars = {{ API_PORT = "{api}", COMPLIANCE_MODE = "standard" }}
+proxy = {{ service = "proxy", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }} }}
 "#,
-        stack = s.project("staging"),
         file = file.display(),
     );
     std::fs::write(&s.config, cfg).unwrap();
@@ -95,8 +98,9 @@ fn get_artifact(s: &Stack, stack: &str, name: &str) -> String {
     std::fs::read_to_string(dst).unwrap()
 }
 
+/// The worker's version, through the proxy (the worker publishes no port).
 fn worker_version(s: &Stack) -> String {
-    let body = reqwest::blocking::get(format!("http://127.0.0.1:{}/health", s.ports[0].1))
+    let body = reqwest::blocking::get(format!("{}/worker/health", s.api("staging")))
         .unwrap()
         .text()
         .unwrap();
@@ -104,15 +108,16 @@ fn worker_version(s: &Stack) -> String {
     v["version"].as_str().unwrap_or_default().to_string()
 }
 
-#[test]
-fn swarm_deploy_rollback_by_swarm_and_manual_rollback_keep_state() {
+/// Runs `body` on a fresh stack inside the swarm session, then removes the
+/// stack and its volumes and, if the session created the swarm, checks it
+/// is gone again.
+fn in_swarm(name: &str, body: impl FnOnce(&Stack, &str, &Images)) {
     let img = images();
     let session = Session::enter().expect("a single-node swarm");
-    let s = Stack::new("swarm");
-    swarm_config(&s);
+    let s = Stack::new(name);
     let stack = s.project("staging");
-    let result =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| scenarios(&s, &stack, img)));
+    swarm_config(&s, &stack);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| body(&s, &stack, img)));
     remove_stack(&stack);
     let before = session.created();
     drop(session);
@@ -126,6 +131,70 @@ fn swarm_deploy_rollback_by_swarm_and_manual_rollback_keep_state() {
     if let Err(p) = result {
         std::panic::resume_unwind(p);
     }
+}
+
+#[test]
+fn swarm_deploy_rollback_by_swarm_and_manual_rollback_keep_state() {
+    in_swarm("swarm", scenarios);
+}
+
+/// One xtask run under the request stream through the proxy's port: its
+/// exit code must be `expect`; returns what the stream saw and how long the
+/// run took.
+fn watched(s: &Stack, what: &str, expect: i32, args: &[&str]) -> (Seen, f64) {
+    let stream = Stream::start(s.ports[0].0);
+    let t = Instant::now();
+    let o = s.run(args);
+    let secs = t.elapsed().as_secs_f64();
+    let seen = stream.stop();
+    assert_eq!(exit_code(&o), expect, "{what}:\n{}", text(&o));
+    eprintln!(
+        "swarm behind the proxy, {what}: {} requests, {} failed, {secs:.1}s",
+        seen.sent(),
+        seen.failed()
+    );
+    (seen, secs)
+}
+
+/// Zero downtime on one node: api and worker update start-first behind the
+/// proxy, which follows Swarm DNS. A deploy, a broken deploy that Swarm
+/// rolls back, and a manual rollback each run under a request stream (a new
+/// connection every 20 ms, 1 s timeouts) and may fail no request.
+/// `SWARM_ZD_ROUNDS=N` repeats the three N times (default 1).
+#[test]
+fn swarm_behind_the_proxy_fails_no_request() {
+    in_swarm("swarmzd", |s, _stack, img| {
+        s.ok(&["deploy-staging", "--tag", &img.v1]);
+        let rounds: usize = std::env::var("SWARM_ZD_ROUNDS")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .unwrap_or(1);
+        let mut failures = Vec::new();
+        for round in 1..=rounds {
+            let deploy = ["deploy-staging", "--tag", img.v2.as_str()];
+            let broken = ["deploy-staging", "--tag", img.bad.as_str()];
+            let rollback = ["rollback", "staging", "--reason", "zero downtime"];
+            let acts: [(&str, i32, &[&str], &str); 3] = [
+                ("deploy v1 -> v2", 0, &deploy, &img.v2),
+                ("broken deploy, rolled back", 3, &broken, &img.v2),
+                ("rollback staging", 0, &rollback, &img.v1),
+            ];
+            for (what, expect, args, after) in acts {
+                let what = format!("round {round}, {what}");
+                let (seen, _) = watched(s, &what, expect, args);
+                assert_eq!(s.health("staging")["version"], after, "{what}");
+                assert!(seen.saw(after), "{what}: {after} never answered");
+                assert!(
+                    !seen.saw(&img.bad),
+                    "{what}: the broken version got traffic"
+                );
+                if seen.failed() > 0 {
+                    failures.push(format!("{what}: {} of {}", seen.failed(), seen.sent()));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "failed requests: {failures:?}");
+    });
 }
 
 fn scenarios(s: &Stack, stack: &str, img: &Images) {
@@ -263,10 +332,22 @@ fn scenarios(s: &Stack, stack: &str, img: &Images) {
     ]);
     assert_eq!(specs, "fetchml/testbed-redis:local");
 
+    // v2 again, the tag the rolled-back stack deploy named: the rollback
+    // moved the stack's image label too, so `stack deploy` sees a change.
+    s.ok(&[
+        "deploy-staging",
+        "--tag",
+        &img.v2,
+        "--reason",
+        "release 2 again",
+    ]);
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
+    assert_eq!(worker_version(s), img.v2);
+
     // status and history read the same chain.
     let st = stdout(&s.ok(&["status", "staging"]));
-    assert!(st.contains(&img.v1), "{st}");
+    assert!(st.contains(&img.v2), "{st}");
     s.ok(&["history", "staging"]);
     let v = s.log("staging").verify().unwrap();
-    assert_eq!(v.count, 4);
+    assert_eq!(v.count, 5);
 }

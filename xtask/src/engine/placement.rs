@@ -173,7 +173,15 @@ impl Target {
 
     /// Each app service's placement, from the stack file's render.
     fn needs(&self) -> Result<BTreeMap<String, Needs>> {
-        let c = self
+        // A rollback asks before its tag is chosen; placement does not
+        // depend on the tag, but a stack file may require it to render
+        // (`${FETCHML_TAG:?...}`), so an untagged look-up renders on a
+        // placeholder.
+        let on = match self.tag.is_empty() {
+            true => self.on_tag("sha-000000000000"),
+            false => self.clone(),
+        };
+        let c = on
             .compose(Effect::ReadOnly)
             .args(["config", "--format", "json"])
             .timeout(self.limits.look_up_secs);

@@ -7,7 +7,8 @@
 //!   images, so a stateful service keeps its task (the end-to-end tests
 //!   check its task ID). Never `--prune`.
 //! - recreate, image-only (rollback): `docker service update --image` on each
-//!   app service, `<stack>_<service>`; nothing else in the spec changes.
+//!   app service, `<stack>_<service>`; nothing else in the spec changes but
+//!   the stack's image label, so a later `stack deploy` sees the change.
 //! - stop (a failed first deploy): scale the app services to 0.
 //! - converge: `docker stack deploy` returns before anything ran, and exits 0
 //!   even when Swarm later rolls the update back by itself
@@ -24,6 +25,10 @@ use serde::Deserialize;
 
 use super::Target;
 use crate::cmd::{Command, Effect};
+
+/// The service label where `docker stack deploy` keeps the image its file
+/// named (`com.docker.stack.image`).
+const STACK_IMAGE_LABEL: &str = "com.docker.stack.image";
 
 /// Between polls of the Swarm API.
 const INTERVAL: Duration = Duration::from_millis(500);
@@ -45,16 +50,22 @@ pub fn recreate(t: &Target) -> Vec<Command> {
             .services
             .iter()
             .map(|s| {
-                let repo = t.images.get(s).cloned().unwrap_or_default();
+                let image = format!("{}:{}", t.images.get(s).map_or("", String::as_str), t.tag);
+                // `stack deploy --resolve-image changed` compares the file's
+                // image with this label, not with the running spec; a label
+                // left at the tag the rollback replaced would make the next
+                // deploy of that tag keep the rolled-back image, silently.
                 docker(Effect::Mutating)
                     .args([
                         "service",
                         "update",
                         "--detach",
                         "--with-registry-auth",
-                        "--image",
+                        "--label-add",
                     ])
-                    .arg(format!("{repo}:{}", t.tag))
+                    .arg(format!("{STACK_IMAGE_LABEL}={image}"))
+                    .arg("--image")
+                    .arg(image)
                     .arg(t.service_name(s))
             })
             .collect();
@@ -400,6 +411,32 @@ mod tests {
             judge(&svc(new, Some("completed")), "r/app", "v2", starting),
             Settled::Waiting(_)
         ));
+    }
+
+    #[test]
+    fn an_image_only_update_moves_the_stack_image_label_too() {
+        let t = Target {
+            env: "staging".into(),
+            engine: crate::config::EngineKind::Swarm,
+            cli: super::super::ComposeCli::V2Plugin,
+            project: "st".into(),
+            files: Vec::new(),
+            tag_var: "FETCHML_TAG".into(),
+            tag: "v1".into(),
+            services: vec!["api".into()],
+            images: [("api".to_string(), "r/app".to_string())].into(),
+            vars: Default::default(),
+            image_only: true,
+            limits: Default::default(),
+            proxy: None,
+        };
+        let cmds = recreate(&t);
+        assert_eq!(cmds.len(), 1);
+        let shown = cmds[0].display_bare();
+        assert!(
+            shown.contains("service update --detach --with-registry-auth --label-add com.docker.stack.image=r/app:v1 --image r/app:v1 st_api"),
+            "{shown}"
+        );
     }
 
     #[test]
