@@ -240,6 +240,33 @@ pub fn run(ctx: &Ctx, nodes: u8, registry_root: &Path, check: bool) -> Result<()
 /// Looks (read-only) and plans what is missing for two nodes.
 pub fn plan_up(registry_root: &Path) -> Plan {
     let mut plan = Plan::new("setup-swarm-nodes", None);
+    // The manager first: a swarm the namespace cannot reach refuses the
+    // plan before anything is created.
+    let swarm = manager_swarm();
+    match &swarm {
+        None => plan.fact(
+            "manager swarm",
+            "unknown: the engine does not answer",
+            "docker info",
+        ),
+        Some(s) => plan.fact(
+            "manager swarm",
+            format!("{} {}", s.state, s.addr).trim().to_string(),
+            "docker info",
+        ),
+    }
+    match &swarm {
+        None => {
+            plan.step(Step::Refuse {
+                why: "the machine's engine does not answer `docker info`: run `cargo xtask setup` first".into(),
+            });
+        }
+        Some(s) => {
+            if let Some(why) = unusable(s) {
+                plan.step(Step::Refuse { why });
+            }
+        }
+    }
     let netns = netns_path().exists();
     let veth = Path::new("/sys/class/net").join(VETH_HOST).exists();
     plan.fact(
@@ -274,12 +301,15 @@ pub fn plan_up(registry_root: &Path) -> Plan {
                 "the host's address",
                 ip(&["addr", "add", &host_cidr, "dev", VETH_HOST]),
             ),
-            ("", ip(&["link", "set", VETH_HOST, "up"])),
+            ("the host's end up", ip(&["link", "set", VETH_HOST, "up"])),
             (
                 "the node's address",
                 ip(&["-n", NETNS, "addr", "add", &node_cidr, "dev", VETH_NODE]),
             ),
-            ("", ip(&["-n", NETNS, "link", "set", VETH_NODE, "up"])),
+            (
+                "the node's end up",
+                ip(&["-n", NETNS, "link", "set", VETH_NODE, "up"]),
+            ),
             (
                 "the namespace's loopback (its registry listens there)",
                 ip(&["-n", NETNS, "link", "set", "lo", "up"]),
@@ -344,38 +374,14 @@ pub fn plan_up(registry_root: &Path) -> Plan {
             Effect::Mutating,
         ));
     }
-    let swarm = manager_swarm();
-    match &swarm {
-        None => plan.fact(
-            "manager swarm",
-            "unknown: the engine does not answer",
-            "docker info",
-        ),
-        Some(s) => plan.fact(
-            "manager swarm",
-            format!("{} {}", s.state, s.addr).trim().to_string(),
-            "docker info",
-        ),
+    if swarm.as_ref().is_some_and(|s| s.state == "inactive") {
+        plan.step(Step::action(
+            "swarm-init",
+            format!("docker swarm init --advertise-addr {HOST_ADDR} --listen-addr {HOST_ADDR}:2377 (recorded: teardown leaves it)"),
+            Effect::Mutating,
+        ));
     }
-    match &swarm {
-        None => {
-            plan.step(Step::Refuse {
-                why: "the machine's engine does not answer `docker info`: run `cargo xtask setup` first".into(),
-            });
-        }
-        Some(s) => {
-            if let Some(why) = unusable(s) {
-                plan.step(Step::Refuse { why });
-            } else if s.state == "inactive" {
-                plan.step(Step::action(
-                    "swarm-init",
-                    format!("docker swarm init --advertise-addr {HOST_ADDR} --listen-addr {HOST_ADDR}:2377 (recorded: teardown leaves it)"),
-                    Effect::Mutating,
-                ));
-            }
-        }
-    }
-    if !node.as_ref().is_some_and(|(s, _)| s == "active") {
+    if node.as_ref().is_none_or(|(s, _)| s != "active") {
         plan.step(Step::action(
             "join",
             format!("join the second engine to the manager's swarm as a worker ({NODE_ADDR} -> {HOST_ADDR}:2377; the token goes through the engine's API, never argv)"),
