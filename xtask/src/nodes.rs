@@ -365,7 +365,7 @@ pub fn plan_up(registry_root: &Path) -> Plan {
             ]),
         ));
         plan.step(Step::run(
-            "",
+            "remove the VXLAN check link",
             ip(&["-n", NETNS, "link", "del", "fmlvxcheck"]),
         ));
         plan.step(Step::action(
@@ -381,7 +381,29 @@ pub fn plan_up(registry_root: &Path) -> Plan {
             Effect::Mutating,
         ));
     }
-    if node.as_ref().is_none_or(|(s, _)| s != "active") {
+    // A worker state from a swarm that is gone (the manager left it, or
+    // its node was removed) must be left before joining again.
+    let known = |id: &str| {
+        look(&docker(
+            Effect::ReadOnly,
+            &["node", "inspect", "--format", "{{.ID}}", id],
+        ))
+        .is_some()
+    };
+    let stale = node.as_ref().is_some_and(|(s, id)| {
+        s != "inactive"
+            && !(swarm
+                .as_ref()
+                .is_some_and(|m| m.state == "active" && m.manager)
+                && known(id))
+    });
+    if stale {
+        plan.step(Step::run(
+            "the second engine leaves a swarm that is gone",
+            node_docker(Effect::Mutating, &["swarm", "leave", "--force"]),
+        ));
+    }
+    if stale || node.as_ref().is_none_or(|(s, _)| s != "active") {
         plan.step(Step::action(
             "join",
             format!("join the second engine to the manager's swarm as a worker ({NODE_ADDR} -> {HOST_ADDR}:2377; the token goes through the engine's API, never argv)"),
@@ -510,6 +532,9 @@ impl Actions for NodeActions {
         match id {
             "start-node-registry" => start_registry(&self.registry_root),
             "start-node-dockerd" => start_dockerd(),
+            // Each action looks again first: a plan made a moment ago may
+            // be stale (a restarted engine rejoins by itself).
+            "swarm-init" if manager_swarm().is_some_and(|s| s.state == "active") => Ok(()),
             "swarm-init" => {
                 let listen = format!("{HOST_ADDR}:2377");
                 let init = docker(
@@ -529,6 +554,7 @@ impl Actions for NodeActions {
                 write_owned(&o)
             }
             "join" => join(self.verbose),
+            "create-network" if network_present() => Ok(()),
             "create-network" => {
                 let c = docker(
                     Effect::Mutating,
@@ -634,6 +660,20 @@ pub fn restart_node() -> Result<()> {
 }
 
 fn join(verbose: bool) -> Result<()> {
+    // An engine restarted from a data root that holds a swarm rejoins by
+    // itself: `pending` for a moment, then `active`.
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30)
+        && node_swarm().is_some_and(|(s, _)| s == "pending")
+    {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    if let Some((state, id)) = node_swarm().filter(|(s, _)| s == "active") {
+        let mut o = read_owned();
+        o.node_id = Some(id);
+        eprintln!("the second engine is already in the swarm ({state})");
+        return write_owned(&o);
+    }
     let token = crate::cmd::run(
         &docker(
             Effect::ReadOnly,
