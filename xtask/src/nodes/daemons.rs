@@ -8,8 +8,8 @@ use anyhow::{bail, Context, Result};
 
 use super::{
     docker, host, look, manager_swarm, netns_path, network_present, node_swarm, read_owned,
-    write_owned, CGROUP_PARENT, DATA_DIR, HOST_ADDR, NETNS, NETWORK, NODE_ADDR, NODE_HOST,
-    READY_SECS, RUN_DIR, START_SECS,
+    unusable, write_owned, CGROUP_PARENT, DATA_DIR, HOST_ADDR, NETNS, NETWORK, NODE_ADDR,
+    NODE_HOST, READY_SECS, RUN_DIR, START_SECS,
 };
 use crate::cmd::{Command, Effect};
 use crate::exec::Actions;
@@ -19,6 +19,28 @@ pub(super) struct NodeActions {
     pub(super) verbose: bool,
 }
 
+impl NodeActions {
+    /// Initialises the swarm on the veth address and records that this did.
+    fn swarm_init(&self) -> Result<()> {
+        let listen = format!("{HOST_ADDR}:2377");
+        let init = docker(
+            Effect::Mutating,
+            &[
+                "swarm",
+                "init",
+                "--advertise-addr",
+                HOST_ADDR,
+                "--listen-addr",
+                &listen,
+            ],
+        );
+        crate::cmd::run(&init, self.verbose).context("initialising the swarm")?;
+        let mut o = read_owned();
+        o.swarm = true;
+        write_owned(&o)
+    }
+}
+
 impl Actions for NodeActions {
     fn run(&mut self, id: &str) -> Result<()> {
         match id {
@@ -26,25 +48,14 @@ impl Actions for NodeActions {
             "start-node-dockerd" => start_dockerd(),
             // Each action looks again first: a plan made a moment ago may
             // be stale (a restarted engine rejoins by itself).
-            "swarm-init" if manager_swarm().is_some_and(|s| s.state == "active") => Ok(()),
-            "swarm-init" => {
-                let listen = format!("{HOST_ADDR}:2377");
-                let init = docker(
-                    Effect::Mutating,
-                    &[
-                        "swarm",
-                        "init",
-                        "--advertise-addr",
-                        HOST_ADDR,
-                        "--listen-addr",
-                        &listen,
-                    ],
-                );
-                crate::cmd::run(&init, self.verbose).context("initialising the swarm")?;
-                let mut o = read_owned();
-                o.swarm = true;
-                write_owned(&o)
-            }
+            "swarm-init" => match manager_swarm() {
+                // Someone initialised one since the plan was made.
+                Some(s) if s.state == "active" => match unusable(&s) {
+                    Some(why) => bail!("{why}"),
+                    None => Ok(()),
+                },
+                _ => self.swarm_init(),
+            },
             "join" => join(self.verbose),
             "create-network" if network_present() => Ok(()),
             "create-network" => {
