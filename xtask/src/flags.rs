@@ -333,6 +333,11 @@ pub struct Setup {
     /// Only report what is missing or stopped; install and start nothing.
     #[arg(long)]
     pub check: bool,
+    /// Swarm nodes on this machine: 2 adds a second engine in a network
+    /// namespace, joined to this engine's swarm as a worker (docs/swarm.md);
+    /// 1 removes what 2 created.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u8).range(1..=2))]
+    pub swarm_nodes: Option<u8>,
 }
 
 #[derive(Debug, Args)]

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod flags;
 pub mod health;
 pub mod lock;
+pub mod nodes;
 pub mod out;
 pub mod plan;
 pub mod preflight;

@@ -241,6 +241,12 @@ fn compose_binary() -> Option<PathBuf> {
     p.exists().then_some(p)
 }
 
+/// The registry's storage root; a second swarm node serves it read-only
+/// (the nodes module, called by the setup task).
+pub fn registry_storage() -> PathBuf {
+    Path::new(STATE).join("registry/data")
+}
+
 fn registry_up() -> bool {
     crate::health::client()
         .get(format!("http://{REGISTRY}/v2/"))
@@ -309,13 +315,13 @@ impl Actions for SetupActions {
             }
             "start-registry" => {
                 let dir = Path::new(STATE).join("registry");
-                std::fs::create_dir_all(dir.join("data"))?;
+                std::fs::create_dir_all(registry_storage())?;
                 let conf = dir.join("config.yml");
                 std::fs::write(
                     &conf,
                     format!(
                         "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {REGISTRY}\n",
-                        dir.join("data").display()
+                        registry_storage().display()
                     ),
                 )?;
                 spawn_daemon(

@@ -112,7 +112,7 @@ fn layer(module: &str) -> Option<u32> {
         "preflight" | "plan" => 4,
         "exec" => 5,
         "rollout" | "ctx" => 6,
-        "provision" => 7,
+        "provision" | "nodes" => 7,
         "bench" => 8,
         m if m.starts_with("tasks::") => 9,
         "tasks" | "main" | "lib" => 10,

@@ -1,0 +1,373 @@
+//! Two real swarm nodes on one machine, end to end: the cluster made by
+//! `cargo xtask setup --swarm-nodes 2` (the machine's engine as manager, a
+//! second engine in a network namespace as worker), a service spread over
+//! both nodes that reaches itself over the overlay network, the second node
+//! crashed (its task rescheduled on the manager) and restarted (Ready
+//! again), and `setup --swarm-nodes 1` removing it all.
+//!
+//! The test holds the machine-wide swarm session lock (the one
+//! `engine::cluster::Session` takes) from start to end, so no other swarm
+//! user on this machine (swarm_e2e, the demo, the benchmarks) runs while a
+//! worker is joined and could be given their tasks. Teardown runs on every
+//! path (a guard's drop). A kernel without network namespaces or VXLAN
+//! fails the setup, and so the test, with the reason.
+
+mod common;
+
+use std::fs::File;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use xtask::nodes::{NETNS, NETWORK, NODE_HOST};
+
+fn docker_on(host: Option<&str>, args: &[&str]) -> std::process::Output {
+    let mut c = Command::new("docker");
+    if let Some(h) = host {
+        c.args(["-H", h]);
+    }
+    c.args(args).output().expect("running docker")
+}
+
+fn ok_on(host: Option<&str>, args: &[&str]) -> String {
+    let o = docker_on(host, args);
+    assert!(o.status.success(), "docker {args:?} failed:\n{}", text(&o));
+    stdout(&o).trim().to_string()
+}
+
+fn swarm_state() -> String {
+    ok_on(None, &["info", "--format", "{{.Swarm.LocalNodeState}}"])
+}
+
+/// Holds the swarm session lock; on drop removes the test's services and
+/// runs `setup --swarm-nodes 1`, so a failed assertion still tears down.
+struct Cluster {
+    services: Vec<String>,
+    torn_down: bool,
+    _lock: File,
+}
+
+impl Cluster {
+    fn lock() -> Cluster {
+        let path = xtask::engine::cluster::lock_path();
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        if lock.try_lock().is_err() {
+            eprintln!("waiting for the swarm session lock {}", path.display());
+            lock.lock().unwrap();
+        }
+        Cluster {
+            services: Vec::new(),
+            torn_down: false,
+            _lock: lock,
+        }
+    }
+
+    fn teardown(&mut self) -> std::process::Output {
+        self.torn_down = true;
+        if !self.services.is_empty() {
+            let mut args = vec!["service", "rm"];
+            args.extend(self.services.iter().map(String::as_str));
+            let _ = docker_on(None, &args);
+            // The overlay network goes only once no task uses it.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                let left = self.services.iter().any(|s| {
+                    !stdout(&docker_on(
+                        None,
+                        &[
+                            "ps",
+                            "-aq",
+                            "--filter",
+                            &format!("label=com.docker.swarm.service.name={s}"),
+                        ],
+                    ))
+                    .trim()
+                    .is_empty()
+                });
+                if !left {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(250));
+            }
+        }
+        xtask_bin()
+            .args(["setup", "--swarm-nodes", "1"])
+            .output()
+            .expect("running xtask setup --swarm-nodes 1")
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !self.torn_down {
+            let o = self.teardown();
+            eprintln!("teardown after a failure:\n{}", text(&o));
+        }
+    }
+}
+
+/// Each running task of `service`: (node ID, state).
+fn tasks(service: &str) -> Vec<(String, String)> {
+    let ids = ok_on(
+        None,
+        &[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            service,
+        ],
+    );
+    let ids: Vec<&str> = ids.lines().filter(|l| !l.is_empty()).collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let mut args = vec!["inspect", "--format", "{{.NodeID}} {{.Status.State}}"];
+    args.extend(ids);
+    ok_on(None, &args)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, s)| (n.to_string(), s.to_string()))
+        .collect()
+}
+
+fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if ok() {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("{what}: not within {}s", limit.as_secs());
+}
+
+/// The task container of `service` on one engine, and its overlay address.
+fn container(host: Option<&str>, service: &str) -> (String, String) {
+    let id = ok_on(
+        host,
+        &[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={service}"),
+        ],
+    );
+    let id = id.lines().next().unwrap_or_default().to_string();
+    assert!(!id.is_empty(), "no task container of {service} on {host:?}");
+    let f = format!("{{{{(index .NetworkSettings.Networks \"{NETWORK}\").IPAddress}}}}");
+    let ip = ok_on(host, &["inspect", "--format", &f, &id]);
+    (id, ip)
+}
+
+/// `/testbed healthcheck URL` inside a container: 200 and status ok.
+fn healthy_from(host: Option<&str>, container: &str, url: &str) -> Result<(), String> {
+    let o = docker_on(host, &["exec", container, "/testbed", "healthcheck", url]);
+    if o.status.success() {
+        Ok(())
+    } else {
+        Err(text(&o))
+    }
+}
+
+#[test]
+fn two_nodes_spread_a_service_and_a_lost_node_is_replaced() {
+    let img = images();
+    let image = format!("127.0.0.1:5000/fetchml/testbed:{}", img.v1);
+    let mut cluster = Cluster::lock();
+    let before = swarm_state();
+
+    let t = Instant::now();
+    let o = xtask_bin()
+        .args(["setup", "--swarm-nodes", "2"])
+        .output()
+        .expect("running xtask setup --swarm-nodes 2");
+    assert!(
+        o.status.success(),
+        "two swarm nodes are needed and `cargo xtask setup --swarm-nodes 2` failed:\n{}",
+        text(&o)
+    );
+    let created = t.elapsed();
+    eprintln!("measured: cluster created in {:.1}s", created.as_secs_f64());
+
+    let again = xtask_bin()
+        .args(["setup", "--swarm-nodes", "2"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success() && stdout(&again).contains("nothing to do"),
+        "a second setup --swarm-nodes 2 must change nothing:\n{}",
+        text(&again)
+    );
+
+    let nodes = ok_on(None, &["node", "ls", "--format", "{{.ID}} {{.Status}}"]);
+    let ready: Vec<&str> = nodes.lines().filter(|l| l.ends_with(" Ready")).collect();
+    assert_eq!(ready.len(), 2, "docker node ls:\n{nodes}");
+    let manager = ok_on(None, &["info", "--format", "{{.Swarm.NodeID}}"]);
+    let worker = ok_on(Some(NODE_HOST), &["info", "--format", "{{.Swarm.NodeID}}"]);
+    assert_ne!(manager, worker);
+
+    // The second node pulls the exact reference the stacks use.
+    ok_on(Some(NODE_HOST), &["pull", "-q", &image]);
+
+    let pid = std::process::id();
+    let redis = format!("xtn-{pid}-redis");
+    let api = format!("xtn-{pid}-api");
+    cluster.services = vec![api.clone(), redis.clone()];
+    ok_on(
+        None,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &redis,
+            "--network",
+            NETWORK,
+            "--endpoint-mode",
+            "dnsrr",
+            "--constraint",
+            "node.role==manager",
+            "fetchml/testbed-redis:local",
+        ],
+    );
+    let redis_addr = format!("REDIS_ADDR={redis}:6379");
+    ok_on(
+        None,
+        &[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &api,
+            "--network",
+            NETWORK,
+            "--endpoint-mode",
+            "dnsrr",
+            "--replicas",
+            "2",
+            "--placement-pref",
+            "spread=node.id",
+            "--env",
+            "COMPLIANCE_MODE=dev",
+            "--env",
+            &redis_addr,
+            &image,
+            "api",
+        ],
+    );
+    let spread = wait_until(
+        "two running api tasks, one per node",
+        Duration::from_secs(90),
+        || {
+            let t = tasks(&api);
+            t.len() == 2
+                && t.iter().all(|(_, s)| s == "running")
+                && t.iter().any(|(n, _)| *n == manager)
+                && t.iter().any(|(n, _)| *n == worker)
+        },
+    );
+    eprintln!(
+        "measured: service spread over both nodes in {:.1}s",
+        spread.as_secs_f64()
+    );
+
+    // Each task reaches the other over the overlay, and the worker's task
+    // reaches Redis on the manager (its health is ok only then).
+    let (c1, ip1) = container(None, &api);
+    let (c2, ip2) = container(Some(NODE_HOST), &api);
+    let mut last = String::new();
+    let reach = Instant::now();
+    while reach.elapsed() < Duration::from_secs(30) {
+        let a = healthy_from(None, &c1, &format!("http://{ip2}:8080/health"));
+        let b = healthy_from(Some(NODE_HOST), &c2, &format!("http://{ip1}:8080/health"));
+        match (a, b) {
+            (Ok(()), Ok(())) => {
+                last.clear();
+                break;
+            }
+            (a, b) => last = format!("{:?} {:?}", a.err(), b.err()),
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        last.is_empty(),
+        "the tasks do not reach each other over {NETWORK}: {last}"
+    );
+    eprintln!("overlay: {ip1} (manager) <-> {ip2} (node 2, netns {NETNS}) both healthy");
+
+    // A crashed host: the second engine and everything it ran, SIGKILLed.
+    let lost = Instant::now();
+    xtask::nodes::kill_node().expect("killing the second node");
+    let down = wait_until(
+        "the manager marks node 2 Down",
+        Duration::from_secs(120),
+        || {
+            ok_on(
+                None,
+                &["node", "inspect", "--format", "{{.Status.State}}", &worker],
+            ) == "down"
+        },
+    );
+    let moved = wait_until(
+        "node 2's task rescheduled on the manager",
+        Duration::from_secs(180),
+        || {
+            let t = tasks(&api);
+            t.len() == 2 && t.iter().all(|(n, s)| *n == manager && s == "running")
+        },
+    );
+    let moved = lost.elapsed().max(moved);
+    eprintln!(
+        "measured: node 2 Down {:.1}s after the kill; its task running on the manager {:.1}s after the kill",
+        down.as_secs_f64(),
+        moved.as_secs_f64()
+    );
+
+    let back = Instant::now();
+    xtask::nodes::restart_node().expect("restarting the second node");
+    xtask::nodes::wait_ready(Duration::from_secs(120)).expect("node 2 Ready again");
+    let ready_again = back.elapsed();
+    assert_eq!(
+        ok_on(
+            None,
+            &["node", "inspect", "--format", "{{.Status.State}}", &worker]
+        ),
+        "ready"
+    );
+    eprintln!(
+        "measured: node 2 Ready {:.1}s after its engine was restarted",
+        ready_again.as_secs_f64()
+    );
+
+    let o = cluster.teardown();
+    assert!(
+        o.status.success(),
+        "setup --swarm-nodes 1 failed:\n{}",
+        text(&o)
+    );
+    assert!(
+        !std::path::Path::new("/run/netns").join(NETNS).exists(),
+        "the namespace is still there"
+    );
+    assert_eq!(
+        swarm_state(),
+        before,
+        "the swarm is not as the test found it"
+    );
+    let again = xtask_bin()
+        .args(["setup", "--swarm-nodes", "1"])
+        .output()
+        .unwrap();
+    assert!(
+        again.status.success() && stdout(&again).contains("nothing to do"),
+        "a second teardown must change nothing:\n{}",
+        text(&again)
+    );
+}
