@@ -371,3 +371,170 @@ fn two_nodes_spread_a_service_and_a_lost_node_is_replaced() {
         text(&again)
     );
 }
+
+/// The testbed stack through the tasks an operator runs, on both nodes:
+/// api and worker with two replicas spread over them, the proxy and Redis
+/// on the manager. Deploy and rollback drop no request; a lost node is
+/// measured (failed requests, time until both replicas run again) and the
+/// next deploy, after the node is back, sees the cluster as it is.
+#[test]
+fn the_testbed_on_two_nodes_deploys_rolls_back_and_outlives_a_lost_node() {
+    use xtask::bench::stream::Stream;
+    let img = images();
+    let mut cluster = Cluster::lock();
+    let o = xtask_bin()
+        .args(["setup", "--swarm-nodes", "2"])
+        .output()
+        .expect("running xtask setup --swarm-nodes 2");
+    assert!(
+        o.status.success(),
+        "setup --swarm-nodes 2 failed:\n{}",
+        text(&o)
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let project = format!("xtn2-{}", std::process::id());
+    let port = free_port();
+    let stack = root().join("deployments/testbed/docker-stack.yml");
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"[env.staging]
+engine = "swarm"
+project = "{project}"
+compose_files = ["{}"]
+app_services = ["api", "worker"]
+stateful_services = ["redis"]
+images = {{ api = "127.0.0.1:5000/fetchml/testbed", worker = "127.0.0.1:5000/fetchml/testbed" }}
+health_urls = ["http://127.0.0.1:{port}/health", "http://127.0.0.1:{port}/worker/health"]
+compliance_mode = "standard"
+health_timeout_secs = 60
+rollback_timeout_secs = 60
+vars = {{ API_PORT = "{port}", COMPLIANCE_MODE = "standard", APP_REPLICAS = "2" }}
+proxy = {{ service = "proxy", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }} }}
+"#,
+            stack.display()
+        ),
+    )
+    .unwrap();
+    // Removed before the cluster's own teardown (drop order: last first).
+    struct StackGuard(String);
+    impl Drop for StackGuard {
+        fn drop(&mut self) {
+            xtask::engine::cluster::remove_stack(&self.0);
+        }
+    }
+    let _stack = StackGuard(project.clone());
+    let x = |args: &[&str]| {
+        xtask_bin()
+            .arg("--config")
+            .arg(&config)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .args(args)
+            .env("USER", "e2e-test")
+            .env_remove("CI")
+            .output()
+            .unwrap()
+    };
+    let ok = |args: &[&str]| {
+        let o = x(args);
+        assert!(o.status.success(), "xtask {args:?}:\n{}", text(&o));
+        o
+    };
+    let api = format!("{project}_api");
+    let on_two_nodes = || {
+        let t = tasks(&api);
+        let mut nodes: Vec<&String> = t
+            .iter()
+            .filter(|(_, s)| s == "running")
+            .map(|(n, _)| n)
+            .collect();
+        nodes.dedup();
+        t.len() == 2 && nodes.len() == 2
+    };
+
+    ok(&["deploy-staging", "--tag", &img.v1]);
+    wait_until(
+        "api spread over both nodes",
+        Duration::from_secs(60),
+        on_two_nodes,
+    );
+
+    let watched = |args: &[&str]| {
+        let stream = Stream::start(port);
+        let t = Instant::now();
+        let o = ok(args);
+        let secs = t.elapsed().as_secs_f64();
+        let seen = stream.stop();
+        eprintln!(
+            "measured: {args:?} on two nodes: {} requests, {} failed, {secs:.1}s",
+            seen.sent(),
+            seen.failed()
+        );
+        assert_eq!(
+            seen.failed(),
+            0,
+            "xtask {args:?} dropped requests:\n{}",
+            text(&o)
+        );
+    };
+
+    // A lost node: its dockerd killed like a crashed host, while one api
+    // replica runs there.
+    let stream = Stream::start(port);
+    let lost = Instant::now();
+    xtask::nodes::kill_node().expect("killing the second node");
+    let manager = ok_on(None, &["info", "--format", "{{.Swarm.NodeID}}"]);
+    let back = wait_until(
+        "both api replicas on the manager",
+        Duration::from_secs(120),
+        || {
+            let t = tasks(&api);
+            t.iter()
+                .filter(|(n, s)| n == &manager && s == "running")
+                .count()
+                == 2
+        },
+    );
+    let seen = stream.stop();
+    eprintln!(
+        "measured: node loss: {} requests, {} failed; full capacity again after {:.1}s",
+        seen.sent(),
+        seen.failed(),
+        back.as_secs_f64()
+    );
+    // Service after the loss: the last second of the stream all answered.
+    let tail: Vec<_> = seen.answers.iter().rev().take(25).collect();
+    assert!(
+        tail.iter().all(|(_, v)| v.is_some()),
+        "still failing after the loss"
+    );
+    let _ = lost;
+
+    let st = x(&["status", "staging"]);
+    assert!(stdout(&st).contains(&img.v1), "{}", text(&st));
+
+    // The node comes back; the next deploy and rollback see the cluster as
+    // it is (start-first places new tasks where the spread finds room).
+    xtask::nodes::restart_node().expect("restarting the second node");
+    let ready = xtask::nodes::wait_ready(Duration::from_secs(120)).expect("node 2 Ready again");
+    eprintln!(
+        "measured: node 2 Ready again {:.1}s after its restart",
+        ready.as_secs_f64()
+    );
+    watched(&["deploy-staging", "--tag", &img.v2]);
+    eprintln!(
+        "api tasks after the deploy (node, state): {:?}",
+        tasks(&api)
+    );
+    let st = ok(&["status", "staging"]);
+    assert!(stdout(&st).contains(&img.v2), "{}", text(&st));
+    watched(&["rollback", "staging", "--reason", "two-node rehearsal"]);
+    let st = ok(&["status", "staging"]);
+    assert!(stdout(&st).contains(&img.v1), "{}", text(&st));
+    drop(_stack);
+    let o = cluster.teardown();
+    assert!(o.status.success(), "teardown:\n{}", text(&o));
+}
