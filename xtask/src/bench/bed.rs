@@ -27,6 +27,11 @@ pub struct Bed {
 impl Bed {
     /// `name` tells benchmarks apart in temp dirs and project names; `engine` is compose or swarm.
     pub fn new(name: &str, engine: &str) -> Result<Bed> {
+        Self::with_replicas(name, engine, 1)
+    }
+
+    /// [`Bed::new`] with `replicas` of each app service (`APP_REPLICAS`).
+    pub fn with_replicas(name: &str, engine: &str, replicas: u32) -> Result<Bed> {
         let pid = std::process::id();
         let dir = std::env::temp_dir().join(format!("xtask-bench-{name}-{engine}-{pid}"));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -55,7 +60,7 @@ health_urls = ["http://127.0.0.1:{port}/health"]
 compliance_mode = "standard"
 health_timeout_secs = {gate}
 rollback_timeout_secs = 30
-vars = {{ API_PORT = "{port}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "standard" }}
+vars = {{ API_PORT = "{port}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "standard", APP_REPLICAS = "{replicas}" }}
 proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {DRAIN_SECS} }}
 "#,
                 file.display(),
@@ -161,7 +166,7 @@ pub fn ensure_image(tag: &str, broken: bool) -> Result<()> {
 }
 
 /// This binary's path, as a program name for [`Command`].
-fn exe() -> Result<String> {
+pub fn exe() -> Result<String> {
     Ok(std::env::current_exe()
         .context("finding the xtask binary")?
         .display()

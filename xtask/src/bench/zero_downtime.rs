@@ -27,6 +27,7 @@ use crate::engine::cluster::Session;
 use super::bed::{ensure_image, Bed};
 use super::stream::Stream;
 use super::Section;
+use crate::cmd::{Command, Effect};
 
 /// One command under the stream.
 struct Run {
@@ -87,6 +88,102 @@ fn measure(engine: &str, good: &[String; 2], bad: &str, rounds: usize) -> Result
     Ok(ops)
 }
 
+/// The two-node rehearsal (`setup --swarm-nodes 2`): a deploy and a
+/// rollback with two replicas spread over both nodes, then the second
+/// node's engine killed under the stream.
+struct TwoNodes {
+    deploy: Run,
+    rollback: Run,
+    loss: Run,
+}
+
+/// Tasks of `service` running on `node`.
+fn running_on(service: &str, node: &str) -> Result<usize> {
+    let ps = Command::new("docker", Effect::ReadOnly)
+        .args([
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            service,
+        ])
+        .timeout(30);
+    let ids = crate::cmd::run(&ps, false)?;
+    if ids.trim().is_empty() {
+        return Ok(0);
+    }
+    let inspect = Command::new("docker", Effect::ReadOnly)
+        .args(["inspect", "--format", "{{.NodeID}} {{.Status.State}}"])
+        .args(ids.split_whitespace())
+        .timeout(30);
+    let out = crate::cmd::run(&inspect, false)?;
+    Ok(out
+        .lines()
+        .filter(|l| *l == format!("{node} running"))
+        .count())
+}
+
+fn two_nodes(good: &[String; 2]) -> Result<TwoNodes> {
+    let _lock = crate::engine::cluster::hold_lock()?;
+    let setup = |n: &str| {
+        let c = Command::new(&super::bed::exe()?, Effect::Mutating)
+            .args(["setup", "--swarm-nodes", n])
+            .timeout(600);
+        crate::cmd::run(&c, false).map(drop)
+    };
+    /// Takes the second node down on every path.
+    struct Down<F: Fn(&str) -> Result<()>>(F);
+    impl<F: Fn(&str) -> Result<()>> Drop for Down<F> {
+        fn drop(&mut self) {
+            if let Err(e) = (self.0)("1") {
+                eprintln!("bench: removing the second node: {e:#}");
+            }
+        }
+    }
+    let _down = Down(setup);
+    (_down.0)("2")?;
+    let bed = Bed::with_replicas("zd2", "swarm", 2)?;
+    bed.xtask(&["deploy-staging", "--tag", &good[0]])?;
+    let deploy = watched(&bed, &["deploy-staging", "--tag", &good[1]], 0, None)?;
+    let rollback = watched(
+        &bed,
+        &["rollback", "staging", "--reason", "bench"],
+        0,
+        Some(&good[0]),
+    )?;
+    let manager = crate::cmd::run(
+        &Command::new("docker", Effect::ReadOnly)
+            .args(["info", "--format", "{{.Swarm.NodeID}}"])
+            .timeout(30),
+        false,
+    )?;
+    let api = format!("{}_api", bed.project);
+    let stream = Stream::start(bed.port);
+    let t = Instant::now();
+    crate::nodes::kill_node()?;
+    while running_on(&api, manager.trim())? < 2 {
+        if t.elapsed().as_secs() > 180 {
+            bail!("the lost node's api task never ran on the manager");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let seen = stream.stop();
+    crate::nodes::restart_node()?;
+    crate::nodes::wait_ready(std::time::Duration::from_secs(120))?;
+    Ok(TwoNodes {
+        deploy,
+        rollback,
+        loss: Run {
+            sent: seen.sent(),
+            failed: seen.failed(),
+            secs,
+            ttr_ms: None,
+        },
+    })
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
@@ -126,6 +223,7 @@ pub fn run(quick: bool) -> Result<Section> {
         let _session = Session::enter()?;
         measure("swarm", &good, &bad, rounds)?
     };
+    let two = two_nodes(&good)?;
     let cargo_start = super::deploy::cargo_start_ms()?;
     let mut rows = Vec::new();
     for (engine, ops) in [("compose", &compose), ("swarm, one node", &swarm)] {
@@ -142,6 +240,29 @@ pub fn run(quick: bool) -> Result<Section> {
             &ops.full,
         ));
     }
+    let two_row = |what: &str, r: &Run, time: String| {
+        format!(
+            "| two nodes, 2 replicas | {what} | {} | **{}** | {time} |",
+            r.sent, r.failed
+        )
+    };
+    let two_rows = [
+        two_row("deploy", &two.deploy, format!("{:.1} s", two.deploy.secs)),
+        two_row(
+            "rollback",
+            &two.rollback,
+            format!("{:.1} s", two.rollback.secs),
+        ),
+        two_row(
+            "node 2's engine killed",
+            &two.loss,
+            format!(
+                "{:.1} s until both api replicas run on the manager",
+                two.loss.secs
+            ),
+        ),
+    ]
+    .join("\n");
     let warm = median(compose.warm.iter().filter_map(|r| r.ttr_ms).collect());
     let full = median(compose.full.iter().filter_map(|r| r.ttr_ms).collect());
     let body = format!(
@@ -155,6 +276,12 @@ deployed first in the round, which no set holds any more. Commands are the dev-b
 its target version answered (median / max, ms).\n\n\
 | engine | operation | runs | requests sent | failed requests | worst run | median s | time to recover, ms |\n\
 |---|---|---:|---:|---:|---:|---:|---:|\n{}\n\n\
+Two real swarm nodes on this machine (`cargo xtask setup --swarm-nodes 2`, \
+docs/swarm.md): the testbed with api and worker at two replicas spread over the nodes, the proxy \
+and Redis on the manager; the same stream during one deploy, one rollback, and the second node's \
+engine killed like a crashed host, until both api replicas run on the manager.\n\n\
+| cluster | operation | requests sent | failed requests | time |\n|---|---|---:|---:|---|\n\
+{two_rows}\n\n\
 Time to recover on compose: **{warm:.0} ms** to the warm previous set (a switch: gate the warm \
 containers, one `PATCH` to the proxy), against {full:.0} ms for the full blue/green path of \
 `rollback --to` an older version. Through `cargo xtask`, cargo's own start adds {cargo_start:.0} ms \

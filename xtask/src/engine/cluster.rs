@@ -55,27 +55,7 @@ impl Session {
     /// Waits for the session lock, then initialises a swarm on 127.0.0.1 if
     /// the node has none.
     pub fn enter() -> Result<Session> {
-        let path = lock_path();
-        let lock = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                eprintln!(
-                    "waiting for the swarm session lock {} (another swarm user on this machine)",
-                    path.display()
-                );
-                lock.lock()
-                    .with_context(|| format!("locking {}", path.display()))?;
-            }
-            Err(TryLockError::Error(e)) => {
-                return Err(e).with_context(|| format!("locking {}", path.display()))
-            }
-        }
+        let lock = hold_lock()?;
         let state = docker_out(&["info", "--format", "{{.Swarm.LocalNodeState}}"])
             .context("asking the engine whether this node is in a swarm")?;
         let created = match state.as_str() {
@@ -93,7 +73,36 @@ impl Session {
             _lock: lock,
         })
     }
+}
 
+/// Waits for the machine's swarm session lock and holds it while the file
+/// lives (a swarm user that makes its own swarm, like the two-node rehearsal).
+pub fn hold_lock() -> Result<File> {
+    let path = lock_path();
+    let lock = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    match lock.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            eprintln!(
+                "waiting for the swarm session lock {} (another swarm user on this machine)",
+                path.display()
+            );
+            lock.lock()
+                .with_context(|| format!("locking {}", path.display()))?;
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", path.display()))
+        }
+    }
+    Ok(lock)
+}
+
+impl Session {
     /// Did this session initialise the swarm?
     pub fn created(&self) -> bool {
         self.created
