@@ -136,33 +136,21 @@ pub fn build(
             steps: bg.recovery,
             to: now.serving().map(str::to_string),
         };
-        let mut rec = record(
-            &args.env,
-            env,
-            &log,
-            "rollback",
-            now.serving().map(str::to_string),
-            Some(&target_tag),
-            &args.reason,
-            args.force,
-        );
-        rec.sets_of = Some(target.clone());
-        plan.record = Some(rec);
-        return Ok(plan);
+    } else {
+        for s in switch_to(&target, env, env.rollback_timeout_secs) {
+            plan.step(s.into());
+        }
+        // Interrupted or failed after the recreate began, the rollback puts
+        // back what served before it, so it never leaves a half-switched stack.
+        plan.on_failure = match now.serving().filter(|s| *s != target_tag) {
+            Some(before) => OnFailure::Recover {
+                steps: switch_to(&target.on_tag(before), env, env.rollback_timeout_secs),
+                to: Some(before.to_string()),
+            },
+            None => OnFailure::Nothing,
+        };
     }
-    for s in switch_to(&target, env, env.rollback_timeout_secs) {
-        plan.step(s.into());
-    }
-    // Interrupted or failed after the recreate began, the rollback puts back
-    // what served before it, so it never leaves a half-switched stack.
-    plan.on_failure = match now.serving().filter(|s| *s != target_tag) {
-        Some(before) => OnFailure::Recover {
-            steps: switch_to(&target.on_tag(before), env, env.rollback_timeout_secs),
-            to: Some(before.to_string()),
-        },
-        None => OnFailure::Nothing,
-    };
-    plan.record = Some(record(
+    let mut rec = record(
         &args.env,
         env,
         &log,
@@ -171,7 +159,9 @@ pub fn build(
         Some(&target_tag),
         &args.reason,
         args.force,
-    ));
+    );
+    rec.sets_of = target.blue_green().then(|| target.clone());
+    plan.record = Some(rec);
     Ok(plan)
 }
 
