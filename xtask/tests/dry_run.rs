@@ -101,7 +101,7 @@ fn read_only(call: &str) -> bool {
         || [
             "docker compose version --short",
             "docker-compose version --short",
-            "docker info --format",
+            "docker version --format",
             "docker image inspect",
             // what runs now, per the engine
             "docker ps --filter label=com.docker.compose.project=",

@@ -5,12 +5,16 @@
 //!
 //! A [`Stream`] sends `GET /health` through the proxy 50 times a second (a
 //! new connection each, 1 s timeouts) from just before each command starts
-//! until just after it returns. Each round, on two good tags A and B
-//! (alternating roles) and a broken one:
-//! - deploy B (a new set beside A, gated, switched to);
-//! - `rollback` to A, which on compose is a switch to the warm set;
-//! - deploy the broken tag (its gate fails; A keeps serving);
-//! - `rollback --to B`, which B's set no longer holds: the full path.
+//! until just after it returns. On three good tags and a broken one, each
+//! round starts with S serving and F, the third good tag, deployed before
+//! but in no set:
+//! - deploy B (a new set beside S, gated, switched to);
+//! - `rollback` to S, which on compose is a switch to the warm set;
+//! - deploy the broken tag (its gate fails; S keeps serving, B stays the
+//!   standby);
+//! - `rollback --to F`, which no set holds: the full blue/green path.
+//!
+//! F then serves and S is the standby, so the next round swaps S and F.
 //!
 //! Time to recover is from the moment the rollback command starts to the
 //! first request the old version answers. Each engine gets its own scratch
@@ -70,20 +74,25 @@ fn watched(bed: &Bed, args: &[&str], expect: i32, back_to: Option<&str>) -> Resu
     })
 }
 
-fn measure(engine: &str, good: &[String; 2], bad: &str, rounds: usize) -> Result<Ops> {
+fn measure(engine: &str, good: &[String; 3], bad: &str, rounds: usize) -> Result<Ops> {
+    let [a, b, c] = good;
     let bed = Bed::new("zd", engine)?;
-    bed.xtask(&["deploy-staging", "--tag", &good[0]])?;
+    // C, then A: A serves and C is in the history but, after the first
+    // deploy of the round, in no set.
+    bed.xtask(&["deploy-staging", "--tag", c])?;
+    bed.xtask(&["deploy-staging", "--tag", a])?;
     let mut ops = Ops::default();
     for i in 0..rounds {
-        let (a, b) = (&good[i % 2], &good[(i + 1) % 2]);
+        // Serving S; F is the third good tag, which no set holds.
+        let (s, f) = if i % 2 == 0 { (a, c) } else { (c, a) };
         ops.deploy
             .push(watched(&bed, &["deploy-staging", "--tag", b], 0, None)?);
         let back = ["rollback", "staging", "--reason", "bench"];
-        ops.warm.push(watched(&bed, &back, 0, Some(a))?);
+        ops.warm.push(watched(&bed, &back, 0, Some(s))?);
         ops.auto
             .push(watched(&bed, &["deploy-staging", "--tag", bad], 3, None)?);
-        let full = ["rollback", "staging", "--to", b, "--reason", "bench"];
-        ops.full.push(watched(&bed, &full, 0, Some(b))?);
+        let full = ["rollback", "staging", "--to", f, "--reason", "bench"];
+        ops.full.push(watched(&bed, &full, 0, Some(f))?);
     }
     Ok(ops)
 }
@@ -211,7 +220,7 @@ fn row(engine: &str, what: &str, runs: &[Run]) -> String {
 
 pub fn run(quick: bool) -> Result<Section> {
     let base = crate::repo::head_tag().unwrap_or_else(|_| "sha-000000000000".into());
-    let good = [format!("{base}-bench-a"), format!("{base}-bench-b")];
+    let good = ["a", "b", "c"].map(|x| format!("{base}-bench-{x}"));
     let bad = format!("{base}-bench-bad");
     for t in &good {
         ensure_image(t, false)?;
@@ -223,7 +232,7 @@ pub fn run(quick: bool) -> Result<Section> {
         let _session = Session::enter()?;
         measure("swarm", &good, &bad, rounds)?
     };
-    let two = two_nodes(&good)?;
+    let two = two_nodes(&[good[0].clone(), good[1].clone()])?;
     let cargo_start = super::deploy::cargo_start_ms()?;
     let mut rows = Vec::new();
     for (engine, ops) in [("compose", &compose), ("swarm, one node", &swarm)] {
@@ -269,9 +278,10 @@ pub fn run(quick: bool) -> Result<Section> {
         "Method: a client sends `GET /health` through the proxy every 20 ms (50 requests/s, \
 a new connection each, 1 s timeout) from just before each command starts until just after it \
 returns; a failed request is a refused or timed-out connection or a status other than 200. \
-{rounds} round(s) per engine on a scratch testbed stack, each round: deploy the other good \
-version; `rollback`; deploy a broken version (its gate fails, exit 3); `rollback --to` the version \
-deployed first in the round, which no set holds any more. Commands are the dev-build binary, as \
+{rounds} round(s) per engine on a scratch testbed stack and three good versions, each round: \
+deploy a new version; `rollback` (on compose, a switch to the warm previous set); deploy a broken \
+version (its gate fails, exit 3); `rollback --to` the third good version, deployed earlier but in no \
+set (the full blue/green path on compose). Commands are the dev-build binary, as \
 `cargo xtask` runs it. Time to recover: from the start of the rollback command to the first request \
 its target version answered (median / max, ms).\n\n\
 | engine | operation | runs | requests sent | failed requests | worst run | median s | time to recover, ms |\n\

@@ -68,7 +68,7 @@ pub fn detect_compose() -> Option<ComposeCli> {
 
 /// The compose plugin, where the docker CLI looks for it: the user's
 /// `cli-plugins` first, then the system directories.
-fn compose_plugin() -> Option<String> {
+pub fn compose_plugin() -> Option<String> {
     let user = std::env::var_os("DOCKER_CONFIG")
         .map(std::path::PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".docker")))
@@ -87,10 +87,10 @@ fn compose_plugin() -> Option<String> {
         .map(|p| p.display().to_string())
 }
 
-/// Is the Docker daemon answering? `Err` is `docker info`'s error, in one
+/// Is the Docker daemon answering? `Err` is `docker version`'s error, in one
 /// line; a daemon that does not answer within the limit is an error too.
 pub fn daemon() -> std::result::Result<(), String> {
-    let out = output(&docker(&["info", "--format", "{{.ServerVersion}}"]).timeout(15))
+    let out = output(&docker(&["version", "--format", "{{.Server.Version}}"]).timeout(15))
         .map_err(|e| format!("{e:#}"))?;
     if out.success {
         return Ok(());
@@ -99,7 +99,7 @@ pub fn daemon() -> std::result::Result<(), String> {
         .stderr
         .lines()
         .find(|l| !l.trim().is_empty())
-        .unwrap_or("docker info failed")
+        .unwrap_or("docker version failed")
         .trim()
         .to_string();
     Err(line)

@@ -181,10 +181,7 @@ impl Target {
             true => self.on_tag("sha-000000000000"),
             false => self.clone(),
         };
-        let c = on
-            .compose(Effect::ReadOnly)
-            .args(["config", "--format", "json"])
-            .timeout(self.limits.look_up_secs);
+        let c = on.render_command();
         let doc: serde_json::Value = serde_json::from_str(&cmd::run(&c, false)?)
             .context("reading the stack file's render")?;
         Ok(self

@@ -194,11 +194,7 @@ impl Target {
     /// publish no port (two sets could not run side by side).
     pub fn blue_green_gaps(&self) -> Result<Vec<String>> {
         const PROBE: &str = "slot-probe";
-        let c = self
-            .compose(Effect::ReadOnly)
-            .args(["config", "--format", "json"])
-            .env(SLOT_VAR, PROBE)
-            .timeout(self.limits.look_up_secs);
+        let c = self.render_command().env(SLOT_VAR, PROBE);
         let doc: serde_json::Value = serde_json::from_str(&cmd::run(&c, false)?)
             .context("reading `docker compose config --format json`")?;
         let mut gaps = Vec::new();
@@ -454,6 +450,14 @@ impl Set {
     /// The health URL of each of the set's containers, on its own address
     /// (no proxy in between). Fails when a service has no running container.
     pub fn probe_urls(&self) -> Result<Vec<String>> {
+        self.probed().map(|(urls, _)| urls)
+    }
+
+    /// [`Set::probe_urls`], and the set with the running containers they
+    /// reach as its known ones: the set a gate passed on, so a switch right
+    /// after it sends traffic to exactly those containers, with no further
+    /// look-up between the gate and the traffic.
+    pub fn probed(&self) -> Result<(Vec<String>, Set)> {
         let p = self.proxy_cfg()?;
         let members = self.resolve()?;
         for s in self.services() {
@@ -461,7 +465,7 @@ impl Set {
                 bail!("{}: no running {s} container", self.describe());
             }
         }
-        members
+        let urls = members
             .iter()
             .filter(|c| c.running)
             .map(|c| {
@@ -471,7 +475,20 @@ impl Set {
                 let port = p.port(&c.service).unwrap_or(80);
                 Ok(format!("http://{ip}:{port}{}", p.health_path))
             })
-            .collect()
+            .collect::<Result<Vec<_>>>()?;
+        let tag = self.target.tag().to_string();
+        let known = members
+            .into_iter()
+            .filter(|c| c.running)
+            .map(|c| Container {
+                name: c.name,
+                service: c.service,
+                slot: self.slot,
+                tag: tag.clone(),
+                running: true,
+            })
+            .collect();
+        Ok((urls, self.clone().known(known)))
     }
 
     /// Points the proxy's route of each of the set's HTTP services at the

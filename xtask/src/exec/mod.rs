@@ -68,6 +68,8 @@ struct Run<'a> {
     lock: Option<LockGuard>,
     /// When the proxy last switched: a retired set's drain runs from it.
     switched_at: Option<Instant>,
+    /// The set the last set gate passed on, with the containers it reached.
+    gated: Option<crate::engine::slots::Set>,
 }
 
 impl Run<'_> {
@@ -193,15 +195,31 @@ impl Run<'_> {
             AppStep::StartBeside { set, scale } => set.start_beside(scale, self.verbose),
             AppStep::Start { set, .. } => set.start(self.verbose),
             AppStep::GateSet { set, gate } => {
+                let (urls, passed) = set.probed()?;
                 let gate = crate::health::Gate {
-                    urls: set.probe_urls()?,
+                    urls,
                     ..gate.clone()
                 };
-                crate::health::wait(&gate).map(drop)
+                crate::health::wait(&gate)?;
+                self.gated = Some(passed);
+                Ok(())
             }
             AppStep::Switch { set } => {
                 let t = Instant::now();
-                set.switch()?;
+                // To the containers the gate just passed, when it gated
+                // this set's HTTP services (it never gates workers first).
+                let gated = self.gated.take().filter(|g| {
+                    g.slot() == set.slot()
+                        && set
+                            .part(true)
+                            .services()
+                            .iter()
+                            .all(|s| g.services().contains(s))
+                });
+                match gated {
+                    Some(g) => g.switch()?,
+                    None => set.switch()?,
+                }
                 self.switched_at = Some(Instant::now());
                 eprintln!(
                     "switched the proxy to {} in {:.0} ms",
@@ -252,6 +270,7 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         actions,
         lock: None,
         switched_at: None,
+        gated: None,
     };
     let ending = steps(plan, &mut run, since);
     run.actions.cleanup();

@@ -24,21 +24,29 @@ pub(super) fn append(
     err: Option<&anyhow::Error>,
     started: Instant,
 ) -> Result<String> {
+    // The look-ups are independent and each asks a process or the proxy:
+    // asked side by side, the record waits for the slowest alone.
+    let image = |tag: &Option<String>| {
+        let tag = tag.clone();
+        move || tag.map(|t| image_ref(r.repository.as_deref(), t))
+    };
+    let (from, to, git_sha, set) = std::thread::scope(|s| {
+        let from = s.spawn(image(&r.from));
+        let to = s.spawn(image(&r.to));
+        let set = s.spawn(|| r.sets_of.as_ref().and_then(serving_set));
+        let git_sha = crate::repo::git_sha();
+        let join = |h: std::thread::ScopedJoinHandle<'_, Option<ImageRef>>| h.join().ok().flatten();
+        (join(from), join(to), git_sha, set.join().ok().flatten())
+    });
     let entry = Entry {
         action: r.action.clone(),
         outcome: outcome.into(),
-        from: r
-            .from
-            .clone()
-            .map(|tag| image_ref(r.repository.as_deref(), tag)),
-        to: r
-            .to
-            .clone()
-            .map(|tag| image_ref(r.repository.as_deref(), tag)),
-        git_sha: crate::repo::git_sha(),
+        from,
+        to,
+        git_sha,
         reason: one_line(&r.reason),
         error: err.map(|e| one_line(&format!("{e:#}"))),
-        set: r.sets_of.as_ref().and_then(serving_set),
+        set,
         duration_ms: started.elapsed().as_millis() as u64,
     };
     log_of(r).append(entry, r.force)
