@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::cmd::{Command, Effect};
 use crate::ctx::Ctx;
-use crate::exit::{fail, Code};
 
 mod daemons;
 mod host;
@@ -209,16 +208,9 @@ pub fn run(ctx: &Ctx, nodes: u8, registry_root: &Path, check: bool) -> Result<()
         return Ok(());
     }
     if check {
-        print!(
-            "{}",
-            plan.render().replace("dry run: nothing was changed\n", "")
-        );
-        return Err(fail(
-            Code::Preflight,
-            format!(
-                "setup --check --swarm-nodes {nodes}: {} step(s) needed",
-                plan.steps.len()
-            ),
+        return Err(crate::provision::checked(
+            &plan,
+            &format!("setup --check --swarm-nodes {nodes}"),
         ));
     }
     if !crate::repo::is_root() && !ctx.global.dry_run {

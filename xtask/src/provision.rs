@@ -60,14 +60,7 @@ pub fn run(ctx: &Ctx, check: bool) -> Result<()> {
         return Ok(());
     }
     if check {
-        print!(
-            "{}",
-            plan.render().replace("dry run: nothing was changed\n", "")
-        );
-        return Err(fail(
-            Code::Preflight,
-            format!("setup --check: {} step(s) needed", plan.steps.len()),
-        ));
+        return Err(checked(&plan, "setup --check"));
     }
     if !crate::repo::is_root() && !ctx.global.dry_run {
         let cmds: Vec<String> = plan
@@ -254,7 +247,21 @@ fn registry_up() -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> {
+/// `setup --check` with steps left: prints them and is the error (exit 2)
+/// saying how many, so CI can tell a machine that needs setup.
+pub(crate) fn checked(plan: &Plan, what: &str) -> anyhow::Error {
+    print!(
+        "{}",
+        plan.render().replace("dry run: nothing was changed\n", "")
+    );
+    fail(
+        Code::Preflight,
+        format!("{what}: {} step(s) needed", plan.steps.len()),
+    )
+}
+
+/// Polls `ok` every 200 ms until it holds, or fails after `timeout`.
+pub(crate) fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> {
     let start = Instant::now();
     while start.elapsed() < timeout {
         if ok() {

@@ -100,6 +100,20 @@ fn done_jobs(s: &Stack) -> BTreeMap<String, Vec<String>> {
     by_id
 }
 
+/// [`done_jobs`], asserting that each of `posted` was done exactly once.
+fn done_once(s: &Stack, posted: &[String]) -> BTreeMap<String, Vec<String>> {
+    let done = done_jobs(s);
+    for id in posted {
+        assert_eq!(
+            done.get(id).map(Vec::len),
+            Some(1),
+            "job {id}: {:?}",
+            done.get(id)
+        );
+    }
+    done
+}
+
 /// `name image state slot` of every app container of staging.
 fn containers(s: &Stack) -> Vec<String> {
     let o = std::process::Command::new("docker")
@@ -189,16 +203,8 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
     assert!(st.contains("the green set serves"), "{st}");
 
     // Every job posted across the hand-over was done exactly once, by one worker or the other.
-    let done = done_jobs(&s);
     assert!(posted.len() > 20, "too few jobs posted: {}", posted.len());
-    for id in &posted {
-        assert_eq!(
-            done.get(id).map(Vec::len),
-            Some(1),
-            "job {id}: {:?}",
-            done.get(id)
-        );
-    }
+    let done = done_once(&s, &posted);
     let by: Vec<&String> = posted.iter().flat_map(|id| &done[id]).collect();
     println!(
         "jobs across the deploy: {} posted, {} done by {}, {} by {}",
@@ -264,15 +270,7 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
         ("rollback", Some("blue"))
     );
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
-    let done = done_jobs(&s);
-    for id in &posted {
-        assert_eq!(
-            done.get(id).map(Vec::len),
-            Some(1),
-            "job {id}: {:?}",
-            done.get(id)
-        );
-    }
+    done_once(&s, &posted);
     let n = s.records("staging").len();
     assert!(stdout(&s.ok(&["audit", "verify", "staging"])).contains(&format!("{n} records")));
 }

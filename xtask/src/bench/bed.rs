@@ -86,15 +86,20 @@ proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports 
     }
 
     /// This binary, run as an operator would, against the scratch config and state.
-    pub fn xtask(&self, args: &[&str]) -> Result<()> {
-        let c = Command::new(&exe()?, Effect::Mutating)
+    fn command(&self, args: &[&str]) -> Result<Command> {
+        Ok(Command::new(&exe()?, Effect::Mutating)
             .arg("--config")
             .arg(self.config.display().to_string())
             .arg("--state-dir")
             .arg(self.dir.join("state").display().to_string())
             .args(args.iter().copied())
-            .env("USER", "bench");
-        crate::cmd::run(&c, false)
+            .env("USER", "bench")
+            .timeout(600))
+    }
+
+    /// Runs [`Bed::command`]; anything but success is an error.
+    pub fn xtask(&self, args: &[&str]) -> Result<()> {
+        crate::cmd::run(&self.command(args)?, false)
             .map(drop)
             .with_context(|| format!("xtask {args:?} failed"))
     }
@@ -102,14 +107,7 @@ proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports 
     /// [`Bed::xtask`], returning the exit code and the last line of stderr
     /// instead of judging them.
     pub fn xtask_exit(&self, args: &[&str]) -> Result<(i32, String)> {
-        let c = Command::new(&exe()?, Effect::Mutating)
-            .arg("--config")
-            .arg(self.config.display().to_string())
-            .arg("--state-dir")
-            .arg(self.dir.join("state").display().to_string())
-            .args(args.iter().copied())
-            .env("USER", "bench")
-            .timeout(600);
+        let c = self.command(args)?;
         let o = crate::cmd::output(&c).with_context(|| format!("running xtask {args:?}"))?;
         let last = o.stderr.lines().rev().find(|l| !l.trim().is_empty());
         Ok((o.code.unwrap_or(-1), last.unwrap_or_default().to_string()))

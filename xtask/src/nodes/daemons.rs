@@ -13,6 +13,7 @@ use super::{
 };
 use crate::cmd::{Command, Effect};
 use crate::exec::Actions;
+use crate::provision::wait_for;
 
 pub(super) struct NodeActions {
     pub(super) registry_root: PathBuf,
@@ -243,18 +244,6 @@ pub fn wait_ready(timeout: Duration) -> Result<Duration> {
         "the nodes were not all Ready within {}s (last `docker node ls`: {last}); see {DATA_DIR}/dockerd.log",
         timeout.as_secs()
     )
-}
-
-fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if ok() {
-            eprintln!("{what} is up after {:.1}s", start.elapsed().as_secs_f64());
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("{what} did not come up within {}s", timeout.as_secs())
 }
 
 #[cfg(test)]
