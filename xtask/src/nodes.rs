@@ -208,10 +208,7 @@ pub fn run(ctx: &Ctx, nodes: u8, registry_root: &Path, check: bool) -> Result<()
         return Ok(());
     }
     if check {
-        return Err(crate::provision::checked(
-            &plan,
-            &format!("setup --check --swarm-nodes {nodes}"),
-        ));
+        return Err(plan.check_failure(&format!("setup --check --swarm-nodes {nodes}")));
     }
     if !crate::repo::is_root() && !ctx.global.dry_run {
         bail!("--swarm-nodes needs root (network namespaces, a second dockerd): run `sudo cargo xtask setup --swarm-nodes {nodes}`");

@@ -65,3 +65,16 @@ impl Phase {
         );
     }
 }
+
+/// Polls `ok` every 200 ms until it holds, or fails after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> anyhow::Result<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ok() {
+            eprintln!("{what} is up after {:.1}s", start.elapsed().as_secs_f64());
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    anyhow::bail!("{what} did not come up within {}s", timeout.as_secs())
+}

@@ -16,7 +16,6 @@ use anyhow::{bail, Context, Result};
 use crate::cmd::run as run_command;
 use crate::ctx::Ctx;
 use crate::exec::Actions;
-use crate::exit::{fail, Code};
 use crate::plan::{Command, Effect, Plan, Step};
 
 pub const REGISTRY: &str = "127.0.0.1:5000";
@@ -60,7 +59,7 @@ pub fn run(ctx: &Ctx, check: bool) -> Result<()> {
         return Ok(());
     }
     if check {
-        return Err(checked(&plan, "setup --check"));
+        return Err(plan.check_failure("setup --check"));
     }
     if !crate::repo::is_root() && !ctx.global.dry_run {
         let cmds: Vec<String> = plan
@@ -247,32 +246,6 @@ fn registry_up() -> bool {
         .is_ok_and(|r| r.status().is_success())
 }
 
-/// `setup --check` with steps left: prints them and is the error (exit 2)
-/// saying how many, so CI can tell a machine that needs setup.
-pub(crate) fn checked(plan: &Plan, what: &str) -> anyhow::Error {
-    print!(
-        "{}",
-        plan.render().replace("dry run: nothing was changed\n", "")
-    );
-    fail(
-        Code::Preflight,
-        format!("{what}: {} step(s) needed", plan.steps.len()),
-    )
-}
-
-/// Polls `ok` every 200 ms until it holds, or fails after `timeout`.
-pub(crate) fn wait_for(what: &str, timeout: Duration, ok: impl Fn() -> bool) -> Result<()> {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if ok() {
-            eprintln!("{what} is up after {:.1}s", start.elapsed().as_secs_f64());
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    bail!("{what} did not come up within {}s", timeout.as_secs())
-}
-
 /// Starts `program` detached, so it outlives this process and a Ctrl-C here.
 fn spawn_daemon(program: &str, args: &[&str], log: &Path) -> Result<()> {
     std::fs::create_dir_all(STATE).with_context(|| format!("creating {STATE}"))?;
@@ -315,7 +288,7 @@ impl Actions for SetupActions {
                     }
                 }
                 spawn_daemon("dockerd", &[], &Path::new(STATE).join("dockerd.log"))?;
-                wait_for("docker daemon", Duration::from_secs(60), || {
+                crate::progress::wait_for("docker daemon", Duration::from_secs(60), || {
                     crate::preflight::daemon().is_ok()
                 })
                 .with_context(|| format!("see {STATE}/dockerd.log"))
@@ -336,7 +309,7 @@ impl Actions for SetupActions {
                     &["serve", &conf.display().to_string()],
                     &dir.join("registry.log"),
                 )?;
-                wait_for("image registry", Duration::from_secs(30), registry_up)
+                crate::progress::wait_for("image registry", Duration::from_secs(30), registry_up)
             }
             other => match other
                 .strip_prefix("build-image:")

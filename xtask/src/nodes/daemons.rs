@@ -13,7 +13,7 @@ use super::{
 };
 use crate::cmd::{Command, Effect};
 use crate::exec::Actions;
-use crate::provision::wait_for;
+use crate::progress::wait_for;
 
 pub(super) struct NodeActions {
     pub(super) registry_root: PathBuf,

@@ -281,6 +281,19 @@ fn width() -> Option<usize> {
 
 impl Plan {
     /// The dry-run text: numbered steps, the failure path and the audit record.
+    /// `setup --check` with steps left: prints them and is the error
+    /// (exit 2) saying how many, so CI can tell a machine that needs setup.
+    pub fn check_failure(&self, what: &str) -> anyhow::Error {
+        print!(
+            "{}",
+            self.render().replace("dry run: nothing was changed\n", "")
+        );
+        crate::exit::fail(
+            crate::exit::Code::Preflight,
+            format!("{what}: {} step(s) needed", self.steps.len()),
+        )
+    }
+
     pub fn render(&self) -> String {
         let mut out = String::new();
         let env = self
