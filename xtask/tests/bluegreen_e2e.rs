@@ -371,7 +371,17 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
 #[test]
 fn sigterm_while_the_new_set_is_gated_discards_it_and_traffic_never_drops() {
     let img = images();
-    let s = bg("bgsig", "warm");
+    // A gate far longer than the test needs, so a slow machine cannot let
+    // it fail (exit 3) before the signal arrives.
+    let s = Stack::with(
+        "bgsig",
+        Opts {
+            blue_green: true,
+            keep_previous: "warm",
+            gate_secs: 90,
+            ..Opts::default()
+        },
+    );
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     let before = containers(&s);
     let stream = Stream::start(s.ports[0].0);
