@@ -449,14 +449,10 @@ impl Set {
 
     /// The health URL of each of the set's containers, on its own address
     /// (no proxy in between). Fails when a service has no running container.
-    pub fn probe_urls(&self) -> Result<Vec<String>> {
-        self.probed().map(|(urls, _)| urls)
-    }
-
-    /// [`Set::probe_urls`], and the set with the running containers they
-    /// reach as its known ones: the set a gate passed on, so a switch right
-    /// after it sends traffic to exactly those containers, with no further
-    /// look-up between the gate and the traffic.
+    /// With them, the set with the running containers they reach as its
+    /// known ones: the set a gate passed on, so a switch right after it
+    /// sends traffic to exactly those containers, with no further look-up
+    /// between the gate and the traffic.
     pub fn probed(&self) -> Result<(Vec<String>, Set)> {
         let p = self.proxy_cfg()?;
         let members = self.resolve()?;

@@ -280,7 +280,6 @@ fn width() -> Option<usize> {
 }
 
 impl Plan {
-    /// The dry-run text: numbered steps, the failure path and the audit record.
     /// `setup --check` with steps left: prints them and is the error
     /// (exit 2) saying how many, so CI can tell a machine that needs setup.
     pub fn check_failure(&self, what: &str) -> anyhow::Error {
@@ -294,6 +293,7 @@ impl Plan {
         )
     }
 
+    /// The dry-run text: numbered steps, the failure path and the audit record.
     pub fn render(&self) -> String {
         let mut out = String::new();
         let env = self
