@@ -25,6 +25,9 @@ pub struct Gate {
     pub logs: Vec<crate::cmd::Command>,
 }
 
+/// Log lines per container (or service) shown when a gate fails.
+pub const LOG_LINES: u32 = 20;
+
 /// Between polls. Short, so the gate notices a healthy service within ~one interval.
 const INTERVAL: Duration = Duration::from_millis(50);
 
@@ -195,9 +198,17 @@ fn diagnose(gate: &Gate) -> String {
                 let text = format!("{}{}", o.stdout, o.stderr);
                 eprintln!("--- last log lines: {}", c.display_bare());
                 eprint!("{text}");
+                // `docker logs NAME` (one container) has no `svc |` prefix.
+                let one = (c.args.first().map(String::as_str) == Some("logs"))
+                    .then(|| c.args.last().cloned())
+                    .flatten()
+                    .unwrap_or_default();
                 let mut per: Vec<(String, String)> = Vec::new();
                 for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                    let (svc, msg) = line.split_once('|').unwrap_or(("", line));
+                    let (svc, msg) = match one.as_str() {
+                        "" => line.split_once('|').unwrap_or(("", line)),
+                        name => (name, line),
+                    };
                     let svc = svc.trim().to_string();
                     match per.iter_mut().find(|(s, _)| *s == svc) {
                         Some(p) => p.1 = msg.trim().to_string(),

@@ -1,6 +1,27 @@
 //! The FetchML operations task-runner, as a library so that tests and
 //! benchmarks reach the same code the `cargo xtask` binary runs.
 
+// `println!` and friends panic when the reader is gone (`xtask ... | head -1`
+// closes the pipe, EPIPE): a task would then stop halfway, unrecorded and
+// still locked. These shadow them in every module of the crate (a
+// `macro_rules!` defined here, before the modules, is in scope in all of
+// them and wins over the prelude's): the same formatting, and a write that
+// fails is dropped, so the task runs to its own end and exit code.
+macro_rules! println {
+    () => { $crate::out::line(false, format_args!("")) };
+    ($($t:tt)*) => { $crate::out::line(false, format_args!($($t)*)) };
+}
+macro_rules! print {
+    ($($t:tt)*) => { $crate::out::write(false, format_args!($($t)*)) };
+}
+macro_rules! eprintln {
+    () => { $crate::out::line(true, format_args!("")) };
+    ($($t:tt)*) => { $crate::out::line(true, format_args!($($t)*)) };
+}
+macro_rules! eprint {
+    ($($t:tt)*) => { $crate::out::write(true, format_args!($($t)*)) };
+}
+
 pub mod audit;
 pub mod bench;
 pub mod cmd;

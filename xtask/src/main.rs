@@ -47,9 +47,8 @@ fn main() -> ExitCode {
         task_name(&flags.task),
         flags.global.format == xtask::flags::Format::Json,
     );
-    quiet_on_closed_stdout();
     if let Err(e) = xtask::cmd::install_signal_handlers() {
-        eprintln!("error: {e:#}");
+        xtask::out::line(true, format_args!("error: {e:#}"));
         return ExitCode::from(1);
     }
     let ctx = Ctx {
@@ -113,7 +112,7 @@ fn main() -> ExitCode {
                 }
                 xtask::out::finish(code as i32, Some(&msg.replace('\n', " ")));
             } else if let Some(h) = head {
-                println!("audit head: {h}");
+                xtask::out::line(false, format_args!("audit head: {h}"));
             }
             ExitCode::from(code as u8)
         }
@@ -145,30 +144,12 @@ fn task_name(t: &Task) -> &'static str {
     }
 }
 
-/// A closed stdout (`status | head -3`) ends the task quietly with exit 0:
-/// the reader has what it wanted. `println!` reports it as a panic, which
-/// this hook turns into a plain exit; any other panic keeps the default report.
-fn quiet_on_closed_stdout() {
-    let default = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        let msg = info
-            .payload()
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| info.payload().downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
-            std::process::exit(0);
-        }
-        default(info);
-    }));
-}
-
 /// Prints `error: ...` as one line (`::error::...` under GitHub-style CI).
+/// Like every line the tool prints, a closed stderr drops it (`xtask::out::write`).
 fn error_line(msg: &str) {
     let msg = msg.replace('\n', " ");
     match msg.strip_prefix("error: ") {
-        Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => eprintln!("::error::{m}"),
-        _ => eprintln!("{msg}"),
+        Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => xtask::out::line(true, format_args!("::error::{m}")),
+        _ => xtask::out::line(true, format_args!("{msg}")),
     }
 }

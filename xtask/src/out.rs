@@ -9,6 +9,7 @@
 //! the very end, with the exit code it is about to return. In text mode
 //! nothing here prints.
 
+use std::io::Write;
 use std::sync::Mutex;
 
 use serde_json::{Map, Value};
@@ -105,4 +106,22 @@ pub fn finish(exit_code: i32, error: Option<&str>) {
         "{}",
         serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "null".into())
     );
+}
+
+/// Writes `args` on stderr (`err`) or stdout, dropping a failed write: a
+/// closed pipe (the reader stopped early) must not stop the task. The
+/// crate's `println!`, `print!`, `eprintln!` and `eprint!` come here.
+pub fn write(err: bool, args: std::fmt::Arguments) {
+    let _ = if err {
+        std::io::stderr().lock().write_fmt(args)
+    } else {
+        std::io::stdout().lock().write_fmt(args)
+    };
+}
+
+/// [`write`], then a newline, in one write (lines of two threads do not mix).
+pub fn line(err: bool, args: std::fmt::Arguments) {
+    let mut s = args.to_string();
+    s.push('\n');
+    write(err, format_args!("{s}"));
 }

@@ -128,12 +128,9 @@ fn contract(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
         version: target.tag().into(),
         compliance_mode: env.compliance_mode.clone(),
         timeout_secs,
-        logs: target.logs_commands(LOG_LINES),
+        logs: target.logs_commands(crate::health::LOG_LINES),
     }
 }
-
-/// Log lines per app service shown when a gate fails.
-const LOG_LINES: u32 = 20;
 
 /// How long a Swarm update may take to settle: the new tasks' health, and,
 /// when they fail, Swarm's own rollback (which waits on its scheduler; about

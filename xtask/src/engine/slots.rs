@@ -487,6 +487,23 @@ impl Set {
         Ok((urls, self.clone().known(known)))
     }
 
+    /// The last `lines` log lines of each of the set's known containers
+    /// (`docker logs`, read-only): a failed gate on this set explains
+    /// itself with the containers under test only, not the standby's or
+    /// the old set's, which `compose logs SERVICE` would mix in.
+    pub fn logs_commands(&self, lines: u32) -> Vec<Command> {
+        self.known
+            .iter()
+            .map(|c| {
+                Command::new("docker", Effect::ReadOnly)
+                    .args(["logs", "--tail"])
+                    .arg(lines.to_string())
+                    .arg(c.name.clone())
+                    .timeout(self.target.limits.look_up_secs)
+            })
+            .collect()
+    }
+
     /// Points the proxy's route of each of the set's HTTP services at the
     /// set's containers. Each route switches atomically.
     pub fn switch(&self) -> Result<()> {

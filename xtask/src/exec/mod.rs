@@ -70,11 +70,14 @@ struct Run<'a> {
     switched_at: Option<Instant>,
     /// The set the last set gate passed on, with the containers it reached.
     gated: Option<crate::engine::slots::Set>,
+    /// The set the last set gate passed on: a later gate's failure
+    /// shows its containers' logs only.
+    under_test: Option<crate::engine::slots::Set>,
 }
 
 impl Run<'_> {
     fn step(&mut self, s: &Step) -> Result<()> {
-        shown(phase_of(s), || self.step_inner(s))
+        shown(phase_of(s, self.verbose), || self.step_inner(s))
     }
 
     fn app(&mut self, a: &AppStep) -> Result<()> {
@@ -190,7 +193,16 @@ impl Run<'_> {
                 target,
                 timeout_secs,
             } => crate::engine::swarm::wait(target, *timeout_secs, self.verbose),
-            AppStep::HealthGate(g) => crate::health::wait(g).map(drop),
+            // After a switch, the set just switched to is what is under
+            // test: a failure shows its containers' logs only.
+            AppStep::HealthGate(g) => match &self.under_test {
+                Some(set) => crate::health::wait(&crate::health::Gate {
+                    logs: set.logs_commands(crate::health::LOG_LINES),
+                    ..g.clone()
+                })
+                .map(drop),
+                None => crate::health::wait(g).map(drop),
+            },
             AppStep::Discard { set, .. } => set.discard(self.verbose),
             AppStep::StartBeside { set, scale } => set.start_beside(scale, self.verbose),
             AppStep::Start { set, .. } => set.start(self.verbose),
@@ -198,9 +210,11 @@ impl Run<'_> {
                 let (urls, passed) = set.probed()?;
                 let gate = crate::health::Gate {
                     urls,
+                    logs: passed.logs_commands(crate::health::LOG_LINES),
                     ..gate.clone()
                 };
                 crate::health::wait(&gate)?;
+                self.under_test = Some(passed.clone());
                 self.gated = Some(passed);
                 Ok(())
             }
@@ -271,6 +285,7 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         lock: None,
         switched_at: None,
         gated: None,
+        under_test: None,
     };
     let ending = steps(plan, &mut run, since);
     run.actions.cleanup();

@@ -6,16 +6,39 @@ use anyhow::Result;
 use crate::plan::{AppStep, Step};
 
 /// What a step is called while it runs, for the steps that take time.
-pub(super) fn phase_of(s: &Step) -> Option<String> {
+/// An action's text names every command it runs (the dry run shows it
+/// whole); its progress line is the label before them, unless `verbose`.
+pub(super) fn phase_of(s: &Step, verbose: bool) -> Option<String> {
     match s {
         Step::Run { why, .. } => Some(why.clone()),
-        Step::Action { what, .. } => Some(what.clone()),
+        Step::Action { what, .. } if verbose => Some(what.clone()),
+        Step::Action { what, .. } => Some(label(what)),
         Step::StartStateful { target } => Some(format!(
             "starting {} where not running",
             target.services().join(", ")
         )),
         // Shown by `Run::app`, which recoveries call too.
         _ => None,
+    }
+}
+
+/// The widest progress line an action gets without `-v`.
+pub const LABEL_WIDTH: usize = 160;
+
+/// An action's label: its text up to the `: ` that introduces its commands
+/// (`dump (exit 6 if pg_dump cannot): pg_dump ...`). A `: ` in the first
+/// words is part of the label (`workload: N rows from ...: psql ...`).
+fn label(what: &str) -> String {
+    const MIN: usize = 20;
+    let cut = what
+        .match_indices(": ")
+        .map(|(i, _)| i)
+        .find(|&i| i >= MIN)
+        .unwrap_or(what.len());
+    let l = &what[..cut];
+    match l.char_indices().nth(LABEL_WIDTH - 1) {
+        Some((i, _)) => format!("{}…", &l[..i]),
+        None => l.to_string(),
     }
 }
 
@@ -55,4 +78,24 @@ pub(super) fn shown<T>(label: Option<String>, f: impl FnOnce() -> Result<T>) -> 
     let r = f();
     phase.finish(r.is_ok());
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_action_label_leaves_its_commands_out() {
+        assert_eq!(
+            label("dump (exit 6 if pg_dump cannot): pg_dump -Fc x: y"),
+            "dump (exit 6 if pg_dump cannot)"
+        );
+        assert_eq!(
+            label("workload: 10 rows from 2 sessions at once: psql a & psql b &"),
+            "workload: 10 rows from 2 sessions at once"
+        );
+        assert_eq!(label("create the work directory /tmp/x"), "create the work directory /tmp/x");
+        let long = "x".repeat(500);
+        assert_eq!(label(&long).chars().count(), LABEL_WIDTH);
+    }
 }
