@@ -22,6 +22,9 @@ pub enum Code {
     Verify = 6,
     /// `status`: what the engine runs differs from what the audit chain says.
     Drift = 7,
+    /// `status`: the serving version fails its health check, or the proxy
+    /// in front of it is down.
+    Unhealthy = 8,
     /// Stopped by SIGHUP (128 + 1), SIGINT (128 + 2) or SIGTERM (128 + 15);
     /// the work was recorded, the lock released, and a touched stack put back.
     Hangup = 129,

@@ -12,7 +12,11 @@
 //! Needs: the config and the state directory; `status` also asks the
 //! engine what runs (`docker ps` / `docker service ls`, read-only) and
 //! shows any drift from the chain, exiting 7 when there is some. Without a
-//! reachable engine it shows the chain alone and says so.
+//! reachable engine it shows the chain alone and says so. It then checks
+//! what serves, live ([`live`]): the serving version's health with the
+//! gate's contract, and on blue/green the standby sets and the proxy; a
+//! serving version that fails or a proxy that is down is exit 8, which
+//! goes before drift's 7.
 //! Never touches: anything; both are read-only. A chain that does not
 //! verify is not summarised: they exit 6 and point at `audit show`.
 
@@ -28,6 +32,8 @@ use crate::exit::{fail, Code};
 use crate::flags::{self, Format};
 use crate::lock::{self, Running};
 use crate::rollout::{default_target, Now};
+
+mod live;
 
 /// The widest line `status` prints in text.
 pub const WIDTH: usize = 100;
@@ -66,25 +72,53 @@ fn done(env: &str, problems: Vec<String>) -> Result<()> {
 
 /// What the engine runs for `env`, reconciled with the chain; `Err` when
 /// the engine could not be asked (status then shows the chain alone).
-fn engine_now(cfg: &Config, env: &str, h: &History) -> std::result::Result<Now, String> {
-    let e = cfg.env(env).map_err(|e| format!("{e:#}"))?;
+/// With it, the environment's target, when the config makes one.
+fn engine_now(
+    cfg: &Config,
+    env: &str,
+    h: &History,
+) -> (Option<Target>, std::result::Result<Now, String>) {
+    let e = match cfg.env(env) {
+        Ok(e) => e,
+        Err(e) => return (None, Err(format!("{e:#}"))),
+    };
     // The look-up is `docker ps` / `docker service ls`: the compose CLI's
     // flavour does not matter to it.
-    let target =
-        Target::untagged(cfg, env, e, ComposeCli::V2Plugin).map_err(|e| format!("{e:#}"))?;
+    let target = match Target::untagged(cfg, env, e, ComposeCli::V2Plugin) {
+        Ok(t) => t,
+        Err(e) => return (None, Err(format!("{e:#}"))),
+    };
     let (now, asked) = Now::of(&target, h);
-    asked.map(|()| now).map_err(|e| format!("{e:#}"))
+    let now = asked.map(|()| now).map_err(|e| format!("{e:#}"));
+    (Some(target), now)
 }
 
 pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
+    crate::out::set("env", env);
     let cfg = ctx.config()?;
     let (log, tip, h, problems) = load(ctx, &cfg, env)?;
-    let now = engine_now(&cfg, env, &h);
+    let (set_target, now) = engine_now(&cfg, env, &h);
     let drift = now.as_ref().ok().and_then(Now::drift);
     let target = match &now {
         Ok(n) => default_target(&h, n),
         Err(_) => h.previous_good().map(str::to_string),
     };
+    let serving = now.as_ref().ok().and_then(Now::running).or(h.current());
+    let live = live::check(
+        cfg.env(env)?,
+        set_target.as_ref(),
+        now.as_ref().ok(),
+        serving,
+        target.as_deref(),
+    );
+    // The standby a rollback would switch to, else any standby (the
+    // version `--to` can name when the history has no earlier one).
+    let standby = live
+        .standby
+        .iter()
+        .find(|s| s.rollback_target)
+        .or(live.standby.first());
+    crate::out::set("audit_head", tip.head_hex());
     let last = h.records.last();
     let sink = log.sink.as_ref().map(|p| p.display().to_string());
     let lock = log.path.with_file_name(lock::LOCK_FILE);
@@ -106,6 +140,11 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
             "running": running,
             "maintenance": hold.as_ref().ok().cloned().flatten(),
             "problems": problems,
+            "health": live.serving,
+            "standby": live.standby,
+            "proxy": live.proxy,
+            "failed_check": live.failed,
+            "live_ms": live.took_ms,
         })),
         Format::Text => {
             let sink = match (&sink, problems.first()) {
@@ -122,12 +161,24 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
             if let Some(d) = &drift {
                 extra.push(format!("DRIFT: {d}"));
             }
+            extra.extend(live_lines(&live));
             if target.as_deref() != h.previous_good() {
                 // What runs is not what the chain says: the target follows what runs.
                 lines[2] = format!(
                     "rollback target: {} (relative to what runs)",
                     target.as_deref().unwrap_or("none")
                 );
+            }
+            match standby {
+                Some(s) if s.rollback_target => {
+                    lines[2].push_str(&format!(": the {} standby, a switch", s.slot.name()))
+                }
+                Some(s) if target.is_none() => lines[2] = format!(
+                    "rollback target: none in the history; `--to {}` switches to the {} standby",
+                    s.version,
+                    s.slot.name()
+                ),
+                _ => {}
             }
             lines.splice(3..3, extra.into_iter().map(|l| fit(&l, WIDTH)));
             for l in lines {
@@ -136,13 +187,55 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
         }
     }
     done(env, problems)?;
+    // What `rollback ENV` does, or what to give it when it has nothing.
+    let advice = match (&target, standby) {
+        (Some(t), _) => format!("`cargo xtask rollback {env}` puts back {t}"),
+        (None, Some(s)) => format!(
+            "there is no earlier good version; `cargo xtask rollback {env} --to {}` switches to the {} standby",
+            s.version,
+            s.slot.name()
+        ),
+        (None, None) => format!(
+            "there is no earlier good version; `cargo xtask rollback {env} --to TAG` puts back the version you name"
+        ),
+    };
+    if let Some(f) = &live.failed {
+        crate::out::set("outcome", "unhealthy");
+        let also = drift.as_ref().map(|d| format!(" (and {d})")).unwrap_or_default();
+        return Err(fail(Code::Unhealthy, format!("{env}: {f}{also}; {advice}")));
+    }
     match drift {
-        Some(d) => Err(fail(
-            Code::Drift,
-            format!("{env}: {d}; `cargo xtask rollback {env}` puts back the last good version"),
-        )),
+        Some(d) => {
+            crate::out::set("outcome", "drift");
+            Err(fail(Code::Drift, format!("{env}: {d}; {advice}")))
+        }
         None => Ok(()),
     }
+}
+
+/// The live checks in text: the serving version's health, the proxy, and
+/// each standby set with its version in full.
+fn live_lines(live: &live::Live) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(s) = &live.serving {
+        out.push(match s.probes.iter().find(|p| !p.ok) {
+            None => format!(
+                "health: ok ({} in {} mode at {} URL(s))",
+                s.version,
+                s.compliance_mode,
+                s.probes.len()
+            ),
+            Some(p) => format!("health: FAILING: {}: {}", p.url, p.detail),
+        });
+    }
+    if let Some(p) = &live.proxy {
+        let state = if p.up { "up" } else { "DOWN" };
+        out.push(format!("proxy: {state}: {}", p.detail));
+    }
+    for s in &live.standby {
+        out.push(format!("standby: {}", s.describe()));
+    }
+    out
 }
 
 /// The text of `status`, every line at most [`WIDTH`] columns. The lock
@@ -171,7 +264,16 @@ fn status_lines(
         None => (vec!["last event: none".to_string()], false),
         Some(r) => fitted("last event: ", r, WIDTH),
     };
+    // Split over lines, the event's reason has a line of its own; so does
+    // the tool's error (one line shows both).
+    let split = event.len() > 1;
     out.extend(event);
+    let mut shortened = shortened;
+    if let Some(e) = last.and_then(|r| r.error.as_deref()).filter(|_| split) {
+        let l = format!("  error={}", crate::audit::escape_value(e));
+        shortened |= fit(&l, WIDTH) != l;
+        out.push(l);
+    }
     if shortened {
         out.push(format!(
             "  (shortened: `cargo xtask audit show {env} -n 1 --full` shows it whole)"
@@ -197,7 +299,9 @@ pub fn history(ctx: &Ctx, args: &flags::History) -> Result<()> {
         .as_deref()
         .map(|w| since(w, OffsetDateTime::now_utc()))
         .transpose()?;
-    let (_, _, h, problems) = load(ctx, &ctx.config()?, env)?;
+    crate::out::set("env", env);
+    let (_, tip, h, problems) = load(ctx, &ctx.config()?, env)?;
+    crate::out::set("audit_head", tip.head_hex());
     let mut shown: Vec<&Record> = h
         .attempts()
         .filter(|r| since.is_none_or(|t| at_or_after(r, t)))
