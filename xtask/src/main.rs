@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand;
 use clap::Parser as _;
 use xtask::exit::code_of;
-use xtask::flags::{usage_error, AuditCmd, Task, Xtask};
+use xtask::flags::{usage_error, AuditCmd, LockCmd, Task, Xtask};
 use xtask::{tasks, Ctx};
 
 fn main() -> ExitCode {
@@ -32,12 +32,7 @@ fn main() -> ExitCode {
                 .any(|w| w[0] == "--format" && w[1] == "json")
                 || argv.iter().any(|a| a == "--format=json");
             if json {
-                let tasks: Vec<String> = <Xtask as clap::CommandFactory>::command()
-                    .get_subcommands()
-                    .map(|c| c.get_name().to_string())
-                    .collect();
-                let task = argv.iter().skip(1).find(|a| tasks.contains(a));
-                xtask::out::begin(task.map_or("", String::as_str), true);
+                xtask::out::begin(&typed_task(&argv), true);
                 xtask::out::finish(1, Some(msg.trim_start_matches("error: ")));
             }
             return ExitCode::from(1);
@@ -119,7 +114,8 @@ fn main() -> ExitCode {
     }
 }
 
-/// The task's name as typed (`deploy-staging`, `audit verify`).
+/// The task's name as typed: its command words joined by a space
+/// (`deploy-staging`, `audit verify`, `lock status`).
 fn task_name(t: &Task) -> &'static str {
     match t {
         Task::Build(_) => "build",
@@ -130,7 +126,11 @@ fn task_name(t: &Task) -> &'static str {
         Task::BackupSmoke(_) => "backup-smoke",
         Task::Status(_) => "status",
         Task::History(_) => "history",
-        Task::Lock(_) => "lock",
+        Task::Lock(a) => match a.cmd {
+            LockCmd::Status { .. } => "lock status",
+            LockCmd::Acquire { .. } => "lock acquire",
+            LockCmd::Release { .. } => "lock release",
+        },
         Task::Audit(a) => match a.cmd {
             AuditCmd::Verify { .. } => "audit verify",
             AuditCmd::Show { .. } => "audit show",
@@ -141,6 +141,24 @@ fn task_name(t: &Task) -> &'static str {
         Task::Test(_) => "test",
         Task::Lint => "lint",
         Task::Bench(_) => "bench",
+    }
+}
+
+/// The task named in `argv` as [`task_name`] spells it (`audit verify`,
+/// or `audit` when no known subcommand follows); empty when none is.
+fn typed_task(argv: &[String]) -> String {
+    let cmd = <Xtask as clap::CommandFactory>::command();
+    let Some((i, task)) = argv
+        .iter()
+        .enumerate()
+        .skip(1)
+        .find_map(|(i, a)| cmd.find_subcommand(a).map(|t| (i, t)))
+    else {
+        return String::new();
+    };
+    match argv.get(i + 1).and_then(|a| task.find_subcommand(a)) {
+        Some(sub) => format!("{} {}", task.get_name(), sub.get_name()),
+        None => task.get_name().to_string(),
     }
 }
 

@@ -201,6 +201,7 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
     assert_eq!(state(&img.v2, "api"), ["running"], "{cs:?}");
     let st = stdout(&s.ok(&["status", "staging"]));
     assert!(st.contains("the green set serves"), "{st}");
+    assert!(st.contains(&format!("standby: {} (the blue set: ", img.v1)), "{st}");
 
     // Every job posted across the hand-over was done exactly once, by one worker or the other.
     assert!(posted.len() > 20, "too few jobs posted: {}", posted.len());
@@ -221,6 +222,24 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
     let o = s.run(&["deploy-staging", "--tag", &img.bad]);
     let seen = stream.stop();
     assert_eq!(exit_code(&o), 3, "{}", text(&o));
+    // Its diagnostics come from the containers under test only: neither
+    // the serving set's lines nor the standby's.
+    let err = stderr(&o);
+    let err = err.lines().find(|l| l.starts_with("error: ")).unwrap_or("");
+    let logs = err
+        .split_once("last log lines: ")
+        .map_or_else(|| panic!("no log lines: {}", text(&o)), |(_, l)| l);
+    let logs = logs.split("; rolled back to").next().unwrap_or_default();
+    // Blue (v1, -1) and green (v2, -2) are the other sets; the new one is -3.
+    let names: Vec<&str> = logs
+        .split("; ")
+        .map(|e| e.split(": ").next().unwrap_or_default())
+        .collect();
+    assert!(
+        names.len() == 2 && names.iter().all(|n| n.ends_with("-3")),
+        "{err}"
+    );
+    assert!(!logs.contains(&img.v1) && !logs.contains(&img.v2), "{err}");
     println!(
         "broken deploy: {} requests, {} failed",
         seen.sent(),

@@ -18,7 +18,7 @@
 use anyhow::{bail, Result};
 use serde_json::json;
 
-use crate::audit::{numbered, Kind, Log, SinkState};
+use crate::audit::{numbered, Kind, Log, SinkState, Tip};
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::exec::Actions;
@@ -27,14 +27,24 @@ use crate::flags::Format;
 use crate::plan::{Effect, Plan, RecordSpec, Step};
 use crate::validate;
 
-/// The environments a command covers: the one named, else all of them.
+/// The environments a command covers: the one named (the JSON
+/// document's `env`), else all of them.
 fn envs(cfg: &Config, env: Option<&str>) -> Result<Vec<String>> {
     match env {
         Some(e) => {
             cfg.env(e)?;
+            crate::out::set("env", e);
             Ok(vec![e.to_string()])
         }
         None => Ok(cfg.envs.keys().cloned().collect()),
+    }
+}
+
+/// The JSON document's `audit_head`: the head of the one chain read, when
+/// it verifies (several chains have theirs in `chains`).
+fn one_head<E>(envs: &[String], local: &std::result::Result<Tip, E>) {
+    if let (1, Ok(t)) = (envs.len(), local) {
+        crate::out::set("audit_head", t.head_hex());
     }
 }
 
@@ -59,6 +69,7 @@ pub fn verify(ctx: &Ctx, env: Option<String>, expect_head: Option<String>) -> Re
     for e in &envs {
         let log = ctx.log(&cfg, e)?;
         let c = log.check()?;
+        one_head(&envs, &c.local);
         let mut problems = c.problems(&log);
         if let (Some(want), Ok(t)) = (&expect, &c.local) {
             let head = t.head_hex();
@@ -128,6 +139,7 @@ pub fn show(ctx: &Ctx, env: Option<String>, n: Option<usize>, full: bool) -> Res
         let log = ctx.log(&cfg, e)?;
         let lines = log.lines()?;
         let c = log.check()?;
+        one_head(&envs, &c.local);
         let skip = n.map_or(0, |n| lines.len().saturating_sub(n));
         match ctx.global.format {
             Format::Text => {

@@ -88,7 +88,8 @@ fn build(
     evidence: Option<(Log, String)>,
 ) -> Result<(Plan, Smoke)> {
     let s = setup(args, verbose, format, evidence)?;
-    let mut plan = Plan::new("backup-smoke", None);
+    // `--env` names the environment whose chain takes the evidence.
+    let mut plan = Plan::new("backup-smoke", args.env.as_deref());
     plan.warnings
         .extend(s.missing.iter().map(|w| format!("preflight: {w}")));
     facts(&s, &mut plan);

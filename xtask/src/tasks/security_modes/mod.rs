@@ -85,7 +85,8 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     }
     let modes = policy.select(args.mode.as_deref())?;
 
-    let mut plan = Plan::new(TASK, full.then_some(args.env.as_str()));
+    // About an environment whenever its stacks come from the config.
+    let mut plan = Plan::new(TASK, cfg.as_ref().map(|_| args.env.as_str()));
     let render_tag = if tag.starts_with("sha-") {
         tag.clone()
     } else {
