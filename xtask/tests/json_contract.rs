@@ -4,8 +4,12 @@
 //! `exit_code` equal to the process's exit status.
 //!
 //! The schema uses a small subset of JSON Schema (type, required,
-//! properties, enum); [`validate`] checks exactly that subset and fails on
-//! any keyword it does not know, so the schema cannot silently outgrow it.
+//! properties, enum, const, items, allOf, if/then, $ref into $defs);
+//! [`validate`] checks exactly that subset, as JSON Schema defines it
+//! (`required` and `properties` constrain objects only), and fails on any
+//! keyword it does not know, so the schema cannot silently outgrow it.
+//! The per-task parts (`allOf`) are checked on the success, refusal,
+//! failure and drift paths of every task.
 
 mod common;
 
@@ -35,12 +39,12 @@ fn type_ok(want: &Value, v: &Value) -> bool {
     }
 }
 
-/// Problems of `v` against `schema`, one line each.
-fn validate(schema: &Value, v: &Value, at: &str) -> Vec<String> {
+/// Problems of `v` against `schema` (within `root`, for `$ref`), one line each.
+fn validate_in(root: &Value, schema: &Value, v: &Value, at: &str) -> Vec<String> {
     let mut out = Vec::new();
     for (k, s) in schema.as_object().unwrap() {
         match k.as_str() {
-            "$schema" | "title" | "description" | "additionalProperties" => {}
+            "$schema" | "title" | "description" | "additionalProperties" | "$defs" | "then" => {}
             "type" => {
                 if !type_ok(s, v) {
                     out.push(format!("{at}: {v} is not of type {s}"));
@@ -51,24 +55,55 @@ fn validate(schema: &Value, v: &Value, at: &str) -> Vec<String> {
                     out.push(format!("{at}: {v} is not one of {s}"));
                 }
             }
-            "required" => {
+            "const" => {
+                if s != v {
+                    out.push(format!("{at}: {v} is not {s}"));
+                }
+            }
+            "required" if v.is_object() => {
                 for r in s.as_array().unwrap() {
                     if v.get(r.as_str().unwrap()).is_none() {
                         out.push(format!("{at}: missing required field {r}"));
                     }
                 }
             }
-            "properties" => {
+            "properties" if v.is_object() => {
                 for (name, sub) in s.as_object().unwrap() {
                     if let Some(field) = v.get(name) {
-                        out.extend(validate(sub, field, &format!("{at}.{name}")));
+                        out.extend(validate_in(root, sub, field, &format!("{at}.{name}")));
                     }
                 }
+            }
+            "required" | "properties" => {}
+            "items" => {
+                for (i, item) in v.as_array().into_iter().flatten().enumerate() {
+                    out.extend(validate_in(root, s, item, &format!("{at}[{i}]")));
+                }
+            }
+            "allOf" => {
+                for sub in s.as_array().unwrap() {
+                    out.extend(validate_in(root, sub, v, at));
+                }
+            }
+            "if" => {
+                if validate_in(root, s, v, at).is_empty() {
+                    if let Some(then) = schema.get("then") {
+                        out.extend(validate_in(root, then, v, at));
+                    }
+                }
+            }
+            "$ref" => {
+                let name = s.as_str().unwrap().strip_prefix("#/$defs/").unwrap();
+                out.extend(validate_in(root, &root["$defs"][name], v, at));
             }
             other => panic!("schema keyword {other} is not checked by this test"),
         }
     }
     out
+}
+
+fn validate(schema: &Value, v: &Value, at: &str) -> Vec<String> {
+    validate_in(schema, schema, v, at)
 }
 
 /// Runs xtask with `--format json` and checks the document; returns it.
@@ -111,6 +146,25 @@ fn the_schema_check_catches_a_bad_document() {
         p.iter().any(|l| l.contains("is not of type \"integer\"")),
         "{p:?}"
     );
+    // A task's own fields: a status document without them, and drift
+    // that calls itself an error, are caught.
+    let mut st = serde_json::json!({"task": "status", "env": "staging", "outcome": "error",
+        "exit_code": 7, "from": null, "to": null, "error": "x", "audit_head": null});
+    let p = validate(&schema(), &st, "$");
+    assert!(
+        p.iter().any(|l| l.contains("missing required field \"health\"")),
+        "{p:?}"
+    );
+    assert!(p.iter().any(|l| l.contains("\"error\" is not \"drift\"")), "{p:?}");
+    st["history"] = serde_json::json!([{"seq": "1"}]);
+    st["task"] = "history".into();
+    st["exit_code"] = 0.into();
+    st["deployments"] = serde_json::json!([{"seq": "1"}]);
+    let p = validate(&schema(), &st, "$");
+    assert!(
+        p.iter().any(|l| l.starts_with("$.deployments[0]: missing required field")),
+        "{p:?}"
+    );
 }
 
 #[test]
@@ -124,6 +178,8 @@ fn every_task_prints_one_valid_document_on_every_path() {
         &["lock", "status", "staging"],
         &["audit", "verify"],
         &["audit", "show", "--env", "staging"],
+        &["backup-smoke", "--env", "staging", "--dry-run"],
+        &["lock", "acquire", "staging", "-m", "contract", "--dry-run"],
         &["deploy-staging", "--tag", "sha-0123456789ab", "--dry-run"],
         &[
             "rollback",
@@ -155,6 +211,33 @@ fn every_task_prints_one_valid_document_on_every_path() {
         6,
     );
     assert!(sm["report"].is_object(), "{sm:#}");
+
+    // Every document about one environment names it, and every one that
+    // read or wrote its chain carries the head; task names are the
+    // command words.
+    let l = doc(&run, &["lock", "acquire", "staging", "-m", "contract"], 0);
+    assert_eq!((l["task"].as_str(), l["env"].as_str()), (Some("lock acquire"), Some("staging")));
+    let refused = doc(&run, &["lock", "acquire", "staging", "-m", "again"], 5);
+    assert_eq!(refused["outcome"], "refused", "{refused:#}");
+    let l = doc(&run, &["lock", "release", "staging"], 0);
+    let head = l["audit_head"].as_str().unwrap().to_string();
+    for args in [
+        &["audit", "verify", "staging"][..],
+        &["audit", "show", "staging"],
+        &["history", "staging"],
+        &["status", "staging"],
+    ] {
+        let d = doc(&run, args, 0);
+        assert_eq!(
+            (d["env"].as_str(), d["audit_head"].as_str()),
+            (Some("staging"), Some(head.as_str())),
+            "{args:?}: {d:#}"
+        );
+    }
+    let b = doc(&run, &["backup-smoke", "--env", "staging", "--dry-run"], 0);
+    assert_eq!(b["env"], "staging", "{b:#}");
+    let smoke = doc(&run, &["backup-smoke", "--env", "staging"], 0);
+    assert_eq!(smoke["report"]["ok"], true, "{smoke:#}");
 
     // Refusals: recorded, with the head.
     let r = doc(&run, &["deploy-prod", "--tag", "sha-0123456789ab"], 5);
@@ -217,4 +300,39 @@ fn a_rolled_back_deploy_is_one_document_naming_the_change() {
     eprintln!("rolled back: {rb:#}");
     let refused = doc(&run, &["rollback", "staging", "--to", &img.v1], 5);
     eprintln!("refused: {refused:#}");
+
+    // Drift: the chain says v2 while the engine runs v1 (healthy).
+    s.log("staging")
+        .append(
+            xtask::audit::Entry {
+                action: "deploy".into(),
+                outcome: "success".into(),
+                from: None,
+                to: Some(xtask::audit::ImageRef {
+                    tag: img.v2.clone(),
+                    digest: None,
+                }),
+                git_sha: None,
+                reason: "a record the engine does not match".into(),
+                error: None,
+                set: None,
+                duration_ms: 1,
+            },
+            false,
+        )
+        .unwrap();
+    let d = doc(&run, &["status", "staging"], 7);
+    assert_eq!(d["outcome"], "drift", "{d:#}");
+    assert_eq!(d["health"]["healthy"], true, "{d:#}");
+    // Nothing serves: the health check fails, which goes before drift.
+    let o = s.compose("staging", &["stop", "api"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let u = doc(&run, &["status", "staging"], 8);
+    assert_eq!(u["outcome"], "unhealthy", "{u:#}");
+    assert!(
+        u["failed_check"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("health check: ")),
+        "{u:#}"
+    );
 }
