@@ -167,7 +167,9 @@ fn typed_task(argv: &[String]) -> String {
 fn error_line(msg: &str) {
     let msg = msg.replace('\n', " ");
     match msg.strip_prefix("error: ") {
-        Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => xtask::out::line(true, format_args!("::error::{m}")),
+        Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => {
+            xtask::out::line(true, format_args!("::error::{m}"))
+        }
         _ => xtask::out::line(true, format_args!("{msg}")),
     }
 }

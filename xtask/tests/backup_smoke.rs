@@ -142,7 +142,10 @@ fn embedded_default_restores_byte_exact_and_catches_every_negative_control() {
     // Progress lines are short labels: the commands show with -v and in
     // the dry run, not in a log that is no terminal.
     let err = r.stderr();
-    assert!(err.contains("done: dump (exit 6 if pg_dump cannot)"), "{err}");
+    assert!(
+        err.contains("done: dump (exit 6 if pg_dump cannot)"),
+        "{err}"
+    );
     for l in err.lines() {
         assert!(l.chars().count() <= 200, "{} chars: {l}", l.chars().count());
     }

@@ -201,7 +201,10 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
     assert_eq!(state(&img.v2, "api"), ["running"], "{cs:?}");
     let st = stdout(&s.ok(&["status", "staging"]));
     assert!(st.contains("the green set serves"), "{st}");
-    assert!(st.contains(&format!("standby: {} (the blue set: ", img.v1)), "{st}");
+    assert!(
+        st.contains(&format!("standby: {} (the blue set: ", img.v1)),
+        "{st}"
+    );
 
     // Every job posted across the hand-over was done exactly once, by one worker or the other.
     assert!(posted.len() > 20, "too few jobs posted: {}", posted.len());

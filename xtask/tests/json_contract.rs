@@ -152,17 +152,22 @@ fn the_schema_check_catches_a_bad_document() {
         "exit_code": 7, "from": null, "to": null, "error": "x", "audit_head": null});
     let p = validate(&schema(), &st, "$");
     assert!(
-        p.iter().any(|l| l.contains("missing required field \"health\"")),
+        p.iter()
+            .any(|l| l.contains("missing required field \"health\"")),
         "{p:?}"
     );
-    assert!(p.iter().any(|l| l.contains("\"error\" is not \"drift\"")), "{p:?}");
+    assert!(
+        p.iter().any(|l| l.contains("\"error\" is not \"drift\"")),
+        "{p:?}"
+    );
     st["history"] = serde_json::json!([{"seq": "1"}]);
     st["task"] = "history".into();
     st["exit_code"] = 0.into();
     st["deployments"] = serde_json::json!([{"seq": "1"}]);
     let p = validate(&schema(), &st, "$");
     assert!(
-        p.iter().any(|l| l.starts_with("$.deployments[0]: missing required field")),
+        p.iter()
+            .any(|l| l.starts_with("$.deployments[0]: missing required field")),
         "{p:?}"
     );
 }
@@ -216,7 +221,10 @@ fn every_task_prints_one_valid_document_on_every_path() {
     // read or wrote its chain carries the head; task names are the
     // command words.
     let l = doc(&run, &["lock", "acquire", "staging", "-m", "contract"], 0);
-    assert_eq!((l["task"].as_str(), l["env"].as_str()), (Some("lock acquire"), Some("staging")));
+    assert_eq!(
+        (l["task"].as_str(), l["env"].as_str()),
+        (Some("lock acquire"), Some("staging"))
+    );
     let refused = doc(&run, &["lock", "acquire", "staging", "-m", "again"], 5);
     assert_eq!(refused["outcome"], "refused", "{refused:#}");
     let l = doc(&run, &["lock", "release", "staging"], 0);

@@ -94,7 +94,10 @@ mod tests {
             label("workload: 10 rows from 2 sessions at once: psql a & psql b &"),
             "workload: 10 rows from 2 sessions at once"
         );
-        assert_eq!(label("create the work directory /tmp/x"), "create the work directory /tmp/x");
+        assert_eq!(
+            label("create the work directory /tmp/x"),
+            "create the work directory /tmp/x"
+        );
         let long = "x".repeat(500);
         assert_eq!(label(&long).chars().count(), LABEL_WIDTH);
     }

@@ -173,11 +173,13 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 Some(s) if s.rollback_target => {
                     lines[2].push_str(&format!(": the {} standby, a switch", s.slot.name()))
                 }
-                Some(s) if target.is_none() => lines[2] = format!(
+                Some(s) if target.is_none() => {
+                    lines[2] = format!(
                     "rollback target: none in the history; `--to {}` switches to the {} standby",
                     s.version,
                     s.slot.name()
-                ),
+                )
+                }
                 _ => {}
             }
             lines.splice(3..3, extra.into_iter().map(|l| fit(&l, WIDTH)));
@@ -201,7 +203,10 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     };
     if let Some(f) = &live.failed {
         crate::out::set("outcome", "unhealthy");
-        let also = drift.as_ref().map(|d| format!(" (and {d})")).unwrap_or_default();
+        let also = drift
+            .as_ref()
+            .map(|d| format!(" (and {d})"))
+            .unwrap_or_default();
         return Err(fail(Code::Unhealthy, format!("{env}: {f}{also}; {advice}")));
     }
     match drift {
