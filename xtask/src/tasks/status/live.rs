@@ -205,11 +205,12 @@ pub fn check(
                 probes,
             }
         });
-        let join = |what: &str| format!("the {what} check does not panic");
         (
             serving,
-            standby.map_or_else(Vec::new, |h| h.join().expect(&join("standby"))),
-            proxy.map(|h| h.join().expect(&join("proxy"))),
+            standby.map_or_else(Vec::new, |h| {
+                h.join().expect("the standby check does not panic")
+            }),
+            proxy.map(|h| h.join().expect("the proxy check does not panic")),
         )
     });
     let failed = match (&proxy, &serving) {
