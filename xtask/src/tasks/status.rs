@@ -94,8 +94,9 @@ fn engine_now(
 }
 
 pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
-    crate::out::set("env", env);
     let cfg = ctx.config()?;
+    cfg.env(env)?;
+    crate::out::set("env", env);
     let (log, tip, h, problems) = load(ctx, &cfg, env)?;
     let (set_target, now) = engine_now(&cfg, env, &h);
     let drift = now.as_ref().ok().and_then(Now::drift);
@@ -304,8 +305,10 @@ pub fn history(ctx: &Ctx, args: &flags::History) -> Result<()> {
         .as_deref()
         .map(|w| since(w, OffsetDateTime::now_utc()))
         .transpose()?;
+    let cfg = ctx.config()?;
+    cfg.env(env)?;
     crate::out::set("env", env);
-    let (_, tip, h, problems) = load(ctx, &ctx.config()?, env)?;
+    let (_, tip, h, problems) = load(ctx, &cfg, env)?;
     crate::out::set("audit_head", tip.head_hex());
     let mut shown: Vec<&Record> = h
         .attempts()
@@ -428,6 +431,27 @@ mod tests {
         assert!(!out
             .iter()
             .any(|l| l.contains("--full") || l.starts_with("maintenance")));
+    }
+
+    #[test]
+    fn a_split_last_event_shows_the_tools_error_on_a_line_of_its_own() {
+        let mut r = rec("2024-01-15T14:30:00.123456Z", &"a long reason ".repeat(10));
+        r.error = Some("health gate failed after 8s".into());
+        let h = History::new(vec![r.clone()]);
+        let hold = Ok(None);
+        let out = status_lines(
+            "staging",
+            &h,
+            Some(&r),
+            "x",
+            Tip::EMPTY,
+            (&Running::Free, &hold),
+        );
+        assert!(
+            out.iter()
+                .any(|l| l == "  error=health gate failed after 8s"),
+            "{out:?}"
+        );
     }
 
     #[test]
