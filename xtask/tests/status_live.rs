@@ -57,6 +57,23 @@ fn status_probes_health_names_the_standby_and_fails_on_an_unhealthy_version_or_a
     assert_eq!(v["outcome"], "success");
     println!("status with live probes: {} ms of checks", v["live_ms"]);
 
+    // After a rollback to v1 the history has no earlier version; the warm
+    // v2 standby is named with the `--to` that reaches it.
+    s.ok(&["rollback", "staging", "--reason", "status test"]);
+    let (code, out, v) = status(&s);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "rollback target: none in the history; `--to {}` switches to the green standby",
+            img.v2
+        )),
+        "{out}"
+    );
+    assert!(v["rollback_target"].is_null(), "{v}");
+    assert_eq!(v["standby"][0]["version"], img.v2.as_str(), "{v}");
+    assert_eq!(v["standby"][0]["rollback_target"], false, "{v}");
+    let serving = img.v1.clone();
+
     // Redis gone: the serving containers answer, but their health is not ok.
     let o = s.compose("staging", &["stop", "redis"]);
     assert!(o.status.success(), "{}", text(&o));
@@ -65,8 +82,7 @@ fn status_probes_health_names_the_standby_and_fails_on_an_unhealthy_version_or_a
     let err = out.lines().find(|l| l.starts_with("error: ")).unwrap();
     assert!(
         err.contains(&format!(
-            "staging: health check: the serving version {} is unhealthy: http://127.0.0.1:",
-            img.v2
+            "staging: health check: the serving version {serving} is unhealthy: http://127.0.0.1:"
         )),
         "{out}"
     );
