@@ -177,7 +177,9 @@ impl Proxy {
             }
         }
         if let Some((s, _)) = self.replicas.iter().find(|(_, n)| **n == 0) {
-            bail!("proxy.replicas: `{s}` = 0; a set needs at least one container of each app service");
+            bail!(
+                "proxy.replicas: `{s}` = 0; a set needs at least one container of each app service"
+            );
         }
         if let Some(s) = self
             .routes

@@ -206,7 +206,10 @@ impl Target {
                 ));
             }
             let want = self.proxy.as_ref().map_or(1, |p| p.replicas(s));
-            if let Some(n) = svc["deploy"]["replicas"].as_u64().filter(|n| *n != u64::from(want)) {
+            if let Some(n) = svc["deploy"]["replicas"]
+                .as_u64()
+                .filter(|n| *n != u64::from(want))
+            {
                 gaps.push(format!(
                     "app service `{s}` has `deploy.replicas: {n}` in its compose file but the config gives each set {want}; set proxy.replicas = {{ {s} = {n} }}"
                 ));
@@ -349,7 +352,10 @@ impl Set {
 
     /// How many containers of `service` the set has: from the config.
     pub fn replicas(&self, service: &str) -> u32 {
-        self.target.proxy.as_ref().map_or(1, |p| p.replicas(service))
+        self.target
+            .proxy
+            .as_ref()
+            .map_or(1, |p| p.replicas(service))
     }
 
     /// `up --no-recreate --no-start --scale`: creates the set's containers

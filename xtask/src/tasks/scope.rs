@@ -494,7 +494,14 @@ fn blue_green_removes_a_leftover_set_first_and_adds_only_the_configured_replicas
         containers,
     };
     let now = Now::for_test(Some(v2), engine, &["api", "worker"]).with_standby(v1);
-    let t = Target::app(&cfg, "staging", env, "sha-444444444444", ComposeCli::V2Plugin).unwrap();
+    let t = Target::app(
+        &cfg,
+        "staging",
+        env,
+        "sha-444444444444",
+        ComposeCli::V2Plugin,
+    )
+    .unwrap();
     let bg = blue_green(&t, env, &now, 10);
     let start = bg
         .steps
@@ -528,15 +535,24 @@ fn blue_green_removes_a_leftover_set_first_and_adds_only_the_configured_replicas
     assert!(discards[1].1 == Slot::Green && discards[1].0 > switch_at);
 
     // With `replicas = { api = 2 }` the new set gets two api containers.
-    let toml = std::fs::read_to_string(dir.path().join("deploy.toml")).unwrap().replacen(
-        "probe_ports = { worker = 8080 }",
-        "probe_ports = { worker = 8080 }, replicas = { api = 2 }",
-        1,
-    );
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml"))
+        .unwrap()
+        .replacen(
+            "probe_ports = { worker = 8080 }",
+            "probe_ports = { worker = 8080 }, replicas = { api = 2 }",
+            1,
+        );
     std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
     let cfg = Config::load(&dir.path().join("deploy.toml")).unwrap();
     let env = cfg.env("staging").unwrap();
-    let t = Target::app(&cfg, "staging", env, "sha-444444444444", ComposeCli::V2Plugin).unwrap();
+    let t = Target::app(
+        &cfg,
+        "staging",
+        env,
+        "sha-444444444444",
+        ComposeCli::V2Plugin,
+    )
+    .unwrap();
     let bg = blue_green(&t, env, &now, 10);
     let scale = bg
         .steps
