@@ -516,7 +516,7 @@ fn a_signal_while_the_new_set_is_gated_discards_it_and_a_killed_deploy_leaves_no
 }
 
 #[test]
-fn a_compose_file_without_the_slot_label_is_refused_before_anything_starts() {
+fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_before_anything_starts() {
     let img = images();
     let s = bg("bglabel", "warm");
     let src = root().join("deployments/testbed");
@@ -546,4 +546,29 @@ fn a_compose_file_without_the_slot_label_is_refused_before_anything_starts() {
     );
     assert!(containers(&s).is_empty(), "{:?}", containers(&s));
     assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
+
+    // Replicas come from the config; a compose file that says otherwise is
+    // refused (the dry run as the real run), and agreeing, it is the scale.
+    let two = compose.replacen(
+        "    command: [\"api\"]\n",
+        "    command: [\"api\"]\n    deploy:\n      replicas: 2\n",
+        1,
+    );
+    assert_ne!(two, compose);
+    std::fs::write(dir.join("docker-compose.yml"), two).unwrap();
+    let o = s.run(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(text(&o).contains("`deploy.replicas: 2`"), "{}", text(&o));
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "probe_ports = { worker = 8080 }",
+        "probe_ports = { worker = 8080 }, replicas = { api = 2 }",
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    let o = s.ok(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);
+    assert!(
+        stdout(&o).contains("--scale api=2 --scale worker=1"),
+        "{}",
+        text(&o)
+    );
 }
