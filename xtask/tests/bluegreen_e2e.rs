@@ -243,6 +243,7 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
         (last.outcome.as_str(), last.set.as_deref()),
         ("rolled-back", Some("green"))
     );
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
 
     // A rollback to the warm blue set is a switch.
     let stream = Stream::start(port);
@@ -516,7 +517,8 @@ fn a_signal_while_the_new_set_is_gated_discards_it_and_a_killed_deploy_leaves_no
 }
 
 #[test]
-fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_before_anything_starts() {
+fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_before_anything_starts()
+{
     let img = images();
     let s = bg("bglabel", "warm");
     let src = root().join("deployments/testbed");

@@ -472,7 +472,7 @@ fn a_hung_compose_up_is_killed_at_its_limit_and_recovered() {
 }
 
 /// A blue/green deploy whose new set fails where no gate can see it: a
-/// hung `up` of the new set killed at its time limit, then a switch that
+/// hung start of the new set killed at its time limit, then a switch that
 /// fails because the proxy went away between the new set's gate and the
 /// switch. Each time no container of the failed version remains and the
 /// proxy serves the previous one.
@@ -498,28 +498,29 @@ fn a_blue_green_deploy_that_hangs_or_cannot_switch_leaves_no_container_of_it() {
         assert!(left.is_empty(), "{what}: left {left:?}");
     };
 
-    // The new set's `up` creates its containers, then hangs past its limit.
+    // The new set's containers start, then the `docker start` hangs past
+    // its limit (`stop_secs`, which bounds the container commands).
     let original = std::fs::read_to_string(&s.config).unwrap();
-    limit_recreate(&s.config, 5);
+    limit(&s.config, "stop_secs", 5);
     let c = stand.start(
         &s,
         &["deploy-staging", "--tag", &img.v2],
         &Hold {
-            words: "--no-start",
-            tag: &img.v2,
+            words: &format!("start {}-", s.project("staging")),
+            tag: "",
             after: true,
             secs: 3600,
         },
     );
     let (code, out, t) = finish(c, Duration::from_secs(120));
-    eprintln!("hung up of the new set: exit {code} after {t:?}");
+    eprintln!("hung start of the new set: exit {code} after {t:?}");
     assert_eq!(code, 3, "{out}");
     assert!(
         out.contains("did not finish within its limit of 5s"),
         "{out}"
     );
     assert!(stand.held_process_gone(), "the hung command outlived it");
-    no_v2("hung up");
+    no_v2("hung start");
     assert_eq!(s.upstreams("staging", "api"), serving, "{out}");
     assert_eq!(s.health("staging")["version"], img.v1.as_str(), "{out}");
     assert_eq!(s.records("staging").pop().unwrap().outcome, "rolled-back");
@@ -595,10 +596,15 @@ fn app_containers(s: &Stack) -> Vec<String> {
 
 /// Sets `[env.staging.timeouts] recreate_secs` in a stack's config.
 fn limit_recreate(config: &Path, secs: u64) {
+    limit(config, "recreate_secs", secs);
+}
+
+/// Sets one of `[env.staging.timeouts]` in a stack's config.
+fn limit(config: &Path, key: &str, secs: u64) {
     let text = std::fs::read_to_string(config).unwrap();
     let text = text.replacen(
         "[env.prod]",
-        &format!("[env.staging.timeouts]\nrecreate_secs = {secs}\n\n[env.prod]"),
+        &format!("[env.staging.timeouts]\n{key} = {secs}\n\n[env.prod]"),
         1,
     );
     std::fs::write(config, text).unwrap();
