@@ -133,6 +133,11 @@ pub struct Proxy {
     /// `stopped` (a rollback starts them first). Workers are always stopped.
     #[serde(default)]
     pub keep_previous: KeepPrevious,
+    /// Containers per app service in each set (default 1). A new set gets
+    /// exactly these, never a count taken from what runs: after an
+    /// interrupted deploy what runs can be several sets.
+    #[serde(default)]
+    pub replicas: BTreeMap<String, u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -152,14 +157,29 @@ impl Proxy {
             .copied()
     }
 
+    /// How many containers of `service` a set runs.
+    pub fn replicas(&self, service: &str) -> u32 {
+        self.replicas.get(service).copied().unwrap_or(1)
+    }
+
     fn validate(&self, env: &Env) -> Result<()> {
         if self.routes.is_empty() {
             bail!("proxy.routes is empty: name the HTTP app services behind the proxy");
         }
-        for s in self.routes.keys().chain(self.probe_ports.keys()) {
+        for s in self
+            .routes
+            .keys()
+            .chain(self.probe_ports.keys())
+            .chain(self.replicas.keys())
+        {
             if !env.app_services.contains(s) {
                 bail!("proxy names `{s}`, which is not in app_services");
             }
+        }
+        if let Some((s, _)) = self.replicas.iter().find(|(_, n)| **n == 0) {
+            bail!(
+                "proxy.replicas: `{s}` = 0; a set needs at least one container of each app service"
+            );
         }
         if let Some(s) = self
             .routes

@@ -150,6 +150,9 @@ pub struct Now {
     apps: Vec<String>,
     /// Why the engine could not be asked, if it could not.
     pub unknown: Option<String>,
+    /// The version the designated standby set holds: the default rollback
+    /// target. Any other set without traffic is a leftover.
+    pub standby: Option<String>,
 }
 
 impl Now {
@@ -157,12 +160,14 @@ impl Now {
     /// why the engine could not be asked, and the chain alone is known.
     pub fn of(target: &Target, history: &History) -> (Now, Result<()>) {
         let engine = target.running();
-        let now = Now {
+        let mut now = Now {
             chain: history.current().map(str::to_string),
             engine: engine.as_ref().cloned().unwrap_or_default(),
             apps: target.services().to_vec(),
             unknown: engine.as_ref().err().map(|e| format!("{e:#}")),
+            standby: None,
         };
+        now.standby = default_target(history, &now);
         (now, engine.map(drop))
     }
 
@@ -174,6 +179,16 @@ impl Now {
             engine,
             apps: apps.iter().map(|a| a.to_string()).collect(),
             unknown: None,
+            standby: None,
+        }
+    }
+
+    /// The same, with `tag` as the standby's version (plan tests).
+    #[cfg(test)]
+    pub fn with_standby(self, tag: &str) -> Now {
+        Now {
+            standby: Some(tag.into()),
+            ..self
         }
     }
 
@@ -335,9 +350,10 @@ pub struct BlueGreen {
 ///
 /// When a standby set already holds the tag (the previous version, kept
 /// warm or stopped), the switch goes to it: start what is stopped, gate,
-/// switch, then hand the workers over. Otherwise a new set starts beside
-/// the serving one in the other slot (the stale standby is discarded
-/// first), is gated on its own addresses, and the proxy switches. Either
+/// switch, then hand the workers over. Otherwise a new set of the
+/// configured replicas starts beside the serving one and the designated
+/// standby (any other set is discarded first), is gated on its own
+/// addresses, and the proxy switches. Either
 /// way the old set is retired last: its workers stop only once the new
 /// ones passed the gate, and its HTTP containers drain.
 pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> BlueGreen {
@@ -417,25 +433,35 @@ pub fn blue_green(target: &Target, env: &Env, now: &Now, gate_secs: u64) -> Blue
             (set, recovery)
         }
         None => {
-            // A slot no set holds; when all three do (an interrupted run
-            // can leave that), the sets without traffic go first.
-            let slot = Slot::free(&slots).unwrap_or_else(|| {
-                for s in slots.iter().copied().filter(|s| Some(*s) != live) {
+            // Only the serving set and the designated standby stay while
+            // the new set starts: any other (a set an interrupted run
+            // left) goes first, so the new set's slot and its count are
+            // taken from what remains.
+            let standby = designated_standby(target, now);
+            for s in slots.iter().copied() {
+                if Some(s) != live && Some(s) != standby {
                     steps.push(discard(s));
                 }
-                Slot::free(&live.into_iter().collect::<Vec<_>>()).unwrap_or(Slot::Blue)
-            });
+            }
+            let kept: Vec<Slot> = slots
+                .iter()
+                .copied()
+                .filter(|s| Some(*s) == live || Some(*s) == standby)
+                .collect();
+            let slot = Slot::free(&kept).unwrap_or(Slot::Amber);
             let set = target.set(slot);
-            // Compose counts every container of a service, stopped ones
-            // too; the new set adds as many as serve (at least one).
+            // Compose's `--scale` counts every container of a service,
+            // stopped ones too: the kept sets' and the new set's replicas
+            // from the config (never a count of what runs).
             let scale = target
                 .services()
                 .iter()
                 .map(|s| {
-                    let there = all.iter().filter(|c| &c.service == s).count() as u32;
-                    let serving =
-                        live.map_or(0, |l| of(l).filter(|c| &c.service == s).count() as u32);
-                    (s.clone(), there + serving.max(1))
+                    let there = all
+                        .iter()
+                        .filter(|c| &c.service == s && kept.contains(&c.slot))
+                        .count() as u32;
+                    (s.clone(), there + set.replicas(s))
                 })
                 .collect();
             steps.push(AppStep::StartBeside {
@@ -509,6 +535,27 @@ pub fn standby_with(target: &Target, now: &Now, tag: &str) -> Option<Slot> {
             .all(|s| of().any(|c| &c.service == s))
             && of().all(|c| c.tag == tag)
     })
+}
+
+/// The standby set a deploy keeps while its new set starts: the set
+/// without traffic that holds every app service on the default rollback
+/// target (the first, in slot order, should there be two).
+fn designated_standby(target: &Target, now: &Now) -> Option<Slot> {
+    let tag = now.standby.as_deref()?;
+    let all = &now.engine.containers;
+    let live = serving_slot(now);
+    [Slot::Blue, Slot::Green, Slot::Amber, Slot::Unlabelled]
+        .into_iter()
+        .filter(|s| Some(*s) != live)
+        .find(|&slot| {
+            let of = || all.iter().filter(move |c| c.slot == slot);
+            of().next().is_some()
+                && target
+                    .services()
+                    .iter()
+                    .all(|s| of().any(|c| &c.service == s))
+                && of().all(|c| c.tag == tag)
+        })
 }
 
 /// The tag the containers of `slot` run (for showing a standby set).

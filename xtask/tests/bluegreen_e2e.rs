@@ -265,6 +265,7 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
         (last.outcome.as_str(), last.set.as_deref()),
         ("rolled-back", Some("green"))
     );
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
 
     // A rollback to the warm blue set is a switch.
     let stream = Stream::start(port);
@@ -390,8 +391,42 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
     assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
 }
 
+/// Waits until `tag`'s set has all its containers (api and worker) running.
+fn wait_running(s: &Stack, tag: &str, child: &mut std::process::Child) {
+    let start = Instant::now();
+    loop {
+        let cs: Vec<String> = containers(s)
+            .into_iter()
+            .filter(|l| tag_of(l) == tag)
+            .collect();
+        if cs.len() == 2 && cs.iter().all(|l| l.contains(" running ")) {
+            return;
+        }
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("the deploy of {tag} ended ({st}) before its set ran: {cs:?}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the new set never started: {cs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The app containers that run, of `svc`, on `tag`.
+fn running(s: &Stack, svc: &str, tag: &str) -> usize {
+    containers(s)
+        .iter()
+        .filter(|l| tag_of(l) == tag && l.contains(&format!("-{svc}-")) && l.contains(" running "))
+        .count()
+}
+
+/// Each signal while a broken set is gated: the set is removed, traffic
+/// never drops and the proxy stays on what served. Then a `kill -9` right
+/// after a new set started leaves three sets; the next deploy removes the
+/// leftover first and runs exactly the configured replicas behind the proxy.
 #[test]
-fn sigterm_while_the_new_set_is_gated_discards_it_and_traffic_never_drops() {
+fn a_signal_while_the_new_set_is_gated_discards_it_and_a_killed_deploy_leaves_no_extra_replicas() {
     let img = images();
     // A gate far longer than the test needs, so a slow machine cannot let
     // it fail (exit 3) before the signal arrives.
@@ -405,50 +440,107 @@ fn sigterm_while_the_new_set_is_gated_discards_it_and_traffic_never_drops() {
         },
     );
     s.ok(&["deploy-staging", "--tag", &img.v1]);
+    s.ok(&["deploy-staging", "--tag", &img.v2]);
     let before = containers(&s);
-    let stream = Stream::start(s.ports[0].0);
-    let child = s
+    let serving = s.upstreams("staging", "api");
+    for (sig, name) in [
+        (libc::SIGTERM, "SIGTERM"),
+        (libc::SIGINT, "SIGINT"),
+        (libc::SIGHUP, "SIGHUP"),
+    ] {
+        let stream = Stream::start(s.ports[0].0);
+        let mut child = s
+            .cmd()
+            .args(["deploy-staging", "--tag", &img.bad])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Started: the next step is its gate, which never passes.
+        wait_running(&s, &img.bad, &mut child);
+        // SAFETY: kill(2) of our own child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        let o = child.wait_with_output().unwrap();
+        let seen = stream.stop();
+        assert_eq!(exit_code(&o), 128 + sig, "{name}: {}", text(&o));
+        assert_eq!(seen.failed(), 0, "{name}: {}", text(&o));
+        assert!(!seen.saw(&img.bad), "{name}: the broken set got traffic");
+        assert_eq!(
+            containers(&s),
+            before,
+            "{name}: the interrupted set was not discarded"
+        );
+        assert_eq!(s.upstreams("staging", "api"), serving, "{name}");
+        assert_eq!(s.health("staging")["version"], img.v2.as_str(), "{name}");
+        let last = s.records("staging").pop().unwrap();
+        assert_eq!(last.outcome, "rolled-back", "{name}: {last:?}");
+        assert!(
+            last.error.as_deref().unwrap_or("").contains(name),
+            "{last:?}"
+        );
+        assert_eq!(last.set.as_deref(), Some("green"), "{name}");
+    }
+
+    // kill -9 once the broken set runs: nothing can remove it, and the
+    // lock goes with the process.
+    let mut child = s
         .cmd()
         .args(["deploy-staging", "--tag", &img.bad])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    // The broken set exists and its gate is polling (it never passes).
-    let start = Instant::now();
-    while !containers(&s).iter().any(|l| tag_of(l) == img.bad) {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "the new set never started"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(800));
-    // SAFETY: kill(2) of our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let o = child.wait_with_output().unwrap();
-    let seen = stream.stop();
-    assert_eq!(exit_code(&o), 143, "{}", text(&o));
-    assert_eq!(seen.failed(), 0, "{}", text(&o));
-    assert!(!seen.saw(&img.bad), "the broken set got traffic");
-    assert_eq!(
-        containers(&s),
-        before,
-        "the interrupted set was not discarded"
-    );
-    let last = s.records("staging").pop().unwrap();
-    assert_eq!(last.outcome, "rolled-back", "{last:?}");
+    wait_running(&s, &img.bad, &mut child);
+    child.kill().unwrap();
+    let _ = child.wait();
+    let slots = |cs: &[String]| {
+        let mut v: Vec<String> = cs
+            .iter()
+            .map(|l| l.split(' ').nth(3).unwrap_or("").to_string())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    assert_eq!(slots(&containers(&s)).len(), 3, "{:?}", containers(&s));
+
+    // The next deploy (of what serves, in a new set) plans from the config:
+    // the leftover goes first and one more of each service is added.
+    let plan = stdout(&s.ok(&["deploy-staging", "--tag", &img.v2, "--dry-run"]));
     assert!(
-        last.error.as_deref().unwrap_or("").contains("SIGTERM"),
-        "{last:?}"
+        plan.contains("api=3") && plan.contains("worker=3"),
+        "{plan}"
     );
-    assert_eq!(last.set.as_deref(), Some("blue"));
-    // Unlocked: the next deploy goes through at once.
-    s.ok(&["deploy-staging", "--tag", &img.v2]);
+    let o = s.ok(&["deploy-staging", "--tag", &img.v2]);
+    assert!(
+        containers(&s).iter().all(|l| tag_of(l) != img.bad),
+        "{:?}",
+        containers(&s)
+    );
+    assert_eq!(slots(&containers(&s)).len(), 2, "{:?}", containers(&s));
+    // The standby (green, v2) keeps its warm api; the new set has one of each.
+    let new_set = s.records("staging").pop().unwrap().set.unwrap();
+    let of_new: Vec<String> = containers(&s)
+        .into_iter()
+        .filter(|l| l.split(' ').nth(3) == Some(new_set.as_str()))
+        .collect();
+    assert_eq!(of_new.len(), 2, "{of_new:?}\n{}", text(&o));
+    assert!(of_new.iter().all(|l| l.contains(" running ")), "{of_new:?}");
+    assert_eq!(running(&s, "worker", &img.v2), 1, "{:?}", containers(&s));
+    let ups = s.upstreams("staging", "api");
+    assert_eq!(ups.len(), 1, "{ups:?}");
+    assert!(
+        of_new
+            .iter()
+            .any(|l| ups[0].starts_with(l.split(' ').next().unwrap())),
+        "{ups:?} {of_new:?}"
+    );
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
 }
 
 #[test]
-fn a_compose_file_without_the_slot_label_is_refused_before_anything_starts() {
+fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_before_anything_starts()
+{
     let img = images();
     let s = bg("bglabel", "warm");
     let src = root().join("deployments/testbed");
@@ -478,4 +570,29 @@ fn a_compose_file_without_the_slot_label_is_refused_before_anything_starts() {
     );
     assert!(containers(&s).is_empty(), "{:?}", containers(&s));
     assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
+
+    // Replicas come from the config; a compose file that says otherwise is
+    // refused (the dry run as the real run), and agreeing, it is the scale.
+    let two = compose.replacen(
+        "    command: [\"api\"]\n",
+        "    command: [\"api\"]\n    deploy:\n      replicas: 2\n",
+        1,
+    );
+    assert_ne!(two, compose);
+    std::fs::write(dir.join("docker-compose.yml"), two).unwrap();
+    let o = s.run(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(text(&o).contains("`deploy.replicas: 2`"), "{}", text(&o));
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "probe_ports = { worker = 8080 }",
+        "probe_ports = { worker = 8080 }, replicas = { api = 2 }",
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    let o = s.ok(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);
+    assert!(
+        stdout(&o).contains("--scale api=2 --scale worker=1"),
+        "{}",
+        text(&o)
+    );
 }

@@ -18,11 +18,12 @@ use common::*;
 
 const RECREATE: &str = "up -d --no-deps --no-build";
 
-/// Where and how the stand-in holds.
+/// Where and how the stand-in holds (the first matching call only).
 struct Hold<'a> {
     /// Words of the call to hold (`pull`, or the recreate's `up` flags).
     words: &'a str,
-    /// Only calls with this FETCHML_TAG.
+    /// Only calls with this FETCHML_TAG (empty: calls that carry none,
+    /// as the task's own look-ups).
     tag: &'a str,
     /// Run the real command first, then hold.
     after: bool,
@@ -40,10 +41,11 @@ impl Stand {
         let real = which::which("docker").expect("docker is needed for this test");
         let script = format!(
             r#"#!/bin/sh
-# Forwards to the real docker; holds where XT_WORDS and XT_TAG say.
+# Forwards to the real docker; holds the first call that XT_WORDS and
+# XT_TAG name (the words may end inside an argument).
 case " $* " in
-  *" $XT_WORDS "*)
-    if [ -n "$XT_WORDS" ] && [ "$FETCHML_TAG" = "$XT_TAG" ]; then
+  *" $XT_WORDS"*)
+    if [ -n "$XT_WORDS" ] && [ "$FETCHML_TAG" = "$XT_TAG" ] && [ ! -e "$XT_MARK" ]; then
       if [ "$XT_AFTER" = 1 ]; then "{real}" "$@" || exit $?; fi
       sleep "$XT_SECS" &
       echo $! > "$XT_MARK.sleep"
@@ -469,12 +471,140 @@ fn a_hung_compose_up_is_killed_at_its_limit_and_recovered() {
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
 }
 
+/// A blue/green deploy whose new set fails where no gate can see it: a
+/// hung start of the new set killed at its time limit, then a switch that
+/// fails because the proxy went away between the new set's gate and the
+/// switch. Each time no container of the failed version remains and the
+/// proxy serves the previous one.
+#[test]
+fn a_blue_green_deploy_that_hangs_or_cannot_switch_leaves_no_container_of_it() {
+    let img = images();
+    let s = Stack::with(
+        "bg-hung",
+        Opts {
+            blue_green: true,
+            gate_secs: 60,
+            ..Opts::default()
+        },
+    );
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let serving = s.upstreams("staging", "api");
+    let stand = Stand::new();
+    let no_v2 = |what: &str| {
+        let left = app_containers(&s)
+            .into_iter()
+            .filter(|i| i.ends_with(&format!(":{}", img.v2)))
+            .collect::<Vec<_>>();
+        assert!(left.is_empty(), "{what}: left {left:?}");
+    };
+
+    // The new set's containers start, then the `docker start` hangs past
+    // its limit (`stop_secs`, which bounds the container commands).
+    let original = std::fs::read_to_string(&s.config).unwrap();
+    limit(&s.config, "stop_secs", 5);
+    let c = stand.start(
+        &s,
+        &["deploy-staging", "--tag", &img.v2],
+        &Hold {
+            words: &format!("start {}-", s.project("staging")),
+            tag: "",
+            after: true,
+            secs: 3600,
+        },
+    );
+    let (code, out, t) = finish(c, Duration::from_secs(120));
+    eprintln!("hung start of the new set: exit {code} after {t:?}");
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("did not finish within its limit of 5s"),
+        "{out}"
+    );
+    assert!(stand.held_process_gone(), "the hung command outlived it");
+    no_v2("hung start");
+    assert_eq!(s.upstreams("staging", "api"), serving, "{out}");
+    assert_eq!(s.health("staging")["version"], img.v1.as_str(), "{out}");
+    assert_eq!(s.records("staging").pop().unwrap().outcome, "rolled-back");
+    std::fs::write(&s.config, original).unwrap();
+
+    // The proxy stops while the new set's gate looks its containers up
+    // (the held `inspect`); the gate passes, the switch cannot reach it.
+    let mut c = stand.start(
+        &s,
+        &["deploy-staging", "--tag", &img.v2],
+        &Hold {
+            words: "inspect --format {{.Name}}",
+            tag: "",
+            after: true,
+            secs: 600,
+        },
+    );
+    stand.wait_for_hold(&mut c);
+    let proxy = format!("{}-proxy-1", s.project("staging"));
+    let o = Command::new("docker")
+        .args(["stop", &proxy])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let sleep = std::fs::read_to_string(stand.mark().with_extension("sleep")).unwrap();
+    // SAFETY: kill(2) of the stand-in's sleep, which this test started.
+    unsafe { libc::kill(sleep.trim().parse::<i32>().unwrap(), libc::SIGKILL) };
+    let (code, out, _) = finish(c, Duration::from_secs(120));
+    eprintln!("switch failed with the proxy gone: exit {code}");
+    // 4 when the recovery cannot reach the proxy either; 3 when it could
+    // start it again and switch back.
+    assert!([3, 4].contains(&code), "{out}");
+    assert!(out.contains("switching api"), "{out}");
+    no_v2("switch failed");
+    // The proxy, started again (if the recovery did not), routes where it
+    // routed before the deploy.
+    let o = Command::new("docker")
+        .args(["start", &proxy])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let start = Instant::now();
+    let health = loop {
+        match reqwest::blocking::get(format!("{}/health", s.api("staging"))) {
+            Ok(r) if r.status().is_success() => break r.json::<serde_json::Value>().unwrap(),
+            _ if start.elapsed() > Duration::from_secs(30) => {
+                panic!("the proxy never answered again")
+            }
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    };
+    assert_eq!(health["version"], img.v1.as_str(), "{out}");
+    assert_eq!(s.upstreams("staging", "api"), serving, "{out}");
+    assert!(lock_free(&s, "staging"));
+}
+
+/// The image of every app container of staging, running or not.
+fn app_containers(s: &Stack) -> Vec<String> {
+    let o = Command::new("docker")
+        .args(["ps", "--all", "--filter"])
+        .arg(format!(
+            "label=com.docker.compose.project={}",
+            s.project("staging")
+        ))
+        .args(["--format", "{{.Image}}"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
 /// Sets `[env.staging.timeouts] recreate_secs` in a stack's config.
 fn limit_recreate(config: &Path, secs: u64) {
+    limit(config, "recreate_secs", secs);
+}
+
+/// Sets one of `[env.staging.timeouts]` in a stack's config.
+fn limit(config: &Path, key: &str, secs: u64) {
     let text = std::fs::read_to_string(config).unwrap();
     let text = text.replacen(
         "[env.prod]",
-        &format!("[env.staging.timeouts]\nrecreate_secs = {secs}\n\n[env.prod]"),
+        &format!("[env.staging.timeouts]\n{key} = {secs}\n\n[env.prod]"),
         1,
     );
     std::fs::write(config, text).unwrap();

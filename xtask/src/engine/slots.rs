@@ -205,6 +205,15 @@ impl Target {
                     "app service `{s}` has no label `{LABEL}: ${{{SLOT_VAR}:-}}` in its compose file"
                 ));
             }
+            let want = self.proxy.as_ref().map_or(1, |p| p.replicas(s));
+            if let Some(n) = svc["deploy"]["replicas"]
+                .as_u64()
+                .filter(|n| *n != u64::from(want))
+            {
+                gaps.push(format!(
+                    "app service `{s}` has `deploy.replicas: {n}` in its compose file but the config gives each set {want}; set proxy.replicas = {{ {s} = {n} }}"
+                ));
+            }
             if svc["ports"].as_array().is_some_and(|p| !p.is_empty()) {
                 gaps.push(format!(
                     "app service `{s}` publishes a port: behind the proxy only the proxy publishes"
@@ -341,6 +350,14 @@ impl Set {
             .collect()
     }
 
+    /// How many containers of `service` the set has: from the config.
+    pub fn replicas(&self, service: &str) -> u32 {
+        self.target
+            .proxy
+            .as_ref()
+            .map_or(1, |p| p.replicas(service))
+    }
+
     /// `up --no-recreate --no-start --scale`: creates the set's containers
     /// beside the ones there are (`scale` counts all of them), labelled
     /// with its slot, and starts none: a stopped standby stays stopped.
@@ -442,9 +459,48 @@ impl Set {
     }
 
     /// Creates the set beside the others, then starts its containers.
+    /// First checks that `scale` still adds exactly the set's replicas to
+    /// what is there: compose meets a `--scale` below the count by
+    /// removing containers, which could be serving ones.
     pub fn start_beside(&self, scale: &BTreeMap<String, u32>, verbose: bool) -> Result<()> {
+        let all = self.target.containers()?;
+        for (s, n) in scale {
+            let there = all.iter().filter(|c| &c.service == s).count() as u32;
+            if there + self.replicas(s) != *n {
+                bail!(
+                    "{s} has {there} container(s), not the {} the plan counted; re-run to plan from what runs now",
+                    n.saturating_sub(self.replicas(s))
+                );
+            }
+        }
         cmd::run(&self.start_beside_command(scale), verbose)?;
         self.start(verbose)
+    }
+
+    /// [`Set::discard`] of a set this run started, on a failure path. When
+    /// the proxy does not answer, the set is removed anyway if this run
+    /// never pointed a route at it (`pointed`): then no traffic could have
+    /// reached it, and a proxy started again routes where it routed before.
+    pub fn discard_started(&self, pointed: bool, verbose: bool) -> Result<()> {
+        match self.without_traffic("discard") {
+            Err(e) if pointed || !self.proxy_unreachable() => return Err(e),
+            _ => {}
+        }
+        self.act("stop", |_| true, verbose)?;
+        self.act("container rm", |_| true, verbose).map(drop)
+    }
+
+    /// The proxy's admin API does not answer at all (as opposed to
+    /// answering that it routes elsewhere).
+    fn proxy_unreachable(&self) -> bool {
+        let Ok(p) = self.proxy_cfg() else {
+            return false;
+        };
+        let admin = p.admin_url.as_deref().unwrap_or_default();
+        p.routes
+            .keys()
+            .next()
+            .is_some_and(|s| proxy::upstreams(admin, s).is_err_and(|e| !proxy::answered(&e)))
     }
 
     /// The health URL of each of the set's containers, on its own address
@@ -507,6 +563,12 @@ impl Set {
     /// Points the proxy's route of each of the set's HTTP services at the
     /// set's containers. Each route switches atomically.
     pub fn switch(&self) -> Result<()> {
+        self.switch_counted(&mut 0)
+    }
+
+    /// [`Set::switch`], counting in `pointed` the routes that switched
+    /// (a failed switch may have moved some of them).
+    pub fn switch_counted(&self, pointed: &mut usize) -> Result<()> {
         let p = self.proxy_cfg()?;
         let admin = p.admin_url.as_deref().unwrap_or_default();
         // An existing set was inspected by the gate just before: its
@@ -536,6 +598,7 @@ impl Set {
                 .collect();
             proxy::point(admin, service, &dials)
                 .with_context(|| format!("switching {service} to {}", self.describe()))?;
+            *pointed += 1;
         }
         Ok(())
     }

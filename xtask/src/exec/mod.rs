@@ -25,6 +25,7 @@ use anyhow::{Context, Result};
 use crate::audit::Log;
 use crate::cmd::{self, Command, Effect, Interrupted};
 use crate::engine::docker::image_present;
+use crate::engine::slots::Slot;
 use crate::exit::{code_of, fail, Code};
 use crate::lock::LockGuard;
 mod phase;
@@ -73,6 +74,11 @@ struct Run<'a> {
     /// The set the last set gate passed on: a later gate's failure
     /// shows its containers' logs only.
     under_test: Option<crate::engine::slots::Set>,
+    /// The slots of the sets this run started beside the others, and of
+    /// those it pointed a proxy route at: on a failure path a started set
+    /// is removed even when the proxy is gone, unless it may have had traffic.
+    started: Vec<Slot>,
+    pointed: Vec<Slot>,
 }
 
 impl Run<'_> {
@@ -203,8 +209,14 @@ impl Run<'_> {
                 .map(drop),
                 None => crate::health::wait(g).map(drop),
             },
+            AppStep::Discard { set, .. } if self.started.contains(&set.slot()) => {
+                set.discard_started(self.pointed.contains(&set.slot()), self.verbose)
+            }
             AppStep::Discard { set, .. } => set.discard(self.verbose),
-            AppStep::StartBeside { set, scale } => set.start_beside(scale, self.verbose),
+            AppStep::StartBeside { set, scale } => {
+                self.started.push(set.slot());
+                set.start_beside(scale, self.verbose)
+            }
             AppStep::Start { set, .. } => set.start(self.verbose),
             AppStep::GateSet { set, gate } => {
                 let (urls, passed) = set.probed()?;
@@ -230,10 +242,15 @@ impl Run<'_> {
                             .iter()
                             .all(|s| g.services().contains(s))
                 });
-                match gated {
-                    Some(g) => g.switch()?,
-                    None => set.switch()?,
+                let mut routes = 0;
+                let switched = match gated {
+                    Some(g) => g.switch_counted(&mut routes),
+                    None => set.switch_counted(&mut routes),
+                };
+                if routes > 0 {
+                    self.pointed.push(set.slot());
                 }
+                switched?;
                 self.switched_at = Some(Instant::now());
                 eprintln!(
                     "switched the proxy to {} in {:.0} ms",
@@ -286,6 +303,8 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         switched_at: None,
         gated: None,
         under_test: None,
+        started: Vec::new(),
+        pointed: Vec::new(),
     };
     let ending = steps(plan, &mut run, since);
     run.actions.cleanup();
@@ -397,7 +416,22 @@ fn recover(
             // A signal now (the first, or the first since an interrupted
             // step) lets the recovery finish; a second one stops it.
             let shield = cmd::Shield::absorbing_one(since);
-            let recovered = steps.iter().try_for_each(|r| run.app(r));
+            let mut recovered = Ok(());
+            for r in steps {
+                match &recovered {
+                    Ok(()) => recovered = run.app(r),
+                    // A failed set goes on every path: when an earlier
+                    // recovery step failed (the proxy is gone, the old
+                    // set's gate failed), its discard still runs. It asks
+                    // the proxy first and refuses a set that has traffic.
+                    Err(_) if matches!(r, AppStep::Discard { .. }) => {
+                        if let Err(de) = run.app(r) {
+                            eprintln!("{de:#}");
+                        }
+                    }
+                    Err(_) => {}
+                }
+            }
             drop(shield);
             let held = if !interrupted && cmd::interrupts() > since {
                 format!(

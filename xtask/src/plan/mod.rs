@@ -52,7 +52,9 @@ pub enum AppStep {
     /// standby set before a new one starts; a new set that failed). Never
     /// a volume. `names` as planned; empty when only known at run time.
     Discard { set: Set, names: Vec<String> },
-    /// Blue/green: start a set beside the serving one; `scale` counts both.
+    /// Blue/green: start a set beside the sets that stay (the serving one
+    /// and the designated standby); `scale` counts them all, plus the new
+    /// set's replicas from the config.
     StartBeside {
         set: Set,
         scale: BTreeMap<String, u32>,

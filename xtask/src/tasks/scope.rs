@@ -382,7 +382,8 @@ fn blue_green_never_removes_the_serving_set() {
             ),
         ],
     };
-    let now = Now::for_test(Some("sha-222222222222"), engine, &["api", "worker"]);
+    let now = Now::for_test(Some("sha-222222222222"), engine, &["api", "worker"])
+        .with_standby("sha-111111111111");
     let stateful = ["redis", "postgres", "minio"];
     for (tag, switch_only) in [("sha-111111111111", true), ("sha-333333333333", false)] {
         let t = Target::app(&cfg, "staging", env, tag, ComposeCli::V2Plugin).unwrap();
@@ -453,4 +454,113 @@ fn blue_green_never_removes_the_serving_set() {
             _ => true,
         }));
     }
+}
+
+/// After a `kill -9` right after a new set started, three sets exist: the
+/// next deploy removes the leftover before its own set starts, in the
+/// slot that frees, and scales by the configured replicas, not by what runs.
+#[test]
+fn blue_green_removes_a_leftover_set_first_and_adds_only_the_configured_replicas() {
+    use crate::engine::slots::{Container, Slot};
+    use crate::engine::{Running, Target};
+    use crate::rollout::{blue_green, Now};
+    let dir = tempfile::tempdir().unwrap();
+    let (_ctx, cfg) = setup_on(dir.path(), "bluegreen");
+    let env = cfg.env("staging").unwrap();
+    let c = |name: &str, service: &str, slot, tag: &str| Container {
+        name: name.into(),
+        service: service.into(),
+        slot,
+        tag: tag.into(),
+        running: true,
+    };
+    let (v1, v2, v3) = ("sha-111111111111", "sha-222222222222", "sha-333333333333");
+    // Blue serves v2, green is the standby on v1, amber is what a killed
+    // deploy of v3 left.
+    let mut containers = Vec::new();
+    for (i, (slot, tag)) in [(Slot::Blue, v2), (Slot::Green, v1), (Slot::Amber, v3)]
+        .into_iter()
+        .enumerate()
+    {
+        containers.push(c(&format!("s-api-{}", i + 1), "api", slot, tag));
+        containers.push(c(&format!("s-worker-{}", i + 1), "worker", slot, tag));
+    }
+    let engine = Running {
+        services: [("api", v2), ("worker", v2)]
+            .iter()
+            .map(|(s, t)| (s.to_string(), vec![t.to_string()]))
+            .collect(),
+        live: Some(Slot::Blue),
+        containers,
+    };
+    let now = Now::for_test(Some(v2), engine, &["api", "worker"]).with_standby(v1);
+    let t = Target::app(
+        &cfg,
+        "staging",
+        env,
+        "sha-444444444444",
+        ComposeCli::V2Plugin,
+    )
+    .unwrap();
+    let bg = blue_green(&t, env, &now, 10);
+    let start = bg
+        .steps
+        .iter()
+        .position(|s| matches!(s, AppStep::StartBeside { .. }))
+        .expect("a new set starts");
+    let AppStep::StartBeside { set, scale } = &bg.steps[start] else {
+        unreachable!()
+    };
+    assert_eq!(set.slot(), Slot::Amber, "{:?}", bg.steps);
+    // Blue and green stay while it starts: two of each, plus one.
+    assert_eq!(scale.get("api"), Some(&3), "{scale:?}");
+    assert_eq!(scale.get("worker"), Some(&3), "{scale:?}");
+    let discards: Vec<(usize, Slot)> = bg
+        .steps
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| match s {
+            AppStep::Discard { set, .. } => Some((i, set.slot())),
+            _ => None,
+        })
+        .collect();
+    let switch_at = bg
+        .steps
+        .iter()
+        .position(|s| matches!(s, AppStep::Switch { .. }))
+        .unwrap();
+    // The leftover goes before the start; the standby only after the switch.
+    assert_eq!(discards.len(), 2, "{:?}", bg.steps);
+    assert!(discards.contains(&(discards[0].0, Slot::Amber)) && discards[0].0 < start);
+    assert!(discards[1].1 == Slot::Green && discards[1].0 > switch_at);
+
+    // With `replicas = { api = 2 }` the new set gets two api containers.
+    let toml = std::fs::read_to_string(dir.path().join("deploy.toml"))
+        .unwrap()
+        .replacen(
+            "probe_ports = { worker = 8080 }",
+            "probe_ports = { worker = 8080 }, replicas = { api = 2 }",
+            1,
+        );
+    std::fs::write(dir.path().join("deploy.toml"), toml).unwrap();
+    let cfg = Config::load(&dir.path().join("deploy.toml")).unwrap();
+    let env = cfg.env("staging").unwrap();
+    let t = Target::app(
+        &cfg,
+        "staging",
+        env,
+        "sha-444444444444",
+        ComposeCli::V2Plugin,
+    )
+    .unwrap();
+    let bg = blue_green(&t, env, &now, 10);
+    let scale = bg
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            AppStep::StartBeside { scale, .. } => Some(scale.clone()),
+            _ => None,
+        })
+        .unwrap();
+    assert_eq!((scale["api"], scale["worker"]), (4, 3), "{scale:?}");
 }

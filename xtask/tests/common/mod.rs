@@ -305,6 +305,18 @@ vars = {{ API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "{
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("health is not JSON ({e}): {body}"))
     }
 
+    /// Where the proxy of `env` (blue/green) sends `service`'s traffic:
+    /// its upstreams, as the proxy reports them.
+    pub fn upstreams(&self, env: &str, service: &str) -> Vec<String> {
+        let admin = if env == "staging" {
+            self.ports[0].1
+        } else {
+            self.ports[1].1
+        };
+        xtask::engine::proxy::upstreams(&format!("http://127.0.0.1:{admin}"), service)
+            .unwrap_or_else(|e| panic!("asking the proxy of {env}: {e:#}"))
+    }
+
     /// The image of each running container of `service` in `env`'s project.
     pub fn running_images(&self, env: &str, service: &str) -> Vec<String> {
         let o = Command::new("docker")
