@@ -145,7 +145,11 @@ pub struct Tally {
 
 impl fmt::Display for Tally {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: {} requests, {} failed", self.client, self.sent, self.failed)?;
+        write!(
+            f,
+            "{}: {} requests, {} failed",
+            self.client, self.sent, self.failed
+        )?;
         if !self.kinds.is_empty() {
             let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
             write!(f, " ({})", kinds.join(", "))?;
@@ -284,8 +288,11 @@ fn run(client: Client, port: u16, token: &str, stop: &AtomicBool, out: &Mutex<Se
         let at = Instant::now();
         let outcome = match client {
             Client::NewConnection => connect(port).and_then(|mut c| {
-                ask(&mut c, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-                    .map(|(v, _)| v)
+                ask(
+                    &mut c,
+                    b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+                )
+                .map(|(v, _)| v)
             }),
             Client::KeepAlive => keep_alive(port, &mut kept, &mut connections),
             Client::Slow => connect(port).and_then(|mut c| {
@@ -412,8 +419,7 @@ fn ask(c: &mut TcpStream, request: &[u8]) -> Result<(String, bool), Failure> {
     if status != 200 {
         return Err(Failure::Status(status));
     }
-    let body: serde_json::Value =
-        serde_json::from_slice(&body).map_err(|_| Failure::BadAnswer)?;
+    let body: serde_json::Value = serde_json::from_slice(&body).map_err(|_| Failure::BadAnswer)?;
     let version = body["version"].as_str().ok_or(Failure::BadAnswer)?;
     Ok((version.to_string(), reuse))
 }
@@ -422,9 +428,12 @@ fn ask(c: &mut TcpStream, request: &[u8]) -> Result<(String, bool), Failure> {
 /// timeouts: the `version` of a 200 answer, `None` for anything else.
 pub fn health_version(port: u16) -> Option<String> {
     let mut c = connect(port).ok()?;
-    ask(&mut c, b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .ok()
-        .map(|(v, _)| v)
+    ask(
+        &mut c,
+        b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n",
+    )
+    .ok()
+    .map(|(v, _)| v)
 }
 
 #[cfg(test)]
@@ -458,25 +467,39 @@ mod tests {
         port
     }
 
-    const OK: &[u8] =
-        b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"version\":\"v1\"}\n";
+    const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 17\r\n\r\n{\"version\":\"v1\"}\n";
 
     #[test]
     fn answers_and_failures_have_their_kind() {
         let port = server(vec![OK]);
         let mut c = connect(port).unwrap();
-        assert_eq!(ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"), Ok(("v1".into(), true)));
-        let port = server(vec![b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n"]);
+        assert_eq!(
+            ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"),
+            Ok(("v1".into(), true))
+        );
+        let port = server(vec![
+            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",
+        ]);
         let mut c = connect(port).unwrap();
-        assert_eq!(ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"), Err(Failure::Status(502)));
+        assert_eq!(
+            ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"),
+            Err(Failure::Status(502))
+        );
         let port = server(vec![b""]);
         let mut c = connect(port).unwrap();
         assert_eq!(ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"), Err(Failure::Closed));
         let port = server(vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}"]);
         let mut c = connect(port).unwrap();
-        assert_eq!(ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"), Err(Failure::BadAnswer));
+        assert_eq!(
+            ask(&mut c, b"GET / HTTP/1.1\r\n\r\n"),
+            Err(Failure::BadAnswer)
+        );
         // A port nothing listens on.
-        let free = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let free = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
         assert_eq!(connect(free).err(), Some(Failure::Refused));
     }
 
@@ -512,7 +535,10 @@ mod tests {
         // Until the server's FIN has arrived.
         let t = Instant::now();
         while kept.as_ref().is_some_and(idle_and_open) {
-            assert!(t.elapsed() < Duration::from_secs(5), "the close never arrived");
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "the close never arrived"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(keep_alive(port, &mut kept, &mut n), Ok("v1".into()));
