@@ -141,6 +141,9 @@ pub struct Tally {
     pub failed: usize,
     /// Failed requests by kind ([`Failure`]'s text).
     pub kinds: BTreeMap<String, usize>,
+    /// The longest request, answered or not: a stall shows here before
+    /// it costs a timeout.
+    pub longest: Duration,
 }
 
 impl fmt::Display for Tally {
@@ -154,7 +157,7 @@ impl fmt::Display for Tally {
             let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
             write!(f, " ({})", kinds.join(", "))?;
         }
-        Ok(())
+        write!(f, ", longest {:.2} s", self.longest.as_secs_f64())
     }
 }
 
@@ -187,9 +190,11 @@ impl Seen {
             sent: 0,
             failed: 0,
             kinds: BTreeMap::new(),
+            longest: Duration::ZERO,
         };
         for r in self.requests.iter().filter(|r| r.client == client) {
             t.sent += 1;
+            t.longest = t.longest.max(r.took);
             if let Err(f) = &r.outcome {
                 t.failed += 1;
                 *t.kinds.entry(f.to_string()).or_default() += 1;
@@ -551,7 +556,7 @@ mod tests {
         let r = |client, outcome| Request {
             client,
             at,
-            took: Duration::ZERO,
+            took: Duration::from_millis(40),
             outcome,
         };
         let mut seen = Seen {
@@ -572,9 +577,9 @@ mod tests {
         assert_eq!((seen.sent(), seen.failed()), (4, 2));
         assert_eq!(
             seen.to_string(),
-            "new connection: 1 requests, 0 failed; keep-alive: 3 requests, 2 failed \
-             (1 HTTP 502, 1 closed before an answer); slow request: 0 requests, 0 failed; \
-             2 switches"
+            "new connection: 1 requests, 0 failed, longest 0.04 s; keep-alive: 3 requests, \
+             2 failed (1 HTTP 502, 1 closed before an answer), longest 0.04 s; slow request: \
+             0 requests, 0 failed, longest 0.00 s; 2 switches"
         );
     }
 }
