@@ -144,6 +144,8 @@ pub struct Tally {
     /// The longest request, answered or not: a stall shows here before
     /// it costs a timeout.
     pub longest: Duration,
+    /// Keep-alive only: the connections it opened (1: never reconnected).
+    pub connections: Option<usize>,
 }
 
 impl fmt::Display for Tally {
@@ -156,6 +158,11 @@ impl fmt::Display for Tally {
         if !self.kinds.is_empty() {
             let kinds: Vec<String> = self.kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
             write!(f, " ({})", kinds.join(", "))?;
+        }
+        match self.connections {
+            Some(1) => f.write_str(", 1 connection")?,
+            Some(n) => write!(f, ", {n} connections")?,
+            None => {}
         }
         write!(f, ", longest {:.2} s", self.longest.as_secs_f64())
     }
@@ -191,6 +198,7 @@ impl Seen {
             failed: 0,
             kinds: BTreeMap::new(),
             longest: Duration::ZERO,
+            connections: (client == Client::KeepAlive).then_some(self.keep_alive_connections),
         };
         for r in self.requests.iter().filter(|r| r.client == client) {
             t.sent += 1;
@@ -567,6 +575,7 @@ mod tests {
                 r(Client::KeepAlive, Ok("v2".into())),
             ],
             switches: Some(2),
+            keep_alive_connections: 2,
             ..Seen::default()
         };
         seen.answers = seen
@@ -578,7 +587,7 @@ mod tests {
         assert_eq!(
             seen.to_string(),
             "new connection: 1 requests, 0 failed, longest 0.04 s; keep-alive: 3 requests, \
-             2 failed (1 HTTP 502, 1 closed before an answer), longest 0.04 s; slow request: \
+             2 failed (1 HTTP 502, 1 closed before an answer), 2 connections, longest 0.04 s; slow request: \
              0 requests, 0 failed, longest 0.00 s; 2 switches"
         );
     }
