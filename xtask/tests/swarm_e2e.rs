@@ -157,7 +157,7 @@ fn watched(s: &Stack, what: &str, expect: i32, args: &[&str], switches: usize) -
 /// `SWARM_ZD_ROUNDS=N` repeats the three N times (default 1).
 #[test]
 fn swarm_behind_the_proxy_fails_no_request() {
-    in_swarm("swarmzd", |s, _stack, img| {
+    in_swarm("swarmzd", |s, stack, img| {
         s.ok(&["deploy-staging", "--tag", &img.v1]);
         let rounds: usize = std::env::var("SWARM_ZD_ROUNDS")
             .ok()
@@ -189,8 +189,42 @@ fn swarm_behind_the_proxy_fails_no_request() {
                 }
             }
         }
-        assert!(failures.is_empty(), "failed requests: {failures:?}");
+        let errors = proxy_errors(stack);
+        eprintln!("swarm behind the proxy, the proxy's errors: {errors}");
+        assert!(
+            failures.is_empty(),
+            "failed requests: {failures:?}\nthe proxy's errors: {errors}"
+        );
     });
+}
+
+/// The stack proxy's error log lines, counted by message and error: what
+/// a failed request met behind the proxy (a lookup that found no task, a
+/// dial refused, an upstream that closed).
+fn proxy_errors(stack: &str) -> String {
+    let o = Command::new("docker")
+        .args(["service", "logs", "--raw", &format!("{stack}_proxy")])
+        .output()
+        .unwrap();
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    let out = [o.stdout, o.stderr].concat();
+    for line in String::from_utf8_lossy(&out).lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        if v["level"] == "error" {
+            let key = format!(
+                "{}: {}",
+                v["msg"].as_str().unwrap_or_default(),
+                v["error"].as_str().unwrap_or_default()
+            );
+            *counts.entry(key).or_default() += 1;
+        }
+    }
+    match counts.is_empty() {
+        true => "none".into(),
+        false => format!("{counts:?}"),
+    }
 }
 
 fn scenarios(s: &Stack, stack: &str, img: &Images) {
