@@ -166,11 +166,11 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
     let seen = stream.stop();
     let err = stderr(&o);
     assert!(err.contains("switched the proxy to the green set"), "{err}");
-    println!("deploy: {} requests, {} failed", seen.sent(), seen.failed());
+    println!("deploy: {seen}");
     assert_eq!(
         seen.failed(),
         0,
-        "requests failed during the deploy:\n{err}"
+        "requests failed during the deploy: {seen}\n{err}"
     );
     assert!(seen
         .answers
@@ -243,12 +243,8 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
         "{err}"
     );
     assert!(!logs.contains(&img.v1) && !logs.contains(&img.v2), "{err}");
-    println!(
-        "broken deploy: {} requests, {} failed",
-        seen.sent(),
-        seen.failed()
-    );
-    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    println!("broken deploy: {seen}");
+    assert_eq!(seen.failed(), 0, "{seen}\n{}", text(&o));
     assert!(
         seen.answers
             .iter()
@@ -280,13 +276,11 @@ fn deploy_gate_failure_and_rollback_switch_with_zero_failed_requests_and_every_j
     );
     let ttr = seen.first(&img.v1, started).expect("v1 never answered");
     println!(
-        "rollback: {} requests, {} failed; traffic on {} {:.0} ms after the command started",
-        seen.sent(),
-        seen.failed(),
+        "rollback: {seen}; traffic on {} {:.0} ms after the command started",
         img.v1,
         (ttr - started).as_secs_f64() * 1000.0
     );
-    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    assert_eq!(seen.failed(), 0, "{seen}\n{}", text(&o));
     let last = s.records("staging").pop().unwrap();
     assert_eq!(
         (last.action.as_str(), last.set.as_deref()),
@@ -319,7 +313,7 @@ fn a_stopped_previous_set_is_started_gated_and_switched_to() {
         "{}",
         text(&o)
     );
-    assert_eq!(seen.failed(), 0, "{}", text(&o));
+    assert_eq!(seen.failed(), 0, "{seen}\n{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
     // The same containers, started again: no new ones.
     let after = containers(&s);

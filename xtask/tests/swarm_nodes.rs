@@ -468,15 +468,11 @@ proxy = {{ service = "proxy", routes = {{ api = 8080 }}, probe_ports = {{ worker
         let o = ok(args);
         let secs = t.elapsed().as_secs_f64();
         let seen = stream.stop();
-        eprintln!(
-            "measured: {args:?} on two nodes: {} requests, {} failed, {secs:.1}s",
-            seen.sent(),
-            seen.failed()
-        );
+        eprintln!("measured: {args:?} on two nodes: {seen}; {secs:.1}s");
         assert_eq!(
             seen.failed(),
             0,
-            "xtask {args:?} dropped requests:\n{}",
+            "xtask {args:?} dropped requests: {seen}\n{}",
             text(&o)
         );
     };
@@ -500,9 +496,7 @@ proxy = {{ service = "proxy", routes = {{ api = 8080 }}, probe_ports = {{ worker
     );
     let seen = stream.stop();
     eprintln!(
-        "measured: node loss: {} requests, {} failed; full capacity again after {:.1}s",
-        seen.sent(),
-        seen.failed(),
+        "measured: node loss: {seen}; full capacity again after {:.1}s",
         back.as_secs_f64()
     );
     // Service after the loss: the last second of the stream all answered.

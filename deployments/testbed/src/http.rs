@@ -5,7 +5,13 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
+
+/// Connections accepted and not yet answered: on SIGTERM the service
+/// finishes these before it exits, so a request in flight when its
+/// container is stopped still gets its answer.
+pub static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
 const MAX_HEAD: u64 = 16 * 1024;
 const MAX_BODY: usize = 1024 * 1024;
@@ -16,6 +22,8 @@ pub struct Request {
     pub method: String,
     /// The request target without its query string, not percent-decoded.
     pub path: String,
+    /// What follows `?` in the target (empty without one), not decoded.
+    pub query: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
@@ -77,7 +85,8 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, ParseError> {
     if !version.starts_with("HTTP/1.") {
         return Err(ParseError::Bad(505, "only HTTP/1.x is supported"));
     }
-    let path = target.split('?').next().unwrap_or(target).to_string();
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let (path, query) = (path.to_string(), query.to_string());
 
     let mut headers = Vec::new();
     for line in &lines[1..] {
@@ -92,6 +101,7 @@ pub fn read_request(r: &mut impl BufRead) -> Result<Request, ParseError> {
     let mut req = Request {
         method: method.to_string(),
         path,
+        query,
         headers,
         body: Vec::new(),
     };
@@ -174,7 +184,18 @@ where
     for conn in listener.incoming() {
         let Ok(stream) = conn else { continue };
         let handler = std::sync::Arc::clone(&handler);
+        // Counted from the accept, so the drain cannot miss a connection
+        // whose request is still being read.
+        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         std::thread::spawn(move || {
+            /// Uncounts the connection on every way out of the thread.
+            struct Done;
+            impl Drop for Done {
+                fn drop(&mut self) {
+                    IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+                }
+            }
+            let _done = Done;
             let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
             let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
             let Ok(read_half) = stream.try_clone() else {
@@ -297,6 +318,7 @@ mod tests {
         let req = parse(raw).unwrap();
         assert_eq!(req.method, "POST");
         assert_eq!(req.path, "/api/jobs");
+        assert_eq!(req.query, "x=1");
         assert_eq!(req.header("Authorization"), Some("Bearer t"));
         assert_eq!(req.body, b"hello");
     }

@@ -12,7 +12,7 @@
 //! client and the compose healthcheck probe are all hand-written here.
 //!
 //! Usage:
-//!   testbed api               serve /health, /api/jobs (and /debug in dev)
+//!   testbed api               serve /health, /api/jobs, /api/slow (and /debug in dev)
 //!   testbed worker            consume jobs from Redis, serve /health
 //!   testbed healthcheck URL   exit 0 iff GET URL answers 200 with status ok
 //!
@@ -34,7 +34,8 @@ use config::{Config, Role};
 
 const USAGE: &str = "usage: testbed api | testbed worker | testbed healthcheck URL";
 
-/// Set from the SIGTERM/SIGINT handler; polled by the main and worker threads.
+/// Set from the SIGTERM/SIGINT handler; polled by the main and worker
+/// threads. The process then finishes the requests in flight and exits.
 static STOP: AtomicBool = AtomicBool::new(false);
 
 fn main() -> ExitCode {
@@ -112,9 +113,16 @@ fn run(role: Role) -> ExitCode {
         std::thread::sleep(Duration::from_millis(100));
     }
     eprintln!(
-        "testbed {}: stop signal received, shutting down",
-        role.as_str()
+        "testbed {}: stop signal received, finishing {} request(s) in flight",
+        role.as_str(),
+        http::IN_FLIGHT.load(Ordering::SeqCst)
     );
+    // A request in flight gets its answer (the container's stop grace
+    // period bounds the wait; this bound is for a client that never sends).
+    let drain = std::time::Instant::now();
+    while http::IN_FLIGHT.load(Ordering::SeqCst) > 0 && drain.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     if let Some(worker) = worker {
         // The worker finishes the job it holds (if any) before returning.
         let _ = worker.join();

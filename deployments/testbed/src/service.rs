@@ -119,7 +119,41 @@ pub fn handle(cfg: &Config, req: &Request) -> Response {
     resp
 }
 
+/// The longest `/api/slow` wait, so a request cannot hold a thread for long.
+pub const SLOW_MAX_MS: u64 = 10_000;
+
+/// `GET /api/slow?ms=N`: answers after N ms (at most [`SLOW_MAX_MS`]) with
+/// the version, so the request stream can keep a long request in flight
+/// across a switch and see that it completes. Behind the `/api` auth rule:
+/// an open endpoint that holds a thread on demand would let anyone tie the
+/// service up.
+fn slow(cfg: &Config, req: &Request) -> Response {
+    if req.method != "GET" {
+        return error(405, "method not allowed");
+    }
+    let ms = req
+        .query
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("ms="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|ms| *ms <= SLOW_MAX_MS);
+    let Some(ms) = ms else {
+        return error(400, "slow needs ms=N, N at most 10000");
+    };
+    std::thread::sleep(Duration::from_millis(ms));
+    Response::json(
+        200,
+        format!(
+            "{{\"version\":{},\"slept_ms\":{ms}}}",
+            json_str(Some(&cfg.version))
+        ),
+    )
+}
+
 fn api(cfg: &Config, req: &Request) -> Response {
+    if req.path == "/api/slow" {
+        return slow(cfg, req);
+    }
     if req.path != "/api/jobs" && req.path != "/api/jobs/done" {
         return error(404, "not found");
     }
@@ -323,6 +357,7 @@ mod tests {
         Request {
             method: method.into(),
             path: path.into(),
+            query: String::new(),
             headers: auth
                 .map(|a| ("Authorization".to_string(), a.to_string()))
                 .into_iter()
@@ -461,5 +496,27 @@ mod tests {
 
         let worker = cfg(Mode::Dev, Role::Worker);
         assert_eq!(handle(&worker, &req("GET", "/api/jobs", None)).status, 404);
+    }
+
+    #[test]
+    fn slow_answers_late_with_the_version_behind_the_auth_rule() {
+        let api = cfg(Mode::Standard, Role::Api);
+        let slow = |q: &str, auth: Option<&str>| {
+            let mut r = req("GET", "/api/slow", auth);
+            r.query = q.into();
+            let t = Instant::now();
+            (handle(&api, &r), t.elapsed())
+        };
+        assert_eq!(slow("ms=50", None).0.status, 401);
+        let (resp, took) = slow("x=1&ms=50", Some("Bearer s3cret"));
+        assert_eq!(resp.status, 200);
+        assert_eq!(resp.body, r#"{"version":"v1.2.3","slept_ms":50}"#);
+        assert!(took >= Duration::from_millis(50), "{took:?}");
+        for bad in ["", "ms=", "ms=x", "ms=10001"] {
+            assert_eq!(slow(bad, Some("Bearer s3cret")).0.status, 400, "{bad}");
+        }
+        let mut post = req("POST", "/api/slow", Some("Bearer s3cret"));
+        post.query = "ms=1".into();
+        assert_eq!(handle(&api, &post).status, 405);
     }
 }

@@ -3,9 +3,11 @@
 //! green behind the proxy) and on a single-node Swarm (start-first behind
 //! the proxy), side by side in one run; and the time to recover.
 //!
-//! A [`Stream`] sends `GET /health` through the proxy 50 times a second (a
-//! new connection each, 1 s timeouts) from just before each command starts
-//! until just after it returns. On three good tags and a broken one, each
+//! A [`Stream`] runs its three clients through the proxy (new connection
+//! and keep-alive, each `GET /health` 50 times a second with 1 s timeouts,
+//! and a 3 s slow request always in flight) from just before each command
+//! starts until just after it returns; each table row is one client kind.
+//! On three good tags and a broken one, each
 //! round starts with S serving and F, the third good tag, deployed before
 //! but in no set:
 //! - deploy B (a new set beside S, gated, switched to);
@@ -29,14 +31,16 @@ use anyhow::{bail, Result};
 use crate::engine::cluster::Session;
 
 use super::bed::{ensure_image, Bed};
-use super::stream::Stream;
+use super::stream::{Client, Stream, Tally};
 use super::Section;
 use crate::cmd::{Command, Effect};
 
 /// One command under the stream.
 struct Run {
-    sent: usize,
-    failed: usize,
+    /// Each client kind's counts, in [`Client::ALL`] order.
+    clients: Vec<Tally>,
+    /// Switches of the serving set the command made.
+    switches: usize,
     secs: f64,
     /// Rollbacks: ms from the command's start to the first answer from its target.
     ttr_ms: Option<f64>,
@@ -53,7 +57,13 @@ struct Ops {
 
 /// Runs `args` under the stream; `back_to` is the version a rollback
 /// should put back (for its time to recover).
-fn watched(bed: &Bed, args: &[&str], expect: i32, back_to: Option<&str>) -> Result<Run> {
+fn watched(
+    bed: &Bed,
+    args: &[&str],
+    expect: i32,
+    back_to: Option<&str>,
+    switches: usize,
+) -> Result<Run> {
     let stream = Stream::start(bed.port);
     let t = Instant::now();
     let code = bed.xtask_exit(args);
@@ -67,8 +77,8 @@ fn watched(bed: &Bed, args: &[&str], expect: i32, back_to: Option<&str>) -> Resu
         .and_then(|v| seen.first(v, t))
         .map(|at| (at - t).as_secs_f64() * 1000.0);
     Ok(Run {
-        sent: seen.sent(),
-        failed: seen.failed(),
+        clients: seen.tallies(),
+        switches,
         secs,
         ttr_ms,
     })
@@ -85,14 +95,21 @@ fn measure(engine: &str, good: &[String; 3], bad: &str, rounds: usize) -> Result
     for i in 0..rounds {
         // Serving S; F is the third good tag, which no set holds.
         let (s, f) = if i % 2 == 0 { (a, c) } else { (c, a) };
+        // A deploy and each rollback switch once; the broken version never
+        // gets traffic.
         ops.deploy
-            .push(watched(&bed, &["deploy-staging", "--tag", b], 0, None)?);
+            .push(watched(&bed, &["deploy-staging", "--tag", b], 0, None, 1)?);
         let back = ["rollback", "staging", "--reason", "bench"];
-        ops.warm.push(watched(&bed, &back, 0, Some(s))?);
-        ops.auto
-            .push(watched(&bed, &["deploy-staging", "--tag", bad], 3, None)?);
+        ops.warm.push(watched(&bed, &back, 0, Some(s), 1)?);
+        ops.auto.push(watched(
+            &bed,
+            &["deploy-staging", "--tag", bad],
+            3,
+            None,
+            0,
+        )?);
         let full = ["rollback", "staging", "--to", f, "--reason", "bench"];
-        ops.full.push(watched(&bed, &full, 0, Some(f))?);
+        ops.full.push(watched(&bed, &full, 0, Some(f), 1)?);
     }
     Ok(ops)
 }
@@ -154,12 +171,13 @@ fn two_nodes(good: &[String; 2]) -> Result<TwoNodes> {
     (_down.0)("2")?;
     let bed = Bed::with_replicas("zd2", "swarm", 2)?;
     bed.xtask(&["deploy-staging", "--tag", &good[0]])?;
-    let deploy = watched(&bed, &["deploy-staging", "--tag", &good[1]], 0, None)?;
+    let deploy = watched(&bed, &["deploy-staging", "--tag", &good[1]], 0, None, 1)?;
     let rollback = watched(
         &bed,
         &["rollback", "staging", "--reason", "bench"],
         0,
         Some(&good[0]),
+        1,
     )?;
     let manager = crate::cmd::run(
         &Command::new("docker", Effect::ReadOnly)
@@ -185,8 +203,8 @@ fn two_nodes(good: &[String; 2]) -> Result<TwoNodes> {
         deploy,
         rollback,
         loss: Run {
-            sent: seen.sent(),
-            failed: seen.failed(),
+            clients: seen.tallies(),
+            switches: 0,
             secs,
             ttr_ms: None,
         },
@@ -198,10 +216,38 @@ fn median(mut v: Vec<f64>) -> f64 {
     v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
+/// A client kind's counts over `runs`: sent, failed, the most failed in
+/// one run, and the failures by kind (`-` for none).
+fn counts(runs: &[Run], client: Client) -> (usize, usize, usize, String) {
+    let tallies: Vec<&Tally> = runs
+        .iter()
+        .flat_map(|r| r.clients.iter().filter(|t| t.client == client))
+        .collect();
+    let mut kinds = std::collections::BTreeMap::<&str, usize>::new();
+    for t in &tallies {
+        for (k, n) in &t.kinds {
+            *kinds.entry(k).or_default() += n;
+        }
+    }
+    let kinds = match kinds.is_empty() {
+        true => "-".to_string(),
+        false => kinds
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    };
+    (
+        tallies.iter().map(|t| t.sent).sum(),
+        tallies.iter().map(|t| t.failed).sum(),
+        tallies.iter().map(|t| t.failed).max().unwrap_or(0),
+        kinds,
+    )
+}
+
+/// One row per client kind.
 fn row(engine: &str, what: &str, runs: &[Run]) -> String {
-    let sent: usize = runs.iter().map(|r| r.sent).sum();
-    let failed: usize = runs.iter().map(|r| r.failed).sum();
-    let worst = runs.iter().map(|r| r.failed).max().unwrap_or(0);
+    let switches: usize = runs.iter().map(|r| r.switches).sum();
     let secs = median(runs.iter().map(|r| r.secs).collect());
     let ttrs: Vec<f64> = runs.iter().filter_map(|r| r.ttr_ms).collect();
     let ttr = match ttrs.is_empty() {
@@ -212,10 +258,17 @@ fn row(engine: &str, what: &str, runs: &[Run]) -> String {
             ttrs.iter().copied().fold(0.0, f64::max)
         ),
     };
-    format!(
-        "| {engine} | {what} | {} | {sent} | **{failed}** | {worst} | {secs:.1} | {ttr} |",
-        runs.len()
-    )
+    Client::ALL
+        .iter()
+        .map(|c| {
+            let (sent, failed, worst, kinds) = counts(runs, *c);
+            format!(
+                "| {engine} | {what} | {c} | {} | {switches} | {sent} | **{failed}** | {kinds} | {worst} | {secs:.1} | {ttr} |",
+                runs.len()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 pub fn run(quick: bool) -> Result<Section> {
@@ -250,10 +303,14 @@ pub fn run(quick: bool) -> Result<Section> {
         ));
     }
     let two_row = |what: &str, r: &Run, time: String| {
-        format!(
-            "| two nodes, 2 replicas | {what} | {} | **{}** | {time} |",
-            r.sent, r.failed
-        )
+        Client::ALL
+            .iter()
+            .map(|c| {
+                let (sent, failed, _, kinds) = counts(std::slice::from_ref(r), *c);
+                format!("| two nodes, 2 replicas | {what} | {c} | {sent} | **{failed}** | {kinds} | {time} |")
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
     };
     let two_rows = [
         two_row("deploy", &two.deploy, format!("{:.1} s", two.deploy.secs)),
@@ -275,22 +332,26 @@ pub fn run(quick: bool) -> Result<Section> {
     let warm = median(compose.warm.iter().filter_map(|r| r.ttr_ms).collect());
     let full = median(compose.full.iter().filter_map(|r| r.ttr_ms).collect());
     let body = format!(
-        "Method: a client sends `GET /health` through the proxy every 20 ms (50 requests/s, \
-a new connection each, 1 s timeout) from just before each command starts until just after it \
-returns; a failed request is a refused or timed-out connection or a status other than 200. \
+        "Method: three clients run side by side through the proxy from just before each command \
+starts until just after it returns: *new connection* sends `GET /health` every 20 ms (50 requests/s) \
+on a fresh connection each, *keep-alive* the same on one HTTP/1.1 connection it reuses (it reconnects \
+without a failure when the proxy said `Connection: close` or closed the idle connection first), \
+*slow request* sends `GET /api/slow?ms=3000` back to back, so one is in flight at every switch; \
+1 s timeouts (3 s + 2 s for the slow request). A failed request is refused, timed out, reset, closed \
+before a complete answer, or a status other than 200; the table counts them by kind. \
 {rounds} round(s) per engine on a scratch testbed stack and three good versions, each round: \
 deploy a new version; `rollback` (on compose, a switch to the warm previous set); deploy a broken \
 version (its gate fails, exit 3); `rollback --to` the third good version, deployed earlier but in no \
 set (the full blue/green path on compose). Commands are the dev-build binary, as \
 `cargo xtask` runs it. Time to recover: from the start of the rollback command to the first request \
 its target version answered (median / max, ms).\n\n\
-| engine | operation | runs | requests sent | failed requests | worst run | median s | time to recover, ms |\n\
-|---|---|---:|---:|---:|---:|---:|---:|\n{}\n\n\
+| engine | operation | client | runs | switches | requests sent | failed requests | failures by kind | worst run | median s | time to recover, ms |\n\
+|---|---|---|---:|---:|---:|---:|---|---:|---:|---:|\n{}\n\n\
 Two real swarm nodes on this machine (`cargo xtask setup --swarm-nodes 2`, \
 docs/swarm.md): the testbed with api and worker at two replicas spread over the nodes, the proxy \
 and Redis on the manager; the same stream during one deploy, one rollback, and the second node's \
 engine killed like a crashed host, until both api replicas run on the manager.\n\n\
-| cluster | operation | requests sent | failed requests | time |\n|---|---|---:|---:|---|\n\
+| cluster | operation | client | requests sent | failed requests | failures by kind | time |\n|---|---|---|---:|---:|---|---|\n\
 {two_rows}\n\n\
 Time to recover on compose: **{warm:.0} ms** to the warm previous set (a switch: gate the warm \
 containers, one `PATCH` to the proxy), against {full:.0} ms for the full blue/green path of \

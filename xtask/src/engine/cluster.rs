@@ -116,12 +116,18 @@ impl Session {
     }
 
     /// Ends the session now: leaves the swarm if this session initialised
-    /// it (and was not told to keep it), saying so when that fails, then
-    /// releases the lock.
+    /// it (and was not told to keep it), saying so when that fails or the
+    /// node is still in a swarm after it, then releases the lock. The check
+    /// runs under the lock: once it is released, another user may already
+    /// be initialising a swarm of its own.
     pub fn end(mut self) -> Result<()> {
         if std::mem::take(&mut self.leave) {
             docker_out(&["swarm", "leave", "--force"])
                 .context("leaving the swarm this session initialised")?;
+            let state = docker_out(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+            if state != "inactive" {
+                bail!("the swarm this session initialised is still `{state}` after leaving it");
+            }
         }
         Ok(())
     }

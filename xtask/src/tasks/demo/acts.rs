@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::{Act, ACT_SECS};
-use crate::bench::stream::Stream;
+use crate::bench::stream::{Stream, Tally};
 use crate::cmd::{stream, Command, Effect};
 use crate::engine::cluster::{self, Session};
 use crate::exec::Actions;
@@ -21,6 +21,8 @@ pub(super) struct Row {
     pub(super) secs: f64,
     /// Requests sent and failed while the act ran, where it was watched.
     pub(super) requests: Option<(usize, usize)>,
+    /// The same by client kind, with the kind of each failure.
+    pub(super) clients: Vec<Tally>,
 }
 
 pub(super) struct Acts {
@@ -102,7 +104,8 @@ impl Acts {
             expect: a.expect,
             exit: code?.unwrap_or(-1),
             secs: start.elapsed().as_secs_f64(),
-            requests: seen.map(|s| (s.sent(), s.failed())),
+            requests: seen.as_ref().map(|s| (s.sent(), s.failed())),
+            clients: seen.map(|s| s.tallies()).unwrap_or_default(),
         });
         Ok(())
     }

@@ -276,7 +276,9 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
             .map(|r| {
                 serde_json::json!({"step": r.what, "expect": r.expect, "exit": r.exit, "secs": r.secs,
                     "ok": ok(r),
-                    "requests": r.requests.map(|(sent, failed)| serde_json::json!({"sent": sent, "failed": failed}))})
+                    "requests": r.requests.map(|(sent, failed)| serde_json::json!({"sent": sent, "failed": failed,
+                        "clients": r.clients.iter().map(|t| serde_json::json!({"client": t.client.to_string(),
+                            "sent": t.sent, "failed": t.failed, "kinds": t.kinds})).collect::<Vec<_>>()}))})
             })
             .collect();
         crate::out::merge(serde_json::json!({
@@ -301,6 +303,10 @@ pub fn run(ctx: &Ctx, args: Demo) -> Result<()> {
                 r.secs,
                 if ok(r) { "ok" } else { "FAILED" }
             );
+            // Which client kind lost requests, and how.
+            for t in r.clients.iter().filter(|t| t.failed > 0) {
+                println!("    {t}");
+            }
         }
         if let Some(note) = &run.swarm {
             println!("swarm: {note}");
