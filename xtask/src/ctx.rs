@@ -60,8 +60,9 @@ impl Ctx {
     /// outcome, with the new audit head as the last line.
     ///
     /// This and the executor are the only places that know the mode: a dry
-    /// run whose plan the real run would refuse exits as the real run would
-    /// (5), after printing the plan; an applied plan ends with the task's
+    /// run evaluates the real run's checks read-only ([`exec::preview`]) and
+    /// refuses as the real run would, with the same code and first error
+    /// line, after printing the plan; an applied plan ends with the task's
     /// own report ([`Actions::report`]).
     pub fn finish(&self, plan: &Plan, actions: &mut dyn Actions) -> Result<()> {
         if let Some(env) = &plan.env {
@@ -79,14 +80,7 @@ impl Ctx {
                     crate::out::merge(serde_json::json!({ "plan": plan }));
                 }
             }
-            let unmet = plan.unmet();
-            if !unmet.is_empty() {
-                return Err(crate::exit::fail(
-                    crate::exit::Code::Refused,
-                    format!("dry run: the real run would refuse: {}", unmet.join("; ")),
-                ));
-            }
-            return Ok(());
+            return exec::preview(plan);
         }
         let started = std::time::Instant::now();
         let result = exec::apply(plan, self.global.verbose, actions);

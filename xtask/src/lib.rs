@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod ci;
 pub mod cmd;
 pub mod config;
 pub mod ctx;

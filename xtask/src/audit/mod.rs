@@ -35,6 +35,7 @@ use crate::exit::{fail, Code};
 use file::{compare_sink, extent, forget, open_shared, read_all, remember, stamp, walk_file};
 
 pub use actor::{actor, hostname, MAX_ACTOR};
+pub use probe::{bounded_error, record_bound, MAX_ERROR};
 pub use audit_chain::chain;
 pub use audit_chain::{ImageRef, Record};
 pub use chain::{check as check_bytes, diagnose, hex, parse_hex32, Break, Kind, Tip};

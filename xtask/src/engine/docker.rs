@@ -18,6 +18,20 @@ pub fn image_present(image: &str) -> bool {
     output(&docker(&["image", "inspect", "--format", "{{.Id}}", image])).is_ok_and(|o| o.success)
 }
 
+/// Does the registry hold `image`'s manifest (read-only)? `Err` says why
+/// not, in one line: compose's pull of it would fail the same way.
+pub fn manifest(image: &str) -> std::result::Result<(), String> {
+    let o = output(&docker(&["manifest", "inspect", image])).map_err(|e| format!("{e:#}"))?;
+    if o.success {
+        return Ok(());
+    }
+    let why = o.stderr.trim().lines().last().unwrap_or("").trim().to_string();
+    Err(match why.is_empty() {
+        true => "the registry did not answer".into(),
+        false => why,
+    })
+}
+
 /// The registry digest of a local image (`repo@sha256:...`), where it has one.
 pub fn image_digest(image: &str) -> Option<String> {
     let out = output(&docker(&[
