@@ -65,6 +65,18 @@ impl Ctx {
     /// line, after printing the plan; an applied plan ends with the task's
     /// own report ([`Actions::report`]).
     pub fn finish(&self, plan: &Plan, actions: &mut dyn Actions) -> Result<()> {
+        let mut plan = std::borrow::Cow::Borrowed(plan);
+        let created = plan.record.as_ref().map(created_by_record).unwrap_or_default();
+        if !created.is_empty() {
+            plan.to_mut().warnings.extend(created);
+        }
+        let plan = plan.as_ref();
+        if !self.global.dry_run {
+            // The dry run shows them with the plan.
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
         if let Some(env) = &plan.env {
             crate::out::set("env", env.as_str());
         }
@@ -102,6 +114,24 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// The directories the record's first append creates: not a refusal (the
+/// real run creates them), but worth a look when a sink should be a
+/// mount of its own. Said the same way by both modes.
+fn created_by_record(r: &crate::plan::RecordSpec) -> Vec<String> {
+    let dirs = [("state directory", Some(&r.log)), ("audit sink", r.sink.as_ref())];
+    dirs.into_iter()
+        .filter_map(|(what, p)| {
+            let dir = p?.parent()?;
+            (!dir.exists()).then(|| {
+                format!(
+                    "the {what} {} does not exist: the first record creates it (mount it first if it should be a disk of its own)",
+                    dir.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// The success line's words: what changed for a deploy, promote or

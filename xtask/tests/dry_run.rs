@@ -94,7 +94,8 @@ impl Sandbox {
 }
 
 /// Look-ups a dry run may make: versions, daemon reachability, image
-/// presence, what runs, and the compose files' render.
+/// presence locally and in the registry, what runs, and the compose
+/// files' render.
 fn read_only(call: &str) -> bool {
     let render = call.starts_with("docker compose -p ") && call.ends_with(" config --format json");
     render
@@ -103,6 +104,8 @@ fn read_only(call: &str) -> bool {
             "docker-compose version --short",
             "docker version --format",
             "docker image inspect",
+            // the tag's images in the registry
+            "docker manifest inspect",
             // what runs now, per the engine
             "docker ps --filter label=com.docker.compose.project=",
             "docker ps --all --filter label=com.docker.compose.project=",
@@ -279,8 +282,10 @@ fn plan_snapshots() {
             &["deploy-prod", "--tag", "sha-cccccccccccc"],
             &[],
         ),
+        // Nothing runs in the sandbox, so the proxy does not answer: the
+        // real run would refuse, and so does the preview.
         (
-            "rollback-staging",
+            "rollback-staging-refused",
             &["rollback", "staging", "--reason", "health-check-failure"],
             &["sha-aaaaaaaaaaaa", "sha-bbbbbbbbbbbb"],
         ),
