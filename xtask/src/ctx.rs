@@ -66,7 +66,11 @@ impl Ctx {
     /// own report ([`Actions::report`]).
     pub fn finish(&self, plan: &Plan, actions: &mut dyn Actions) -> Result<()> {
         let mut plan = std::borrow::Cow::Borrowed(plan);
-        let created = plan.record.as_ref().map(created_by_record).unwrap_or_default();
+        let created = plan
+            .record
+            .as_ref()
+            .map(created_by_record)
+            .unwrap_or_default();
         if !created.is_empty() {
             plan.to_mut().warnings.extend(created);
         }
@@ -120,7 +124,10 @@ impl Ctx {
 /// real run creates them), but worth a look when a sink should be a
 /// mount of its own. Said the same way by both modes.
 fn created_by_record(r: &crate::plan::RecordSpec) -> Vec<String> {
-    let dirs = [("state directory", Some(&r.log)), ("audit sink", r.sink.as_ref())];
+    let dirs = [
+        ("state directory", Some(&r.log)),
+        ("audit sink", r.sink.as_ref()),
+    ];
     dirs.into_iter()
         .filter_map(|(what, p)| {
             let dir = p?.parent()?;

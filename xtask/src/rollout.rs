@@ -337,7 +337,11 @@ pub fn compose_checks(target: &Target, env: &Env) -> (Vec<Step>, Option<serde_js
                 "the compose files do not render with the config's vars and {}: {e:#}",
                 env.tag_var
             );
-            let step = require(Refusal::Config, "compose files that agree with the config", vec![why]);
+            let step = require(
+                Refusal::Config,
+                "compose files that agree with the config",
+                vec![why],
+            );
             return (step.into_iter().collect(), None);
         }
     };
@@ -347,7 +351,11 @@ pub fn compose_checks(target: &Target, env: &Env) -> (Vec<Step>, Option<serde_js
             "compose files that agree with the config",
             config_gaps(target, env, &doc),
         ),
-        require(Refusal::Secrets, "the secrets files the compose files name", secrets_gaps(&doc)),
+        require(
+            Refusal::Secrets,
+            "the secrets files the compose files name",
+            secrets_gaps(&doc),
+        ),
     ]
     .into_iter()
     .flatten()
@@ -457,7 +465,9 @@ fn config_gaps(target: &Target, env: &Env, doc: &serde_json::Value) -> Vec<Strin
 /// The port of a `http://127.0.0.1:PORT/...` (or localhost, [::1]) URL:
 /// the ones this host's compose services must publish.
 fn loopback_port(url: &str) -> Option<u16> {
-    let rest = url.strip_prefix("http://").or_else(|| url.strip_prefix("https://"))?;
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
     let host_port = rest.split('/').next()?;
     let (host, port) = host_port.rsplit_once(':')?;
     ["127.0.0.1", "localhost", "[::1]"]

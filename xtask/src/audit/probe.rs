@@ -78,7 +78,8 @@ impl Log {
 }
 
 fn c_path(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).with_context(|| format!("{} has a NUL byte", p.display()))
+    CString::new(p.as_os_str().as_bytes())
+        .with_context(|| format!("{} has a NUL byte", p.display()))
 }
 
 fn room(path: &Path, what: &str, need: u64) -> Result<()> {
@@ -185,7 +186,11 @@ mod tests {
         assert_eq!(bounded_error(&short), short);
         let long = "é".repeat(MAX_ERROR);
         let cut = bounded_error(&long);
-        assert!(cut.len() <= MAX_ERROR && cut.ends_with('…'), "{}", cut.len());
+        assert!(
+            cut.len() <= MAX_ERROR && cut.ends_with('…'),
+            "{}",
+            cut.len()
+        );
         assert!(record_bound("r", &[Some("sha-1")]) > (2 * MAX_ERROR) as u64);
     }
 }

@@ -21,11 +21,28 @@ pub fn image_present(image: &str) -> bool {
 /// Does the registry hold `image`'s manifest (read-only)? `Err` says why
 /// not, in one line: compose's pull of it would fail the same way.
 pub fn manifest(image: &str) -> std::result::Result<(), String> {
-    let o = output(&docker(&["manifest", "inspect", image])).map_err(|e| format!("{e:#}"))?;
+    // The daemon pulls from a loopback registry over plain HTTP; the
+    // manifest look-up must be told to do the same (else it answers "no
+    // such manifest" for one that is there).
+    let host = image.split('/').next().unwrap_or_default();
+    let loopback = image.contains('/')
+        && (host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]"));
+    let args: &[&str] = match loopback {
+        true => &["manifest", "inspect", "--insecure", image],
+        false => &["manifest", "inspect", image],
+    };
+    let o = output(&docker(args)).map_err(|e| format!("{e:#}"))?;
     if o.success {
         return Ok(());
     }
-    let why = o.stderr.trim().lines().last().unwrap_or("").trim().to_string();
+    let why = o
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
     Err(match why.is_empty() {
         true => "the registry did not answer".into(),
         false => why,

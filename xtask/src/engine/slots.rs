@@ -199,7 +199,13 @@ impl Target {
         let c = on.render_command().env(SLOT_VAR, RENDER_SLOT);
         let out = cmd::run(&c, false).map_err(|e| {
             // compose's own words, on one line.
-            anyhow::anyhow!("{}", format!("{e:#}").split_whitespace().collect::<Vec<_>>().join(" "))
+            anyhow::anyhow!(
+                "{}",
+                format!("{e:#}")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
         })?;
         serde_json::from_str(&out).context("reading `docker compose config --format json`")
     }

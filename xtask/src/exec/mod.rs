@@ -272,7 +272,9 @@ pub fn preview(plan: &Plan) -> Result<()> {
     let mut starts_proxy = false;
     for s in &plan.steps {
         match s {
-            Step::Lock { env, path, task, .. } => crate::lock::peek(path, env, task)?,
+            Step::Lock {
+                env, path, task, ..
+            } => crate::lock::peek(path, env, task)?,
             Step::Require { .. } | Step::Refuse { .. } | Step::Confirm { .. } => decided(s)?,
             Step::StartStateful { target } => starts_proxy = target.starts_proxy(),
             Step::ProxyReady { target, .. } if !starts_proxy => {

@@ -23,9 +23,9 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 pub use crate::cmd::{Command, Effect, EnvVar, Secretable};
-pub use crate::exit::Refusal;
 use crate::engine::slots::Set;
 use crate::engine::{Stateful, Target};
+pub use crate::exit::Refusal;
 pub use crate::health::Gate;
 
 /// The steps that act on app services and nothing else: all that a

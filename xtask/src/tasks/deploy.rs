@@ -20,8 +20,7 @@ use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
     blue_green, compose_checks, consistency, gate, images_check, lock, placement, put_on, record,
-    switch_to,
-    unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
+    switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
 };
 use crate::validate;
 
@@ -104,7 +103,11 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             });
             let mut steps = compose_checks(&t, &e).0;
             steps.extend(placement(&t));
-            steps.extend(images.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            steps.extend(
+                images
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
             steps
         })
     };

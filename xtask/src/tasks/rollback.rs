@@ -15,8 +15,8 @@ use crate::engine::Target;
 use crate::exec::{Actions, Applied};
 use crate::exit::Code;
 use crate::flags::Rollback;
-use crate::plan::{Refusal, Step};
 use crate::plan::{AppStep, OnFailure, Plan};
+use crate::plan::{Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
     blue_green, compose_checks, default_target, images_check, lock, placement, record,
@@ -84,7 +84,9 @@ pub fn build(
     let checks = std::thread::scope(|s| {
         let checks = s.spawn(|| compose_checks(&untagged, env).0);
         let now = Now::look(&untagged, &history, &mut plan);
-        let checks = checks.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
+        let checks = checks
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         (now, checks)
     });
     let (now, checks) = checks;
