@@ -66,6 +66,15 @@ impl Sandbox {
     }
 
     fn run(&self, config: &Path, args: &[&str]) -> std::process::Output {
+        self.run_with(config, args, &[])
+    }
+
+    fn run_with(
+        &self,
+        config: &Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_xtask"))
             .arg("--config")
             .arg(config)
@@ -79,6 +88,7 @@ impl Sandbox {
             .env_remove("COLUMNS")
             .env_remove("CI")
             .env_remove("GITHUB_ACTIONS")
+            .envs(vars.iter().copied())
             .current_dir(root())
             .output()
             .unwrap()
@@ -452,4 +462,41 @@ fn preflight_names_every_missing_tool_at_once_and_exits_2() {
         "{}",
         text(&o)
     );
+}
+
+/// Only a true CI variable confirms deploy-prod, and the plan says what
+/// confirmed it.
+#[test]
+fn the_plan_says_what_confirmed_a_production_deploy() {
+    let sb = Sandbox::new();
+    let args = ["deploy-prod", "--tag", "sha-0123456789ab"];
+    let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+        (
+            &[("CI", "true")],
+            &[],
+            "operator confirmation: given (running in CI: CI is set)",
+        ),
+        (
+            &[("GITHUB_ACTIONS", "true")],
+            &[],
+            "given (running in CI: GITHUB_ACTIONS is set)",
+        ),
+        (&[], &["--yes"], "operator confirmation: given (--yes)"),
+        (&[("CI", "false")], &[], "operator confirmation: NOT GIVEN"),
+        (&[("CI", "")], &[], "operator confirmation: NOT GIVEN"),
+    ];
+    for (vars, extra, want) in cases {
+        let all: Vec<&str> = args.iter().chain(extra.iter()).copied().collect();
+        let o = sb.run_with(&testbed(), &all, vars);
+        let out = stdout(&o);
+        assert!(out.contains(want), "{vars:?} {extra:?}: {}", text(&o));
+        assert!(!out.contains("given (--yes (outside CI))"), "{}", text(&o));
+        if want.contains("NOT GIVEN") {
+            assert!(
+                stderr(&o).starts_with("error: refused: not confirmed; pass --yes (outside CI)"),
+                "{vars:?}: {}",
+                text(&o)
+            );
+        }
+    }
 }

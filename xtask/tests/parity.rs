@@ -390,3 +390,66 @@ fn config_mistakes_fail_the_dry_run_in_one_line() {
         assert!(e.contains(want), "{want}: {e}");
     }
 }
+
+/// Every refusal is made through `exit::refuse`, which names its reason:
+/// no other file builds an exit-5 error itself.
+#[test]
+fn refusals_are_made_only_through_refuse() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<String>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("exit.rs") {
+                let text = std::fs::read_to_string(&p).unwrap();
+                // `fail(Code::Refused, ..)`, however it is wrapped.
+                let flat: String = text.split_whitespace().collect();
+                if flat.contains("(Code::Refused,") || flat.contains("exit::Code::Refused,") {
+                    out.push(p.display().to_string());
+                }
+            }
+        }
+    }
+    let mut found = Vec::new();
+    walk(&root().join("xtask/src"), &mut found);
+    assert!(
+        found.is_empty(),
+        "build refusals with exit::refuse(Refusal::..): {found:?}"
+    );
+}
+
+/// The shipped production config on this machine: the dry run names what
+/// the real run would refuse (the secrets files, the registry) instead of
+/// exiting 0.
+#[test]
+fn the_shipped_config_dry_run_names_what_is_missing() {
+    engines();
+    let state = tempfile::tempdir().unwrap();
+    let o = xtask_bin()
+        .arg("--config")
+        .arg(root().join("deployments/deploy.toml"))
+        .arg("--state-dir")
+        .arg(state.path())
+        .args(["--dry-run", "deploy-staging", "--tag", "sha-0123456789ab"])
+        .env_remove("CI")
+        .env_remove("GITHUB_ACTIONS")
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    let e = stderr(&o);
+    assert_eq!(e.lines().count(), 1, "{e}");
+    assert!(
+        e.starts_with(
+            "error: refused: the secrets files the compose files name not met: missing secret `"
+        ),
+        "{e}"
+    );
+    let plan = stdout(&o);
+    assert!(
+        plan.contains("require the tag's images in the registry: NOT MET")
+            && plan
+                .contains("image registry.fetchml.internal/fetchml/api-server:sha-0123456789ab: "),
+        "{plan}"
+    );
+    assert!(!state.path().join("staging").exists(), "the dry run wrote");
+}
