@@ -573,9 +573,9 @@ fn after_a_failure_that_touched_nothing_rollback_targets_the_previous_good_versi
     let img = images();
     let s = on_v1("target");
     s.ok(&["deploy-staging", "--tag", &img.v2]);
-    // A tag that does not exist: the pull fails, nothing is touched.
+    // A tag that does not exist: refused (not in the registry), nothing is touched.
     let o = s.run(&["deploy-staging", "--tag", "sha-000000000000"]);
-    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
     let o = s.ok(&["rollback", "staging", "--dry-run"]);
     assert!(
