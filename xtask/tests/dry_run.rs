@@ -470,7 +470,9 @@ fn preflight_names_every_missing_tool_at_once_and_exits_2() {
 fn the_plan_says_what_confirmed_a_production_deploy() {
     let sb = Sandbox::new();
     let args = ["deploy-prod", "--tag", "sha-0123456789ab"];
-    let cases: &[(&[(&str, &str)], &[&str], &str)] = &[
+    // (variables, extra arguments, what the plan says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: &[Case] = &[
         (
             &[("CI", "true")],
             &[],
