@@ -495,14 +495,18 @@ fn unwritable_audit_log_or_sink_refuses_before_touching_the_containers() {
         immutable,
         "this test needs `chattr +i` on the state directory's filesystem: {o:?}"
     );
+    let dry = s.run(&["deploy-staging", "--tag", &img.v2, "--dry-run"]);
     let r = s.run(&["deploy-staging", "--tag", &img.v2]);
     let _ = Command::new("chattr").arg("-i").arg(&log).output();
     assert_eq!(exit_code(&r), 5, "{}", text(&r));
     assert!(
-        stderr(&r).contains("cannot be opened for append"),
+        stderr(&r).contains(&format!("the audit log {} is not writable", log.display())),
         "{}",
         text(&r)
     );
+    // The preview refuses with the same line.
+    assert_eq!(exit_code(&dry), 5, "{}", text(&dry));
+    assert_eq!(stderr(&dry), stderr(&r));
     assert_eq!(
         (
             s.container_id("staging", "api"),
