@@ -274,6 +274,10 @@ pub fn default_target(h: &History, now: &Now) -> Option<String> {
 
 /// How long a deploy waits for a proxy it just started to answer.
 pub const PROXY_WAIT_SECS: u64 = 15;
+/// How long a rollback waits for the proxy: it starts none, so a short
+/// wait covers one that is restarting, and a stack that is down is
+/// refused in seconds rather than after the deploy's wait.
+pub const PROXY_RECHECK_SECS: u64 = 2;
 
 /// Blue/green plans from what the engine and the proxy report; when they
 /// could not be asked, the plan is refused rather than made blind (it

@@ -300,8 +300,15 @@ fn every_refusal_is_the_same_in_the_dry_run_and_the_real_run() {
                     .unwrap();
             }
         }
+        let t = std::time::Instant::now();
         let dry = run(&stack, &c, true);
+        let took_dry = t.elapsed();
         let real = run(&stack, &c, false);
+        eprintln!(
+            "{r:?}: dry run {:.2} s, real run {:.2} s",
+            took_dry.as_secs_f64(),
+            (t.elapsed() - took_dry).as_secs_f64()
+        );
         let (de, re) = (first_error(&dry), first_error(&real));
         let ok =
             exit_code(&dry) == 5 && exit_code(&real) == 5 && de == re && de.starts_with(c.starts);

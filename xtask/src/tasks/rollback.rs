@@ -20,7 +20,7 @@ use crate::plan::{Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
     blue_green, compose_checks, default_target, images_check, lock, placement, record,
-    standby_with, switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
+    standby_with, switch_to, unknown_sets, verified_history, Now, PROXY_RECHECK_SECS,
 };
 use crate::validate;
 
@@ -142,7 +142,7 @@ pub fn build(
         // new set beside the serving one; the recovery switches back.
         plan.step(Step::ProxyReady {
             target: target.clone(),
-            wait_secs: PROXY_WAIT_SECS,
+            wait_secs: PROXY_RECHECK_SECS,
         });
         let bg = blue_green(&target, env, &now, env.rollback_timeout_secs);
         for s in bg.steps {
