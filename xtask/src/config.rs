@@ -71,6 +71,11 @@ pub struct Env {
     /// Queue, storage, database: never recreated, never `down`, never lose a volume.
     #[serde(default)]
     pub stateful_services: Vec<String>,
+    /// Compose services that are neither app nor stateful services and
+    /// that a deploy deliberately never starts (one-off jobs, tools). Every
+    /// other compose service must be in one of the two lists.
+    #[serde(default)]
+    pub ignored_services: Vec<String>,
     /// Image repository per app service.
     pub images: BTreeMap<String, String>,
     /// Every URL must answer the service contract before a deploy counts.
@@ -353,6 +358,12 @@ impl Env {
             .find(|s| self.stateful_services.contains(s))
         {
             bail!("service `{s}` is both an app service and a stateful service");
+        }
+        for s in &self.ignored_services {
+            validate::service_name(s)?;
+            if self.app_services.contains(s) || self.stateful_services.contains(s) {
+                bail!("service `{s}` is in ignored_services and in app_services or stateful_services: pick one");
+            }
         }
         for s in &self.app_services {
             let repo = self.images.get(s).with_context(|| {

@@ -60,10 +60,27 @@ impl Ctx {
     /// outcome, with the new audit head as the last line.
     ///
     /// This and the executor are the only places that know the mode: a dry
-    /// run whose plan the real run would refuse exits as the real run would
-    /// (5), after printing the plan; an applied plan ends with the task's
+    /// run evaluates the real run's checks read-only ([`exec::preview`]) and
+    /// refuses as the real run would, with the same code and first error
+    /// line, after printing the plan; an applied plan ends with the task's
     /// own report ([`Actions::report`]).
     pub fn finish(&self, plan: &Plan, actions: &mut dyn Actions) -> Result<()> {
+        let mut plan = std::borrow::Cow::Borrowed(plan);
+        let created = plan
+            .record
+            .as_ref()
+            .map(created_by_record)
+            .unwrap_or_default();
+        if !created.is_empty() {
+            plan.to_mut().warnings.extend(created);
+        }
+        let plan = plan.as_ref();
+        if !self.global.dry_run {
+            // The dry run shows them with the plan.
+            for w in &plan.warnings {
+                eprintln!("warning: {w}");
+            }
+        }
         if let Some(env) = &plan.env {
             crate::out::set("env", env.as_str());
         }
@@ -79,14 +96,7 @@ impl Ctx {
                     crate::out::merge(serde_json::json!({ "plan": plan }));
                 }
             }
-            let unmet = plan.unmet();
-            if !unmet.is_empty() {
-                return Err(crate::exit::fail(
-                    crate::exit::Code::Refused,
-                    format!("dry run: the real run would refuse: {}", unmet.join("; ")),
-                ));
-            }
-            return Ok(());
+            return exec::preview(plan);
         }
         let started = std::time::Instant::now();
         let result = exec::apply(plan, self.global.verbose, actions);
@@ -108,6 +118,27 @@ impl Ctx {
         }
         Ok(())
     }
+}
+
+/// The directories the record's first append creates: not a refusal (the
+/// real run creates them), but worth a look when a sink should be a
+/// mount of its own. Said the same way by both modes.
+fn created_by_record(r: &crate::plan::RecordSpec) -> Vec<String> {
+    let dirs = [
+        ("state directory", Some(&r.log)),
+        ("audit sink", r.sink.as_ref()),
+    ];
+    dirs.into_iter()
+        .filter_map(|(what, p)| {
+            let dir = p?.parent()?;
+            (!dir.exists()).then(|| {
+                format!(
+                    "the {what} {} does not exist: the first record creates it (mount it first if it should be a disk of its own)",
+                    dir.display()
+                )
+            })
+        })
+        .collect()
 }
 
 /// The success line's words: what changed for a deploy, promote or

@@ -97,6 +97,14 @@ impl Stateful {
         &self.services
     }
 
+    /// Does starting them start the proxy (so that it cannot be asked before)?
+    pub fn starts_proxy(&self) -> bool {
+        self.base
+            .proxy
+            .as_ref()
+            .is_some_and(|p| self.services.contains(&p.service))
+    }
+
     /// Do all of them run now (read-only)? Then starting them is a no-op a
     /// deploy can skip: `up --no-recreate` still costs compose's whole
     /// project load. `false` when the engine cannot be asked.

@@ -43,6 +43,71 @@ impl Code {
     }
 }
 
+/// Every reason a task refuses (exit 5) before it touches anything. Each
+/// is a check that the dry run evaluates the same way, read-only, with the
+/// same first error line (`exec::preview`); `tests/parity.rs` runs every
+/// one in both modes. A refusal is made only through [`refuse`], so a new
+/// one is a new variant here, and that test does not compile without its
+/// case.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Refusal {
+    /// Another process holds the environment's deploy lock.
+    Locked,
+    /// A maintenance hold (`lock acquire`), readable or not.
+    Held,
+    /// The audit head moved while the task waited for the lock
+    /// (`--lock-wait`); a dry run does not wait, so it sees the new head.
+    StalePlan,
+    /// `deploy-prod` without `--yes`, outside CI.
+    NotConfirmed,
+    /// Blue/green: the proxy's admin API does not answer, or lacks a route.
+    ProxyDown,
+    /// The audit log or its sink cannot take the record: the state
+    /// directory or the sink is not creatable or writable, or has no room.
+    RecordUnwritable,
+    /// The config contradicts itself or its compose files.
+    Config,
+    /// A secrets file that the compose files name is missing.
+    Secrets,
+    /// The tag's image is neither in the registry nor (for a rollback) present.
+    Manifest,
+    /// Swarm: this host is no manager, or no ready node can take a service.
+    Swarm,
+    /// The promotion gate: evidence from the source environment is missing.
+    Evidence,
+    /// The compose files lack what blue/green needs (slot label, no app port).
+    BlueGreen,
+    /// The engine or the proxy could not say which set serves.
+    UnknownSets,
+    /// Rollback: no version to roll back to, or the one asked for is not one.
+    NoTarget,
+}
+
+impl Refusal {
+    pub const ALL: [Refusal; 14] = [
+        Refusal::Locked,
+        Refusal::Held,
+        Refusal::StalePlan,
+        Refusal::NotConfirmed,
+        Refusal::ProxyDown,
+        Refusal::RecordUnwritable,
+        Refusal::Config,
+        Refusal::Secrets,
+        Refusal::Manifest,
+        Refusal::Swarm,
+        Refusal::Evidence,
+        Refusal::BlueGreen,
+        Refusal::UnknownSets,
+        Refusal::NoTarget,
+    ];
+}
+
+/// The error of a refusal: exit 5, nothing was changed. The reason is
+/// named at every call so that each refusal site maps to a [`Refusal`].
+pub fn refuse(_why: Refusal, message: impl Into<String>) -> anyhow::Error {
+    fail(Code::Refused, message)
+}
+
 /// An error that carries its exit code.
 #[derive(Debug)]
 pub struct Exit {

@@ -24,6 +24,7 @@ macro_rules! eprint {
 
 pub mod audit;
 pub mod bench;
+pub mod ci;
 pub mod cmd;
 pub mod config;
 pub mod ctx;

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::exit::{fail, Code};
+use crate::exit::{refuse, Refusal};
 
 /// The lock file's name in an environment's state directory.
 pub const LOCK_FILE: &str = "deploy.lock";
@@ -151,7 +151,7 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
     let since = crate::cmd::since_now();
     loop {
         // The refusal, in two parts around " after waiting Ns".
-        let (what, then) = match file.try_lock() {
+        let (why, what, then) = match file.try_lock() {
             Ok(()) => match held_for_maintenance(path, env, task) {
                 None => break,
                 Some(why) => {
@@ -160,13 +160,7 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
                     why
                 }
             },
-            Err(TryLockError::WouldBlock) => (
-                format!("environment `{env}` is locked"),
-                format!(
-                    " by {}; retry later or pass --lock-wait SECS",
-                    holder(&mut file)
-                ),
-            ),
+            Err(TryLockError::WouldBlock) => locked(env, &holder(&mut file)),
             Err(TryLockError::Error(e)) => {
                 return Err(e).with_context(|| format!("locking {}", path.display()))
             }
@@ -177,7 +171,7 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
             } else {
                 format!(" after waiting {}s", wait.as_secs())
             };
-            return Err(fail(Code::Refused, format!("{what}{waited}{then}")));
+            return Err(refuse(why, format!("{what}{waited}{then}")));
         }
         // A signal while waiting ends the wait: nothing was touched yet.
         crate::cmd::check_interrupt(since)
@@ -201,8 +195,37 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
     })
 }
 
+/// The dry run's twin of [`acquire`] with no wait, read-only: refuses as
+/// `acquire` would now, from the kernel's lock table and the hold file,
+/// without opening the lock (which could refuse a deploy starting now).
+pub fn peek(path: &Path, env: &str, task: &str) -> Result<()> {
+    let (why, what, then) = match running(path) {
+        Running::Held { holder, .. } => locked(env, &holder),
+        // Free, or the table unreadable: the hold decides, as it would
+        // once `acquire` has the lock.
+        _ => match held_for_maintenance(path, env, task) {
+            None => return Ok(()),
+            Some(why) => why,
+        },
+    };
+    Err(refuse(why, format!("{what}{then}")))
+}
+
+/// The refusal of a lock held by `holder`, in two parts around " after waiting Ns".
+fn locked(env: &str, holder: &str) -> (Refusal, String, String) {
+    let holder = match holder.trim() {
+        "" => "another process (holder not yet written)",
+        h => h,
+    };
+    (
+        Refusal::Locked,
+        format!("environment `{env}` is locked"),
+        format!(" by {holder}; retry later or pass --lock-wait SECS"),
+    )
+}
+
 /// The refusal for a maintenance hold on `path`, if one applies to `task`.
-fn held_for_maintenance(path: &Path, env: &str, task: &str) -> Option<(String, String)> {
+fn held_for_maintenance(path: &Path, env: &str, task: &str) -> Option<(Refusal, String, String)> {
     if PASSES_HOLD.contains(&task) {
         return None;
     }
@@ -210,10 +233,12 @@ fn held_for_maintenance(path: &Path, env: &str, task: &str) -> Option<(String, S
     match read_hold(path) {
         Ok(None) => None,
         Ok(Some(h)) => Some((
+            Refusal::Held,
             format!("environment `{env}` is held for maintenance"),
             format!(" by {}; {release}, or pass --lock-wait SECS", h.describe()),
         )),
         Err(e) => Some((
+            Refusal::Held,
             format!("environment `{env}` has a maintenance hold that cannot be read"),
             format!(" ({e:#}); {release}"),
         )),
@@ -225,12 +250,7 @@ fn holder(file: &mut File) -> String {
     let _ = file
         .seek(SeekFrom::Start(0))
         .and_then(|_| file.read_to_string(&mut s));
-    let s = s.trim();
-    if s.is_empty() {
-        "another process (holder not yet written)".into()
-    } else {
-        s.to_string()
-    }
+    s
 }
 
 /// Who holds the lock at `path` right now, looked up without touching it.

@@ -17,7 +17,7 @@ pub struct Phase {
 }
 
 fn in_ci() -> bool {
-    std::env::var_os("CI").is_some() || std::env::var_os("GITHUB_ACTIONS").is_some()
+    crate::ci::detected()
 }
 
 impl Phase {

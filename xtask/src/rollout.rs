@@ -11,7 +11,7 @@ use crate::engine::slots::{Container, Set, Slot};
 use crate::engine::{Running, Target};
 use crate::exit::{fail, Code};
 use crate::health::Gate;
-use crate::plan::{AppStep, Plan, RecordSpec, Step};
+use crate::plan::{AppStep, Plan, RecordSpec, Refusal, Step};
 
 /// The steps that put `target`'s app services on its tag: a recreate, and on
 /// Swarm the wait until the update converged (or Swarm rolled it back).
@@ -262,6 +262,7 @@ pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
         }
     }
     (!missing.is_empty()).then(|| Step::Require {
+        refusal: Refusal::Config,
         what: "a config that agrees with itself".into(),
         missing,
         overridden: Vec::new(),
@@ -285,6 +286,10 @@ pub fn default_target(h: &History, now: &Now) -> Option<String> {
 
 /// How long a deploy waits for a proxy it just started to answer.
 pub const PROXY_WAIT_SECS: u64 = 15;
+/// How long a rollback waits for the proxy: it starts none, so a short
+/// wait covers one that is restarting, and a stack that is down is
+/// refused in seconds rather than after the deploy's wait.
+pub const PROXY_RECHECK_SECS: u64 = 2;
 
 /// Blue/green plans from what the engine and the proxy report; when they
 /// could not be asked, the plan is refused rather than made blind (it
@@ -297,6 +302,7 @@ pub fn unknown_sets(target: &Target, now: &Now) -> Option<Step> {
     }
     let why = now.unknown.clone().filter(|_| target.blue_green())?;
     Some(Step::Require {
+        refusal: Refusal::UnknownSets,
         what: "the engine and the proxy report which set serves".into(),
         missing: vec![why],
         overridden: Vec::new(),
@@ -314,24 +320,223 @@ pub fn placement(target: &Target) -> Option<Step> {
         .placement_gaps()
         .unwrap_or_else(|e| vec![format!("the swarm could not be asked: {e:#}")]);
     (!missing.is_empty()).then(|| Step::Require {
+        refusal: Refusal::Swarm,
         what: "a swarm manager, and nodes for every app service's placement".into(),
         missing,
         overridden: Vec::new(),
     })
 }
 
-/// Blue/green needs the compose files' cooperation (the slot label, no
-/// published app port); a deploy checks their render before it touches
-/// anything. `None` when not blue/green, when all is there, or when the
-/// render could not be had (no docker: preflight refuses the real run; a
-/// file compose cannot read fails the pull, before anything is touched).
-pub fn blue_green_gaps(target: &Target) -> Option<Step> {
-    if !target.blue_green() {
+/// The checks read from the compose files' render, before anything is
+/// touched, in both modes: the config against the render ([`Refusal::Config`]),
+/// the secrets files ([`Refusal::Secrets`]) and, for blue/green, the slot
+/// label and unpublished app ports ([`Refusal::BlueGreen`]). Returns the
+/// unmet ones as steps, and the render for the image check. Without
+/// docker at all, nothing (preflight refuses the real run; a dry run
+/// previews with that warning).
+pub fn compose_checks(target: &Target, env: &Env) -> (Vec<Step>, Option<serde_json::Value>) {
+    if which::which("docker").is_err() {
+        return (Vec::new(), None);
+    }
+    let require = |refusal, what: &str, missing: Vec<String>| {
+        (!missing.is_empty()).then(|| Step::Require {
+            refusal,
+            what: what.into(),
+            missing,
+            overridden: Vec::new(),
+        })
+    };
+    let doc = match target.render() {
+        Ok(d) => d,
+        Err(e) => {
+            let why = format!(
+                "the compose files do not render with the config's vars and {}: {e:#}",
+                env.tag_var
+            );
+            let step = require(
+                Refusal::Config,
+                "compose files that agree with the config",
+                vec![why],
+            );
+            return (step.into_iter().collect(), None);
+        }
+    };
+    let mut steps: Vec<Step> = [
+        require(
+            Refusal::Config,
+            "compose files that agree with the config",
+            config_gaps(target, env, &doc),
+        ),
+        require(
+            Refusal::Secrets,
+            "the secrets files the compose files name",
+            secrets_gaps(&doc),
+        ),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if target.blue_green() {
+        steps.extend(require(
+            Refusal::BlueGreen,
+            "compose files ready for blue/green",
+            target.blue_green_gaps(&doc),
+        ));
+    }
+    (steps, Some(doc))
+}
+
+/// Where the config and the compose files' render disagree, each naming
+/// the service, variable or port.
+fn config_gaps(target: &Target, env: &Env, doc: &serde_json::Value) -> Vec<String> {
+    let services = doc["services"].as_object().cloned().unwrap_or_default();
+    let mut gaps = Vec::new();
+    let proxy = env.proxy.as_ref().map(|p| p.service.clone());
+    let listed: Vec<&String> = env
+        .app_services
+        .iter()
+        .chain(&env.stateful_services)
+        .chain(&proxy)
+        .collect();
+    for s in &listed {
+        if !services.contains_key(s.as_str()) {
+            let have: Vec<&str> = services.keys().map(String::as_str).collect();
+            gaps.push(format!(
+                "service `{s}` is not in the compose files (they define {})",
+                have.join(", ")
+            ));
+        }
+    }
+    for s in services.keys() {
+        if !listed.contains(&s) && !env.ignored_services.contains(s) {
+            gaps.push(format!(
+                "compose service `{s}` is in none of app_services, stateful_services and ignored_services: a deploy would never start it; list it"
+            ));
+        }
+    }
+    let tag = match target.tag() {
+        "" => crate::engine::slots::RENDER_TAG,
+        t => t,
+    };
+    for s in target.services() {
+        let Some(image) = services.get(s).and_then(|v| v["image"].as_str()) else {
+            continue;
+        };
+        let want = env.images.get(s).map(|r| format!("{r}:{tag}"));
+        if !image.ends_with(&format!(":{tag}")) {
+            gaps.push(format!(
+                "app service `{s}`'s image `{image}` does not take its tag from `{}`: a deploy would not change its version",
+                env.tag_var
+            ));
+        } else if want.as_deref().is_some_and(|w| w != image) {
+            gaps.push(format!(
+                "app service `{s}` runs image `{image}` but images.{s} is `{}`",
+                env.images[s]
+            ));
+        }
+    }
+    // What the gate and the proxy dial must be published by some service.
+    let published: Vec<u16> = services
+        .values()
+        .flat_map(|v| v["ports"].as_array().cloned().unwrap_or_default())
+        .filter_map(|p| match &p["published"] {
+            serde_json::Value::String(s) => s.parse().ok(),
+            serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()),
+            _ => None,
+        })
+        .collect();
+    let admin = env.proxy.as_ref().and_then(|p| p.admin_url.clone());
+    for (what, url) in env
+        .health_urls
+        .iter()
+        .map(|u| ("health url", u))
+        .chain(admin.iter().map(|u| ("proxy.admin_url", u)))
+    {
+        if let Some(port) = loopback_port(url).filter(|p| !published.contains(p)) {
+            gaps.push(format!(
+                "{what} `{url}`: no compose service publishes port {port}"
+            ));
+        }
+    }
+    if let Some(p) = &env.proxy {
+        for (s, port) in p.routes.iter().chain(&p.probe_ports) {
+            let svc = &services.get(s).cloned().unwrap_or_default();
+            let declared: Vec<u64> = svc["expose"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|e| e.as_str().and_then(|e| e.parse().ok()).or(e.as_u64()))
+                .collect();
+            // Only a service that declares its ports can contradict the config.
+            if !declared.is_empty() && !declared.contains(&u64::from(*port)) {
+                gaps.push(format!(
+                    "proxy names port {port} of `{s}`, which exposes {declared:?} in the compose files"
+                ));
+            }
+        }
+    }
+    gaps
+}
+
+/// The port of a `http://127.0.0.1:PORT/...` (or localhost, [::1]) URL:
+/// the ones this host's compose services must publish.
+fn loopback_port(url: &str) -> Option<u16> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?;
+    let host_port = rest.split('/').next()?;
+    let (host, port) = host_port.rsplit_once(':')?;
+    ["127.0.0.1", "localhost", "[::1]"]
+        .contains(&host)
+        .then(|| port.parse().ok())
+        .flatten()
+}
+
+/// Secrets files the render names that do not exist.
+fn secrets_gaps(doc: &serde_json::Value) -> Vec<String> {
+    let Some(secrets) = doc["secrets"].as_object() else {
+        return Vec::new();
+    };
+    secrets
+        .iter()
+        .filter_map(|(name, s)| {
+            let file = s["file"].as_str()?;
+            (!std::path::Path::new(file).is_file())
+                .then(|| format!("secret `{name}`: file {file} does not exist"))
+        })
+        .collect()
+}
+
+/// The tag's images can be had: `pull` needs each in the registry; with
+/// `local_ok` (a rollback), one present locally will do. Read-only
+/// (`docker image inspect`, `docker manifest inspect`).
+pub fn images_check(target: &Target, local_ok: bool) -> Option<Step> {
+    if which::which("docker").is_err() {
         return None;
     }
-    let missing = target.blue_green_gaps().ok()?;
+    let refs = target.image_refs();
+    let missing: Vec<String> = std::thread::scope(|s| {
+        let asked: Vec<_> = refs
+            .iter()
+            .map(|r| {
+                s.spawn(move || {
+                    if local_ok && crate::engine::docker::image_present(r) {
+                        return None;
+                    }
+                    crate::engine::docker::manifest(r)
+                        .err()
+                        .map(|why| format!("image {r}: {why}"))
+                })
+            })
+            .collect();
+        asked
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .collect()
+    });
     (!missing.is_empty()).then(|| Step::Require {
-        what: "compose files ready for blue/green".into(),
+        refusal: Refusal::Manifest,
+        what: "the tag's images in the registry".into(),
         missing,
         overridden: Vec::new(),
     })

@@ -315,7 +315,7 @@ fn kill_9_mid_gate_leaves_no_lock_and_a_rerun_converges() {
 }
 
 #[test]
-fn unreachable_registry_fails_before_anything_changes() {
+fn unreachable_registry_is_refused_before_anything_changes() {
     let img = images();
     let closed = free_port();
     let s = Stack::with(
@@ -325,16 +325,21 @@ fn unreachable_registry_fails_before_anything_changes() {
             ..Opts::default()
         },
     );
+    // The preview refuses as the real run does, with the same line.
+    let dry = s.run(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);
     let o = s.run(&["deploy-staging", "--tag", &img.v1]);
-    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert_eq!(exit_code(&dry), 5, "{}", text(&dry));
     let e = stderr(&o);
     let err: Vec<&str> = e.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(err.len(), 1, "{}", text(&o));
     assert!(
-        err[0].contains("pull") && err[0].contains(&format!("127.0.0.1:{closed}")),
+        err[0].contains("the tag's images in the registry not met")
+            && err[0].contains(&format!("127.0.0.1:{closed}")),
         "{}",
         err[0]
     );
+    assert_eq!(stderr(&dry).lines().last(), Some(err[0]), "{}", text(&dry));
     assert!(
         s.container_id("staging", "api").is_empty(),
         "something was started"
@@ -345,7 +350,7 @@ fn unreachable_registry_fails_before_anything_changes() {
     );
     let recs = s.records("staging");
     assert_eq!(recs.len(), 1);
-    assert_eq!(recs[0].outcome, "failure");
+    assert_eq!(recs[0].outcome, "refused");
 }
 
 #[test]
@@ -369,18 +374,23 @@ fn stopped_docker_daemon_is_a_preflight_error_with_nothing_written() {
 /// stdout stays the task's own (one JSON document with `--format json`).
 #[test]
 fn progress_is_phases_on_stderr_folded_in_ci() {
+    let img = images();
     let s = Stack::new("progress");
-    let phase = "pulling api, worker on sha-000000000000";
+    // A stateful image that cannot be pulled: the phase that starts it fails.
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "TESTBED_REGISTRY =",
+        &format!(
+            "TESTBED_REDIS_IMAGE = \"127.0.0.1:{}/nope:1\", TESTBED_REGISTRY =",
+            free_port()
+        ),
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    let phase = "starting redis, proxy where not running";
     let o = s
         .cmd()
         .env("CI", "true")
-        .args([
-            "--format",
-            "json",
-            "deploy-staging",
-            "--tag",
-            "sha-000000000000",
-        ])
+        .args(["--format", "json", "deploy-staging", "--tag", &img.v1])
         .output()
         .unwrap();
     assert_eq!(exit_code(&o), 1, "{}", text(&o));
@@ -391,7 +401,7 @@ fn progress_is_phases_on_stderr_folded_in_ci() {
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["outcome"], "failure");
 
-    let o = s.run(&["deploy-staging", "--tag", "sha-000000000000"]);
+    let o = s.run(&["deploy-staging", "--tag", &img.v1]);
     let err = stderr(&o);
     assert!(err.lines().any(|l| l == phase), "{err}");
     assert!(!err.contains("::group::"), "{err}");

@@ -66,6 +66,15 @@ impl Sandbox {
     }
 
     fn run(&self, config: &Path, args: &[&str]) -> std::process::Output {
+        self.run_with(config, args, &[])
+    }
+
+    fn run_with(
+        &self,
+        config: &Path,
+        args: &[&str],
+        vars: &[(&str, &str)],
+    ) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_xtask"))
             .arg("--config")
             .arg(config)
@@ -79,6 +88,7 @@ impl Sandbox {
             .env_remove("COLUMNS")
             .env_remove("CI")
             .env_remove("GITHUB_ACTIONS")
+            .envs(vars.iter().copied())
             .current_dir(root())
             .output()
             .unwrap()
@@ -94,7 +104,8 @@ impl Sandbox {
 }
 
 /// Look-ups a dry run may make: versions, daemon reachability, image
-/// presence, what runs, and the compose files' render.
+/// presence locally and in the registry, what runs, and the compose
+/// files' render.
 fn read_only(call: &str) -> bool {
     let render = call.starts_with("docker compose -p ") && call.ends_with(" config --format json");
     render
@@ -103,6 +114,8 @@ fn read_only(call: &str) -> bool {
             "docker-compose version --short",
             "docker version --format",
             "docker image inspect",
+            // the tag's images in the registry
+            "docker manifest inspect",
             // what runs now, per the engine
             "docker ps --filter label=com.docker.compose.project=",
             "docker ps --all --filter label=com.docker.compose.project=",
@@ -279,8 +292,10 @@ fn plan_snapshots() {
             &["deploy-prod", "--tag", "sha-cccccccccccc"],
             &[],
         ),
+        // Nothing runs in the sandbox, so the proxy does not answer: the
+        // real run would refuse, and so does the preview.
         (
-            "rollback-staging",
+            "rollback-staging-refused",
             &["rollback", "staging", "--reason", "health-check-failure"],
             &["sha-aaaaaaaaaaaa", "sha-bbbbbbbbbbbb"],
         ),
@@ -447,4 +462,43 @@ fn preflight_names_every_missing_tool_at_once_and_exits_2() {
         "{}",
         text(&o)
     );
+}
+
+/// Only a true CI variable confirms deploy-prod, and the plan says what
+/// confirmed it.
+#[test]
+fn the_plan_says_what_confirmed_a_production_deploy() {
+    let sb = Sandbox::new();
+    let args = ["deploy-prod", "--tag", "sha-0123456789ab"];
+    // (variables, extra arguments, what the plan says)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str], &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("CI", "true")],
+            &[],
+            "operator confirmation: given (running in CI: CI is set)",
+        ),
+        (
+            &[("GITHUB_ACTIONS", "true")],
+            &[],
+            "given (running in CI: GITHUB_ACTIONS is set)",
+        ),
+        (&[], &["--yes"], "operator confirmation: given (--yes)"),
+        (&[("CI", "false")], &[], "operator confirmation: NOT GIVEN"),
+        (&[("CI", "")], &[], "operator confirmation: NOT GIVEN"),
+    ];
+    for (vars, extra, want) in cases {
+        let all: Vec<&str> = args.iter().chain(extra.iter()).copied().collect();
+        let o = sb.run_with(&testbed(), &all, vars);
+        let out = stdout(&o);
+        assert!(out.contains(want), "{vars:?} {extra:?}: {}", text(&o));
+        assert!(!out.contains("given (--yes (outside CI))"), "{}", text(&o));
+        if want.contains("NOT GIVEN") {
+            assert!(
+                stderr(&o).starts_with("error: refused: not confirmed; pass --yes (outside CI)"),
+                "{vars:?}: {}",
+                text(&o)
+            );
+        }
+    }
 }

@@ -625,14 +625,18 @@ fn unwritable_audit_log_or_sink_refuses_before_touching_the_containers() {
         immutable,
         "this test needs `chattr +i` on the state directory's filesystem: {o:?}"
     );
+    let dry = s.run(&["deploy-staging", "--tag", &img.v2, "--dry-run"]);
     let r = s.run(&["deploy-staging", "--tag", &img.v2]);
     let _ = Command::new("chattr").arg("-i").arg(&log).output();
     assert_eq!(exit_code(&r), 5, "{}", text(&r));
     assert!(
-        stderr(&r).contains("cannot be opened for append"),
+        stderr(&r).contains(&format!("the audit log {} is not writable", log.display())),
         "{}",
         text(&r)
     );
+    // The preview refuses with the same line.
+    assert_eq!(exit_code(&dry), 5, "{}", text(&dry));
+    assert_eq!(stderr(&dry), stderr(&r));
     assert_eq!(
         (
             s.container_id("staging", "api"),
@@ -703,9 +707,9 @@ fn after_a_failure_that_touched_nothing_rollback_targets_the_previous_good_versi
     let img = images();
     let s = on_v1("target");
     s.ok(&["deploy-staging", "--tag", &img.v2]);
-    // A tag that does not exist: the pull fails, nothing is touched.
+    // A tag that does not exist: refused (not in the registry), nothing is touched.
     let o = s.run(&["deploy-staging", "--tag", "sha-000000000000"]);
-    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
     let o = s.ok(&["rollback", "staging", "--dry-run"]);
     assert!(

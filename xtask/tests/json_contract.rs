@@ -174,6 +174,7 @@ fn the_schema_check_catches_a_bad_document() {
 
 #[test]
 fn every_task_prints_one_valid_document_on_every_path() {
+    let img = images();
     let s = Stack::new("json");
     let run = |a: &[&str]| s.run(a);
     // Success paths.
@@ -185,23 +186,19 @@ fn every_task_prints_one_valid_document_on_every_path() {
         &["audit", "show", "--env", "staging"],
         &["backup-smoke", "--env", "staging", "--dry-run"],
         &["lock", "acquire", "staging", "-m", "contract", "--dry-run"],
-        &["deploy-staging", "--tag", "sha-0123456789ab", "--dry-run"],
+        &["deploy-staging", "--tag", &img.v1, "--dry-run"],
         &[
             "rollback",
             "staging",
             "--to",
-            "sha-0123456789ab",
+            &img.v1,
             "--force",
             "--dry-run",
         ],
     ] {
         doc(&run, args, 0);
     }
-    let plan = doc(
-        &run,
-        &["deploy-staging", "--tag", "sha-0123456789ab", "--dry-run"],
-        0,
-    );
+    let plan = doc(&run, &["deploy-staging", "--tag", &img.v1, "--dry-run"], 0);
     assert_eq!(plan["outcome"], "planned");
     assert_eq!(plan["env"], "staging");
     assert!(plan["plan"]["steps"].is_array(), "{plan:#}");
@@ -265,16 +262,23 @@ fn every_task_prints_one_valid_document_on_every_path() {
         5,
     );
 
-    // Failures: bad input, a bad config, a missing image, a broken chain.
+    // A missing image is refused before anything is touched, in a dry run too.
+    doc(
+        &run,
+        &["deploy-staging", "--tag", "sha-000000000000", "--dry-run"],
+        5,
+    );
+    let f = doc(&run, &["deploy-staging", "--tag", "sha-000000000000"], 5);
+    assert_eq!(
+        (f["outcome"].as_str(), f["to"].as_str()),
+        (Some("refused"), Some("sha-000000000000"))
+    );
+
+    // Failures: bad input, a bad config, a broken chain.
     let e = doc(&run, &["status"], 1);
     assert!(e["error"].as_str().unwrap().contains("<ENV>"), "{e:#}");
     doc(&run, &["deploy", "staging"], 1);
     doc(&run, &["status", "production"], 1);
-    let f = doc(&run, &["deploy-staging", "--tag", "sha-000000000000"], 1);
-    assert_eq!(
-        (f["outcome"].as_str(), f["to"].as_str()),
-        (Some("failure"), Some("sha-000000000000"))
-    );
     let log = s.state.join("staging/audit.jsonl");
     let mut bytes = std::fs::read(&log).unwrap();
     let i = bytes.iter().position(|&b| b == b'r').unwrap();

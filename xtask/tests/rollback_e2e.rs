@@ -107,7 +107,7 @@ fn to_a_tag_never_deployed_is_refused_and_a_missing_image_stops_nothing() {
         text(&o)
     );
 
-    // Forced past that check, the image is neither present nor pullable: refused before anything stops.
+    // Forced past that check, the image is neither present nor in the registry: refused before anything stops.
     let o = s.run(&[
         "rollback",
         "staging",
@@ -117,9 +117,9 @@ fn to_a_tag_never_deployed_is_refused_and_a_missing_image_stops_nothing() {
         "--reason",
         "drill",
     ]);
-    assert_eq!(exit_code(&o), 1, "{}", text(&o));
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert!(
-        stderr(&o).contains("neither present nor pullable"),
+        stderr(&o).contains("the tag's images in the registry not met: missing image 127.0.0.1:5000/fetchml/testbed:sha-000000000000"),
         "{}",
         text(&o)
     );
@@ -128,7 +128,7 @@ fn to_a_tag_never_deployed_is_refused_and_a_missing_image_stops_nothing() {
     let last = s.records("staging").pop().unwrap();
     assert_eq!(
         (last.action.as_str(), last.outcome.as_str()),
-        ("rollback", "failure")
+        ("rollback", "refused")
     );
 
     // Injection attempts are refused before anything runs.

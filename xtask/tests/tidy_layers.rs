@@ -105,7 +105,7 @@ fn module_of(path: &str) -> String {
 /// strictly lower layer. The picture is in docs/architecture.md.
 fn layer(module: &str) -> Option<u32> {
     Some(match module {
-        "cmd" => 0,
+        "cmd" | "ci" => 0,
         "exit" | "repo" | "validate" | "flags" | "out" | "progress" => 1,
         "config" | "health" | "audit" => 2,
         "lock" | "engine" => 3,

@@ -18,6 +18,37 @@ pub fn image_present(image: &str) -> bool {
     output(&docker(&["image", "inspect", "--format", "{{.Id}}", image])).is_ok_and(|o| o.success)
 }
 
+/// Does the registry hold `image`'s manifest (read-only)? `Err` says why
+/// not, in one line: compose's pull of it would fail the same way.
+pub fn manifest(image: &str) -> std::result::Result<(), String> {
+    // The daemon pulls from a loopback registry over plain HTTP; the
+    // manifest look-up must be told to do the same (else it answers "no
+    // such manifest" for one that is there).
+    let host = image.split('/').next().unwrap_or_default();
+    let loopback = image.contains('/')
+        && (host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]"));
+    let args: &[&str] = match loopback {
+        true => &["manifest", "inspect", "--insecure", image],
+        false => &["manifest", "inspect", image],
+    };
+    let o = output(&docker(args)).map_err(|e| format!("{e:#}"))?;
+    if o.success {
+        return Ok(());
+    }
+    let why = o
+        .stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    Err(match why.is_empty() {
+        true => "the registry did not answer".into(),
+        false => why,
+    })
+}
+
 /// The registry digest of a local image (`repo@sha256:...`), where it has one.
 pub fn image_digest(image: &str) -> Option<String> {
     let out = output(&docker(&[

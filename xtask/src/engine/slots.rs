@@ -188,19 +188,37 @@ impl Target {
 }
 
 impl Target {
-    /// What the compose files lack for blue/green, read from their render
-    /// (read-only): each app service must carry the slot label from
-    /// `FETCHML_SLOT` (or the new set could not be told from the old) and
-    /// publish no port (two sets could not run side by side).
-    pub fn blue_green_gaps(&self) -> Result<Vec<String>> {
-        const PROBE: &str = "slot-probe";
-        let c = self.render_command().env(SLOT_VAR, PROBE);
-        let doc: serde_json::Value = serde_json::from_str(&cmd::run(&c, false)?)
-            .context("reading `docker compose config --format json`")?;
+    /// The compose files' render (`config --format json`, read-only), on
+    /// this target's tag (a placeholder when it has none yet) and with
+    /// the slot label set to [`RENDER_SLOT`], as the plan's checks read it.
+    pub fn render(&self) -> Result<serde_json::Value> {
+        let on = match self.tag.is_empty() {
+            true => self.on_tag(RENDER_TAG),
+            false => self.clone(),
+        };
+        let c = on.render_command().env(SLOT_VAR, RENDER_SLOT);
+        let out = cmd::run(&c, false).map_err(|e| {
+            // compose's own words, on one line.
+            anyhow::anyhow!(
+                "{}",
+                format!("{e:#}")
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            )
+        })?;
+        serde_json::from_str(&out).context("reading `docker compose config --format json`")
+    }
+
+    /// What the compose files lack for blue/green, read from their
+    /// [`render`](Target::render): each app service must carry the slot
+    /// label from `FETCHML_SLOT` (or the new set could not be told from the
+    /// old) and publish no port (two sets could not run side by side).
+    pub fn blue_green_gaps(&self, doc: &serde_json::Value) -> Vec<String> {
         let mut gaps = Vec::new();
         for s in &self.services {
             let svc = &doc["services"][s];
-            if svc["labels"][LABEL].as_str() != Some(PROBE) {
+            if svc["labels"][LABEL].as_str() != Some(RENDER_SLOT) {
                 gaps.push(format!(
                     "app service `{s}` has no label `{LABEL}: ${{{SLOT_VAR}:-}}` in its compose file"
                 ));
@@ -220,9 +238,14 @@ impl Target {
                 ));
             }
         }
-        Ok(gaps)
+        gaps
     }
 }
+
+/// The tag an untagged target renders on.
+pub const RENDER_TAG: &str = "sha-000000000000";
+/// The slot label's value in a render.
+const RENDER_SLOT: &str = "slot-probe";
 
 fn parse_containers(out: &str, services: &[String]) -> Vec<Container> {
     let mut v: Vec<Container> = out

@@ -26,14 +26,14 @@ use crate::audit::Log;
 use crate::cmd::{self, Command, Effect, Interrupted};
 use crate::engine::docker::image_present;
 use crate::engine::slots::Slot;
-use crate::exit::{code_of, fail, Code};
+use crate::exit::{code_of, fail, refuse, Code, Refusal};
 use crate::lock::LockGuard;
 mod phase;
 mod record;
 
 use crate::plan::{AppStep, OnFailure, Plan, Step};
 use phase::{app_phase_of, phase_of, shown};
-use record::{append, log_of};
+use record::{append, bound, log_of};
 
 /// The head appended by a plan that then failed, for `main` to print after the error.
 pub static LAST_HEAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
@@ -114,33 +114,15 @@ impl Run<'_> {
                     };
                     let now = log.verify()?.head;
                     if &now != planned {
-                        return Err(fail(
-                            Code::Refused,
+                        return Err(refuse(
+                            Refusal::StalePlan,
                             format!("the audit log of `{env}` changed while this task waited for the lock (head {now}); re-run to plan from the new state"),
                         ));
                     }
                 }
                 Ok(())
             }
-            Step::Require { what, missing, .. } => {
-                if missing.is_empty() {
-                    return Ok(());
-                }
-                Err(fail(
-                    Code::Refused,
-                    format!("refused: {what} not met: missing {}", missing.join("; ")),
-                ))
-            }
-            Step::Refuse { why } => Err(fail(Code::Refused, format!("refused: {why}"))),
-            Step::Confirm { given, how } => {
-                if *given {
-                    return Ok(());
-                }
-                Err(fail(
-                    Code::Refused,
-                    format!("refused: not confirmed; pass {how} (preview it with --dry-run first)"),
-                ))
-            }
+            Step::Require { .. } | Step::Refuse { .. } | Step::Confirm { .. } => decided(s),
             Step::CopyFile { from, to } => {
                 if let Some(d) = to.parent() {
                     std::fs::create_dir_all(d)
@@ -151,12 +133,9 @@ impl Run<'_> {
                 Ok(())
             }
             Step::StartStateful { .. } => self.commands(s.commands()),
-            Step::ProxyReady { target, wait_secs } => target.proxy_ready(*wait_secs).map_err(|e| {
-                fail(
-                    Code::Refused,
-                    format!("refused before any app container was touched: {e:#}"),
-                )
-            }),
+            Step::ProxyReady { target, wait_secs } => {
+                target.proxy_ready(*wait_secs).map_err(proxy_refusal)
+            }
             Step::App(a) => self.app(a),
             Step::WriteFile {
                 path,
@@ -271,6 +250,74 @@ impl Run<'_> {
     }
 }
 
+/// The refusals decided while planning: an unmet requirement, a refusal,
+/// a missing confirmation. Both modes refuse on them with these words.
+fn decided(s: &Step) -> Result<()> {
+    match s {
+        Step::Require {
+            refusal,
+            what,
+            missing,
+            ..
+        } if !missing.is_empty() => Err(refuse(
+            *refusal,
+            format!("refused: {what} not met: missing {}", missing.join("; ")),
+        )),
+        Step::Refuse { refusal, why } => Err(refuse(*refusal, format!("refused: {why}"))),
+        Step::Confirm { given: false, how } => Err(refuse(
+            Refusal::NotConfirmed,
+            format!("refused: not confirmed; pass {how} once the plan is what you want (--dry-run shows it)"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn proxy_refusal(e: anyhow::Error) -> anyhow::Error {
+    refuse(
+        Refusal::ProxyDown,
+        format!("refused before any app container was touched: {e:#}"),
+    )
+}
+
+fn record_refusal(e: anyhow::Error) -> anyhow::Error {
+    refuse(
+        Refusal::RecordUnwritable,
+        format!("refused before touching anything: {e:#}; nothing was changed and no record could be written"),
+    )
+}
+
+/// The record's room, asked read-only: the first check of both modes.
+fn record_room(r: &crate::plan::RecordSpec) -> Result<()> {
+    log_of(r).room_for(bound(r)).map_err(record_refusal)
+}
+
+/// The dry run's twin of [`apply`]: every check the real run makes before
+/// it touches anything, in the same order and read-only, refusing with the
+/// same error as the real run would. It stops where the real run would
+/// touch the stack. A proxy that an earlier step starts cannot be asked
+/// yet; the real run waits for it.
+pub fn preview(plan: &Plan) -> Result<()> {
+    if let Some(r) = &plan.record {
+        record_room(r)?;
+    }
+    let mut starts_proxy = false;
+    for s in &plan.steps {
+        match s {
+            Step::Lock {
+                env, path, task, ..
+            } => crate::lock::peek(path, env, task)?,
+            Step::Require { .. } | Step::Refuse { .. } | Step::Confirm { .. } => decided(s)?,
+            Step::StartStateful { target } => starts_proxy = target.starts_proxy(),
+            Step::ProxyReady { target, .. } if !starts_proxy => {
+                target.proxy_ready(0).map_err(proxy_refusal)?
+            }
+            Step::App(a) if a.touches() => break,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// How the steps ended, before the record is written.
 struct Ending {
     outcome: &'static str,
@@ -288,12 +335,8 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
     let _guard = cmd::Guard::new();
     let started = Instant::now();
     if let Some(r) = &plan.record {
-        log_of(r).probe_writable().map_err(|e| {
-            fail(
-                Code::Refused,
-                format!("refused before touching anything: {e:#}; nothing was changed and no record could be written"),
-            )
-        })?;
+        record_room(r)?;
+        log_of(r).probe_writable(bound(r)).map_err(record_refusal)?;
     }
     let since = cmd::interrupts();
     let mut run = Run {

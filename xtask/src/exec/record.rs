@@ -18,6 +18,11 @@ pub(super) fn log_of(r: &RecordSpec) -> Log {
     }
 }
 
+/// The most bytes `r`'s record can take (reserved before the first step).
+pub(super) fn bound(r: &RecordSpec) -> u64 {
+    crate::audit::record_bound(&r.reason, &[r.from.as_deref(), r.to.as_deref()])
+}
+
 pub(super) fn append(
     r: &RecordSpec,
     outcome: &str,
@@ -45,7 +50,8 @@ pub(super) fn append(
         to,
         git_sha,
         reason: one_line(&r.reason),
-        error: err.map(|e| one_line(&format!("{e:#}"))),
+        // Bounded, so the room reserved before the first step is enough.
+        error: err.map(|e| crate::audit::bounded_error(&one_line(&format!("{e:#}")))),
         set,
         duration_ms: started.elapsed().as_millis() as u64,
     };

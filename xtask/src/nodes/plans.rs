@@ -9,7 +9,7 @@ use super::{
     NODE_HOST, PREFIX, READY_SECS, RUN_DIR, VETH_HOST, VETH_NODE,
 };
 use crate::cmd::Effect;
-use crate::plan::{Plan, Step};
+use crate::plan::{Plan, Refusal, Step};
 
 /// Looks (read-only) and plans what is missing for two nodes.
 pub fn plan_up(registry_root: &Path) -> Plan {
@@ -32,12 +32,16 @@ pub fn plan_up(registry_root: &Path) -> Plan {
     match &swarm {
         None => {
             plan.step(Step::Refuse {
+                refusal: Refusal::Swarm,
                 why: "the machine's engine does not answer `docker info`: run `cargo xtask setup` first".into(),
             });
         }
         Some(s) => {
             if let Some(why) = unusable(s) {
-                plan.step(Step::Refuse { why });
+                plan.step(Step::Refuse {
+                    refusal: Refusal::Swarm,
+                    why,
+                });
             }
         }
     }

@@ -25,6 +25,7 @@ use serde::Serialize;
 pub use crate::cmd::{Command, Effect, EnvVar, Secretable};
 use crate::engine::slots::Set;
 use crate::engine::{Stateful, Target};
+pub use crate::exit::Refusal;
 pub use crate::health::Gate;
 
 /// The steps that act on app services and nothing else: all that a
@@ -91,6 +92,9 @@ pub enum Step {
     /// A precondition decided while planning; unmet, the plan is refused
     /// (exit 5). `overridden` lists what `--force` let through (recorded).
     Require {
+        /// Which refusal this is (for the parity test's enumeration).
+        #[serde(skip)]
+        refusal: Refusal,
         what: String,
         missing: Vec<String>,
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -98,10 +102,14 @@ pub enum Step {
     },
     /// A refusal decided while planning (no rollback target, say): the real
     /// run refuses (exit 5) and records it; so does the dry run.
-    Refuse { why: String },
-    /// The operator's confirmation (`--yes`, or running in CI). Missing, the
-    /// real run is refused (exit 5, recorded); a dry run, which is how one
-    /// previews before confirming, only says so.
+    Refuse {
+        #[serde(skip)]
+        refusal: Refusal,
+        why: String,
+    },
+    /// The operator's confirmation (`--yes`, or running in CI): `how` says
+    /// what gave it, or what would. Missing, the plan is refused (exit 5,
+    /// recorded), in a dry run too, after the plan is shown.
     Confirm { given: bool, how: String },
     /// Copy a file (a build artifact into an image context).
     CopyFile { from: PathBuf, to: PathBuf },
@@ -290,19 +298,5 @@ impl Plan {
         };
         let recovery = recovery.iter().cloned().map(Step::App);
         self.steps.iter().cloned().chain(recovery).collect()
-    }
-
-    /// What unmet preconditions the real run would refuse on.
-    pub fn unmet(&self) -> Vec<String> {
-        self.steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Require { what, missing, .. } if !missing.is_empty() => {
-                    Some(format!("{what}: missing {}", missing.join("; ")))
-                }
-                Step::Refuse { why } => Some(why.clone()),
-                _ => None,
-            })
-            .collect()
     }
 }

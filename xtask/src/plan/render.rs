@@ -126,6 +126,7 @@ impl Step {
                 what,
                 missing,
                 overridden,
+                ..
             } if missing.is_empty() && !overridden.is_empty() => {
                 format!(
                     "require {what}: OVERRIDDEN by --force (recorded): missing {}",
@@ -142,7 +143,7 @@ impl Step {
                 )
             }
             Step::CopyFile { from, to } => format!("copy {} to {}", from.display(), to.display()),
-            Step::Refuse { why } => format!("refuse (exit 5): {why}"),
+            Step::Refuse { why, .. } => format!("refuse (exit 5): {why}"),
             Step::Confirm { given: true, how } => format!("operator confirmation: given ({how})"),
             Step::Confirm { given: false, how } => {
                 format!(

@@ -16,11 +16,11 @@ use crate::ctx::Ctx;
 use crate::engine::{ComposeCli, Stateful, Target};
 use crate::exec::NoActions;
 use crate::flags::{Deploy, DeployProd};
-use crate::plan::{AppStep, OnFailure, Plan, Step};
+use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, blue_green_gaps, consistency, gate, lock, placement, put_on, record, switch_to,
-    unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
+    blue_green, compose_checks, consistency, gate, images_check, lock, placement, put_on, record,
+    switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
 };
 use crate::validate;
 
@@ -34,8 +34,9 @@ pub struct Request {
     pub lock_wait: u64,
     /// Production only: leave a failed version in place instead of rolling back.
     pub no_auto_rollback: bool,
-    /// Production only: the operator confirmed (`--yes`, or CI).
-    pub confirmed: Option<bool>,
+    /// Production only: what confirmed it (`--yes`, or the CI variable
+    /// that says this is CI), `Some(None)` when nothing did.
+    pub confirmed: Option<Option<String>>,
 }
 
 impl Request {
@@ -67,8 +68,11 @@ pub fn staging(ctx: &Ctx, args: Deploy) -> Result<()> {
 pub fn prod(ctx: &Ctx, args: DeployProd) -> Result<()> {
     let mut req = Request::new("prod", &args.deploy)?;
     req.no_auto_rollback = args.no_auto_rollback;
-    let in_ci = std::env::var_os("CI").is_some() || std::env::var_os("GITHUB_ACTIONS").is_some();
-    req.confirmed = Some(args.yes || in_ci);
+    req.confirmed = Some(match (args.yes, crate::ci::detected_by()) {
+        (true, _) => Some("--yes".into()),
+        (false, Some(var)) => Some(format!("running in CI: {var} is set")),
+        (false, None) => None,
+    });
     run(ctx, req, "deploy-prod")
 }
 
@@ -89,10 +93,23 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let mut plan = Plan::new(task, Some(&req.env));
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
     // The engine look-ups that need no history (the compose render, the
-    // swarm's nodes) run while the chain is verified.
+    // registry, the swarm's nodes) run while the chain is verified.
     let checks = {
-        let t = target.clone();
-        std::thread::spawn(move || [blue_green_gaps(&t), placement(&t)])
+        let (t, e) = (target.clone(), env.clone());
+        std::thread::spawn(move || {
+            let images = std::thread::spawn({
+                let t = t.clone();
+                move || images_check(&t, false)
+            });
+            let mut steps = compose_checks(&t, &e).0;
+            steps.extend(placement(&t));
+            steps.extend(
+                images
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            );
+            steps
+        })
     };
     let (history, head) = verified_history(&log, req.force, &mut plan)?;
     let current = history.current().map(str::to_string);
@@ -102,10 +119,10 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         "audit history",
     );
 
-    if let Some(given) = req.confirmed {
+    if let Some(by) = &req.confirmed {
         plan.step(Step::Confirm {
-            given,
-            how: "--yes (outside CI)".into(),
+            given: by.is_some(),
+            how: by.clone().unwrap_or_else(|| "--yes (outside CI)".into()),
         });
     }
     let mut gate_overridden = None;
@@ -132,6 +149,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             ));
         }
         plan.step(Step::Require {
+            refusal: Refusal::Evidence,
             what: format!("promotion evidence from {from}"),
             missing,
             overridden,
@@ -142,15 +160,10 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     if let Some(refusal) = unknown_sets(&target, &now) {
         plan.step(refusal);
     }
-    let checks = checks.join().unwrap_or_else(|_| {
-        [
-            Some(Step::Refuse {
-                why: "the engine look-ups before planning panicked".into(),
-            }),
-            None,
-        ]
-    });
-    for gaps in checks.into_iter().flatten() {
+    let checks = checks
+        .join()
+        .unwrap_or_else(|p| std::panic::resume_unwind(p));
+    for gaps in checks {
         plan.step(gaps);
     }
     if let Some(refusal) = consistency(&req.env, env) {

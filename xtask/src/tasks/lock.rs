@@ -26,7 +26,7 @@ use serde_json::json;
 
 use crate::audit::Log;
 use crate::ctx::Ctx;
-use crate::exec::Actions;
+use crate::exec::{Actions, Applied};
 use crate::flags::{Format, LockCmd};
 use crate::lock::{self, Hold, RELEASE_TASK};
 use crate::plan::{Effect, Plan, RecordSpec, Step};
@@ -98,6 +98,8 @@ struct Window {
     lock: PathBuf,
     hold: Hold,
     changed: bool,
+    /// Said once the change is applied and recorded (never in a dry run).
+    done: Option<String>,
 }
 
 impl Actions for Window {
@@ -113,6 +115,11 @@ impl Actions for Window {
         }
         self.changed = true;
         Ok(())
+    }
+    fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
+        if let (Ok(_), Some(done)) = (result, &self.done) {
+            eprintln!("{done}");
+        }
     }
 }
 
@@ -179,6 +186,7 @@ pub fn acquire(ctx: &Ctx, env: &str, msg: &str, wait: u64) -> Result<()> {
         lock,
         hold: Hold::new(msg),
         changed: false,
+        done: Some(format!("{env} is held for maintenance: deploys and rollbacks are refused until `cargo xtask lock release {env}`")),
     };
     let result = ctx.finish(&plan, &mut w);
     if let (Err(e), true) = (&result, w.changed) {
@@ -186,9 +194,6 @@ pub fn acquire(ctx: &Ctx, env: &str, msg: &str, wait: u64) -> Result<()> {
         undo(&w.lock, env, |p| lock::remove_hold(p).map(drop)).with_context(|| format!("{e:#}"))?;
         return result
             .context("the maintenance hold was removed again, as it could not be recorded");
-    }
-    if result.is_ok() && !ctx.global.dry_run {
-        eprintln!("{env} is held for maintenance: deploys and rollbacks are refused until `cargo xtask lock release {env}`");
     }
     result
 }
@@ -236,6 +241,7 @@ pub fn release(ctx: &Ctx, env: &str, msg: Option<&str>) -> Result<()> {
         lock,
         hold: held,
         changed: false,
+        done: None,
     };
     let result = ctx.finish(&plan, &mut w);
     if let (Err(e), true) = (&result, w.changed) {

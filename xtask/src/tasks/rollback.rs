@@ -15,12 +15,12 @@ use crate::engine::Target;
 use crate::exec::{Actions, Applied};
 use crate::exit::Code;
 use crate::flags::Rollback;
-use crate::plan::Step;
 use crate::plan::{AppStep, OnFailure, Plan};
+use crate::plan::{Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, default_target, lock, placement, record, standby_with, switch_to, unknown_sets,
-    verified_history, Now, PROXY_WAIT_SECS,
+    blue_green, compose_checks, default_target, images_check, lock, placement, record,
+    standby_with, switch_to, unknown_sets, verified_history, Now, PROXY_RECHECK_SECS,
 };
 use crate::validate;
 
@@ -80,10 +80,20 @@ pub fn build(
         "audit history",
     );
     let untagged = Target::untagged(cfg, &args.env, env, cli)?;
-    let now = Now::look(&untagged, &history, &mut plan);
-    for refusal in [unknown_sets(&untagged, &now), placement(&untagged)]
+    // The render's checks run while the engine is asked what runs.
+    let checks = std::thread::scope(|s| {
+        let checks = s.spawn(|| compose_checks(&untagged, env).0);
+        let now = Now::look(&untagged, &history, &mut plan);
+        let checks = checks
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
+        (now, checks)
+    });
+    let (now, checks) = checks;
+    for refusal in checks
         .into_iter()
-        .flatten()
+        .chain(unknown_sets(&untagged, &now))
+        .chain(placement(&untagged))
     {
         plan.step(refusal);
     }
@@ -91,7 +101,10 @@ pub fn build(
         Ok(t) => t,
         Err(why) => {
             // Refused before anything is touched, and recorded.
-            plan.step(Step::Refuse { why });
+            plan.step(Step::Refuse {
+                refusal: Refusal::NoTarget,
+                why,
+            });
             plan.record = Some(record(
                 &args.env,
                 env,
@@ -113,6 +126,9 @@ pub fn build(
     // Built from app steps alone: the lock is the one other step. A
     // standby set on the target runs its images: nothing to check.
     if standby_with(&target, &now, &target_tag).is_none() {
+        if let Some(refusal) = images_check(&target, true) {
+            plan.step(refusal);
+        }
         plan.step(
             AppStep::EnsureImages {
                 target: target.clone(),
@@ -126,7 +142,7 @@ pub fn build(
         // new set beside the serving one; the recovery switches back.
         plan.step(Step::ProxyReady {
             target: target.clone(),
-            wait_secs: PROXY_WAIT_SECS,
+            wait_secs: PROXY_RECHECK_SECS,
         });
         let bg = blue_green(&target, env, &now, env.rollback_timeout_secs);
         for s in bg.steps {

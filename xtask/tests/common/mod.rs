@@ -90,15 +90,19 @@ pub fn images() -> &'static Images {
         let lock = File::create(dir.join("build.lock")).unwrap();
         lock.lock().unwrap();
         let marker = dir.join(&h);
+        // Present locally and in the registry: a deploy checks the
+        // registry before it starts, and a registry can be reset.
         let present = |t: &str| {
-            Command::new("docker")
-                .args([
-                    "image",
-                    "inspect",
-                    &format!("127.0.0.1:5000/fetchml/testbed:{t}"),
-                ])
-                .output()
-                .is_ok_and(|o| o.status.success())
+            let r = format!("127.0.0.1:5000/fetchml/testbed:{t}");
+            [["image", "inspect"], ["manifest", "inspect"]]
+                .iter()
+                .all(|a| {
+                    Command::new("docker")
+                        .args(a)
+                        .arg(&r)
+                        .output()
+                        .is_ok_and(|o| o.status.success())
+                })
         };
         if !(marker.exists() && [&imgs.v1, &imgs.v2, &imgs.bad].iter().all(|t| present(t))) {
             for (tag, broken) in [(&imgs.v1, false), (&imgs.v2, false), (&imgs.bad, true)] {
