@@ -166,7 +166,7 @@ fn quiet_on_closed_stdout() {
 
 /// Prints `error: ...` as one line (`::error::...` under GitHub-style CI).
 fn error_line(msg: &str) {
-    let msg = msg.replace('\n', " ");
+    let msg = xtask::cmd::redact::redact(&msg.replace('\n', " "));
     match msg.strip_prefix("error: ") {
         Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => eprintln!("::error::{m}"),
         _ => eprintln!("{msg}"),

@@ -62,6 +62,10 @@ pub enum Rule {
         /// secret (`TLS_KEY_PATH`, `KEY_DIR`).
         #[serde(default = "default_location_suffixes")]
         location_suffixes: Vec<String>,
+        /// Names whose last segment is one of these hold a setting about a
+        /// secret, not the secret (`TOKEN_TTL`, `PASSWORD_MIN_LENGTH`).
+        #[serde(default = "default_setting_suffixes")]
+        setting_suffixes: Vec<String>,
         /// Exact names that match a pattern but hold no secret.
         #[serde(default)]
         allowed_keys: Vec<String>,
@@ -118,6 +122,13 @@ pub fn default_location_suffixes() -> Vec<String> {
     vec!["_PATH".into(), "_DIR".into()]
 }
 
+pub fn default_setting_suffixes() -> Vec<String> {
+    crate::secret::SETTING_SUFFIXES
+        .iter()
+        .map(|s| format!("_{s}"))
+        .collect()
+}
+
 /// A namespace compose can share with the host.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -160,6 +171,7 @@ impl Rule {
                 key_patterns,
                 file_suffix,
                 location_suffixes,
+                setting_suffixes,
                 ..
             } => {
                 if key_patterns.is_empty() {
@@ -168,6 +180,7 @@ impl Rule {
                 for w in key_patterns
                     .iter()
                     .chain(location_suffixes)
+                    .chain(setting_suffixes)
                     .chain([file_suffix])
                 {
                     if !segment_word(w) {

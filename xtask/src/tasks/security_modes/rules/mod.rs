@@ -62,6 +62,7 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
             key_patterns,
             file_suffix,
             location_suffixes,
+            setting_suffixes,
             allowed_keys,
         } => secrets::inline(
             svc,
@@ -69,6 +70,7 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
                 patterns: key_patterns,
                 file_suffix,
                 locations: location_suffixes,
+                settings: setting_suffixes,
                 allowed: allowed_keys,
             },
         ),

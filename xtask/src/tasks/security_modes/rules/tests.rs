@@ -18,6 +18,7 @@ fn stack() -> Stack {
         unpinned_images: vec!["local/redis:local".into()],
         boot: None,
         direct: false,
+        secret_vars: Default::default(),
     }
 }
 
