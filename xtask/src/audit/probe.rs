@@ -14,10 +14,34 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use super::Log;
+use crate::exit::{fail, Code};
 
 impl Log {
+    /// Refuses (exit 5) a log or sink that others can write, as ssh refuses
+    /// a loose key: whoever can write it can rewrite the history it proves.
+    /// Asked when a task gets the log (dry and real runs alike) and again
+    /// before the executor touches anything.
+    pub fn refuse_loose(&self) -> Result<()> {
+        for (p, what) in std::iter::once((&self.path, "audit log"))
+            .chain(self.sink.as_ref().map(|s| (s, "audit sink")))
+        {
+            if let Some(mode) = loose_mode(p) {
+                return Err(fail(
+                    Code::Refused,
+                    format!(
+                        "the {what} {} is group- or world-writable (mode {mode:04o}); nothing was changed: run `chmod 600 {}`",
+                        p.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `Ok` when the log and its sink can take one more record.
     pub fn probe_writable(&self) -> Result<()> {
+        self.refuse_loose()?;
         probe(&self.path, "audit log")?;
         if let Some(sink) = &self.sink {
             probe(sink, "audit sink")?;
@@ -26,11 +50,18 @@ impl Log {
     }
 }
 
+/// The permission bits of `path` when group or others may write it.
+fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o022 != 0).then_some(mode)
+}
+
 fn probe(path: &Path, what: &str) -> Result<()> {
     if !path.exists() {
         // A new chain: its directory must take a new file.
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| {
+        super::file::create_private_dir(dir).with_context(|| {
             format!("the {what}'s directory {} cannot be created", dir.display())
         })?;
         let probe = dir.join(format!(".xtask-probe-{}", std::process::id()));
