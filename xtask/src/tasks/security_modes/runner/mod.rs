@@ -87,11 +87,14 @@ impl Actions for Runner<'_> {
             Kind::Report { sarif } => {
                 self.report.finish();
                 match self.format {
-                    Format::Text => print!("{}", self.report.table()),
+                    // Findings quote rendered values: none of the run's secrets leaves.
+                    Format::Text => print!("{}", crate::cmd::redact::redact(&self.report.table())),
                     Format::Json => crate::out::merge(serde_json::json!({ "report": self.report })),
                 }
                 if let Some(path) = sarif {
-                    let doc = serde_json::to_string_pretty(&super::sarif::document(&self.report))?;
+                    let mut doc = super::sarif::document(&self.report);
+                    crate::cmd::redact::redact_json(&mut doc);
+                    let doc = serde_json::to_string_pretty(&doc)?;
                     std::fs::write(&path, doc + "\n").with_context(|| {
                         format!("writing the SARIF report to {}", path.display())
                     })?;
