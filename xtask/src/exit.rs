@@ -22,6 +22,9 @@ pub enum Code {
     Verify = 6,
     /// `status`: what the engine runs differs from what the audit chain says.
     Drift = 7,
+    /// A check could not run, so nothing was judged: a compose file that
+    /// does not render (security-modes-test). Not "insecure" (6).
+    NotChecked = 8,
     /// Stopped by SIGHUP (128 + 1), SIGINT (128 + 2) or SIGTERM (128 + 15);
     /// the work was recorded, the lock released, and a touched stack put back.
     Hangup = 129,

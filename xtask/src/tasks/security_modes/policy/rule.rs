@@ -21,7 +21,14 @@ pub enum Rule {
         /// (`/` only as itself).
         #[serde(default = "default_host_paths")]
         paths: Vec<String>,
+        /// Exact host paths that may be mounted read-only even though they
+        /// are under one of `paths` (the time zone files under /etc).
+        #[serde(default = "default_allowed_host_paths")]
+        allowed: Vec<String>,
     },
+    /// No `security_opt` that lifts a confinement: `apparmor=unconfined`,
+    /// `seccomp=unconfined`, `systempaths=unconfined`, `label=disable`.
+    NoUnconfined,
     /// No host devices (`devices:`, `device_cgroup_rules:`).
     NoDevices,
     /// No `cap_add` beyond the allowed capabilities.
@@ -99,11 +106,22 @@ pub fn default_host_paths() -> Vec<String> {
         "/boot",
         "/proc",
         "/sys",
+        "/dev",
+        "/lib/modules",
+        "/etc",
+        "/root",
+        "/run",
         "/var/lib/docker",
         "/var/lib/containerd",
     ]
     .map(String::from)
     .to_vec()
+}
+
+pub fn default_allowed_host_paths() -> Vec<String> {
+    ["/etc/localtime", "/etc/timezone"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_proxy_service() -> String {
@@ -188,11 +206,11 @@ impl Rule {
                     }
                 }
             }
-            Rule::NoHostMounts { paths } => {
+            Rule::NoHostMounts { paths, allowed } => {
                 if paths.is_empty() {
                     bail!("paths is empty: the rule would check nothing");
                 }
-                if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
+                if let Some(p) = paths.iter().chain(allowed).find(|p| !p.starts_with('/')) {
                     bail!("paths entry `{p}` must be an absolute host path");
                 }
             }

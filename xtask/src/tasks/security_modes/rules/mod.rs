@@ -47,7 +47,8 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
     match rule {
         Rule::NoPrivileged => host::privileged(s),
         Rule::NoDockerSocket => host::docker_socket(s),
-        Rule::NoHostMounts { paths } => host::host_mounts(s, paths),
+        Rule::NoHostMounts { paths, allowed } => host::host_mounts(s, paths, allowed),
+        Rule::NoUnconfined => host::unconfined(s),
         Rule::NoDevices => host::devices(s),
         Rule::NoAddedCapabilities { allowed } => host::added_caps(s, allowed),
         Rule::NoHostNamespace { namespace } => host::namespace(s, *namespace),
