@@ -128,15 +128,13 @@ impl Actions for Runner<'_> {
                 let (code, what) = if not_checked {
                     (
                         Code::NotChecked,
-                        "could not check: compose render(s) failed",
+                        "could not check: {} compose render(s) failed",
                     )
                 } else {
-                    (Code::Verify, "security-mode violation(s)")
+                    (Code::Verify, "{} security-mode violation(s)")
                 };
-                Err(fail(
-                    code,
-                    format!("{} {what}: {}{more}", v.len(), shown.join("; ")),
-                ))
+                let what = what.replace("{}", &v.len().to_string());
+                Err(fail(code, format!("{what}: {}{more}", shown.join("; "))))
             }
         }
     }
