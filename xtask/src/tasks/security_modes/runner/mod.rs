@@ -179,23 +179,6 @@ fn unset_warnings(stderr: &str) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn unset_variable_warnings_are_read_in_both_forms() {
-        let err = "WARN[0000] The \"DB_PASSWORD\" variable is not set. Defaulting to a blank string.\n\
-                   time=\"2026\" level=warning msg=\"The \\\"API_KEY\\\" variable is not set. Defaulting to a blank string.\"\n\
-                   other noise\n";
-        assert_eq!(
-            super::unset_warnings(err),
-            [
-                "The \"DB_PASSWORD\" variable is not set. Defaulting to a blank string.",
-                "The \"API_KEY\" variable is not set. Defaulting to a blank string.",
-            ]
-        );
-    }
-}
-
 impl<'a> Runner<'a> {
     pub fn new(
         policy: &'a Policy,
@@ -243,5 +226,22 @@ impl<'a> Runner<'a> {
         rows.into_iter().for_each(|r| self.report.add(r));
         self.report
             .time(mode_name, Phase::Static, t.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unset_variable_warnings_are_read_in_both_forms() {
+        let err = "WARN[0000] The \"DB_PASSWORD\" variable is not set. Defaulting to a blank string.\n\
+                   time=\"2026\" level=warning msg=\"The \\\"API_KEY\\\" variable is not set. Defaulting to a blank string.\"\n\
+                   other noise\n";
+        assert_eq!(
+            super::unset_warnings(err),
+            [
+                "The \"DB_PASSWORD\" variable is not set. Defaulting to a blank string.",
+                "The \"API_KEY\" variable is not set. Defaulting to a blank string.",
+            ]
+        );
     }
 }
