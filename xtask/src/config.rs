@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
+use crate::cmd::Secretable;
+use crate::secret;
 use crate::validate;
 
 /// The whole deployment config.
@@ -91,7 +93,9 @@ pub struct Env {
     pub state_dir: PathBuf,
     /// A second copy of the audit log, on another disk or mount.
     pub audit_sink: Option<PathBuf>,
-    /// Non-secret variables passed to compose (ports, mode).
+    /// Variables passed to compose (ports, mode). A value that looks
+    /// secret is refused; a whole value `${NAME}` is read from the tool's
+    /// environment at run time, as a secret ([`Env::var_values`]).
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
     /// Promotion gate: a tag must have a successful deploy in this environment first.
@@ -313,6 +317,11 @@ impl Config {
             }
             validate::repository(&img.repository)
                 .with_context(|| format!("image `{}`", img.name))?;
+            for (k, v) in &img.build_args {
+                if let Some(why) = secret::config_refusal(k, v) {
+                    bail!("image `{}`: build_args.{k} {why}: build args are shown in plans and kept in the image; never pass a secret as one", img.name);
+                }
+            }
         }
         for (name, env) in &self.envs {
             validate::env_name(name)?;
@@ -378,6 +387,9 @@ impl Env {
             bail!("health_urls is empty: the health gate needs at least one URL");
         }
         for u in &self.health_urls {
+            if let Some(why) = secret::secret_value(u) {
+                bail!("a health url holds {why}: plans and records show health urls; serve /health without credentials");
+            }
             if !(u.starts_with("http://") || u.starts_with("https://")) {
                 bail!("health url `{u}` must start with http:// or https://");
             }
@@ -392,11 +404,12 @@ impl Env {
         if self.health_timeout_secs == 0 || self.rollback_timeout_secs == 0 {
             bail!("timeouts must be at least 1 second");
         }
-        for k in self.vars.keys() {
+        for (k, v) in &self.vars {
             validate::var_name(k)?;
             if k == &self.tag_var {
                 bail!("vars.{k} would override the tag variable; the tag comes from --tag");
             }
+            check_var(k, v)?;
         }
         if let Some(from) = &self.promote_from {
             if from == name {
@@ -420,6 +433,15 @@ impl Env {
         Ok(())
     }
 
+    /// The vars as commands get them: a `${NAME}` value is read from the
+    /// tool's environment now, marked secret (redacted wherever shown, and
+    /// registered so no output or record carries it); an unset or empty one
+    /// is refused. Every plan that passes vars reads them here, so a dry run
+    /// refuses exactly what the real run would.
+    pub fn var_values(&self) -> Result<BTreeMap<String, Secretable>> {
+        var_values(&self.vars)
+    }
+
     /// The directory holding this environment's audit log and lock.
     pub fn state_dir(&self, cfg: &Config, name: &str, override_root: Option<&Path>) -> PathBuf {
         match override_root {
@@ -427,6 +449,50 @@ impl Env {
             None => cfg.resolve(&self.state_dir).join(name),
         }
     }
+}
+
+/// The `NAME` of a whole value `${NAME}`.
+pub fn env_ref(value: &str) -> Option<&str> {
+    value.strip_prefix("${")?.strip_suffix('}')
+}
+
+/// A var's value, checked when the config is loaded: `${NAME}` (read at
+/// run time) or a literal that does not look secret by `crate::secret`'s
+/// rules, the ones security-modes applies to compose files.
+fn check_var(k: &str, v: &str) -> Result<()> {
+    if let Some(name) = env_ref(v) {
+        return validate::var_name(name).with_context(|| format!("vars.{k}"));
+    }
+    if v.contains("${") {
+        bail!("vars.{k}: only a whole value `${{NAME}}` is read from the environment; nothing else is interpolated");
+    }
+    if let Some(why) = secret::config_refusal(k, v) {
+        bail!(
+            "vars.{k} {why}: the config holds no secrets; put it in a compose secrets file (`secrets:`, read as {k}_FILE), or write {k} = \"${{{k}}}\" to read it from the environment at run time"
+        );
+    }
+    Ok(())
+}
+
+/// See [`Env::var_values`]; shared with security-modes' env stacks.
+pub fn var_values(vars: &BTreeMap<String, String>) -> Result<BTreeMap<String, Secretable>> {
+    vars.iter()
+        .map(|(k, v)| {
+            let value = match env_ref(v) {
+                None => Secretable::Plain(v.clone()),
+                Some(name) => match std::env::var(name) {
+                    Ok(s) if !s.is_empty() => {
+                        crate::cmd::redact::register(&s);
+                        Secretable::Secret(s)
+                    }
+                    _ => bail!(
+                        "vars.{k} reads ${{{name}}} from the environment, and {name} is not set (or empty): export {name} and run again; nothing was changed"
+                    ),
+                },
+            };
+            Ok((k.clone(), value))
+        })
+        .collect()
 }
 
 /// Deserializes TOML; an error is one line naming `origin`, line, column and
@@ -614,5 +680,91 @@ require_evidence = ["security-modes-test"]
             let e = err(&GOOD.replacen(from, to, 1));
             assert!(e.contains(want), "{to}: {e}");
         }
+    }
+
+    fn with_vars(vars: &str) -> String {
+        GOOD.replacen(
+            "compliance_mode = \"standard\"",
+            &format!("compliance_mode = \"standard\"\nvars = {{ {vars} }}"),
+            1,
+        )
+    }
+
+    #[test]
+    fn secret_looking_vars_are_refused_in_one_line() {
+        let cases = [
+            (
+                "DB_PASSWORD = \"hunter2-zq\"",
+                "vars.DB_PASSWORD has a secret name",
+            ),
+            (
+                "PGPASSWORD = \"postgres\"",
+                "vars.PGPASSWORD has a secret name",
+            ),
+            (
+                "SENTRY_DSN = \"https://k3y@sentry.example/1\"",
+                "vars.SENTRY_DSN is a DSN",
+            ),
+            (
+                "UPSTREAM = \"https://u:hunter2-zq@h/x\"",
+                "vars.UPSTREAM holds a URL with a password",
+            ),
+            ("DB_PASSWORD = \"pre-${X}\"", "only a whole value `${NAME}`"),
+        ];
+        for (vars, want) in cases {
+            let e = err(&with_vars(vars));
+            assert!(e.contains(want), "{vars}: {e}");
+            assert!(
+                !e.contains("hunter2-zq") && !e.contains("k3y@"),
+                "the value is never shown: {e}"
+            );
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let e = err(&with_vars("API_TOKEN = \"abc123\""));
+        assert!(
+            e.contains("compose secrets file") && e.contains("API_TOKEN = \"${API_TOKEN}\""),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn references_settings_and_plain_vars_load() {
+        let ok = with_vars(
+            "DB_PASSWORD = \"${XTASK_TEST_DB_PASSWORD}\", TOKEN_TTL = \"3600\", PASSWORD_ACCESS = \"true\", FETCHML_SECRETS_DIR = \"/etc/x\", API_PORT = \"9201\"",
+        );
+        Config::parse(&ok, "deploy.toml").unwrap();
+    }
+
+    #[test]
+    fn health_urls_with_credentials_are_refused() {
+        let bad = GOOD.replace(
+            "http://127.0.0.1:18080/health",
+            "http://u:hunter2-zq@127.0.0.1:18080/health",
+        );
+        let e = err(&bad);
+        assert!(
+            e.contains("a health url holds a URL with a password") && !e.contains("hunter2-zq"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_reference_is_read_at_run_time_as_a_secret_and_a_missing_one_refused() {
+        let vars: BTreeMap<String, String> = [
+            (
+                "DB_PASSWORD".to_string(),
+                "${XTASK_CFG_TEST_UNSET_VAR}".to_string(),
+            ),
+            ("API_PORT".to_string(), "9201".to_string()),
+        ]
+        .into();
+        let e = format!("{:#}", var_values(&vars).unwrap_err());
+        assert_eq!(e, "vars.DB_PASSWORD reads ${XTASK_CFG_TEST_UNSET_VAR} from the environment, and XTASK_CFG_TEST_UNSET_VAR is not set (or empty): export XTASK_CFG_TEST_UNSET_VAR and run again; nothing was changed");
+        // PATH is set in every test run: read, and marked secret.
+        let vars: BTreeMap<String, String> =
+            [("X_PASSWORD".to_string(), "${PATH}".to_string())].into();
+        let v = var_values(&vars).unwrap();
+        assert_eq!(v["X_PASSWORD"].shown(), "***");
+        assert_eq!(v["X_PASSWORD"].expose(), std::env::var("PATH").unwrap());
     }
 }

@@ -45,7 +45,9 @@ impl Ctx {
             Some(root) => root.join("sink"),
             None => cfg.resolve(s),
         });
-        Ok(audit::Log::new(&dir, env, sink.as_deref()))
+        let log = audit::Log::new(&dir, env, sink.as_deref());
+        log.refuse_loose()?;
+        Ok(log)
     }
 
     /// Preflight for `tools`: a real run fails with exit 2; a dry run warns.

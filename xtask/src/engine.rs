@@ -25,10 +25,10 @@ pub mod swarm;
 
 pub use running::Running;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::cmd::{Command, Effect};
+use crate::cmd::{Command, Effect, Secretable};
 use crate::config::{Config, EngineKind, Env, Limits, Proxy};
 
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
@@ -58,7 +58,8 @@ pub struct Target {
     services: Vec<String>,
     /// Image repository per app service.
     images: BTreeMap<String, String>,
-    vars: BTreeMap<String, String>,
+    /// `${NAME}` values read from the environment, secret (shown `***`).
+    vars: BTreeMap<String, Secretable>,
     /// Swarm: change only the app services' image (`docker service update
     /// --image`), not the whole stack. A rollback is image-only; compose
     /// recreates the same way in both cases.
@@ -174,7 +175,9 @@ impl Target {
             tag: tag.into(),
             services: env.app_services.clone(),
             images: env.images.clone(),
-            vars: env.vars.clone(),
+            vars: env
+                .var_values()
+                .with_context(|| format!("env `{env_name}`"))?,
             image_only: false,
             limits: env.timeouts,
             proxy: env.proxy.clone(),
@@ -236,7 +239,7 @@ impl Target {
             c = c.arg("-f").arg(f.display().to_string());
         }
         for (k, v) in &self.vars {
-            c = c.env(k, v);
+            c = c.env_value(k, v.clone());
         }
         c.env(&self.tag_var, &self.tag)
     }

@@ -25,6 +25,9 @@ pub enum Code {
     /// `status`: the serving version fails its health check, or the proxy
     /// in front of it is down.
     Unhealthy = 8,
+    /// A check could not run, so nothing was judged: a compose file that
+    /// does not render (security-modes-test). Not "insecure" (6).
+    NotChecked = 9,
     /// Stopped by SIGHUP (128 + 1), SIGINT (128 + 2) or SIGTERM (128 + 15);
     /// the work was recorded, the lock released, and a touched stack put back.
     Hangup = 129,
@@ -65,6 +68,8 @@ pub enum Refusal {
     /// The audit log or its sink cannot take the record: the state
     /// directory or the sink is not creatable or writable, or has no room.
     RecordUnwritable,
+    /// The audit log or its sink is writable by group or others.
+    LooseLog,
     /// The config contradicts itself or its compose files.
     Config,
     /// A secrets file that the compose files name is missing.
@@ -84,13 +89,14 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 15] = [
         Refusal::Locked,
         Refusal::Held,
         Refusal::StalePlan,
         Refusal::NotConfirmed,
         Refusal::ProxyDown,
         Refusal::RecordUnwritable,
+        Refusal::LooseLog,
         Refusal::Config,
         Refusal::Secrets,
         Refusal::Manifest,

@@ -147,7 +147,7 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
             .zip(&last)
             .zip(&passed)
             .filter(|(_, p)| p.is_none())
-            .map(|((u, why), _)| format!("{u}: {why}"))
+            .map(|((u, why), _)| crate::cmd::redact::redact(&format!("{u}: {why}")))
             .collect();
         if Instant::now() >= deadline {
             if let Some(s) = spinner {
@@ -195,7 +195,8 @@ fn diagnose(gate: &Gate) -> String {
     for c in &gate.logs {
         match crate::cmd::output(c) {
             Ok(o) => {
-                let text = format!("{}{}", o.stdout, o.stderr);
+                // A service may log its own secrets: none leaves through us.
+                let text = crate::cmd::redact::redact(&format!("{}{}", o.stdout, o.stderr));
                 eprintln!("--- last log lines: {}", c.display_bare());
                 eprint!("{text}");
                 // `docker logs NAME` (one container) has no `svc |` prefix.

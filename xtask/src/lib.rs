@@ -42,6 +42,7 @@ pub mod progress;
 pub mod provision;
 pub mod repo;
 pub mod rollout;
+pub mod secret;
 pub mod tasks;
 pub mod validate;
 

@@ -17,6 +17,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,13 @@ pub fn write_hold(lock: &Path, hold: &Hold) -> Result<()> {
     let p = hold_path(lock);
     let tmp = p.with_extension("json.tmp");
     let body = serde_json::to_vec_pretty(hold).context("encoding the maintenance hold")?;
-    let mut f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("creating {}", tmp.display()))?;
     f.write_all(&body)
         .and_then(|_| f.write_all(b"\n"))
         .and_then(|_| f.sync_all())
@@ -137,14 +144,16 @@ fn sync_dir(p: &Path) -> Result<()> {
 /// exit 5 and the holder's description once `wait` is over.
 pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<LockGuard> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
+        crate::audit::create_private_dir(dir)
             .with_context(|| format!("creating state directory {}", dir.display()))?;
     }
+    // Owner-only (0600) whatever the umask, like the audit log beside it.
     let mut file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(0o600)
         .open(path)
         .with_context(|| format!("opening lock file {}", path.display()))?;
     let start = Instant::now();

@@ -165,7 +165,7 @@ fn typed_task(argv: &[String]) -> String {
 /// Prints `error: ...` as one line (`::error::...` under GitHub-style CI).
 /// Like every line the tool prints, a closed stderr drops it (`xtask::out::write`).
 fn error_line(msg: &str) {
-    let msg = msg.replace('\n', " ");
+    let msg = xtask::cmd::redact::redact(&msg.replace('\n', " "));
     match msg.strip_prefix("error: ") {
         Some(m) if std::env::var_os("GITHUB_ACTIONS").is_some() => {
             xtask::out::line(true, format_args!("::error::{m}"))

@@ -101,7 +101,8 @@ pub fn finish(exit_code: i32, error: Option<&str>) {
     if !json() {
         return;
     }
-    let doc = document(exit_code, error);
+    let mut doc = document(exit_code, error);
+    crate::cmd::redact::redact_json(&mut doc);
     println!(
         "{}",
         serde_json::to_string_pretty(&doc).unwrap_or_else(|_| "null".into())

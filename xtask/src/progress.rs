@@ -22,7 +22,7 @@ fn in_ci() -> bool {
 
 impl Phase {
     pub fn start(what: impl Into<String>) -> Phase {
-        let what = what.into();
+        let what = crate::cmd::redact::redact(&what.into());
         let tty = std::io::stderr().is_terminal();
         let spinner = tty.then(|| {
             let s = indicatif::ProgressBar::new_spinner();

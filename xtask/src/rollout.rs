@@ -253,8 +253,12 @@ impl Now {
 /// `None` when it agrees (nothing to show in the plan).
 pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
     let mut missing = Vec::new();
-    if let Some(started) = env.vars.get("COMPLIANCE_MODE") {
-        if started != &env.compliance_mode {
+    // A `${NAME}` value is compared as it will be read at run time.
+    let started = env.vars.get("COMPLIANCE_MODE").map(|v| {
+        crate::config::env_ref(v).map_or(v.clone(), |n| std::env::var(n).unwrap_or_default())
+    });
+    if let Some(started) = started {
+        if started != env.compliance_mode {
             missing.push(format!(
                 "env.{env_name}.compliance_mode is {:?} but its vars start the services with COMPLIANCE_MODE={started:?}: the health gate could never pass; make them agree",
                 env.compliance_mode

@@ -26,6 +26,8 @@ enum Setup {
     StrayContainer,
     /// The audit sink on a filesystem with one free page.
     FullSink,
+    /// Staging's audit log writable by everyone.
+    LooseLog,
 }
 
 struct Case {
@@ -91,6 +93,10 @@ fn case(r: Refusal, imgs: &Images) -> Option<Case> {
                 &[&deploy[..], &["--reason", &"r".repeat(1024)]].concat(),
                 "error: refused before touching anything: the audit sink",
             )
+        },
+        Refusal::LooseLog => Case {
+            setup: Setup::LooseLog,
+            ..base(&deploy, "error: the audit log ")
         },
         Refusal::Config => Case {
             edit: vec![
@@ -253,6 +259,14 @@ fn every_refusal_is_the_same_in_the_dry_run_and_the_real_run() {
                     false,
                 )
                 .unwrap();
+            }
+            Setup::LooseLog => {
+                let dir = stack.state.join("staging");
+                std::fs::create_dir_all(&dir).unwrap();
+                let p = dir.join("audit.jsonl");
+                std::fs::write(&p, b"").unwrap();
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o666)).unwrap();
             }
             Setup::StrayContainer => {
                 let name = format!("{}-api-parity", stack.project("staging"));

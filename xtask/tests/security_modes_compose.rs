@@ -82,7 +82,7 @@ fn a_hardened_file_passes_every_mode_without_a_deploy_config() {
         !out.contains("mode-set") && !out.contains("read-only"),
         "{out}"
     );
-    assert!(out.ends_with("PASS: 45 checks, 0 failed\n"), "{out}");
+    assert!(out.ends_with("PASS: 48 checks, 0 failed\n"), "{out}");
 }
 
 #[test]

@@ -154,7 +154,17 @@ fn a_file_compose_cannot_render_fails_its_render_row() {
         .arg(&bad)
         .output()
         .unwrap();
-    assert_eq!(exit_code(&o), 6, "{}", text(&o));
+    assert_eq!(
+        exit_code(&o),
+        8,
+        "could not check, not insecure: {}",
+        text(&o)
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("could not check"),
+        "{}",
+        text(&o)
+    );
     let r = one_document(&o);
     let render = r["rows"]
         .as_array()
@@ -169,6 +179,53 @@ fn a_file_compose_cannot_render_fails_its_render_row() {
             .unwrap()
             .contains("privileged"),
         "{render}"
+    );
+}
+
+#[test]
+fn a_missing_env_file_is_could_not_check_with_composes_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("compose.yml");
+    std::fs::write(
+        &f,
+        "services:\n  x:\n    image: a:sha-0123456789ab\n    env_file: [missing.env]\n",
+    )
+    .unwrap();
+    common::engines();
+    let o = xtask_bin()
+        .args(["security-modes-test", "--mode", "standard", "--compose"])
+        .arg(&f)
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&o), 8, "{}", text(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("could not check") && err.contains("missing.env"),
+        "{err}"
+    );
+}
+
+#[test]
+fn composes_unset_variable_warnings_are_shown() {
+    common::engines();
+    // secret-names.yml reads ${DB_PASSWORD} and ${ADMIN_TOKEN:-}; the first is unset here.
+    let o = xtask_bin()
+        .args(["security-modes-test", "--mode", "standard", "--compose"])
+        .arg(compose_fixture("secret-names.yml"))
+        .current_dir(root())
+        .env_remove("DB_PASSWORD")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.lines().any(|l| l.starts_with("warning: ")
+            && l.contains("compose: The \"DB_PASSWORD\" variable is not set")),
+        "{}",
+        text(&o)
+    );
+    assert!(
+        !err.contains("ADMIN_TOKEN\" variable"),
+        "an empty default is no warning: {err}"
     );
 }
 

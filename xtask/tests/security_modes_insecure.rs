@@ -124,6 +124,34 @@ fn insecure_host_mount() {
 }
 
 #[test]
+fn insecure_host_mounts_below_dev_and_of_lib_modules() {
+    caught(
+        "no-host-mounts",
+        "worker",
+        "mounts host /dev/bus/usb at /dev/bus/usb, which is under /dev",
+    );
+    caught(
+        "no-host-mounts",
+        "worker",
+        "mounts host /lib/modules at /lib/modules (read-only)",
+    );
+}
+
+#[test]
+fn insecure_unconfined_security_opt() {
+    caught(
+        "no-unconfined",
+        "sidecar",
+        "security_opt: apparmor=unconfined (no AppArmor profile)",
+    );
+    caught(
+        "no-unconfined",
+        "sidecar",
+        "security_opt: systempaths=unconfined (the host's masked /proc and /sys paths exposed)",
+    );
+}
+
+#[test]
 fn insecure_devices() {
     caught("no-devices", "sidecar", "device /dev/fuse:/dev/fuse");
 }

@@ -203,7 +203,9 @@ impl Log {
             _ => true,
         };
 
-        let mut reason = entry.reason;
+        // The one place records are built: no secret of the run gets in.
+        let redact = crate::cmd::redact::redact;
+        let mut reason = redact(&entry.reason);
         for n in &notes {
             reason.push_str(&format!(" [{}]", one_line(n)));
         }
@@ -219,7 +221,7 @@ impl Log {
             actor: actor(),
             host: hostname(),
             reason,
-            error: entry.error.map(|e| one_line(&e)),
+            error: entry.error.map(|e| redact(&one_line(&e))),
             set: entry.set,
             duration_ms: entry.duration_ms,
             prev: hex(&prev),

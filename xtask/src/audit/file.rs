@@ -3,7 +3,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -155,13 +155,23 @@ pub(super) fn ensure_dir(dir: &Path, what: &str) -> Result<()> {
             None => break,
         }
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {what} {}", dir.display()))?;
+    create_private_dir(dir).with_context(|| format!("creating {what} {}", dir.display()))?;
     for m in missing.iter().rev() {
         if let Some(p) = m.parent().filter(|p| !p.as_os_str().is_empty()) {
             sync_dir(p)?;
         }
     }
     Ok(())
+}
+
+/// Creates `dir` and its missing parents, each new one owner-only (0700,
+/// whatever the umask): the state directories hold the audit log and lock.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
 }
 
 /// Opens a log file for appending and takes its exclusive lock; with
@@ -175,10 +185,12 @@ pub(super) fn open_locked(path: &Path, what: &str, create: bool) -> Result<Optio
     if create {
         ensure_dir(dir, what)?;
     }
+    // Owner-only from its first byte (0600: the umask can only take bits away).
     let f = match OpenOptions::new()
         .read(true)
         .append(true)
         .create(create)
+        .mode(0o600)
         .open(path)
     {
         Ok(f) => f,

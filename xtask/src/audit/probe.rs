@@ -24,6 +24,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use super::Log;
+use crate::exit::{refuse, Refusal};
 
 /// The longest error a record stores, in bytes; a longer one is cut with
 /// `…` (docs/audit-log.md). The whole error is printed on stderr anyway.
@@ -55,6 +56,28 @@ pub fn bounded_error(s: &str) -> String {
 }
 
 impl Log {
+    /// Refuses (exit 5) a log or sink that others can write, as ssh refuses
+    /// a loose key: whoever can write it can rewrite the history it proves.
+    /// Asked when a task gets the log (dry and real runs alike) and again
+    /// before the executor touches anything.
+    pub fn refuse_loose(&self) -> Result<()> {
+        for (p, what) in std::iter::once((&self.path, "audit log"))
+            .chain(self.sink.as_ref().map(|s| (s, "audit sink")))
+        {
+            if let Some(mode) = loose_mode(p) {
+                return Err(refuse(
+                    Refusal::LooseLog,
+                    format!(
+                        "the {what} {} is group- or world-writable (mode {mode:04o}); nothing was changed: run `chmod 600 {}`",
+                        p.display(),
+                        p.display()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// `Ok` when the log and its sink can take a record of `need` bytes,
     /// asked read-only (nothing is created): the refusal the dry run and
     /// the real run share.
@@ -69,6 +92,7 @@ impl Log {
     /// `Ok` when the log and its sink can take one more record of `need`
     /// bytes; creates their directories (the real run only).
     pub fn probe_writable(&self, need: u64) -> Result<()> {
+        self.refuse_loose()?;
         probe(&self.path, "audit log", need)?;
         if let Some(sink) = &self.sink {
             probe(sink, "audit sink", need)?;
@@ -131,11 +155,18 @@ fn room(path: &Path, what: &str, need: u64) -> Result<()> {
     Ok(())
 }
 
+/// The permission bits of `path` when group or others may write it.
+fn loose_mode(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o022 != 0).then_some(mode)
+}
+
 fn probe(path: &Path, what: &str, need: u64) -> Result<()> {
     if !path.exists() {
         // A new chain: its directory must take a new file.
         let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::create_dir_all(dir).with_context(|| {
+        super::file::create_private_dir(dir).with_context(|| {
             format!("the {what}'s directory {} cannot be created", dir.display())
         })?;
         let probe = dir.join(format!(".xtask-probe-{}", std::process::id()));

@@ -22,6 +22,7 @@ use serde::Serialize;
 /// The limit of a command that names none: generous, but finite.
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
 
+pub mod redact;
 mod run;
 mod signal;
 
@@ -57,6 +58,12 @@ impl Secretable {
             Secretable::Plain(v) => v,
             Secretable::Secret(_) => "***",
         }
+    }
+}
+
+impl Serialize for Secretable {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.shown())
     }
 }
 
@@ -113,11 +120,21 @@ impl Command {
         });
         self
     }
-    /// A variable whose value never appears in dry-run output or logs.
-    pub fn secret_env(mut self, name: &str, value: impl Into<String>) -> Self {
+    /// A variable whose value never appears in dry-run output or logs:
+    /// shown as `***`, and registered so that [`redact::redact`] takes it
+    /// out of whatever else quotes it.
+    pub fn secret_env(self, name: &str, value: impl Into<String>) -> Self {
+        self.env_value(name, Secretable::Secret(value.into()))
+    }
+
+    /// A variable that is secret or not as `value` says.
+    pub fn env_value(mut self, name: &str, value: Secretable) -> Self {
+        if let Secretable::Secret(v) = &value {
+            redact::register(v);
+        }
         self.env.push(EnvVar {
             name: name.into(),
-            value: Secretable::Secret(value.into()),
+            value,
         });
         self
     }

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
+use super::redact::redact;
 use super::{check_interrupt, since_now, Command};
 
 /// How long a process group gets between TERM and KILL.
@@ -141,7 +142,7 @@ impl Running {
 
 fn checked(display: &str, out: Output, verbose: bool) -> Result<String> {
     if verbose {
-        eprint!("{}{}", out.stdout, out.stderr);
+        eprint!("{}", redact(&format!("{}{}", out.stdout, out.stderr)));
     }
     if !out.success {
         let status = out.code.map_or("a signal".to_string(), |c| c.to_string());
@@ -194,8 +195,12 @@ pub fn spawn_detached(c: &Command, log: &std::path::Path) -> Result<()> {
 
 /// The stderr line that explains a failure: PostgreSQL's `ERROR:`/`FATAL:`
 /// with its `DETAIL:`/`HINT:`, or the first `error` line docker prints,
-/// else the last non-empty line.
+/// else the last non-empty line; the run's secrets redacted.
 pub fn explain(stderr: &str) -> String {
+    redact(&error_line(stderr))
+}
+
+fn error_line(stderr: &str) -> String {
     let lines: Vec<&str> = stderr
         .lines()
         .map(str::trim)

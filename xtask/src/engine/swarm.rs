@@ -89,7 +89,7 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     }
     c = c.arg(&t.project);
     for (k, v) in &t.vars {
-        c = c.env(k, v);
+        c = c.env_value(k, v.clone());
     }
     vec![c.env(&t.tag_var, &t.tag)]
 }

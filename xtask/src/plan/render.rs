@@ -368,6 +368,8 @@ impl Plan {
             );
         }
         out.push_str("dry run: nothing was changed\n");
+        // Facts and reasons are free text: none of the run's secrets stays in it.
+        let out = crate::cmd::redact::redact(&out);
         let Some(width) = width() else { return out };
         let mut wrapped = String::new();
         for line in out.lines() {

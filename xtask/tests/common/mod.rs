@@ -462,3 +462,21 @@ pub fn last_line(o: &Output) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+impl Stack {
+    /// Rewrites the config: `extra` (`K = "V", ...`) joins every
+    /// environment's `vars`, and `compose` files follow the testbed's.
+    pub fn edit_config(&self, extra_vars: &str, compose: &[&Path]) {
+        let mut cfg = std::fs::read_to_string(&self.config).unwrap();
+        if !extra_vars.is_empty() {
+            cfg = cfg.replace("vars = { ", &format!("vars = {{ {extra_vars}, "));
+        }
+        let testbed = root().join("deployments/testbed/docker-compose.yml");
+        let mut files = format!("\"{}\"", testbed.display());
+        for f in compose {
+            files.push_str(&format!(", \"{}\"", f.display()));
+        }
+        cfg = cfg.replace(&format!("\"{}\"", testbed.display()), &files);
+        std::fs::write(&self.config, cfg).unwrap();
+    }
+}

@@ -4,7 +4,7 @@
 //!
 //! Nothing in `security_modes` starts a process any other way.
 
-pub(super) use crate::cmd::{run, Command, Effect};
+pub(super) use crate::cmd::{explain, output, run, Command, Effect};
 
 /// Does `c` exit 0? Its output and error are dropped: for look-ups whose
 /// only answer is yes or no (is this image present?).

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use crate::cmd::Secretable;
 use crate::validate;
 
 pub mod rule;
@@ -252,7 +253,14 @@ impl Policy {
             s.compose_files = e.compose_files.iter().map(|f| cfg.resolve(f)).collect();
             s.tag_var = e.tag_var.clone();
             s.app_services = e.app_services.clone();
-            s.vars = e.vars.clone();
+            for (k, v) in crate::config::var_values(&e.vars)
+                .with_context(|| format!("stack `{name}`: environment `{env_name}`"))?
+            {
+                match v {
+                    Secretable::Plain(p) => s.vars.insert(k, p),
+                    Secretable::Secret(x) => s.secret_vars.insert(k, x),
+                };
+            }
             s.fixed_mode = Some(e.compliance_mode.clone());
         }
         Ok(())

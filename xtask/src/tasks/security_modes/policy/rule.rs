@@ -21,7 +21,14 @@ pub enum Rule {
         /// (`/` only as itself).
         #[serde(default = "default_host_paths")]
         paths: Vec<String>,
+        /// Exact host paths that may be mounted read-only even though they
+        /// are under one of `paths` (the time zone files under /etc).
+        #[serde(default = "default_allowed_host_paths")]
+        allowed: Vec<String>,
     },
+    /// No `security_opt` that lifts a confinement: `apparmor=unconfined`,
+    /// `seccomp=unconfined`, `systempaths=unconfined`, `label=disable`.
+    NoUnconfined,
     /// No host devices (`devices:`, `device_cgroup_rules:`).
     NoDevices,
     /// No `cap_add` beyond the allowed capabilities.
@@ -62,6 +69,10 @@ pub enum Rule {
         /// secret (`TLS_KEY_PATH`, `KEY_DIR`).
         #[serde(default = "default_location_suffixes")]
         location_suffixes: Vec<String>,
+        /// Names whose last segment is one of these hold a setting about a
+        /// secret, not the secret (`TOKEN_TTL`, `PASSWORD_MIN_LENGTH`).
+        #[serde(default = "default_setting_suffixes")]
+        setting_suffixes: Vec<String>,
         /// Exact names that match a pattern but hold no secret.
         #[serde(default)]
         allowed_keys: Vec<String>,
@@ -95,11 +106,22 @@ pub fn default_host_paths() -> Vec<String> {
         "/boot",
         "/proc",
         "/sys",
+        "/dev",
+        "/lib/modules",
+        "/etc",
+        "/root",
+        "/run",
         "/var/lib/docker",
         "/var/lib/containerd",
     ]
     .map(String::from)
     .to_vec()
+}
+
+pub fn default_allowed_host_paths() -> Vec<String> {
+    ["/etc/localtime", "/etc/timezone"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn default_proxy_service() -> String {
@@ -116,6 +138,13 @@ fn default_file_suffix() -> String {
 
 pub fn default_location_suffixes() -> Vec<String> {
     vec!["_PATH".into(), "_DIR".into()]
+}
+
+pub fn default_setting_suffixes() -> Vec<String> {
+    crate::secret::SETTING_SUFFIXES
+        .iter()
+        .map(|s| format!("_{s}"))
+        .collect()
 }
 
 /// A namespace compose can share with the host.
@@ -160,6 +189,7 @@ impl Rule {
                 key_patterns,
                 file_suffix,
                 location_suffixes,
+                setting_suffixes,
                 ..
             } => {
                 if key_patterns.is_empty() {
@@ -168,6 +198,7 @@ impl Rule {
                 for w in key_patterns
                     .iter()
                     .chain(location_suffixes)
+                    .chain(setting_suffixes)
                     .chain([file_suffix])
                 {
                     if !segment_word(w) {
@@ -175,11 +206,11 @@ impl Rule {
                     }
                 }
             }
-            Rule::NoHostMounts { paths } => {
+            Rule::NoHostMounts { paths, allowed } => {
                 if paths.is_empty() {
                     bail!("paths is empty: the rule would check nothing");
                 }
-                if let Some(p) = paths.iter().find(|p| !p.starts_with('/')) {
+                if let Some(p) = paths.iter().chain(allowed).find(|p| !p.starts_with('/')) {
                     bail!("paths entry `{p}` must be an absolute host path");
                 }
             }

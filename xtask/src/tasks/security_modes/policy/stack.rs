@@ -44,6 +44,10 @@ pub struct Stack {
     /// A compose file named with `--compose`: checked as it is, no overlay.
     #[serde(skip)]
     pub direct: bool,
+    /// For an `env` stack, the deploy config's `${NAME}` vars, read from
+    /// the environment (set by [`Policy::bind_envs`]); passed as secrets.
+    #[serde(skip)]
+    pub secret_vars: BTreeMap<String, String>,
 }
 
 impl Stack {
@@ -71,6 +75,7 @@ impl Stack {
             boot: None,
             fixed_mode: None,
             direct: true,
+            secret_vars: BTreeMap::new(),
         }
     }
 }

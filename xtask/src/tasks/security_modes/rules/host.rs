@@ -59,10 +59,17 @@ pub fn under<'a>(source: &str, paths: &'a [String]) -> Option<&'a str> {
     })
 }
 
-pub fn host_mounts(s: &Value, paths: &[String]) -> Vec<String> {
+pub fn host_mounts(s: &Value, paths: &[String], allowed: &[String]) -> Vec<String> {
     binds(s)
         .into_iter()
         .filter_map(|(source, target, ro)| {
+            if ro
+                && allowed
+                    .iter()
+                    .any(|a| a.trim_end_matches('/') == source.trim_end_matches('/'))
+            {
+                return None;
+            }
             let hit = under(&source, paths)?;
             let ro = if ro { " (read-only)" } else { "" };
             let below = if hit == source.trim_end_matches('/') || source == "/" {
@@ -71,6 +78,25 @@ pub fn host_mounts(s: &Value, paths: &[String]) -> Vec<String> {
                 format!(", which is under {hit}")
             };
             Some(format!("mounts host {source} at {target}{ro}{below}"))
+        })
+        .collect()
+}
+
+/// `security_opt` entries that lift a confinement the engine applies by
+/// default (compose writes them `key=value` or `key:value`).
+pub fn unconfined(s: &Value) -> Vec<String> {
+    strings(&s["security_opt"])
+        .into_iter()
+        .filter_map(|o| {
+            let norm = o.trim().to_ascii_lowercase().replacen(':', "=", 1);
+            let what = match norm.as_str() {
+                "apparmor=unconfined" => "no AppArmor profile",
+                "seccomp=unconfined" => "no seccomp filter: every system call is allowed",
+                "systempaths=unconfined" => "the host's masked /proc and /sys paths exposed",
+                "label=disable" => "no SELinux labelling",
+                _ => return None,
+            };
+            Some(format!("security_opt: {o} ({what})"))
         })
         .collect()
 }

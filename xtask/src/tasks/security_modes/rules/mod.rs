@@ -47,7 +47,8 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
     match rule {
         Rule::NoPrivileged => host::privileged(s),
         Rule::NoDockerSocket => host::docker_socket(s),
-        Rule::NoHostMounts { paths } => host::host_mounts(s, paths),
+        Rule::NoHostMounts { paths, allowed } => host::host_mounts(s, paths, allowed),
+        Rule::NoUnconfined => host::unconfined(s),
         Rule::NoDevices => host::devices(s),
         Rule::NoAddedCapabilities { allowed } => host::added_caps(s, allowed),
         Rule::NoHostNamespace { namespace } => host::namespace(s, *namespace),
@@ -62,6 +63,7 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
             key_patterns,
             file_suffix,
             location_suffixes,
+            setting_suffixes,
             allowed_keys,
         } => secrets::inline(
             svc,
@@ -69,6 +71,7 @@ pub fn violations(rule: &Rule, scope: &Scope, svc: &Service) -> Vec<String> {
                 patterns: key_patterns,
                 file_suffix,
                 locations: location_suffixes,
+                settings: setting_suffixes,
                 allowed: allowed_keys,
             },
         ),

@@ -2,9 +2,11 @@
 
 use serde_json::{json, Value};
 
-use super::secrets::{has_word, masked, segments, urls_with_password};
 use super::{violations, Scope, Service};
-use crate::tasks::security_modes::policy::rule::default_location_suffixes;
+use crate::secret::{has_word, masked, segments, urls_with_password};
+use crate::tasks::security_modes::policy::rule::{
+    default_location_suffixes, default_setting_suffixes,
+};
 use crate::tasks::security_modes::policy::{Rule, Stack};
 
 fn rule() -> Rule {
@@ -14,6 +16,7 @@ fn rule() -> Rule {
             .to_vec(),
         file_suffix: "_FILE".into(),
         location_suffixes: default_location_suffixes(),
+        setting_suffixes: default_setting_suffixes(),
         allowed_keys: vec!["KEYCLOAK_REALM".into()],
     }
 }
@@ -152,4 +155,98 @@ fn list_form_environment_is_read_too() {
         ["DB_PASSWORD is set inline (a 7-character value, redacted); use DB_PASSWORD_FILE with a secret"]
     );
     assert_eq!(check(&Rule::NoUrlCredentials, raw).len(), 2);
+}
+
+/// The shipped policy's patterns (deployments/security-modes.toml).
+fn shipped() -> Rule {
+    Rule::NoInlineSecrets {
+        key_patterns: [
+            "PASSWORD",
+            "PASSWD",
+            "PASS",
+            "PWD",
+            "PASSPHRASE",
+            "SECRET",
+            "TOKEN",
+            "KEY",
+            "APIKEY",
+            "CREDENTIALS",
+        ]
+        .map(String::from)
+        .to_vec(),
+        file_suffix: "_FILE".into(),
+        location_suffixes: default_location_suffixes(),
+        setting_suffixes: default_setting_suffixes(),
+        allowed_keys: vec![],
+    }
+}
+
+fn inline_keys(raw: Value) -> Vec<String> {
+    check(&shipped(), raw)
+        .into_iter()
+        .map(|v| v.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn issue_27_missed_pgpassword() {
+    assert_eq!(
+        inline_keys(json!({"environment": {"PGPASSWORD": "postgres"}})),
+        ["PGPASSWORD"]
+    );
+}
+
+#[test]
+fn issue_27_missed_mysql_pwd() {
+    assert_eq!(
+        inline_keys(json!({"environment": {"MYSQL_PWD": "root"}})),
+        ["MYSQL_PWD"]
+    );
+}
+
+#[test]
+fn issue_27_missed_dbpass() {
+    assert_eq!(
+        inline_keys(json!({"environment": {"DBPASS": "netbox"}})),
+        ["DBPASS"]
+    );
+}
+
+#[test]
+fn issue_27_boolean_password_access_is_not_a_secret() {
+    assert!(inline_keys(json!({"environment": {"PASSWORD_ACCESS": "true"}})).is_empty());
+}
+
+#[test]
+fn issue_27_token_ttl_is_not_a_secret() {
+    assert!(inline_keys(json!({"environment": {"TOKEN_TTL": "3600"}})).is_empty());
+}
+
+#[test]
+fn issue_27_password_min_length_is_not_a_secret() {
+    assert!(inline_keys(json!({"environment": {"PASSWORD_MIN_LENGTH": "12"}})).is_empty());
+}
+
+#[test]
+fn setting_values_and_names_never_hide_a_real_secret() {
+    // A number, a boolean or a duration is no secret under any name; a
+    // setting suffix only counts as the last token; PWD alone is a path.
+    let raw = json!({"environment": {
+        "DB_PASSWORD": 5432, "API_TOKEN": "30s", "SECRET_KEY": false,
+        "TTL_TOKEN": "abc123", "PWD": "/app", "BYPASS_PROXY": "yes-please",
+        "SSH_PUBLIC_KEY": "ssh-ed25519 AAAA", "SECRET_KEY_BASE": "f00dfeed"
+    }});
+    assert_eq!(inline_keys(raw), ["TTL_TOKEN", "SECRET_KEY_BASE"]);
+}
+
+#[test]
+fn a_dsn_with_its_key_is_a_url_credential() {
+    let raw = json!({"environment": {
+        "SENTRY_DSN": "https://0123abcd@o1.ingest.example/2",
+        "OTHER_DSN": "https://o1.ingest.example/2", "REF_DSN": "https://${KEY}@host/1"
+    }});
+    assert_eq!(
+        check(&Rule::NoUrlCredentials, raw),
+        ["SENTRY_DSN holds a DSN with its key written in the file"]
+    );
 }

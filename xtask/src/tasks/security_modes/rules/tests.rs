@@ -18,6 +18,7 @@ fn stack() -> Stack {
         unpinned_images: vec!["local/redis:local".into()],
         boot: None,
         direct: false,
+        secret_vars: Default::default(),
     }
 }
 
@@ -236,6 +237,7 @@ fn hardening() {
 fn host_mounts() {
     let rule = || Rule::NoHostMounts {
         paths: crate::tasks::security_modes::policy::rule::default_host_paths(),
+        allowed: crate::tasks::security_modes::policy::rule::default_allowed_host_paths(),
     };
     let bind = |src: &str, ro: bool| json!({"volumes": [{"type": "bind", "source": src, "target": "/h", "read_only": ro}]});
     assert_eq!(
@@ -252,14 +254,74 @@ fn host_mounts() {
     );
     assert_eq!(check(rule(), "a", bind("/sys/fs/cgroup/", true)).len(), 1);
     // Below `/` is everything: only `/` itself counts, and look-alikes do not.
-    for ok in ["/srv/data", "/proc-like", "/etc/localtime", "/home/app/sys"] {
+    for ok in [
+        "/srv/data",
+        "/proc-like",
+        "/etc/localtime",
+        "/etc/timezone",
+        "/home/app/sys",
+        "/devices",
+        "/etcetera",
+        "/runner",
+    ] {
         assert!(check(rule(), "a", bind(ok, true)).is_empty(), "{ok}");
     }
+    // A writable time zone file is not the allowed read-only one.
+    assert_eq!(
+        check(rule(), "a", bind("/etc/localtime", false)),
+        ["mounts host /etc/localtime at /h, which is under /etc"]
+    );
     let named = json!({"volumes": [{"type": "volume", "source": "sys", "target": "/sys"}]});
     assert!(
         check(rule(), "a", named).is_empty(),
         "a named volume is not a host path"
     );
+}
+
+#[test]
+fn issue_27_host_mounts_of_dev_usb_and_lib_modules() {
+    let rule = Rule::NoHostMounts {
+        paths: crate::tasks::security_modes::policy::rule::default_host_paths(),
+        allowed: crate::tasks::security_modes::policy::rule::default_allowed_host_paths(),
+    };
+    let svc = json!({"volumes": [
+        {"type": "bind", "source": "/dev/bus/usb", "target": "/dev/bus/usb"},
+        {"type": "bind", "source": "/lib/modules", "target": "/lib/modules", "read_only": true},
+        {"type": "bind", "source": "/etc/ssl/certs", "target": "/etc/ssl/certs", "read_only": true},
+        {"type": "bind", "source": "/root/.ssh", "target": "/k"},
+        {"type": "bind", "source": "/run/udev", "target": "/run/udev", "read_only": true},
+        {"type": "bind", "source": "/dev", "target": "/dev"}
+    ]});
+    assert_eq!(
+        check(rule, "a", svc),
+        [
+            "mounts host /dev/bus/usb at /dev/bus/usb, which is under /dev",
+            "mounts host /lib/modules at /lib/modules (read-only)",
+            "mounts host /etc/ssl/certs at /etc/ssl/certs (read-only), which is under /etc",
+            "mounts host /root/.ssh at /k, which is under /root",
+            "mounts host /run/udev at /run/udev (read-only), which is under /run",
+            "mounts host /dev at /dev",
+        ]
+    );
+}
+
+#[test]
+fn issue_27_security_opt_that_lifts_a_confinement() {
+    // immich's hardware-acceleration file, and the other two.
+    let svc = json!({"security_opt": [
+        "apparmor=unconfined", "systempaths=unconfined", "seccomp:unconfined",
+        "label=disable", "no-new-privileges:true", "apparmor=docker-default", "label=type:svirt_apache_t"
+    ]});
+    assert_eq!(
+        check(Rule::NoUnconfined, "a", svc),
+        [
+            "security_opt: apparmor=unconfined (no AppArmor profile)",
+            "security_opt: systempaths=unconfined (the host's masked /proc and /sys paths exposed)",
+            "security_opt: seccomp:unconfined (no seccomp filter: every system call is allowed)",
+            "security_opt: label=disable (no SELinux labelling)",
+        ]
+    );
+    assert!(check(Rule::NoUnconfined, "a", json!({})).is_empty());
 }
 
 #[test]

@@ -55,7 +55,16 @@ impl Actions for Runner<'_> {
                 } = *r;
                 let t = Instant::now();
                 let findings = match render(&command).and_then(|c| Ok((c, render(&raw)?))) {
-                    Ok((config, raw)) => {
+                    Ok(((config, warnings), (raw, _))) => {
+                        // Compose's own word on what it filled in blank.
+                        for w in warnings {
+                            eprintln!(
+                                "{}",
+                                crate::cmd::redact::redact(&format!(
+                                    "warning: {stack} ({mode}): compose: {w}"
+                                ))
+                            );
+                        }
                         self.rendered
                             .insert((stack.clone(), mode.clone()), Rendered { config, raw });
                         vec![]
@@ -87,11 +96,14 @@ impl Actions for Runner<'_> {
             Kind::Report { sarif } => {
                 self.report.finish();
                 match self.format {
-                    Format::Text => print!("{}", self.report.table()),
+                    // Findings quote rendered values: none of the run's secrets leaves.
+                    Format::Text => print!("{}", crate::cmd::redact::redact(&self.report.table())),
                     Format::Json => crate::out::merge(serde_json::json!({ "report": self.report })),
                 }
                 if let Some(path) = sarif {
-                    let doc = serde_json::to_string_pretty(&super::sarif::document(&self.report))?;
+                    let mut doc = super::sarif::document(&self.report);
+                    crate::cmd::redact::redact_json(&mut doc);
+                    let doc = serde_json::to_string_pretty(&doc)?;
                     std::fs::write(&path, doc + "\n").with_context(|| {
                         format!("writing the SARIF report to {}", path.display())
                     })?;
@@ -104,6 +116,8 @@ impl Actions for Runner<'_> {
                 if self.report.passed {
                     return Ok(());
                 }
+                // Only renders failed: nothing was judged, which is not "insecure".
+                let not_checked = self.report.failures().all(|r| r.check == "render");
                 let v = self.report.violations();
                 let shown: Vec<&str> = v.iter().take(12).map(String::as_str).collect();
                 let more = if v.len() > shown.len() {
@@ -111,14 +125,16 @@ impl Actions for Runner<'_> {
                 } else {
                     String::new()
                 };
-                Err(fail(
-                    Code::Verify,
-                    format!(
-                        "{} security-mode violation(s): {}{more}",
-                        v.len(),
-                        shown.join("; ")
-                    ),
-                ))
+                let (code, what) = if not_checked {
+                    (
+                        Code::NotChecked,
+                        "could not check: {} compose render(s) failed",
+                    )
+                } else {
+                    (Code::Verify, "{} security-mode violation(s)")
+                };
+                let what = what.replace("{}", &v.len().to_string());
+                Err(fail(code, format!("{what}: {}{more}", shown.join("; "))))
             }
         }
     }
@@ -128,10 +144,39 @@ fn finding(service: &str, value: String) -> Finding {
     Finding::bare(service, value)
 }
 
-/// Runs a `config --format json` render; the error is the row's finding.
-fn render(c: &Command) -> Result<Value, String> {
-    let out = proc::run(c, false).map_err(|e| format!("{e:#}"))?;
-    serde_json::from_str(&out).map_err(|e| format!("compose printed no JSON: {e}"))
+/// Runs a `config --format json` render, with compose's warnings about
+/// unset variables; the error (compose's own message) is the row's finding.
+fn render(c: &Command) -> Result<(Value, Vec<String>), String> {
+    let out = proc::output(c).map_err(|e| format!("{e:#}"))?;
+    if !out.success {
+        let status = out.code.map_or("a signal".to_string(), |c| c.to_string());
+        return Err(format!(
+            "`{}` exited with {status}: {}",
+            c.display(),
+            proc::explain(&out.stderr)
+        ));
+    }
+    let json =
+        serde_json::from_str(&out.stdout).map_err(|e| format!("compose printed no JSON: {e}"))?;
+    Ok((json, unset_warnings(&out.stderr)))
+}
+
+/// Compose's "variable is not set" warnings, as their message alone
+/// (`WARN[0000] The "X" variable is not set...` or `level=warning msg="..."`).
+fn unset_warnings(stderr: &str) -> Vec<String> {
+    let mut out: Vec<String> = stderr
+        .lines()
+        .filter(|l| l.contains("variable is not set"))
+        .map(|l| {
+            let msg = match l.split_once("msg=\"") {
+                Some((_, m)) => m.trim_end().trim_end_matches('"').replace("\\\"", "\""),
+                None => l.split_once("] ").map_or(l, |(_, m)| m).to_string(),
+            };
+            msg.trim().to_string()
+        })
+        .collect();
+    out.dedup();
+    out
 }
 
 impl<'a> Runner<'a> {
@@ -181,5 +226,22 @@ impl<'a> Runner<'a> {
         rows.into_iter().for_each(|r| self.report.add(r));
         self.report
             .time(mode_name, Phase::Static, t.elapsed().as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn unset_variable_warnings_are_read_in_both_forms() {
+        let err = "WARN[0000] The \"DB_PASSWORD\" variable is not set. Defaulting to a blank string.\n\
+                   time=\"2026\" level=warning msg=\"The \\\"API_KEY\\\" variable is not set. Defaulting to a blank string.\"\n\
+                   other noise\n";
+        assert_eq!(
+            super::unset_warnings(err),
+            [
+                "The \"DB_PASSWORD\" variable is not set. Defaulting to a blank string.",
+                "The \"API_KEY\" variable is not set. Defaulting to a blank string.",
+            ]
+        );
     }
 }

@@ -120,6 +120,9 @@ fn compose(
     for (k, v) in &stack.vars {
         c = c.env(k, v);
     }
+    for (k, v) in &stack.secret_vars {
+        c = c.secret_env(k, v);
+    }
     c
 }
 
