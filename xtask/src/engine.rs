@@ -31,6 +31,11 @@ use serde::Serialize;
 use crate::cmd::{Command, Effect};
 use crate::config::{Config, EngineKind, Env, Limits, Proxy};
 
+/// The variable that gives the compose file the proxy's admin directory.
+pub const PROXY_ADMIN_DIR_VAR: &str = "FETCHML_PROXY_ADMIN_DIR";
+/// The variable that gives the compose file the proxy's `uid:gid`.
+pub const PROXY_USER_VAR: &str = "FETCHML_PROXY_USER";
+
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -97,6 +102,12 @@ impl Stateful {
         &self.services
     }
 
+    /// The proxy's admin directory, when the proxy is among them: created
+    /// (mode 0700, the proxy's user) before compose starts it.
+    pub fn proxy_admin_dir(&self) -> Option<&std::path::Path> {
+        self.base.proxy_admin_dir()
+    }
+
     /// Do all of them run now (read-only)? Then starting them is a no-op a
     /// deploy can skip: `up --no-recreate` still costs compose's whole
     /// project load. `false` when the engine cannot be asked.
@@ -156,6 +167,21 @@ impl Target {
                 missing.display()
             );
         }
+        // The admin directory, resolved against the config file like every
+        // other path; the socket in it must fit a unix socket address.
+        let mut proxy = env.proxy.clone();
+        if let Some(p) = proxy.as_mut() {
+            if let Some(d) = p.admin_dir.as_mut() {
+                *d = cfg.resolve(d);
+                let sock = d.join(proxy::SOCKET);
+                if sock.as_os_str().len() > 100 {
+                    bail!(
+                        "env `{env_name}`: the proxy's admin socket {} is longer than a unix socket path may be (100 bytes here); set proxy.admin_dir to a shorter directory",
+                        sock.display()
+                    );
+                }
+            }
+        }
         Ok(Target {
             env: env_name.into(),
             engine: env.engine,
@@ -169,7 +195,7 @@ impl Target {
             vars: env.vars.clone(),
             image_only: false,
             limits: env.timeouts,
-            proxy: env.proxy.clone(),
+            proxy,
         })
     }
 
@@ -195,6 +221,14 @@ impl Target {
             tag: tag.into(),
             ..self.clone()
         }
+    }
+
+    /// The proxy's admin directory (resolved), when it is switched through one.
+    pub fn proxy_admin_dir(&self) -> Option<&std::path::Path> {
+        self.proxy
+            .as_ref()
+            .filter(|_| self.engine == EngineKind::Compose)
+            .and_then(|p| p.admin_dir.as_deref())
     }
 
     /// `docker compose -p P -f F...` with the tag and vars in the environment.
@@ -229,6 +263,14 @@ impl Target {
         }
         for (k, v) in &self.vars {
             c = c.env(k, v);
+        }
+        // The proxy's admin directory, bind-mounted into the proxy alone,
+        // and the user it runs as (the directory's owner).
+        if let Some(d) = self.proxy_admin_dir() {
+            let (uid, gid) = proxy::user();
+            c = c
+                .env(PROXY_ADMIN_DIR_VAR, d.display().to_string())
+                .env(PROXY_USER_VAR, format!("{uid}:{gid}"));
         }
         c.env(&self.tag_var, &self.tag)
     }
