@@ -446,3 +446,48 @@ pub fn last_line(o: &Output) -> String {
 pub fn exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// Runs `testbed healthcheck URL` in a throwaway container attached to
+/// `network`, as any other container of a stack could: `true` when the GET
+/// answered 200 with status ok. The container is removed afterwards.
+pub fn get_from_network(network: &str, image: &str, url: &str) -> bool {
+    let o = Command::new("timeout")
+        .args(["30", "docker", "run", "--rm", "--network", network, "--entrypoint", "/testbed"])
+        .arg(image)
+        .args(["healthcheck", url])
+        .output()
+        .expect("running docker");
+    o.status.success()
+}
+
+/// The host sources of every bind mount of `project`'s containers, by container name.
+pub fn bind_mounts(project: &str) -> Vec<(String, String)> {
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=com.docker.compose.project={project}"))
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let o = Command::new("docker")
+        .args(["inspect", "--format"])
+        .arg("{{.Name}}{{range .Mounts}} {{.Type}}={{.Source}}{{end}}")
+        .args(&ids)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .flat_map(|l| {
+            let mut f = l.split(' ');
+            let name = f.next().unwrap_or("").trim_start_matches('/').to_string();
+            f.filter_map(|m| m.strip_prefix("bind=").map(str::to_string))
+                .map(|src| (name.clone(), src))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
