@@ -36,6 +36,16 @@ pub const PROXY_ADMIN_DIR_VAR: &str = "FETCHML_PROXY_ADMIN_DIR";
 /// The variable that gives the compose file the proxy's `uid:gid`.
 pub const PROXY_USER_VAR: &str = "FETCHML_PROXY_USER";
 
+/// The compose variables that give the proxy its admin directory (resolved)
+/// and the user it runs as, as every compose command of the tool sets them.
+pub fn proxy_vars(admin_dir: &std::path::Path) -> [(&'static str, String); 2] {
+    let (uid, gid) = proxy::user();
+    [
+        (PROXY_ADMIN_DIR_VAR, admin_dir.display().to_string()),
+        (PROXY_USER_VAR, format!("{uid}:{gid}")),
+    ]
+}
+
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -267,10 +277,9 @@ impl Target {
         // The proxy's admin directory, bind-mounted into the proxy alone,
         // and the user it runs as (the directory's owner).
         if let Some(d) = self.proxy_admin_dir() {
-            let (uid, gid) = proxy::user();
-            c = c
-                .env(PROXY_ADMIN_DIR_VAR, d.display().to_string())
-                .env(PROXY_USER_VAR, format!("{uid}:{gid}"));
+            for (k, v) in proxy_vars(d) {
+                c = c.env(k, v);
+            }
         }
         c.env(&self.tag_var, &self.tag)
     }
