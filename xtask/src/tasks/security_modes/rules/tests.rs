@@ -104,6 +104,20 @@ fn proxy_admin_listeners_in_the_config_files() {
     )
     .unwrap();
     assert!(haproxy_admin(&testbed).is_empty());
+    let prod =
+        std::fs::read_to_string(crate::repo::workspace_root().join("deployments/haproxy.cfg"))
+            .unwrap();
+    assert!(haproxy_admin(&prod).is_empty());
+    // Swarm's Caddy has its admin API disabled (nothing switches it there).
+    let swarm: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::repo::workspace_root().join("deployments/testbed/proxy.swarm.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(swarm["admin"]["disabled"], true);
+    assert!(caddy_admin(&swarm).is_empty());
     // Caddy: a unix socket, loopback, the default or disabled passes.
     for ok in [
         json!({"admin": {"listen": "unix//run/caddy/admin.sock"}}),
