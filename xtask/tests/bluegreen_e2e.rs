@@ -701,3 +701,51 @@ fn a_compose_file_without_the_slot_label_is_refused_before_anything_starts() {
     assert!(containers(&s).is_empty(), "{:?}", containers(&s));
     assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
 }
+
+#[test]
+fn a_proxy_lost_mid_deploy_is_started_again_by_the_recovery_with_the_serving_routes() {
+    let img = images();
+    let s = bg("bglost", "warm");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let before = containers(&s);
+    let child = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the broken set is gated, the proxy is lost (stopped, so the
+    // engine's restart policy does not bring it back by itself).
+    let start = Instant::now();
+    while !containers(&s).iter().any(|l| tag_of(l) == img.bad) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the new set never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let proxy = format!("{}-proxy-1", s.project("staging"));
+    let o = std::process::Command::new("docker")
+        .args(["stop", "--time", "1", &proxy])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = child.wait_with_output().unwrap();
+    // The gate failed (exit 3); the recovery started the proxy again and
+    // put it back on the serving set, and discarded the broken one.
+    assert_eq!(exit_code(&o), 3, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("starting the proxy again"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    assert_eq!(containers(&s), before, "{}", text(&o));
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.outcome.as_str(), last.set.as_deref()),
+        ("rolled-back", Some("blue")),
+        "{last:?}"
+    );
+}

@@ -50,6 +50,21 @@ pub fn answered(e: &anyhow::Error) -> bool {
     e.chain().any(|c| c.downcast_ref::<Answered>().is_some())
 }
 
+/// Marks an error where nothing listens on the socket: the proxy is down.
+#[derive(Debug)]
+pub struct Unreachable;
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the proxy does not answer")
+    }
+}
+impl std::error::Error for Unreachable {}
+
+/// Is the proxy down (its socket missing or refusing)?
+pub fn unreachable(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<Unreachable>().is_some())
+}
+
 fn socket(admin: &str) -> PathBuf {
     Path::new(admin).join(SOCKET)
 }
@@ -71,10 +86,10 @@ fn converse(admin: &str, line: &str) -> Result<String> {
         Ok(out)
     };
     talk().map_err(|e| {
-        anyhow::anyhow!(
+        anyhow::Error::new(Unreachable).context(format!(
             "the proxy's admin socket {} does not answer: {e}; is the proxy running?",
             path.display()
-        )
+        ))
     })
 }
 

@@ -23,6 +23,8 @@ use crate::config::{KeepPrevious, Proxy};
 
 /// The container label that names a container's set.
 pub const LABEL: &str = "fetchml.slot";
+/// How long a proxy started again after it was lost gets to answer.
+const RESTART_WAIT_SECS: u64 = 15;
 /// The variable the compose file puts in that label.
 pub const SLOT_VAR: &str = "FETCHML_SLOT";
 
@@ -549,8 +551,40 @@ impl Set {
     }
 
     /// Points the proxy's route of each of the set's HTTP services at the
-    /// set's containers. Each route switches atomically.
+    /// set's containers. Each route switches atomically. A proxy that is
+    /// down (lost mid-deploy) is started again first: it comes back routing
+    /// where it was last switched (its saved server state), then switches.
     pub fn switch(&self) -> Result<()> {
+        match self.switch_once() {
+            Err(e) if proxy::unreachable(&e) => {
+                let t = &self.target;
+                let service = &self.proxy_cfg()?.service;
+                eprintln!("{e:#}: starting the proxy again (it routes where it was last switched)");
+                let up = t
+                    .compose(Effect::Mutating)
+                    .args(["up", "-d", "--no-recreate", "--no-deps", "--no-build"])
+                    .arg(service)
+                    .timeout(t.limits.recreate_secs);
+                let again = match t.proxy_admin_dir() {
+                    Some(d) => proxy::prepare_dir(d),
+                    None => Ok(()),
+                }
+                .and_then(|()| cmd::run(&up, false).map(drop))
+                .and_then(|()| t.proxy_ready(RESTART_WAIT_SECS));
+                if let Err(e2) = again {
+                    bail!(
+                        "{e:#}, and starting it again failed ({e2:#}); start it by hand (`docker compose -p {} up -d {service}`), then run `cargo xtask rollback {}`",
+                        t.project,
+                        t.env
+                    );
+                }
+                self.switch_once()
+            }
+            r => r,
+        }
+    }
+
+    fn switch_once(&self) -> Result<()> {
         let p = self.proxy_cfg()?;
         let admin = admin_of(p);
         // An existing set was inspected by the gate just before: its
