@@ -580,11 +580,15 @@ fn no_container_reaches_the_proxy_admin_and_a_restarted_proxy_routes_where_it_wa
         mounts.iter().all(|(name, _)| name.ends_with("-proxy-1")),
         "{mounts:?}"
     );
-    // A container on the stack's network reaches the proxy's front, and
-    // nothing else: no admin API on the old port, no stats page.
-    assert!(get_from_network(&network, &image, "http://proxy:8080/health"));
-    assert!(!get_from_network(&network, &image, "http://proxy:2019/config/"));
-    assert!(!get_from_network(&network, &image, "http://proxy:2019/"));
+    // A container on the stack's network reaches the proxy's front (and
+    // the probe tells an answer from a refusal), and nothing else: no admin
+    // API on Caddy's old port.
+    assert_eq!(get_from_network(&network, &image, "http://proxy:8080/health"), Ok(()));
+    let answered = get_from_network(&network, &image, "http://proxy:8080/none").unwrap_err();
+    assert!(answered.contains("unhealthy: HTTP 404"), "{answered}");
+    for url in ["http://proxy:2019/config/", "http://proxy:2019/"] {
+        assert_refused(get_from_network(&network, &image, url), url);
+    }
 
     // A restarted proxy routes to the set it was last switched to.
     let o = std::process::Command::new("docker")

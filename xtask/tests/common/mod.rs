@@ -448,16 +448,34 @@ pub fn exists(p: &Path) -> bool {
 }
 
 /// Runs `testbed healthcheck URL` in a throwaway container attached to
-/// `network`, as any other container of a stack could: `true` when the GET
-/// answered 200 with status ok. The container is removed afterwards.
-pub fn get_from_network(network: &str, image: &str, url: &str) -> bool {
-    let o = Command::new("timeout")
-        .args(["30", "docker", "run", "--rm", "--network", network, "--entrypoint", "/testbed"])
+/// `network`, as any other container of a stack could, then removes it:
+/// `Ok` when the GET answered 200 with status ok, else why not (`connect
+/// ...: Connection refused` when nothing listens, `unhealthy: HTTP ...`
+/// when something answered).
+pub fn get_from_network(network: &str, image: &str, url: &str) -> Result<(), String> {
+    let mut c = Command::new("timeout");
+    c.args(["30", "docker", "run", "--rm", "--network", network, "--entrypoint", "/testbed"])
         .arg(image)
-        .args(["healthcheck", url])
-        .output()
-        .expect("running docker");
-    o.status.success()
+        .args(["healthcheck", url]);
+    probe(c)
+}
+
+/// `Ok`, or the stderr of a `testbed healthcheck` run by `c`.
+pub fn probe(mut c: Command) -> Result<(), String> {
+    let o = c.output().expect("running docker");
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+    }
+}
+
+/// Asserts that nothing listens at `url`'s port: the connection was refused
+/// (an answer of any kind, `unhealthy: HTTP ...`, fails).
+pub fn assert_refused(r: Result<(), String>, url: &str) {
+    match r {
+        Err(e) if e.contains("connect") && e.contains("refused") => {}
+        other => panic!("{url} must refuse the connection, got {other:?}"),
+    }
 }
 
 /// The host sources of every bind mount of `project`'s containers, by container name.
