@@ -323,7 +323,9 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
         .output()
         .unwrap();
     assert!(o.status.success());
-    let o = s.run(&["rollback", "staging", "--to", &img.v1, "--force", "--reason", "x"]);
+    let o = s.run(&[
+        "rollback", "staging", "--to", &img.v1, "--force", "--reason", "x",
+    ]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert!(stderr(&o).contains("does not answer"), "{}", text(&o));
     assert_eq!(containers(&s), before);
@@ -344,7 +346,11 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     let cfg = std::fs::read_to_string(src.join("haproxy.cfg")).unwrap();
-    std::fs::write(dir.join("haproxy.cfg"), cfg.replace("fetchml-api", "fetchml-web")).unwrap();
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        cfg.replace("fetchml-api", "fetchml-web"),
+    )
+    .unwrap();
     let toml = std::fs::read_to_string(&s.config).unwrap().replace(
         &src.join("docker-compose.yml").display().to_string(),
         &dir.join("docker-compose.yml").display().to_string(),
@@ -401,7 +407,11 @@ fn exchange(c: &mut std::net::TcpStream, req: &[u8]) -> Result<(u16, String), St
     if line.is_empty() {
         return Err("connection closed before a response".into());
     }
-    let status: u16 = line.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let mut len = 0;
     loop {
         let mut h = String::new();
@@ -462,13 +472,17 @@ impl KeepAlive {
 /// its body over 3 s (the proxy connects to a container once the headers
 /// are in), then reads the answer. The version that answered each, or why
 /// it failed.
-fn slow_requests(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
+fn slow_requests(
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
     std::thread::spawn(move || {
         let mut out = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let r = (|| {
                 use std::io::Write;
-                let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+                let mut c =
+                    std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
                 c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
                 c.write_all(b"GET /health HTTP/1.1\r\nHost: proxy\r\nContent-Length: 6\r\n\r\n")
                     .map_err(|e| e.to_string())?;
@@ -478,7 +492,8 @@ fn slow_requests(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Ve
                 }
                 match exchange(&mut c, b"")? {
                     (200, body) => {
-                        let v: serde_json::Value = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                        let v: serde_json::Value =
+                            serde_json::from_str(&body).map_err(|e| e.to_string())?;
                         Ok(v["version"].as_str().unwrap_or_default().to_string())
                     }
                     (st, body) => Err(format!("HTTP {st}: {body}")),
@@ -546,11 +561,20 @@ fn kept_alive_and_slow_requests_survive_deploys_and_rollbacks_with_zero_failures
     assert!(ok > 100, "too few kept-alive requests: {ok}");
     assert_eq!(seen.failed(), 0);
     assert!(slow.len() >= 3, "{slow:?}");
-    assert!(slow.iter().all(Result::is_ok), "slow requests failed: {slow:?}");
+    assert!(
+        slow.iter().all(Result::is_ok),
+        "slow requests failed: {slow:?}"
+    );
     // Both versions answered slow requests: some were in flight on the
     // set that was switched away from and then stopped.
-    assert!(slow.iter().any(|r| r.as_deref() == Ok(img.v1.as_str())), "{slow:?}");
-    assert!(slow.iter().any(|r| r.as_deref() == Ok(img.v2.as_str())), "{slow:?}");
+    assert!(
+        slow.iter().any(|r| r.as_deref() == Ok(img.v1.as_str())),
+        "{slow:?}"
+    );
+    assert!(
+        slow.iter().any(|r| r.as_deref() == Ok(img.v2.as_str())),
+        "{slow:?}"
+    );
 }
 
 #[test]
@@ -583,7 +607,10 @@ fn no_container_reaches_the_proxy_admin_and_a_restarted_proxy_routes_where_it_wa
     // A container on the stack's network reaches the proxy's front (and
     // the probe tells an answer from a refusal), and nothing else: no admin
     // API on Caddy's old port.
-    assert_eq!(get_from_network(&network, &image, "http://proxy:8080/health"), Ok(()));
+    assert_eq!(
+        get_from_network(&network, &image, "http://proxy:8080/health"),
+        Ok(())
+    );
     let answered = get_from_network(&network, &image, "http://proxy:8080/none").unwrap_err();
     assert!(answered.contains("unhealthy: HTTP 404"), "{answered}");
     for url in ["http://proxy:2019/config/", "http://proxy:2019/"] {
@@ -603,7 +630,10 @@ fn no_container_reaches_the_proxy_admin_and_a_restarted_proxy_routes_where_it_wa
                 break v["version"].as_str().unwrap_or_default().to_string();
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "the proxy never came back");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the proxy never came back"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(version, img.v2);

@@ -207,7 +207,15 @@ fn swarm_no_container_reaches_the_proxy_admin() {
         let worker = worker_container(stack);
         let get = |url: &str| {
             let mut c = Command::new("timeout");
-            c.args(["30", "docker", "exec", &worker, "/testbed", "healthcheck", url]);
+            c.args([
+                "30",
+                "docker",
+                "exec",
+                &worker,
+                "/testbed",
+                "healthcheck",
+                url,
+            ]);
             probe(c)
         };
         assert_eq!(get("http://proxy:8080/health"), Ok(()));

@@ -191,7 +191,8 @@ pub fn sessions(admin: &str, service: &str, dials: &[String]) -> Result<u64> {
 /// other one goes to drain (no new requests; those in flight finish).
 fn switch_commands(id: &str, servers: &[Server], dials: &[String]) -> Result<Vec<String>> {
     let mut chosen: Vec<(&Server, &String)> = Vec::new();
-    let taken = |chosen: &[(&Server, &String)], s: &Server| chosen.iter().any(|(c, _)| c.name == s.name);
+    let taken =
+        |chosen: &[(&Server, &String)], s: &Server| chosen.iter().any(|(c, _)| c.name == s.name);
     for d in dials {
         let free = servers
             .iter()
@@ -327,7 +328,11 @@ fetchml-api,s3,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,127.0.0.1:8080\n";
         let s = parse_stat(STAT, "fetchml-api").unwrap();
         assert_eq!(s.len(), 5);
         assert_eq!((s[2].name.as_str(), s[2].sessions), ("s1", 2));
-        let active: Vec<&str> = s.iter().filter(|s| s.active()).map(|s| s.name.as_str()).collect();
+        let active: Vec<&str> = s
+            .iter()
+            .filter(|s| s.active())
+            .map(|s| s.name.as_str())
+            .collect();
         assert_eq!(active, ["s1"]);
         assert!(parse_stat(STAT, "fetchml-other").is_none());
         assert_eq!(host_of("172.18.0.5:8080"), "172.18.0.5");
@@ -350,8 +355,12 @@ fetchml-api,s3,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,127.0.0.1:8080\n";
             ]
         );
         // A new set: the disabled slot first, then a drained one with nothing in flight.
-        let c = switch_commands(id, &s, &["172.18.0.7:8080".into(), "172.18.0.8:8080".into()])
-            .unwrap();
+        let c = switch_commands(
+            id,
+            &s,
+            &["172.18.0.7:8080".into(), "172.18.0.8:8080".into()],
+        )
+        .unwrap();
         assert_eq!(c[0], "set server fetchml-api/s3 addr 172.18.0.7 port 8080");
         assert_eq!(c[1], "set server fetchml-api/s3 state ready");
         assert_eq!(c[2], "set server fetchml-api/s2 addr 172.18.0.8 port 8080");
@@ -359,7 +368,11 @@ fetchml-api,s3,0,0,0,0,,0,0,0,,0,,0,0,0,0,MAINT,1,127.0.0.1:8080\n";
         let e = switch_commands(
             id,
             &s,
-            &["10.0.0.1:1".into(), "10.0.0.2:1".into(), "10.0.0.3:1".into()],
+            &[
+                "10.0.0.1:1".into(),
+                "10.0.0.2:1".into(),
+                "10.0.0.3:1".into(),
+            ],
         )
         .unwrap_err();
         assert!(e.to_string().contains("no free server slot"), "{e}");

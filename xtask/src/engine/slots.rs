@@ -597,9 +597,9 @@ impl Set {
                 .into_iter()
                 .filter(|c| c.running)
                 .map(|c| {
-                    let ip = c.ip.with_context(|| {
-                        format!("container {} has no network address", c.name)
-                    })?;
+                    let ip = c
+                        .ip
+                        .with_context(|| format!("container {} has no network address", c.name))?;
                     Ok((c.service, ip))
                 })
                 .collect::<Result<_>>()?,

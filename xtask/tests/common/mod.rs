@@ -454,9 +454,18 @@ pub fn exists(p: &Path) -> bool {
 /// when something answered).
 pub fn get_from_network(network: &str, image: &str, url: &str) -> Result<(), String> {
     let mut c = Command::new("timeout");
-    c.args(["30", "docker", "run", "--rm", "--network", network, "--entrypoint", "/testbed"])
-        .arg(image)
-        .args(["healthcheck", url]);
+    c.args([
+        "30",
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "--entrypoint",
+        "/testbed",
+    ])
+    .arg(image)
+    .args(["healthcheck", url]);
     probe(c)
 }
 

@@ -145,9 +145,7 @@ fn proxy_admin_listeners_in_the_config_files() {
         service: "proxy".into(),
         admin_port: 2019,
     };
-    let svc = |src: &std::path::Path| {
-        json!({"volumes": [{"type": "bind", "source": src.display().to_string(), "target": "/etc/x"}]})
-    };
+    let svc = |src: &std::path::Path| json!({"volumes": [{"type": "bind", "source": src.display().to_string(), "target": "/etc/x"}]});
     assert_eq!(
         check(rule(), "proxy", svc(&caddy)),
         ["caddy.json: the admin API listens on `0.0.0.0:2019`, which other containers can reach: use a unix socket in a directory only the proxy mounts, or disable it"]
