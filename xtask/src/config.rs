@@ -507,6 +507,25 @@ require_evidence = ["security-modes-test"]
     }
 
     #[test]
+    fn proxy_admin_dir_is_a_directory_path_and_required_on_compose() {
+        let with = |proxy: &str| {
+            GOOD.replacen(
+                "compliance_mode = \"standard\"",
+                &format!("compliance_mode = \"standard\"\nproxy = {{ service = \"proxy\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}{proxy} }}"),
+                1,
+            )
+        };
+        let cfg = Config::parse(&with(", admin_dir = \"../state/proxy\""), "deploy.toml").unwrap();
+        let p = cfg.env("staging").unwrap().proxy.as_ref().unwrap();
+        assert_eq!(p.admin_dir.as_deref(), Some(Path::new("../state/proxy")));
+        assert!(err(&with("")).contains("proxy.admin_dir is required on compose"));
+        for bad in ["http://127.0.0.1:18090", "~/proxy", ""] {
+            let e = err(&with(&format!(", admin_dir = \"{bad}\"")));
+            assert!(e.contains("must be a directory path"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn unknown_env_lists_valid_ones() {
         let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
         let e = cfg.env("production").unwrap_err().to_string();
