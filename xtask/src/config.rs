@@ -113,7 +113,7 @@ pub struct Env {
     pub proxy: Option<Proxy>,
 }
 
-/// The reverse proxy (Caddy 2) in front of an environment's HTTP app
+/// The reverse proxy (HAProxy) in front of an environment's HTTP app
 /// services, and how a deploy uses it. See docs/architecture.md, "Blue/green".
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -121,9 +121,12 @@ pub struct Proxy {
     /// The compose service running the proxy. Started where absent, like a
     /// stateful service; a deploy or a rollback never recreates it.
     pub service: String,
-    /// The proxy's admin API (loopback only), e.g. `http://127.0.0.1:18090`.
-    /// Compose only: on Swarm the proxy finds tasks by DNS and needs none.
-    pub admin_url: Option<String>,
+    /// The host directory holding the proxy's runtime API socket
+    /// (`admin.sock`) and its saved server state, mounted into the proxy
+    /// container only: absolute, or relative to the config file. The tool
+    /// passes it to compose as `FETCHML_PROXY_ADMIN_DIR`. Compose only: on
+    /// Swarm the proxy finds tasks by DNS and needs none.
+    pub admin_dir: Option<PathBuf>,
     /// HTTP app services behind the proxy, and the container port each
     /// serves on. The proxy's route for service S has `@id` `fetchml-S`.
     pub routes: BTreeMap<String, u16>,
@@ -214,12 +217,10 @@ impl Proxy {
                 self.health_path
             );
         }
-        match (&self.admin_url, env.engine) {
-            (Some(u), _) if !is_loopback_url(u) => bail!(
-                "proxy.admin_url `{u}` must be http:// on 127.0.0.1 or [::1]: the admin API reconfigures the proxy and must not be reachable from elsewhere"
-            ),
+        match (&self.admin_dir, env.engine) {
+            (Some(d), _) => admin_dir(d)?,
             (None, EngineKind::Compose) => {
-                bail!("proxy.admin_url is required on compose: the switch goes through it")
+                bail!("proxy.admin_dir is required on compose: the switch goes through the socket in it")
             }
             _ => {}
         }
@@ -227,12 +228,16 @@ impl Proxy {
     }
 }
 
-/// `http://127.0.0.1:PORT` or `http://[::1]:PORT`, nothing else.
-fn is_loopback_url(u: &str) -> bool {
-    ["http://127.0.0.1:", "http://[::1]:"].iter().any(|p| {
-        u.strip_prefix(p)
-            .is_some_and(|port| port.trim_end_matches('/').parse::<u16>().is_ok())
-    })
+/// A directory path, absolute or relative to the config file: not a URL,
+/// not `~` (no shell expands it), and short enough for the socket in it.
+fn admin_dir(d: &Path) -> Result<()> {
+    let s = d.to_string_lossy();
+    if s.is_empty() || s.contains("://") || s.starts_with('~') || s.contains(['$', '\n', ',']) {
+        bail!(
+            "proxy.admin_dir `{s}` must be a directory path, absolute or relative to the config file (the proxy's admin socket is created in it)"
+        );
+    }
+    Ok(())
 }
 
 fn default_health_path() -> String {
@@ -596,6 +601,25 @@ require_evidence = ["security-modes-test"]
             cfg.env("prod").unwrap().promote_from.as_deref(),
             Some("staging")
         );
+    }
+
+    #[test]
+    fn proxy_admin_dir_is_a_directory_path_and_required_on_compose() {
+        let with = |proxy: &str| {
+            GOOD.replacen(
+                "compliance_mode = \"standard\"",
+                &format!("compliance_mode = \"standard\"\nproxy = {{ service = \"proxy\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}{proxy} }}"),
+                1,
+            )
+        };
+        let cfg = Config::parse(&with(", admin_dir = \"../state/proxy\""), "deploy.toml").unwrap();
+        let p = cfg.env("staging").unwrap().proxy.as_ref().unwrap();
+        assert_eq!(p.admin_dir.as_deref(), Some(Path::new("../state/proxy")));
+        assert!(err(&with("")).contains("proxy.admin_dir is required on compose"));
+        for bad in ["http://127.0.0.1:18090", "~/proxy", ""] {
+            let e = err(&with(&format!(", admin_dir = \"{bad}\"")));
+            assert!(e.contains("must be a directory path"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -31,6 +31,21 @@ use serde::Serialize;
 use crate::cmd::{Command, Effect, Secretable};
 use crate::config::{Config, EngineKind, Env, Limits, Proxy};
 
+/// The variable that gives the compose file the proxy's admin directory.
+pub const PROXY_ADMIN_DIR_VAR: &str = "FETCHML_PROXY_ADMIN_DIR";
+/// The variable that gives the compose file the proxy's `uid:gid`.
+pub const PROXY_USER_VAR: &str = "FETCHML_PROXY_USER";
+
+/// The compose variables that give the proxy its admin directory (resolved)
+/// and the user it runs as, as every compose command of the tool sets them.
+pub fn proxy_vars(admin_dir: &std::path::Path) -> [(&'static str, String); 2] {
+    let (uid, gid) = proxy::user();
+    [
+        (PROXY_ADMIN_DIR_VAR, admin_dir.display().to_string()),
+        (PROXY_USER_VAR, format!("{uid}:{gid}")),
+    ]
+}
+
 /// Which compose CLI runs the stack: the v2 plugin, or v1 as a detected fallback.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -106,6 +121,12 @@ impl Stateful {
             .is_some_and(|p| self.services.contains(&p.service))
     }
 
+    /// The proxy's admin directory, when the proxy is among them: created
+    /// (mode 0700, the proxy's user) before compose starts it.
+    pub fn proxy_admin_dir(&self) -> Option<&std::path::Path> {
+        self.base.proxy_admin_dir()
+    }
+
     /// Do all of them run now (read-only)? Then starting them is a no-op a
     /// deploy can skip: `up --no-recreate` still costs compose's whole
     /// project load. `false` when the engine cannot be asked.
@@ -165,6 +186,21 @@ impl Target {
                 missing.display()
             );
         }
+        // The admin directory, resolved against the config file like every
+        // other path; the socket in it must fit a unix socket address.
+        let mut proxy = env.proxy.clone();
+        if let Some(p) = proxy.as_mut() {
+            if let Some(d) = p.admin_dir.as_mut() {
+                *d = cfg.resolve(d);
+                let sock = d.join(proxy::SOCKET);
+                if sock.as_os_str().len() > 100 {
+                    bail!(
+                        "env `{env_name}`: the proxy's admin socket {} is longer than a unix socket path may be (100 bytes here); set proxy.admin_dir to a shorter directory",
+                        sock.display()
+                    );
+                }
+            }
+        }
         Ok(Target {
             env: env_name.into(),
             engine: env.engine,
@@ -180,7 +216,7 @@ impl Target {
                 .with_context(|| format!("env `{env_name}`"))?,
             image_only: false,
             limits: env.timeouts,
-            proxy: env.proxy.clone(),
+            proxy,
         })
     }
 
@@ -206,6 +242,14 @@ impl Target {
             tag: tag.into(),
             ..self.clone()
         }
+    }
+
+    /// The proxy's admin directory (resolved), when it is switched through one.
+    pub fn proxy_admin_dir(&self) -> Option<&std::path::Path> {
+        self.proxy
+            .as_ref()
+            .filter(|_| self.engine == EngineKind::Compose)
+            .and_then(|p| p.admin_dir.as_deref())
     }
 
     /// `docker compose -p P -f F...` with the tag and vars in the environment.
@@ -240,6 +284,13 @@ impl Target {
         }
         for (k, v) in &self.vars {
             c = c.env_value(k, v.clone());
+        }
+        // The proxy's admin directory, bind-mounted into the proxy alone,
+        // and the user it runs as (the directory's owner).
+        if let Some(d) = self.proxy_admin_dir() {
+            for (k, v) in proxy_vars(d) {
+                c = c.env(k, v);
+            }
         }
         c.env(&self.tag_var, &self.tag)
     }

@@ -2,7 +2,8 @@
 //! install (where missing) and start (where stopped) the local
 //! engines on a Debian-family machine: Docker Engine, the Compose v2 plugin,
 //! an image registry on 127.0.0.1:5000, PostgreSQL 15, redis-server and
-//! busybox-static, plus the testbed's base image (Redis in a scratch image).
+//! busybox-static, haproxy, plus the testbed's base images (Redis, Caddy and
+//! HAProxy in scratch images).
 //!
 //! Idempotent: what is already there is looked up while planning and left
 //! alone, so a machine that is up costs only the look-ups. Never stops or
@@ -21,25 +22,31 @@ use crate::plan::{Command, Effect, Plan, Step};
 pub const REGISTRY: &str = "127.0.0.1:5000";
 /// The Redis image the testbed stack runs (built locally: nothing can be pulled).
 pub const REDIS_IMAGE: &str = "fetchml/testbed-redis:local";
-/// The reverse proxy (Caddy 2) in front of the testbed's HTTP app services.
+/// The reverse proxy (Caddy 2) in front of the testbed's HTTP app services
+/// on Swarm, where it follows Swarm DNS and nothing switches it.
 pub const PROXY_IMAGE: &str = "fetchml/testbed-caddy:local";
+/// The reverse proxy (HAProxy) in front of them on compose: switched through
+/// its runtime API without a reload (docs/architecture.md).
+pub const HAPROXY_IMAGE: &str = "fetchml/testbed-haproxy:local";
 
 /// The images `setup` builds from a host binary and its libraries: the
 /// image, the binary, and its Dockerfile under deployments/testbed.
-const HOST_IMAGES: [(&str, &str, &str); 2] = [
+const HOST_IMAGES: [(&str, &str, &str); 3] = [
     (REDIS_IMAGE, "/usr/bin/redis-server", "redis.Dockerfile"),
     (PROXY_IMAGE, "/usr/bin/caddy", "caddy.Dockerfile"),
+    (HAPROXY_IMAGE, "/usr/sbin/haproxy", "haproxy.Dockerfile"),
 ];
 const STATE: &str = "/var/lib/fetchml-xtask";
 const PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
 
 /// Debian packages and the file that shows each is installed.
-const PACKAGES: [(&str, &str); 7] = [
+const PACKAGES: [(&str, &str); 8] = [
     ("docker.io", "/usr/sbin/dockerd"),
     ("docker-registry", "/usr/bin/docker-registry"),
     ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
     ("redis-server", "/usr/bin/redis-server"),
     ("caddy", "/usr/bin/caddy"),
+    ("haproxy", "/usr/sbin/haproxy"),
     ("busybox-static", "/bin/busybox"),
     ("shellcheck", "/usr/bin/shellcheck"),
 ];
@@ -348,9 +355,17 @@ fn build_host_image(image: &str, bin: &str, dockerfile: &str, verbose: bool) -> 
         std::fs::create_dir_all(dest.parent().unwrap())?;
         std::fs::copy(f, &dest).with_context(|| format!("copying {f}"))?;
     }
-    // Mount points the images own (Redis' data, Caddy's autosaved config).
-    for d in ["data", "config"] {
+    // Mount points the images own (Redis' data, Caddy's autosaved config,
+    // HAProxy's runtime API: private to the proxy's user).
+    for d in ["data", "config", "run/fetchml-proxy"] {
         std::fs::create_dir_all(ctx.join(d))?;
+    }
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            ctx.join("run/fetchml-proxy"),
+            std::fs::Permissions::from_mode(0o700),
+        )?;
     }
     let dockerfile = crate::repo::workspace_root()
         .join("deployments/testbed")

@@ -449,13 +449,7 @@ fn config_gaps(target: &Target, env: &Env, doc: &serde_json::Value) -> Vec<Strin
             _ => None,
         })
         .collect();
-    let admin = env.proxy.as_ref().and_then(|p| p.admin_url.clone());
-    for (what, url) in env
-        .health_urls
-        .iter()
-        .map(|u| ("health url", u))
-        .chain(admin.iter().map(|u| ("proxy.admin_url", u)))
-    {
+    for (what, url) in env.health_urls.iter().map(|u| ("health url", u)) {
         if let Some(port) = loopback_port(url).filter(|p| !published.contains(p)) {
             gaps.push(format!(
                 "{what} `{url}`: no compose service publishes port {port}"

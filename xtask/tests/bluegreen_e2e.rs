@@ -1,7 +1,8 @@
-//! Blue/green behind the real proxy (Caddy), on the real engine: the
+//! Blue/green behind the real proxy (HAProxy), on the real engine: the
 //! switch, a gate failure, a rollback that is a switch, worker job
-//! accounting, and a proxy that is down or misconfigured, each under a
-//! steady request stream where traffic matters.
+//! accounting, kept-alive and slow requests across switches, a proxy that is
+//! down, misconfigured or restarted, and its admin out of every container's
+//! reach, each under a steady request stream where traffic matters.
 
 mod common;
 
@@ -331,27 +332,69 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
     let s = bg("bgproxy", "warm");
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     let before = containers(&s);
-    let admin = format!("http://127.0.0.1:{}", s.ports[0].1);
 
-    // Misconfigured: the proxy answers, but its config has no `fetchml-api` route.
-    let cfg: serde_json::Value = reqwest::blocking::get(format!("{admin}/config/"))
-        .unwrap()
-        .json()
+    // Down: the proxy's container is stopped.
+    let proxy = format!("{}-proxy-1", s.project("staging"));
+    let o = std::process::Command::new("docker")
+        .args(["stop", &proxy])
+        .output()
         .unwrap();
-    let text_cfg = serde_json::to_string(&cfg)
-        .unwrap()
-        .replace("\"@id\":\"fetchml-api\",", "");
-    let r = reqwest::blocking::Client::new()
-        .post(format!("{admin}/load"))
-        .header("Content-Type", "application/json")
-        .body(text_cfg)
-        .send()
+    assert!(o.status.success());
+    let o = s.run(&[
+        "rollback", "staging", "--to", &img.v1, "--force", "--reason", "x",
+    ]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert!(stderr(&o).contains("does not answer"), "{}", text(&o));
+    assert_eq!(containers(&s), before);
+    assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
+
+    // Misconfigured: the proxy answers, but its config has no backend
+    // `fetchml-api`. The test's own proxy container is replaced by one
+    // from a copy of the compose directory whose config names it otherwise.
+    let o = std::process::Command::new("docker")
+        .args(["rm", "-f", &proxy])
+        .output()
         .unwrap();
-    assert!(r.status().is_success(), "{:?}", r.text());
+    assert!(o.status.success());
+    let src = root().join("deployments/testbed");
+    let dir = s.dir.path().join("misnamed");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["docker-compose.yml", "api-token.dev"] {
+        std::fs::copy(src.join(f), dir.join(f)).unwrap();
+    }
+    let cfg = std::fs::read_to_string(src.join("haproxy.cfg")).unwrap();
+    std::fs::write(
+        dir.join("haproxy.cfg"),
+        cfg.replace("fetchml-api", "fetchml-web"),
+    )
+    .unwrap();
+    let toml = std::fs::read_to_string(&s.config).unwrap().replace(
+        &src.join("docker-compose.yml").display().to_string(),
+        &dir.join("docker-compose.yml").display().to_string(),
+    );
+    std::fs::write(&s.config, toml).unwrap();
+    // Started as the tool starts it: the same admin directory and user.
+    let admin = s.dir.path().join("proxy-staging");
+    let owner = {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::metadata(&admin).unwrap();
+        format!("{}:{}", m.uid(), m.gid())
+    };
+    let o = std::process::Command::new("docker")
+        .args(["compose", "-p", &s.project("staging"), "-f"])
+        .arg(dir.join("docker-compose.yml"))
+        .args(["up", "-d", "--no-deps", "proxy"])
+        .env("FETCHML_TAG", &img.v1)
+        .env("API_PORT", s.ports[0].0.to_string())
+        .env("FETCHML_PROXY_ADMIN_DIR", &admin)
+        .env("FETCHML_PROXY_USER", owner)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = s.run(&["deploy-staging", "--tag", &img.v2]);
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert!(
-        stderr(&o).contains("no route `fetchml-api`"),
+        stderr(&o).contains("no backend `fetchml-api`"),
         "{}",
         text(&o)
     );
@@ -360,29 +403,264 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
         before,
         "a refused deploy touched the app containers"
     );
-    let last = s.records("staging").pop().unwrap();
-    assert_eq!(last.outcome, "refused");
+    assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
+}
 
-    // Down: the proxy's container is stopped.
+/// One HTTP/1.1 connection kept alive, a GET /health every 20 ms (50/s):
+/// what browsers and connection pools do. A failure is a request that got
+/// no complete 200 (the connection is then opened again).
+struct KeepAlive {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<(usize, Vec<String>, usize)>>,
+}
+
+/// Sends `req` on `c` and reads one response: its status and body.
+fn exchange(c: &mut std::net::TcpStream, req: &[u8]) -> Result<(u16, String), String> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    c.write_all(req).map_err(|e| format!("write: {e}"))?;
+    let mut r = BufReader::new(c.try_clone().map_err(|e| e.to_string())?);
+    let mut line = String::new();
+    r.read_line(&mut line).map_err(|e| format!("read: {e}"))?;
+    if line.is_empty() {
+        return Err("connection closed before a response".into());
+    }
+    let status: u16 = line
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let mut len = 0;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h).map_err(|e| format!("read: {e}"))?;
+        if h.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                len = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; len];
+    r.read_exact(&mut body).map_err(|e| format!("body: {e}"))?;
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+impl KeepAlive {
+    fn start(port: u16) -> KeepAlive {
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let connect = || {
+                let c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+                c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                c
+            };
+            let mut c = connect();
+            let (mut ok, mut failed, mut conns) = (0, Vec::new(), 1);
+            while !s.load(Ordering::Relaxed) {
+                match exchange(&mut c, b"GET /health HTTP/1.1\r\nHost: proxy\r\n\r\n") {
+                    Ok((200, _)) => ok += 1,
+                    other => {
+                        failed.push(format!("{other:?}"));
+                        c = connect();
+                        conns += 1;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            (ok, failed, conns)
+        });
+        KeepAlive {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Requests answered, the failures, and connections opened.
+    fn stop(mut self) -> (usize, Vec<String>, usize) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap()
+    }
+}
+
+/// Slow requests back to back, so one is always in flight: each sends
+/// its body over 3 s (the proxy connects to a container once the headers
+/// are in), then reads the answer. The version that answered each, or why
+/// it failed.
+fn slow_requests(
+    port: u16,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Vec<Result<String, String>>> {
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let r = (|| {
+                use std::io::Write;
+                let mut c =
+                    std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+                c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                c.write_all(b"GET /health HTTP/1.1\r\nHost: proxy\r\nContent-Length: 6\r\n\r\n")
+                    .map_err(|e| e.to_string())?;
+                for b in b"slowly" {
+                    std::thread::sleep(Duration::from_millis(500));
+                    c.write_all(&[*b]).map_err(|e| format!("body: {e}"))?;
+                }
+                match exchange(&mut c, b"")? {
+                    (200, body) => {
+                        let v: serde_json::Value =
+                            serde_json::from_str(&body).map_err(|e| e.to_string())?;
+                        Ok(v["version"].as_str().unwrap_or_default().to_string())
+                    }
+                    (st, body) => Err(format!("HTTP {st}: {body}")),
+                }
+            })();
+            out.push(r);
+        }
+        out
+    })
+}
+
+/// The proxy's switch times this run printed (`switched the proxy to ... in N ms`).
+fn switch_ms(o: &std::process::Output) -> Vec<String> {
+    stderr(o)
+        .lines()
+        .filter(|l| l.contains("switched the proxy to"))
+        .filter_map(|l| l.rsplit(" in ").next().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn kept_alive_and_slow_requests_survive_deploys_and_rollbacks_with_zero_failures() {
+    let img = images();
+    // The old set stops after its drain: a slow request in flight must
+    // finish there first, so the drain bound is well above its 3 s.
+    let s = Stack::with(
+        "bgka",
+        Opts {
+            blue_green: true,
+            keep_previous: "stopped",
+            drain_secs: 15,
+            ..Opts::default()
+        },
+    );
+    let port = s.ports[0].0;
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let ka = KeepAlive::start(port);
+    let stream = Stream::start(port);
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow = slow_requests(port, stop.clone());
+    let mut switches = Vec::new();
+    for args in [
+        vec!["deploy-staging", "--tag", &img.v2],
+        vec!["rollback", "staging", "--reason", "e2e"],
+        vec!["deploy-staging", "--tag", &img.v2],
+    ] {
+        let o = s.ok(&args);
+        switches.extend(switch_ms(&o));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let slow = slow.join().unwrap();
+    let (ok, failed, conns) = ka.stop();
+    let seen = stream.stop();
+    println!(
+        "keep-alive: {ok} answered, {} failed, {conns} connection(s); new connections: {} sent, {} failed; slow: {} ({:?}); switches: {switches:?}",
+        failed.len(),
+        seen.sent(),
+        seen.failed(),
+        slow.len(),
+        slow
+    );
+    assert_eq!(switches.len(), 3, "{switches:?}");
+    assert!(failed.is_empty(), "kept-alive requests failed: {failed:?}");
+    assert_eq!(conns, 1, "the kept-alive connection was closed");
+    assert!(ok > 100, "too few kept-alive requests: {ok}");
+    assert_eq!(seen.failed(), 0);
+    assert!(slow.len() >= 3, "{slow:?}");
+    assert!(
+        slow.iter().all(Result::is_ok),
+        "slow requests failed: {slow:?}"
+    );
+    // Both versions answered slow requests: some were in flight on the
+    // set that was switched away from and then stopped.
+    assert!(
+        slow.iter().any(|r| r.as_deref() == Ok(img.v1.as_str())),
+        "{slow:?}"
+    );
+    assert!(
+        slow.iter().any(|r| r.as_deref() == Ok(img.v2.as_str())),
+        "{slow:?}"
+    );
+}
+
+#[test]
+fn no_container_reaches_the_proxy_admin_and_a_restarted_proxy_routes_where_it_was_switched() {
+    use std::os::unix::fs::PermissionsExt;
+    let img = images();
+    let s = bg("bgadmin", "warm");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    s.ok(&["deploy-staging", "--tag", &img.v2]);
+    let project = s.project("staging");
+    let network = format!("{project}_default");
+    let image = format!("127.0.0.1:5000/fetchml/testbed:{}", img.v1);
+
+    // The admin directory: private to its owner, the socket too.
+    let admin = s.dir.path().join("proxy-staging");
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&admin), 0o700);
+    assert_eq!(mode(&admin.join("admin.sock")), 0o600);
+    // Only the proxy mounts it.
+    let admin_src = admin.display().to_string();
+    let mounts: Vec<_> = bind_mounts(&project)
+        .into_iter()
+        .filter(|(_, src)| src.starts_with(&admin_src))
+        .collect();
+    assert!(!mounts.is_empty(), "the proxy does not mount {admin_src}");
+    assert!(
+        mounts.iter().all(|(name, _)| name.ends_with("-proxy-1")),
+        "{mounts:?}"
+    );
+    // A container on the stack's network reaches the proxy's front (and
+    // the probe tells an answer from a refusal), and nothing else: no admin
+    // API on Caddy's old port.
+    assert_eq!(
+        get_from_network(&network, &image, "http://proxy:8080/health"),
+        Ok(())
+    );
+    let answered = get_from_network(&network, &image, "http://proxy:8080/none").unwrap_err();
+    assert!(answered.contains("unhealthy: HTTP 404"), "{answered}");
+    for url in ["http://proxy:2019/config/", "http://proxy:2019/"] {
+        assert_refused(get_from_network(&network, &image, url), url);
+    }
+
+    // A restarted proxy routes to the set it was last switched to.
     let o = std::process::Command::new("docker")
-        .args(["stop", &format!("{}-proxy-1", s.project("staging"))])
+        .args(["restart", &format!("{project}-proxy-1")])
         .output()
         .unwrap();
-    assert!(o.status.success());
-    let o = s.run(&["deploy-staging", "--tag", &img.v2]);
-    assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert!(stderr(&o).contains("does not answer"), "{}", text(&o));
-    assert_eq!(
-        containers(&s),
-        before,
-        "a refused deploy touched the app containers"
-    );
-    let o = s.run(&[
-        "rollback", "staging", "--to", &img.v1, "--force", "--reason", "x",
-    ]);
-    assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert_eq!(containers(&s), before);
-    assert_eq!(s.records("staging").pop().unwrap().outcome, "refused");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let start = Instant::now();
+    let version = loop {
+        if let Ok(r) = reqwest::blocking::get(format!("{}/health", s.api("staging"))) {
+            if let Ok(v) = r.json::<serde_json::Value>() {
+                break v["version"].as_str().unwrap_or_default().to_string();
+            }
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "the proxy never came back"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(version, img.v2);
+    let st = stdout(&s.ok(&["status", "staging"]));
+    assert!(st.contains("the green set serves"), "{st}");
+    // And it still switches: a rollback to the warm blue set.
+    let stream = Stream::start(s.ports[0].0);
+    s.ok(&["rollback", "staging", "--reason", "e2e"]);
+    assert_eq!(stream.stop().failed(), 0);
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
 }
 
 /// Waits until `tag`'s set has all its containers (api and worker) running.
@@ -540,7 +818,7 @@ fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_befor
     let src = root().join("deployments/testbed");
     let dir = s.dir.path().join("nolabel");
     std::fs::create_dir_all(&dir).unwrap();
-    for f in ["proxy.json", "api-token.dev"] {
+    for f in ["haproxy.cfg", "api-token.dev"] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     let compose = std::fs::read_to_string(src.join("docker-compose.yml")).unwrap();
@@ -588,5 +866,53 @@ fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_befor
         stdout(&o).contains("--scale api=2 --scale worker=1"),
         "{}",
         text(&o)
+    );
+}
+
+#[test]
+fn a_proxy_lost_mid_deploy_is_started_again_by_the_recovery_with_the_serving_routes() {
+    let img = images();
+    let s = bg("bglost", "warm");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let before = containers(&s);
+    let child = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // While the broken set is gated, the proxy is lost (stopped, so the
+    // engine's restart policy does not bring it back by itself).
+    let start = Instant::now();
+    while !containers(&s).iter().any(|l| tag_of(l) == img.bad) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "the new set never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let proxy = format!("{}-proxy-1", s.project("staging"));
+    let o = std::process::Command::new("docker")
+        .args(["stop", "--time", "1", &proxy])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    let o = child.wait_with_output().unwrap();
+    // The gate failed (exit 3); the recovery started the proxy again and
+    // put it back on the serving set, and discarded the broken one.
+    assert_eq!(exit_code(&o), 3, "{}", text(&o));
+    assert!(
+        stderr(&o).contains("starting the proxy again"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    assert_eq!(containers(&s), before, "{}", text(&o));
+    let last = s.records("staging").pop().unwrap();
+    assert_eq!(
+        (last.outcome.as_str(), last.set.as_deref()),
+        ("rolled-back", Some("blue")),
+        "{last:?}"
     );
 }

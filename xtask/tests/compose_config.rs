@@ -91,6 +91,12 @@ fn stderr(o: &Output) -> String {
 /// The variables an environment hands compose: its vars plus the tag.
 fn vars_of(env: &Env) -> BTreeMap<String, String> {
     let mut v = env.vars.clone();
+    // The proxy's admin directory and user, as the tool sets them.
+    if let Some(d) = env.proxy.as_ref().and_then(|p| p.admin_dir.as_ref()) {
+        for (k, val) in xtask::engine::proxy_vars(d) {
+            v.insert(k.to_string(), val);
+        }
+    }
     v.insert(env.tag_var.clone(), TAG.into());
     v
 }

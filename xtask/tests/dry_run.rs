@@ -211,8 +211,15 @@ fn dry_run_json_is_the_same_plan_and_redacts_nothing_secret_into_it() {
 }
 
 fn normalise(s: &str, sb: &Sandbox) -> String {
-    s.replace(&sb.state().display().to_string(), "$STATE")
-        .replace(&root().display().to_string(), "$ROOT")
+    let s = s
+        .replace(&sb.state().display().to_string(), "$STATE")
+        .replace(&root().display().to_string(), "$ROOT");
+    // The proxy runs as the tool's user (nobody when the tool is root).
+    let (uid, gid) = xtask::engine::proxy::user();
+    s.replace(
+        &format!("FETCHML_PROXY_USER={uid}:{gid}"),
+        "FETCHML_PROXY_USER=<uid:gid>",
+    )
 }
 
 fn snapshot(name: &str, actual: &str) {

@@ -179,9 +179,9 @@ fn without_label(stack: &Stack) -> String {
                 .to_string(),
         )
         .replace(
-            "./proxy.json",
+            "./haproxy.cfg",
             &root()
-                .join("deployments/testbed/proxy.json")
+                .join("deployments/testbed/haproxy.cfg")
                 .display()
                 .to_string(),
         );

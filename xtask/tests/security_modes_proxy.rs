@@ -1,5 +1,6 @@
-//! `security-modes-test`, the proxy rules: the proxy's admin API is
-//! published on 127.0.0.1 or ::1 only (`proxy-admin-loopback`), the app
+//! `security-modes-test`, the proxy rules: the proxy's admin API is out of
+//! other containers' reach, in the config files it mounts and in its
+//! published ports (127.0.0.1 or ::1 only) (`proxy-admin-loopback`), the app
 //! services behind it publish nothing (`only-proxy-publishes`), and its
 //! front port stays on loopback like every port (`loopback-ports`).
 //!
@@ -257,9 +258,10 @@ fn the_testbed_with_its_admin_api_opened_by_an_overlay_names_both_files() {
 #[test]
 fn the_real_environments_are_held_to_the_proxy_rules() {
     // A copy of deploy.toml and its compose files in which staging's
-    // api-server publishes its port again and prod's admin API lost its
-    // host ip: each environment is caught in its own mode, naming the
-    // service at its line in that environment's compose file.
+    // api-server publishes its port again and prod's proxy mounts a config
+    // whose runtime API listens on every interface of the container: each
+    // environment is caught in its own mode, naming the service at its line
+    // in that environment's compose file.
     common::engines();
     let dir = tempfile::tempdir().unwrap();
     let src = root().join("deployments");
@@ -277,11 +279,16 @@ fn the_real_environments_are_held_to_the_proxy_rules() {
             1,
         )
     });
+    std::fs::copy(src.join("haproxy.cfg"), dir.path().join("haproxy.cfg")).unwrap();
+    let cfg = std::fs::read_to_string(src.join("haproxy.cfg")).unwrap();
+    let open = cfg.replace(
+        "stats socket /run/fetchml-proxy/admin.sock",
+        "stats socket ipv4@0.0.0.0:9999",
+    );
+    assert_ne!(open, cfg);
+    std::fs::write(dir.path().join("haproxy-open.cfg"), open).unwrap();
     copy("docker-compose.prod.yml", &|t| {
-        t.replace(
-            "\"127.0.0.1:${PROXY_ADMIN_PORT:?PROXY_ADMIN_PORT must be set}:2019\"",
-            "\"${PROXY_ADMIN_PORT:?PROXY_ADMIN_PORT must be set}:2019\"",
-        )
+        t.replace("./haproxy.cfg:", "./haproxy-open.cfg:")
     });
     let config = dir.path().join("deploy.toml");
     let state = tempfile::tempdir().unwrap();
@@ -312,7 +319,6 @@ fn the_real_environments_are_held_to_the_proxy_rules() {
     assert_eq!(
         failed,
         [
-            "prod/hipaa/loopback-ports",
             "prod/hipaa/proxy-admin-loopback",
             "staging/standard/only-proxy-publishes",
         ],
@@ -329,7 +335,7 @@ fn the_real_environments_are_held_to_the_proxy_rules() {
     let prod = row_of(&r, "prod", "hipaa", "static", "proxy-admin-loopback");
     assert_eq!(
         findings(prod, "proxy"),
-        ["admin port 2019 is published on every interface (no host ip, host port 9191): publish it on 127.0.0.1 only"]
+        ["haproxy-open.cfg: the runtime API listens on `ipv4@0.0.0.0:9999`, which other containers can reach: use a unix socket in a directory only the proxy mounts"]
     );
     let file = dir.path().join("docker-compose.prod.yml");
     assert_eq!(prod["findings"][0]["file"], file.display().to_string());

@@ -227,6 +227,36 @@ fn proxy_errors(stack: &str) -> String {
     }
 }
 
+/// No container of the stack reaches a proxy admin: Caddy's is disabled
+/// on Swarm (nothing switches it there). From inside the worker's task, the
+/// proxy's front answers and its admin port (2019) does not.
+#[test]
+fn swarm_no_container_reaches_the_proxy_admin() {
+    in_swarm("swarmadmin", |s, stack, img| {
+        s.ok(&["deploy-staging", "--tag", &img.v1]);
+        let worker = worker_container(stack);
+        let get = |url: &str| {
+            let mut c = Command::new("timeout");
+            c.args([
+                "30",
+                "docker",
+                "exec",
+                &worker,
+                "/testbed",
+                "healthcheck",
+                url,
+            ]);
+            probe(c)
+        };
+        assert_eq!(get("http://proxy:8080/health"), Ok(()));
+        let answered = get("http://proxy:8080/none").unwrap_err();
+        assert!(answered.contains("unhealthy: HTTP"), "{answered}");
+        for url in ["http://proxy:2019/config/", "http://proxy:2019/"] {
+            assert_refused(get(url), url);
+        }
+    });
+}
+
 fn scenarios(s: &Stack, stack: &str, img: &Images) {
     // Dry run: the plan names stack deploy and the convergence watch; nothing runs.
     let o = s.ok(&["deploy-staging", "--tag", &img.v1, "--dry-run"]);

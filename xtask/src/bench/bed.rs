@@ -61,15 +61,15 @@ compliance_mode = "standard"
 health_timeout_secs = {gate}
 rollback_timeout_secs = 30
 vars = {{ API_PORT = "{port}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "standard", APP_REPLICAS = "{replicas}" }}
-proxy = {{ service = "proxy", {admin_url}routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {DRAIN_SECS} }}
+proxy = {{ service = "proxy", {admin_dir}routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {DRAIN_SECS} }}
 "#,
                 file.display(),
                 // A broken version fails its gate after this long.
                 gate = if swarm { 30 } else { 5 },
-                admin_url = if swarm {
+                admin_dir = if swarm {
                     String::new()
                 } else {
-                    format!("admin_url = \"http://127.0.0.1:{admin}\", ")
+                    "admin_dir = \"proxy-admin\", ".to_string()
                 },
             ),
         )

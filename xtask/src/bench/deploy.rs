@@ -8,10 +8,11 @@
 //!   the new set beside the serving one (`up -d --no-recreate --scale`,
 //!   labelled with its slot); a `curl` loop every 100 ms on each new
 //!   container's own address until `/health` shows the new version; one
-//!   `curl -X PATCH` to the proxy's admin API; stop the old worker while
-//!   the same drain time runs;
+//!   line to the proxy's runtime API socket (the new containers' addresses
+//!   into the set's server slots, enabled, every other server drained);
+//!   stop the old worker while the same drain time runs;
 //! - rollback: start the previous set's worker; the same `curl` loop on the
-//!   previous set; the `PATCH` back; stop the new worker; the drain.
+//!   previous set; the switch back; stop the new worker; the drain.
 //!
 //! The tool does all of that plus preflight, chain verification, the lock,
 //! start-if-absent for Redis and the proxy, the mode check in the gate, the
@@ -43,9 +44,23 @@ gate() {
     until curl -fsS "http://$ip:8080/health" 2>/dev/null | grep -q "\"version\":\"$FETCHML_TAG\""; do sleep 0.1; done
   done
 }
+# One line to HAProxy's runtime API (perl: its core IO::Socket::UNIX).
+hap() { perl -MIO::Socket::UNIX -e '$s = IO::Socket::UNIX->new(Peer => $ARGV[0]) or die "$ARGV[0]: $!\n"; print $s "$ARGV[1]\n"; print while <$s>' "$SOCK" "$1"; }
 switch() {
-  api=$(ids --format '{{.Names}}' --filter label=com.docker.compose.service=api)
-  curl -fsS -X PATCH -H 'Content-Type: application/json' -d "[{\"dial\":\"$api:8080\"}]" "$ADMIN/id/fetchml-api/upstreams"
+  # Each set has its own server slots (blue s1-s5, green s6-s10, amber
+  # s11-s15): the new containers' addresses go in and are enabled, then
+  # every other enabled server is drained, in one line.
+  case "$SLOT" in blue) n=0 ;; green) n=5 ;; *) n=10 ;; esac
+  cmds="" mine=""
+  for c in $(ids -q --filter label=com.docker.compose.service=api); do
+    ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
+    n=$((n + 1)); mine="$mine s$n "
+    cmds="$cmds set server fetchml-api/s$n addr $ip port 8080; set server fetchml-api/s$n state ready;"
+  done
+  for srv in $(hap "show stat" | awk -F, '$1 == "fetchml-api" && $2 != "FRONTEND" && $2 != "BACKEND" && $18 != "MAINT" && $18 != "DRAIN" { print $2 }'); do
+    case "$mine" in *" $srv "*) ;; *) cmds="$cmds set server fetchml-api/$srv state drain;" ;; esac
+  done
+  hap "${cmds%;}" >/dev/null
   old=$(SLOT=$OLD ids -q --filter label=com.docker.compose.service=worker)
   # The drain runs from the switch while the old worker stops, as the tool does.
   if [ -n "$old" ]; then docker stop $old >/dev/null & fi
@@ -84,7 +99,14 @@ impl Bed {
             .env("FETCHML_TAG", tag)
             .env("SLOT", slot)
             .env("OLD", old)
-            .env("ADMIN", format!("http://127.0.0.1:{}", self.admin))
+            .env(
+                "SOCK",
+                self.dir
+                    .join("proxy-admin")
+                    .join(crate::engine::proxy::SOCKET)
+                    .display()
+                    .to_string(),
+            )
             .env("DRAIN", DRAIN_SECS.to_string())
             .env("API_PORT", self.port.to_string())
             .env("PROXY_ADMIN_PORT", self.admin.to_string())
@@ -205,8 +227,8 @@ registry, blue/green on compose, {n} rounds; each round deploys v2 and rolls bac
 tool (the dev-build binary), then does the same by hand, so both see the same machine state. The \
 hand procedure is the same blue/green steps typed as a shell script: `docker compose pull`; stop and \
 remove the standby set; `up -d --no-recreate --scale` of the new set; a `curl` loop every 100 ms on \
-each new container's own address; one `curl -X PATCH` to the proxy; stop the old worker; the same \
-{DRAIN_SECS} s drain (the rollback: start the old worker, the `curl` loop, the `PATCH` back, stop \
+each new container's own address; one line to the proxy's runtime API socket; stop the old worker; the same \
+{DRAIN_SECS} s drain (the rollback: start the old worker, the `curl` loop, the switch back, stop \
 the new worker, the drain). Medians in milliseconds. The tool's figure includes what the hand \
 procedure skips: preflight, chain verification, the lock, start-if-absent for Redis and the proxy, \
 the mode check in the gate, the routing checks, and the fsynced audit append. Gate latency: a 2 ms \

@@ -354,7 +354,7 @@ engine killed like a crashed host, until both api replicas run on the manager.\n
 | cluster | operation | client | requests sent | failed requests | failures by kind | time |\n|---|---|---|---:|---:|---|---|\n\
 {two_rows}\n\n\
 Time to recover on compose: **{warm:.0} ms** to the warm previous set (a switch: gate the warm \
-containers, one `PATCH` to the proxy), against {full:.0} ms for the full blue/green path of \
+containers, one line to the proxy's runtime API socket), against {full:.0} ms for the full blue/green path of \
 `rollback --to` an older version. Through `cargo xtask`, cargo's own start adds {cargo_start:.0} ms \
 (measured here as the median of `cargo xtask --version`); `target/debug/xtask rollback ENV` skips it.\n\n\
 Before the proxy (deploys recreated the app containers in place, measured the same way, 3 deploys \

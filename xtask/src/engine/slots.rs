@@ -23,6 +23,8 @@ use crate::config::{KeepPrevious, Proxy};
 
 /// The container label that names a container's set.
 pub const LABEL: &str = "fetchml.slot";
+/// How long a proxy started again after it was lost gets to answer.
+const RESTART_WAIT_SECS: u64 = 15;
 /// The variable the compose file puts in that label.
 pub const SLOT_VAR: &str = "FETCHML_SLOT";
 
@@ -87,6 +89,10 @@ pub struct Set {
     /// for a set still to start, whose containers are looked up by label.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     known: Vec<Container>,
+    /// The HTTP and worker containers' `(service, IP)` a gate just passed:
+    /// what a switch right after it points the proxy at.
+    #[serde(skip)]
+    gated: Option<Vec<(String, String)>>,
 }
 
 /// One of a set's containers, inspected.
@@ -104,6 +110,7 @@ impl Target {
             target: self.clone(),
             slot,
             known: Vec::new(),
+            gated: None,
         }
     }
 
@@ -138,14 +145,28 @@ impl Target {
         let Some(p) = self.proxy.as_ref().filter(|_| self.blue_green()) else {
             return Ok(None);
         };
-        let admin = p.admin_url.as_deref().unwrap_or_default();
+        let admin = admin_of(p);
         let mut seen: Option<Slot> = None;
+        let mut by_ip: Option<BTreeMap<String, String>> = None;
         for service in p.routes.keys() {
             let dials = proxy::upstreams(admin, service)?;
             for d in &dials {
                 let host = proxy::host_of(d);
-                let Some(c) = containers.iter().find(|c| c.name == host) else {
-                    // A service name (`api:8080`): the bootstrap config.
+                // The proxy names containers by address: map it back.
+                let name = match containers.iter().any(|c| c.name == host) {
+                    true => host.to_string(),
+                    false => {
+                        if by_ip.is_none() {
+                            by_ip = Some(self.names_by_ip(containers)?);
+                        }
+                        match by_ip.as_ref().and_then(|m| m.get(host)) {
+                            Some(n) => n.clone(),
+                            // A service name (`api:8080`): the bootstrap config.
+                            None => return Ok(None),
+                        }
+                    }
+                };
+                let Some(c) = containers.iter().find(|c| c.name == name) else {
                     return Ok(None);
                 };
                 match seen {
@@ -160,6 +181,41 @@ impl Target {
         }
         Ok(seen)
     }
+
+    /// The running ones of `containers` by network address (read-only:
+    /// one `docker inspect`).
+    fn names_by_ip(&self, containers: &[Container]) -> Result<BTreeMap<String, String>> {
+        let names: Vec<String> = containers
+            .iter()
+            .filter(|c| c.running)
+            .map(|c| c.name.clone())
+            .collect();
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let c = Command::new("docker", Effect::ReadOnly)
+            .args(["inspect", "--format"])
+            .arg("{{.Name}}\t{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}")
+            .args(names)
+            .timeout(self.limits.look_up_secs);
+        let mut m = BTreeMap::new();
+        for l in cmd::run(&c, false)?.lines() {
+            if let Some((name, ips)) = l.split_once('\t') {
+                for ip in ips.split_whitespace() {
+                    m.insert(ip.to_string(), name.trim_start_matches('/').to_string());
+                }
+            }
+        }
+        Ok(m)
+    }
+}
+
+/// The proxy's admin directory, as a path string for [`proxy`].
+fn admin_of(p: &Proxy) -> &str {
+    p.admin_dir
+        .as_deref()
+        .and_then(|d| d.to_str())
+        .unwrap_or_default()
 }
 
 impl Target {
@@ -168,7 +224,7 @@ impl Target {
     /// service. A proxy that answers without a route fails at once.
     pub fn proxy_ready(&self, wait_secs: u64) -> Result<()> {
         let p = self.proxy.as_ref().context("no [proxy] configured")?;
-        let admin = p.admin_url.as_deref().unwrap_or_default();
+        let admin = admin_of(p);
         let deadline = Instant::now() + Duration::from_secs(wait_secs);
         let since = cmd::since_now();
         for service in p.routes.keys() {
@@ -519,7 +575,7 @@ impl Set {
         let Ok(p) = self.proxy_cfg() else {
             return false;
         };
-        let admin = p.admin_url.as_deref().unwrap_or_default();
+        let admin = admin_of(p);
         p.routes
             .keys()
             .next()
@@ -551,6 +607,11 @@ impl Set {
                 Ok(format!("http://{ip}:{port}{}", p.health_path))
             })
             .collect::<Result<Vec<_>>>()?;
+        let gated = members
+            .iter()
+            .filter(|c| c.running)
+            .filter_map(|c| c.ip.clone().map(|ip| (c.service.clone(), ip)))
+            .collect();
         let tag = self.target.tag().to_string();
         let known = members
             .into_iter()
@@ -563,7 +624,9 @@ impl Set {
                 running: true,
             })
             .collect();
-        Ok((urls, self.clone().known(known)))
+        let mut passed = self.clone().known(known);
+        passed.gated = Some(gated);
+        Ok((urls, passed))
     }
 
     /// The last `lines` log lines of each of the set's known containers
@@ -584,7 +647,9 @@ impl Set {
     }
 
     /// Points the proxy's route of each of the set's HTTP services at the
-    /// set's containers. Each route switches atomically.
+    /// set's containers. Each route switches atomically. A proxy that is
+    /// down (lost mid-deploy) is started again first: it comes back routing
+    /// where it was last switched (its saved server state), then switches.
     pub fn switch(&self) -> Result<()> {
         self.switch_counted(&mut 0)
     }
@@ -592,23 +657,54 @@ impl Set {
     /// [`Set::switch`], counting in `pointed` the routes that switched
     /// (a failed switch may have moved some of them).
     pub fn switch_counted(&self, pointed: &mut usize) -> Result<()> {
+        match self.switch_once(pointed) {
+            Err(e) if proxy::unreachable(&e) => {
+                let t = &self.target;
+                let service = &self.proxy_cfg()?.service;
+                eprintln!("{e:#}: starting the proxy again (it routes where it was last switched)");
+                let up = t
+                    .compose(Effect::Mutating)
+                    .args(["up", "-d", "--no-recreate", "--no-deps", "--no-build"])
+                    .arg(service)
+                    .timeout(t.limits.recreate_secs);
+                let again = match t.proxy_admin_dir() {
+                    Some(d) => proxy::prepare_dir(d),
+                    None => Ok(()),
+                }
+                .and_then(|()| cmd::run(&up, false).map(drop))
+                .and_then(|()| t.proxy_ready(RESTART_WAIT_SECS));
+                if let Err(e2) = again {
+                    bail!(
+                        "{e:#}, and starting it again failed ({e2:#}); start it by hand (`docker compose -p {} up -d {service}`), then run `cargo xtask rollback {}`",
+                        t.project,
+                        t.env
+                    );
+                }
+                self.switch_once(pointed)
+            }
+            r => r,
+        }
+    }
+
+    fn switch_once(&self, pointed: &mut usize) -> Result<()> {
         let p = self.proxy_cfg()?;
-        let admin = p.admin_url.as_deref().unwrap_or_default();
+        let admin = admin_of(p);
         // An existing set was inspected by the gate just before: its
-        // containers as planned are the ones to switch to, with no
-        // further look-up between the command and the traffic.
-        let members: Vec<(String, String)> = match self.known.is_empty() {
-            false => self
-                .known
-                .iter()
-                .map(|c| (c.service.clone(), c.name.clone()))
-                .collect(),
-            true => self
+        // containers' addresses as the gate reached them are the ones to
+        // switch to, with no further look-up between the gate and the traffic.
+        let members: Vec<(String, String)> = match &self.gated {
+            Some(g) => g.clone(),
+            None => self
                 .resolve()?
                 .into_iter()
                 .filter(|c| c.running)
-                .map(|c| (c.service, c.name))
-                .collect(),
+                .map(|c| {
+                    let ip = c
+                        .ip
+                        .with_context(|| format!("container {} has no network address", c.name))?;
+                    Ok((c.service, ip))
+                })
+                .collect::<Result<_>>()?,
         };
         for (service, port) in &p.routes {
             if !self.services().contains(service) {
@@ -617,13 +713,49 @@ impl Set {
             let dials: Vec<String> = members
                 .iter()
                 .filter(|(s, _)| s == service)
-                .map(|(_, name)| format!("{name}:{port}"))
+                .map(|(_, ip)| format!("{ip}:{port}"))
                 .collect();
             proxy::point(admin, service, &dials)
                 .with_context(|| format!("switching {service} to {}", self.describe()))?;
             *pointed += 1;
         }
         Ok(())
+    }
+
+    /// The `IP:port` of the set's HTTP containers on `service`'s route.
+    fn dials(&self, service: &str, port: u16) -> Result<Vec<String>> {
+        Ok(self
+            .resolve()?
+            .into_iter()
+            .filter(|c| c.service == service)
+            .filter_map(|c| c.ip.map(|ip| format!("{ip}:{port}")))
+            .collect())
+    }
+
+    /// Waits until the proxy has no request in flight on the set's HTTP
+    /// containers (a slow request started before the switch finishes
+    /// there), until `until` at the latest.
+    fn drained(&self, until: Instant) -> Result<()> {
+        let p = self.proxy_cfg()?;
+        let admin = admin_of(p);
+        let mut dials = Vec::new();
+        for (service, port) in &p.routes {
+            if self.services().contains(service) {
+                dials.push((service.clone(), self.dials(service, *port)?));
+            }
+        }
+        let since = cmd::since_now();
+        loop {
+            let mut busy = 0;
+            for (service, d) in &dials {
+                busy += proxy::sessions(admin, service, d)?;
+            }
+            if busy == 0 || Instant::now() >= until {
+                return Ok(());
+            }
+            cmd::check_interrupt(since)?;
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// Retires a set that no longer gets traffic: its workers stop now
@@ -636,11 +768,7 @@ impl Set {
         let until = switched.unwrap_or_else(Instant::now) + Duration::from_secs(p.drain_secs);
         self.without_traffic("retire")?;
         self.part(false).stop(verbose)?;
-        let since = cmd::since_now();
-        while Instant::now() < until {
-            cmd::check_interrupt(since)?;
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.part(true).drained(until)?;
         if p.keep_previous == KeepPrevious::Stopped {
             self.part(true).stop(verbose)?;
         }

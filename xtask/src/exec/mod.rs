@@ -132,7 +132,12 @@ impl Run<'_> {
                     .with_context(|| format!("copying {} to {}", from.display(), to.display()))?;
                 Ok(())
             }
-            Step::StartStateful { .. } => self.commands(s.commands()),
+            Step::StartStateful { target } => {
+                if let Some(d) = target.proxy_admin_dir() {
+                    crate::engine::proxy::prepare_dir(d)?;
+                }
+                self.commands(s.commands())
+            }
             Step::ProxyReady { target, wait_secs } => {
                 target.proxy_ready(*wait_secs).map_err(proxy_refusal)
             }

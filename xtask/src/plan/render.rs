@@ -85,7 +85,7 @@ impl AppStep {
                 gate.timeout_secs
             ),
             AppStep::Switch { set } => format!(
-                "SWITCH the proxy to {}: one atomic PATCH of each route's upstreams ({}) at {}",
+                "SWITCH the proxy to {}: through its runtime API, one conversation per route ({}): the new servers enabled, then the old ones drained, at {}",
                 set.describe(),
                 set.target().proxy().map_or(String::new(), |p| p
                     .routes
@@ -94,9 +94,11 @@ impl AppStep {
                     .collect::<Vec<_>>()
                     .join(", ")),
                 set.target()
-                    .proxy()
-                    .and_then(|p| p.admin_url.as_deref())
-                    .unwrap_or("the proxy")
+                    .proxy_admin_dir()
+                    .map_or("the proxy".to_string(), |d| d
+                        .join(crate::engine::proxy::SOCKET)
+                        .display()
+                        .to_string())
             ),
             AppStep::Retire { set, .. } => {
                 let (drain, keep) = set.target().proxy().map_or((0, "warm"), |p| {
@@ -173,9 +175,11 @@ impl Step {
             Step::ProxyReady { target, wait_secs } => format!(
                 "require the proxy ({}) to answer within {wait_secs}s with a route for {}; else refuse (exit 5) before any app container is touched",
                 target
-                    .proxy()
-                    .and_then(|p| p.admin_url.as_deref())
-                    .unwrap_or("?"),
+                    .proxy_admin_dir()
+                    .map_or("?".to_string(), |d| d
+                        .join(crate::engine::proxy::SOCKET)
+                        .display()
+                        .to_string()),
                 target
                     .proxy()
                     .map(|p| p.routes.keys().cloned().collect::<Vec<_>>().join(", "))

@@ -66,7 +66,7 @@ require_evidence = ["security-modes-test", "backup-smoke"]
     let toml = match engine {
         "bluegreen" => toml.replace("ENGINE", "compose").replace(
             "compliance_mode = \"",
-            "proxy = { service = \"edge\", admin_url = \"http://127.0.0.1:1\", routes = { api = 8080 }, probe_ports = { worker = 8080 } }\ncompliance_mode = \"",
+            "proxy = { service = \"edge\", admin_dir = \"proxy-admin\", routes = { api = 8080 }, probe_ports = { worker = 8080 } }\ncompliance_mode = \"",
         ),
         _ => toml.replace("ENGINE", engine),
     };

@@ -201,7 +201,7 @@ impl Stack {
             let (stateful, proxy) = if o.blue_green {
                 (
                     "\"redis\"".to_string(),
-                    format!("proxy = {{ service = \"proxy\", admin_url = \"http://127.0.0.1:{admin}\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {}, keep_previous = \"{}\" }}\n", o.drain_secs, o.keep_previous),
+                    format!("proxy = {{ service = \"proxy\", admin_dir = \"proxy-{env}\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {}, keep_previous = \"{}\" }}\n", o.drain_secs, o.keep_previous),
                 )
             } else {
                 ("\"redis\", \"proxy\"".to_string(), String::new())
@@ -479,4 +479,76 @@ impl Stack {
         cfg = cfg.replace(&format!("\"{}\"", testbed.display()), &files);
         std::fs::write(&self.config, cfg).unwrap();
     }
+}
+
+/// Runs `testbed healthcheck URL` in a throwaway container attached to
+/// `network`, as any other container of a stack could, then removes it:
+/// `Ok` when the GET answered 200 with status ok, else why not (`connect
+/// ...: Connection refused` when nothing listens, `unhealthy: HTTP ...`
+/// when something answered).
+pub fn get_from_network(network: &str, image: &str, url: &str) -> Result<(), String> {
+    let mut c = Command::new("timeout");
+    c.args([
+        "30",
+        "docker",
+        "run",
+        "--rm",
+        "--network",
+        network,
+        "--entrypoint",
+        "/testbed",
+    ])
+    .arg(image)
+    .args(["healthcheck", url]);
+    probe(c)
+}
+
+/// `Ok`, or the stderr of a `testbed healthcheck` run by `c`.
+pub fn probe(mut c: Command) -> Result<(), String> {
+    let o = c.output().expect("running docker");
+    match o.status.success() {
+        true => Ok(()),
+        false => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+    }
+}
+
+/// Asserts that nothing listens at `url`'s port: the connection was refused
+/// (an answer of any kind, `unhealthy: HTTP ...`, fails).
+pub fn assert_refused(r: Result<(), String>, url: &str) {
+    match r {
+        Err(e) if e.contains("connect") && e.contains("refused") => {}
+        other => panic!("{url} must refuse the connection, got {other:?}"),
+    }
+}
+
+/// The host sources of every bind mount of `project`'s containers, by container name.
+pub fn bind_mounts(project: &str) -> Vec<(String, String)> {
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=com.docker.compose.project={project}"))
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        return Vec::new();
+    }
+    let o = Command::new("docker")
+        .args(["inspect", "--format"])
+        .arg("{{.Name}}{{range .Mounts}} {{.Type}}={{.Source}}{{end}}")
+        .args(&ids)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .flat_map(|l| {
+            let mut f = l.split(' ');
+            let name = f.next().unwrap_or("").trim_start_matches('/').to_string();
+            f.filter_map(|m| m.strip_prefix("bind=").map(str::to_string))
+                .map(|src| (name.clone(), src))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }

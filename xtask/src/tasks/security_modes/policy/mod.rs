@@ -261,6 +261,17 @@ impl Policy {
                     Secretable::Secret(x) => s.secret_vars.insert(k, x),
                 };
             }
+            // As the tool's own compose commands set them.
+            if let Some(d) = e
+                .proxy
+                .as_ref()
+                .filter(|_| e.engine == crate::config::EngineKind::Compose)
+                .and_then(|p| p.admin_dir.as_ref())
+            {
+                for (k, v) in crate::engine::proxy_vars(&cfg.resolve(d)) {
+                    s.vars.insert(k.to_string(), v);
+                }
+            }
             s.fixed_mode = Some(e.compliance_mode.clone());
         }
         Ok(())

@@ -89,6 +89,72 @@ fn ports() {
 }
 
 #[test]
+fn proxy_admin_listeners_in_the_config_files() {
+    use super::proxy::{caddy_admin, haproxy_admin};
+    // HAProxy: a unix socket or the container's loopback passes.
+    let ok = "global\n    stats socket /run/fetchml-proxy/admin.sock mode 600 level admin\n    stats socket unix@/run/x.sock\n    stats socket ipv4@127.0.0.1:9999 level admin\n    # stats socket *:9999\n";
+    assert!(haproxy_admin(ok).is_empty(), "{:?}", haproxy_admin(ok));
+    let bad = "global\n  stats socket ipv4@0.0.0.0:9999 level admin\n  stats socket *:9998\n  stats socket :9997\n  stats socket ipv6@:::9996\n  stats socket 10.0.0.5:9995\n  stats socket abns@admin\nlisten stats\n  stats admin if TRUE\n";
+    let v = haproxy_admin(bad);
+    assert_eq!(v.len(), 7, "{v:?}");
+    assert!(v[0].contains("`ipv4@0.0.0.0:9999`"), "{v:?}");
+    assert!(v[6].contains("stats admin"), "{v:?}");
+    // The testbed's committed config passes.
+    let testbed = std::fs::read_to_string(
+        crate::repo::workspace_root().join("deployments/testbed/haproxy.cfg"),
+    )
+    .unwrap();
+    assert!(haproxy_admin(&testbed).is_empty());
+    let prod =
+        std::fs::read_to_string(crate::repo::workspace_root().join("deployments/haproxy.cfg"))
+            .unwrap();
+    assert!(haproxy_admin(&prod).is_empty());
+    // Swarm's Caddy has its admin API disabled (nothing switches it there).
+    let swarm: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::repo::workspace_root().join("deployments/testbed/proxy.swarm.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(swarm["admin"]["disabled"], true);
+    assert!(caddy_admin(&swarm).is_empty());
+    // Caddy: a unix socket, loopback, the default or disabled passes.
+    for ok in [
+        json!({"admin": {"listen": "unix//run/caddy/admin.sock"}}),
+        json!({"admin": {"listen": "localhost:2019"}}),
+        json!({"admin": {"listen": "127.0.0.1:2019"}}),
+        json!({"admin": {"disabled": true}}),
+        json!({"apps": {}}),
+    ] {
+        assert!(caddy_admin(&ok).is_empty(), "{ok}");
+    }
+    for bad in [
+        json!({"admin": {"listen": "0.0.0.0:2019"}}),
+        json!({"admin": {"listen": ":2019"}}),
+        json!({"admin": {"listen": "tcp/10.1.2.3:2019"}}),
+    ] {
+        assert_eq!(caddy_admin(&bad).len(), 1, "{bad}");
+    }
+    // The rule reads the files the proxy bind-mounts.
+    let dir = tempfile::tempdir().unwrap();
+    let caddy = dir.path().join("caddy.json");
+    std::fs::write(&caddy, r#"{"admin": {"listen": "0.0.0.0:2019"}}"#).unwrap();
+    let hap = dir.path().join("haproxy.cfg");
+    std::fs::write(&hap, ok).unwrap();
+    let rule = || Rule::ProxyAdminLoopback {
+        service: "proxy".into(),
+        admin_port: 2019,
+    };
+    let svc = |src: &std::path::Path| json!({"volumes": [{"type": "bind", "source": src.display().to_string(), "target": "/etc/x"}]});
+    assert_eq!(
+        check(rule(), "proxy", svc(&caddy)),
+        ["caddy.json: the admin API listens on `0.0.0.0:2019`, which other containers can reach: use a unix socket in a directory only the proxy mounts, or disable it"]
+    );
+    assert!(check(rule(), "proxy", svc(&hap)).is_empty());
+}
+
+#[test]
 fn proxy_admin_port_only_on_127_0_0_1_or_1() {
     let rule = || Rule::ProxyAdminLoopback {
         service: "proxy".into(),
