@@ -374,7 +374,7 @@ fn a_proxy_that_is_down_or_misconfigured_is_refused_before_anything_is_touched()
     );
     std::fs::write(&s.config, toml).unwrap();
     // Started as the tool starts it: the same admin directory and user.
-    let admin = s.dir.path().join("proxy-staging");
+    let admin = s.admin_dir("staging");
     let owner = {
         use std::os::unix::fs::MetadataExt;
         let m = std::fs::metadata(&admin).unwrap();
@@ -606,7 +606,7 @@ fn no_container_reaches_the_proxy_admin_and_a_restarted_proxy_routes_where_it_wa
     let image = format!("127.0.0.1:5000/fetchml/testbed:{}", img.v1);
 
     // The admin directory: private to its owner, the socket too.
-    let admin = s.dir.path().join("proxy-staging");
+    let admin = s.admin_dir("staging");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&admin), 0o700);
     assert_eq!(mode(&admin.join("admin.sock")), 0o600);

@@ -156,7 +156,7 @@ fn a_file_compose_cannot_render_fails_its_render_row() {
         .unwrap();
     assert_eq!(
         exit_code(&o),
-        8,
+        9,
         "could not check, not insecure: {}",
         text(&o)
     );
@@ -197,7 +197,7 @@ fn a_missing_env_file_is_could_not_check_with_composes_message() {
         .arg(&f)
         .output()
         .unwrap();
-    assert_eq!(exit_code(&o), 8, "{}", text(&o));
+    assert_eq!(exit_code(&o), 9, "{}", text(&o));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
         err.contains("could not check") && err.contains("missing.env"),

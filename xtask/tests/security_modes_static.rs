@@ -268,7 +268,7 @@ fn a_broken_overlay_fails_its_render_row() {
         &p,
     ]);
     // Only the render failed: "could not check", not "insecure".
-    assert_eq!(exit_code(&o), 8, "{}", text(&o));
+    assert_eq!(exit_code(&o), 9, "{}", text(&o));
     let r = report(&o);
     let render = row(&r, "dev", "static", "render");
     assert_eq!(render["passed"], false);

@@ -312,13 +312,15 @@ vars = {{ API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "{
     /// Where the proxy of `env` (blue/green) sends `service`'s traffic:
     /// its upstreams, as the proxy reports them.
     pub fn upstreams(&self, env: &str, service: &str) -> Vec<String> {
-        let admin = if env == "staging" {
-            self.ports[0].1
-        } else {
-            self.ports[1].1
-        };
-        xtask::engine::proxy::upstreams(&format!("http://127.0.0.1:{admin}"), service)
+        let admin = self.admin_dir(env);
+        xtask::engine::proxy::upstreams(&admin.display().to_string(), service)
             .unwrap_or_else(|e| panic!("asking the proxy of {env}: {e:#}"))
+    }
+
+    /// The admin directory of `env`'s proxy (blue/green): its runtime API's
+    /// socket and saved server state.
+    pub fn admin_dir(&self, env: &str) -> PathBuf {
+        self.dir.path().join(format!("proxy-{env}"))
     }
 
     /// The image of each running container of `service` in `env`'s project.
