@@ -79,12 +79,10 @@ impl Ctx {
                     crate::out::merge(serde_json::json!({ "plan": plan }));
                 }
             }
-            let unmet = plan.unmet();
-            if !unmet.is_empty() {
-                return Err(crate::exit::fail(
-                    crate::exit::Code::Refused,
-                    format!("dry run: the real run would refuse: {}", unmet.join("; ")),
-                ));
+            // The same line the real run refuses with, so a script that
+            // previews reads the same error it would get.
+            if let Some(line) = plan.refusal() {
+                return Err(crate::exit::fail(crate::exit::Code::Refused, line));
             }
             return Ok(());
         }

@@ -73,6 +73,9 @@ pub struct Container {
     pub service: String,
     pub slot: Slot,
     pub tag: String,
+    /// The digest its image reference pins (`repo:tag@sha256:...`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub running: bool,
 }
 
@@ -228,6 +231,7 @@ fn parse_containers(out: &str, services: &[String]) -> Vec<Container> {
                 service: service.into(),
                 slot: Slot::parse(slot),
                 tag: super::running::tag_of(image).unwrap_or_default(),
+                digest: super::running::digest_of(image),
                 running: state == "running",
             })
         })
@@ -481,6 +485,7 @@ impl Set {
                 service: c.service,
                 slot: self.slot,
                 tag: tag.clone(),
+                digest: self.target.digest().map(str::to_string),
                 running: true,
             })
             .collect();

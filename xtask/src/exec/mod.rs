@@ -113,16 +113,10 @@ impl Run<'_> {
                 }
                 Ok(())
             }
-            Step::Require { what, missing, .. } => {
-                if missing.is_empty() {
-                    return Ok(());
-                }
-                Err(fail(
-                    Code::Refused,
-                    format!("refused: {what} not met: missing {}", missing.join("; ")),
-                ))
-            }
-            Step::Refuse { why } => Err(fail(Code::Refused, format!("refused: {why}"))),
+            Step::Require { .. } | Step::Refuse { .. } => match s.refusal() {
+                Some(line) => Err(fail(Code::Refused, line)),
+                None => Ok(()),
+            },
             Step::Confirm { given, how } => {
                 if *given {
                     return Ok(());

@@ -172,6 +172,18 @@ impl AppStep {
 }
 
 impl Step {
+    /// The error line this step refuses with, if it refuses.
+    pub fn refusal(&self) -> Option<String> {
+        match self {
+            Step::Require { what, missing, .. } if !missing.is_empty() => Some(format!(
+                "refused: {what} not met: missing {}",
+                missing.join("; ")
+            )),
+            Step::Refuse { why } => Some(format!("refused: {why}")),
+            _ => None,
+        }
+    }
+
     pub fn run(why: impl Into<String>, command: Command) -> Step {
         Step::Run {
             why: why.into(),
@@ -222,6 +234,13 @@ pub struct RecordSpec {
     pub action: String,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// The digests of `from` and `to` as planned (the engine's or the
+    /// chain's for `from`, the registry's or the chain's for `to`); a record
+    /// without one looks the local image up when it is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_digest: Option<String>,
     pub reason: String,
     /// The image repository whose digests the record carries (first app service).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -290,17 +309,9 @@ impl Plan {
         self.steps.iter().cloned().chain(recovery).collect()
     }
 
-    /// What unmet preconditions the real run would refuse on.
-    pub fn unmet(&self) -> Vec<String> {
-        self.steps
-            .iter()
-            .filter_map(|s| match s {
-                Step::Require { what, missing, .. } if !missing.is_empty() => {
-                    Some(format!("{what}: missing {}", missing.join("; ")))
-                }
-                Step::Refuse { why } => Some(why.clone()),
-                _ => None,
-            })
-            .collect()
+    /// The error line the real run refuses with at its first unmet
+    /// precondition; a dry run of the same plan ends with the same line.
+    pub fn refusal(&self) -> Option<String> {
+        self.steps.iter().find_map(Step::refusal)
     }
 }

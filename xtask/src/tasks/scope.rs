@@ -360,6 +360,7 @@ fn blue_green_never_removes_the_serving_set() {
         service: service.into(),
         slot,
         tag: tag.into(),
+        digest: None,
         running,
     };
     // Blue serves v2; green is the warm standby on v1 (its worker stopped).
@@ -369,6 +370,7 @@ fn blue_green_never_removes_the_serving_set() {
             .map(|(s, t)| (s.to_string(), vec![t.to_string()]))
             .collect(),
         live: Some(Slot::Blue),
+        digests: Default::default(),
         containers: vec![
             c("s-api-1", "api", Slot::Blue, "sha-222222222222", true),
             c("s-worker-1", "worker", Slot::Blue, "sha-222222222222", true),

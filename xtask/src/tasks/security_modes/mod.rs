@@ -100,10 +100,30 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             "tag under test",
         );
     }
+    // The evidence is for bytes, not a name: a full run resolves the tag
+    // once, boots exactly that digest, and its record names it.
+    let digest = match (full, &cfg) {
+        (true, Some(cfg)) => crate::engine::registry::of_env(cfg.env(&args.env)?, &tag)
+            .unwrap_or_else(|e| {
+                plan.fact(
+                    "digest under test",
+                    format!("unknown ({e:#}): boots {tag} as the engine finds it; the record names no digest"),
+                    "the registry",
+                );
+                None
+            }),
+        _ => None,
+    };
+    if let Some(d) = &digest {
+        plan.fact("digest under test", d.clone(), "the registry (read-only)");
+    }
+    let boot_tag = digest
+        .as_ref()
+        .map_or(tag.clone(), |d| format!("{tag}@{d}"));
     let specs = steps::specs(
         &policy,
         &modes,
-        &tag,
+        &boot_tag,
         &render_tag,
         args.static_only,
         args.sarif.clone(),
@@ -122,6 +142,8 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             from: None,
             to: Some(tag.clone()),
             reason: format!("modes {}: static and dynamic", names.join(", ")),
+            from_digest: None,
+            to_digest: digest.clone(),
             repository: None,
             force: false,
             sets_of: None,
