@@ -318,6 +318,14 @@ fn promotion_gaps(
         missing.push(format!(
             "the registry's digest of {tag} to compare with what {from} tested ({why})"
         ));
+        if !source.deployed_ok(tag) {
+            missing.push(format!("a successful {from} deploy of {tag}"));
+        }
+        for ev in evidence {
+            if !source.has_evidence(ev, tag) && !here.has_evidence(ev, tag) {
+                missing.push(format!("a passing {ev} record for {tag}"));
+            }
+        }
         return missing;
     };
     let tested = source.deployed_digests(tag);
