@@ -636,3 +636,58 @@ fn tag_in(all: &[Container], slot: Slot) -> String {
         .map(|c| c.tag.clone())
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(image_tags: &[(&str, &str, Option<&str>)]) -> Running {
+        let mut r = Running::default();
+        for (svc, tag, digest) in image_tags {
+            r.services.insert(svc.to_string(), vec![tag.to_string()]);
+            if let Some(d) = digest {
+                r.digests.insert(svc.to_string(), vec![d.to_string()]);
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn from_keeps_tag_and_digest_when_docker_shows_an_image_id() {
+        let apps = ["api", "worker"];
+        // A re-pushed tag under a container run by tag: docker shows an image ID.
+        let mut now = Now::for_test(
+            Some("v1"),
+            engine(&[("api", "", None), ("worker", "", None)]),
+            &apps,
+        );
+        now.chain_digest = Some("sha256:aa".into());
+        assert_eq!(
+            now.serving_ref(),
+            Some(ImageRef {
+                tag: "v1".into(),
+                digest: Some("sha256:aa".into())
+            })
+        );
+        // A pinned container names its own digest, whatever the chain says.
+        let mut pinned = Now::for_test(
+            Some("v1"),
+            engine(&[
+                ("api", "v1", Some("sha256:bb")),
+                ("worker", "v1", Some("sha256:bb")),
+            ]),
+            &apps,
+        );
+        pinned.chain_digest = Some("sha256:aa".into());
+        assert_eq!(
+            pinned.serving_ref().unwrap().digest.as_deref(),
+            Some("sha256:bb")
+        );
+        // ... and the same tag with other bytes than the chain's is drift.
+        assert!(
+            pinned.drift().unwrap().contains("v1@sha256:bb"),
+            "{:?}",
+            pinned.drift()
+        );
+    }
+}
