@@ -32,17 +32,14 @@ pub fn digest(repository: &str, tag: &str, timeout_secs: u64) -> Result<String> 
     }
 }
 
-/// The digest `tag` points to for an environment's image, when its app
-/// services share one repository (then one digest pins them all): what
-/// an evidence task tests and records. `Ok(None)` when they do not.
+/// The digest `tag` points to for an environment's first app service's
+/// image (the repository records name digests of): what an evidence task
+/// tests and records. `Ok(None)` for an environment without images.
 pub fn of_env(env: &crate::config::Env, tag: &str) -> Result<Option<String>> {
-    let mut repos: Vec<&String> = env.images.values().collect();
-    repos.sort();
-    repos.dedup();
-    match repos.as_slice() {
-        [r] => digest(r, tag, env.timeouts.look_up_secs).map(Some),
-        _ => Ok(None),
-    }
+    let first = env.app_services.first().and_then(|s| env.images.get(s));
+    first
+        .map(|r| digest(r, tag, env.timeouts.look_up_secs))
+        .transpose()
 }
 
 /// `(registry host, repository path)`, as docker reads a reference: the

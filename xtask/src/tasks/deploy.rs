@@ -313,7 +313,7 @@ fn promotion_gaps(
         // Nothing to compare with: the gate cannot say what it promotes.
         let why = match looked_up {
             Err(e) => format!("{e:#}"),
-            Ok(_) => "its app services use several repositories".into(),
+            Ok(_) => "the config names no image for its first app service".into(),
         };
         missing.push(format!(
             "the registry's digest of {tag} to compare with what {from} tested ({why})"

@@ -117,9 +117,21 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     if let Some(d) = &digest {
         plan.fact("digest under test", d.clone(), "the registry (read-only)");
     }
-    let boot_tag = digest
+    // One tag variable pins one repository's digest; an environment whose
+    // app services use several boots by tag.
+    let one_repo = cfg
         .as_ref()
-        .map_or(tag.clone(), |d| format!("{tag}@{d}"));
+        .and_then(|c| c.env(&args.env).ok())
+        .is_some_and(|e| {
+            let mut r: Vec<&String> = e.images.values().collect();
+            r.sort();
+            r.dedup();
+            r.len() == 1
+        });
+    let boot_tag = match &digest {
+        Some(d) if one_repo => format!("{tag}@{d}"),
+        _ => tag.clone(),
+    };
     let specs = steps::specs(
         &policy,
         &modes,
