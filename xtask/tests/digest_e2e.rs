@@ -263,3 +263,43 @@ fn a_moved_tag_is_refused_forced_and_rolled_back_by_digest() {
         .args(["image", "rm", &format!("{REPO}:{tag}")])
         .output();
 }
+
+/// A container run by the tag alone, then the tag re-pushed: docker shows
+/// only an image ID, and the next record's `from` still names the tag and
+/// the digest that served, from the chain.
+#[test]
+fn from_survives_a_tag_moved_under_a_container_run_by_tag() {
+    let imgs = images();
+    let s = Stack::new("digest-from");
+    let tag = format!("dg-{}-f", std::process::id());
+    let a = push_variant(&tag, "a");
+    s.ok(&["deploy-staging", "--tag", &tag]);
+    let deployed = s.records("staging")[0].to.clone().unwrap();
+    assert_eq!(deployed.digest.as_deref(), Some(a.as_str()));
+    // The same bytes, recreated by hand by the tag alone (as before pins).
+    let (api, admin) = s.ports[0];
+    let o = Command::new("docker")
+        .args(["compose", "-p", &s.project("staging"), "-f"])
+        .arg(root().join("deployments/testbed/docker-compose.yml"))
+        .args(["up", "-d", "--no-deps", "--force-recreate", "api", "worker"])
+        .env("FETCHML_TAG", &tag)
+        .env("API_PORT", api.to_string())
+        .env("PROXY_ADMIN_PORT", admin.to_string())
+        .env("COMPLIANCE_MODE", "standard")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let b = push_variant(&tag, "b");
+    assert_ne!(a, b);
+    let shown = s.running_images("staging", "api");
+    assert!(
+        shown.iter().all(|i| !i.contains(&tag)),
+        "docker still shows the tag, so this test would prove nothing: {shown:?}"
+    );
+    s.ok(&["deploy-staging", "--tag", &imgs.v1]);
+    let next = s.records("staging").last().unwrap().clone();
+    assert_eq!(next.from, Some(deployed), "{next:?}");
+    let _ = Command::new("docker")
+        .args(["image", "rm", &format!("{REPO}:{tag}")])
+        .output();
+}

@@ -43,7 +43,7 @@ impl Stand {
 # Forwards to the real docker; holds where XT_WORDS and XT_TAG say.
 case " $* " in
   *" $XT_WORDS "*)
-    if [ -n "$XT_WORDS" ] && [ "$FETCHML_TAG" = "$XT_TAG" ]; then
+    if [ -n "$XT_WORDS" ] && [ "${{FETCHML_TAG%%@*}}" = "$XT_TAG" ]; then
       if [ "$XT_AFTER" = 1 ]; then "{real}" "$@" || exit $?; fi
       sleep "$XT_SECS" &
       echo $! > "$XT_MARK.sleep"

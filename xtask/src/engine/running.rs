@@ -144,6 +144,10 @@ pub(super) fn digest_of(image: &str) -> Option<String> {
 
 /// The tag of an image reference (`repo:tag`, `repo:tag@sha256:...`).
 pub(super) fn tag_of(image: &str) -> Option<String> {
+    // An image ID (`sha256:...` or 12 hex) names no tag.
+    if image.starts_with("sha256:") {
+        return None;
+    }
     let image = image.split('@').next().unwrap_or(image);
     let (repo, tag) = image.rsplit_once(':')?;
     (!tag.contains('/') && !repo.is_empty()).then(|| tag.to_string())
@@ -160,6 +164,8 @@ impl Target {
                 format!("label=com.docker.compose.project={}", self.project),
                 "--format".into(),
                 "{{.Label \"com.docker.compose.service\"}}\t{{.Image}}".into(),
+                // Untruncated, `.Image` keeps the digest a pinned container runs.
+                "--no-trunc".into(),
             ]),
             EngineKind::Swarm => c.args([
                 "service".to_string(),

@@ -129,6 +129,8 @@ impl Target {
             .arg(format!(
                 "{{{{.Names}}}}\t{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.Label \"{LABEL}\"}}}}\t{{{{.Image}}}}\t{{{{.State}}}}"
             ))
+            // Untruncated, `.Image` keeps the digest a pinned container runs.
+            .arg("--no-trunc")
             .timeout(self.limits.look_up_secs);
         Ok(parse_containers(&cmd::run(&c, false)?, &self.services))
     }

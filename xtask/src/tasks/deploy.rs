@@ -132,7 +132,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let mut gate_overridden = None;
     if let Some(from) = &env.promote_from {
         let source = History::new(ctx.log(cfg, from)?.records()?);
-        let missing = promotion_gaps(
+        let mut missing = promotion_gaps(
             &source,
             &history,
             from,
@@ -141,7 +141,6 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             &looked_up,
             digest.as_deref(),
         );
-        let mut missing = missing;
         let overridden = if req.force {
             std::mem::take(&mut missing)
         } else {
