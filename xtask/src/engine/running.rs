@@ -281,5 +281,9 @@ mod tests {
         assert_eq!(r.tag(&apps), Some("sha-3"));
         assert_eq!(r.digest("api"), Some("sha256:abc"));
         assert_eq!(r.digest("worker"), None);
+        // An untruncated image ID (the tag moved under the container) names no tag.
+        assert_eq!(tag_of(&format!("sha256:{}", "a".repeat(64))), None);
+        let moved = t.parse_running(&format!("api\tsha256:{}\n", "a".repeat(64)));
+        assert_eq!(moved.services["api"], [""]);
     }
 }
