@@ -19,6 +19,7 @@ pub mod cluster;
 pub mod docker;
 pub mod placement;
 pub mod proxy;
+pub mod registry;
 mod running;
 pub mod slots;
 pub mod swarm;
@@ -75,6 +76,10 @@ pub struct Target {
     images: BTreeMap<String, String>,
     /// `${NAME}` values read from the environment, secret (shown `***`).
     vars: BTreeMap<String, Secretable>,
+    /// Repository -> the digest its tag pointed to when the plan was made
+    /// (or the one a record names): what runs, whatever the tag says later.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pins: BTreeMap<String, String>,
     /// Swarm: change only the app services' image (`docker service update
     /// --image`), not the whole stack. A rollback is image-only; compose
     /// recreates the same way in both cases.
@@ -214,6 +219,7 @@ impl Target {
             vars: env
                 .var_values()
                 .with_context(|| format!("env `{env_name}`"))?,
+            pins: BTreeMap::new(),
             image_only: false,
             limits: env.timeouts,
             proxy,
@@ -236,10 +242,12 @@ impl Target {
         }
     }
 
-    /// The same services on another tag (the rollback of a deploy).
+    /// The same services on another tag (the rollback of a deploy), not
+    /// pinned: [`Target::pinned`] says which digest it runs.
     pub fn on_tag(&self, tag: &str) -> Target {
         Target {
             tag: tag.into(),
+            pins: BTreeMap::new(),
             ..self.clone()
         }
     }
@@ -250,6 +258,82 @@ impl Target {
             .as_ref()
             .filter(|_| self.engine == EngineKind::Compose)
             .and_then(|p| p.admin_dir.as_deref())
+    }
+
+    /// The same target running `digest` for every repository (`None`:
+    /// whatever the tag points to, as before digests were recorded).
+    pub fn pinned(&self, digest: Option<&str>) -> Target {
+        let pins = match digest {
+            Some(d) => self
+                .repositories()
+                .into_iter()
+                .map(|r| (r, d.to_string()))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        Target {
+            pins,
+            ..self.clone()
+        }
+    }
+
+    /// The same target with one digest per repository, as the registry answered.
+    pub fn pinned_each(&self, pins: BTreeMap<String, String>) -> Target {
+        Target {
+            pins,
+            ..self.clone()
+        }
+    }
+
+    /// Distinct image repositories of the app services.
+    pub fn repositories(&self) -> Vec<String> {
+        let mut r: Vec<String> = self.images.values().cloned().collect();
+        r.sort();
+        r.dedup();
+        r
+    }
+
+    /// The repository the record's digest is of: the first app service's.
+    pub fn repository(&self) -> Option<&str> {
+        self.services
+            .first()
+            .and_then(|s| self.images.get(s))
+            .map(String::as_str)
+    }
+
+    /// The digest this target runs (of [`Target::repository`]), when pinned.
+    pub fn digest(&self) -> Option<&str> {
+        self.repository()
+            .and_then(|r| self.pins.get(r))
+            .map(String::as_str)
+    }
+
+    /// Is every app service's image pinned by the tag variable? Only when
+    /// they share one repository: one variable carries one `tag@digest`.
+    pub fn fully_pinned(&self) -> bool {
+        let repos = self.repositories();
+        repos.len() == 1 && self.pins.contains_key(&repos[0])
+    }
+
+    /// What the tag variable carries: `tag@sha256:...` when pinned, so
+    /// compose and the stack file run exactly that digest; the tag alone
+    /// otherwise.
+    pub fn tag_value(&self) -> String {
+        match self.repositories().as_slice() {
+            [r] => match self.pins.get(r) {
+                Some(d) => format!("{}@{d}", self.tag),
+                None => self.tag.clone(),
+            },
+            _ => self.tag.clone(),
+        }
+    }
+
+    /// `repo:tag`, or `repo:tag@digest` when pinned.
+    pub fn image_ref(&self, repository: &str) -> String {
+        match self.pins.get(repository) {
+            Some(d) => format!("{repository}:{}@{d}", self.tag),
+            None => format!("{repository}:{}", self.tag),
+        }
     }
 
     /// `docker compose -p P -f F...` with the tag and vars in the environment.
@@ -292,16 +376,12 @@ impl Target {
                 c = c.env(k, v);
             }
         }
-        c.env(&self.tag_var, &self.tag)
+        c.env(&self.tag_var, self.tag_value())
     }
 
     /// Distinct `repo:tag` references of the target's images.
     pub fn image_refs(&self) -> Vec<String> {
-        let mut refs: Vec<String> = self
-            .images
-            .values()
-            .map(|r| format!("{r}:{}", self.tag))
-            .collect();
+        let mut refs: Vec<String> = self.images.values().map(|r| self.image_ref(r)).collect();
         refs.sort();
         refs.dedup();
         refs

@@ -3,9 +3,11 @@
 //! put an environment on a tag. Tasks sit above this module and never import
 //! each other; this module builds plan values and runs nothing.
 
+use std::collections::BTreeMap;
+
 use anyhow::Result;
 
-use crate::audit::{History, Log};
+use crate::audit::{History, ImageRef, Log};
 use crate::config::{EngineKind, Env};
 use crate::engine::slots::{Container, Set, Slot};
 use crate::engine::{Running, Target};
@@ -88,18 +90,22 @@ pub fn record(
     env: &Env,
     log: &Log,
     action: &str,
-    from: Option<String>,
-    to: Option<&str>,
+    from: Option<ImageRef>,
+    to: Option<ImageRef>,
     reason: &str,
     force: bool,
 ) -> RecordSpec {
+    let (from, from_digest) = from.map_or((None, None), |f| (Some(f.tag), f.digest));
+    let (to, to_digest) = to.map_or((None, None), |t| (Some(t.tag), t.digest));
     RecordSpec {
         env: env_name.into(),
         log: log.path.clone(),
         sink: log.sink.clone(),
         action: action.into(),
         from,
-        to: to.map(Into::into),
+        to,
+        from_digest,
+        to_digest,
         reason: if force {
             format!("[forced] {reason}")
         } else {
@@ -112,6 +118,72 @@ pub fn record(
             .cloned(),
         force,
         sets_of: None,
+    }
+}
+
+/// What `target`'s tag points to in the registry now, per repository: one
+/// read-only look-up each, side by side, bounded by the look-up limit.
+pub fn digests(target: &Target) -> Result<BTreeMap<String, String>> {
+    let secs = target.limits().look_up_secs;
+    let repos = target.repositories();
+    std::thread::scope(|s| {
+        let asked: Vec<_> = repos
+            .iter()
+            .map(|r| {
+                let tag = target.tag();
+                (
+                    r,
+                    s.spawn(move || crate::engine::registry::digest(r, tag, secs)),
+                )
+            })
+            .collect();
+        asked
+            .into_iter()
+            .map(|(r, h)| {
+                let d = h
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the registry look-up panicked")))?;
+                Ok((r.clone(), d))
+            })
+            .collect()
+    })
+}
+
+/// `target` pinned to the digests looked up (shown as facts, so the dry
+/// run shows what the real run will run); unpinned, with the reason, when
+/// the registry could not say.
+pub fn pin(
+    target: &Target,
+    looked_up: &Result<BTreeMap<String, String>>,
+    plan: &mut Plan,
+) -> Target {
+    match looked_up {
+        Ok(pins) => {
+            let pinned = target.pinned_each(pins.clone());
+            for (repo, d) in pins {
+                plan.fact(
+                    "digest",
+                    format!("{repo}:{} is {d}", target.tag()),
+                    "the registry, read-only; the steps below run this digest",
+                );
+            }
+            if !pinned.fully_pinned() {
+                plan.fact(
+                    "digest",
+                    "not pinned: the app services use several repositories and one tag variable carries one digest; the steps run the tag".to_string(),
+                    "the config's images",
+                );
+            }
+            pinned
+        }
+        Err(e) => {
+            plan.fact(
+                "digest",
+                format!("unknown ({e:#}); the steps run the tag as the registry has it then"),
+                "the registry",
+            );
+            target.clone()
+        }
     }
 }
 
@@ -146,6 +218,8 @@ pub fn converge_secs(env: &Env) -> u64 {
 pub struct Now {
     /// The chain's current version (last successful deploy, promote or rollback).
     pub chain: Option<String>,
+    /// Its digest, where the chain recorded one.
+    chain_digest: Option<String>,
     pub engine: Running,
     apps: Vec<String>,
     /// Why the engine could not be asked, if it could not.
@@ -162,6 +236,7 @@ impl Now {
         let engine = target.running();
         let mut now = Now {
             chain: history.current().map(str::to_string),
+            chain_digest: history.current_ref().and_then(|r| r.digest.clone()),
             engine: engine.as_ref().cloned().unwrap_or_default(),
             apps: target.services().to_vec(),
             unknown: engine.as_ref().err().map(|e| format!("{e:#}")),
@@ -176,6 +251,7 @@ impl Now {
     pub fn for_test(chain: Option<&str>, engine: Running, apps: &[&str]) -> Now {
         Now {
             chain: chain.map(Into::into),
+            chain_digest: None,
             engine,
             apps: apps.iter().map(|a| a.to_string()).collect(),
             unknown: None,
@@ -223,9 +299,10 @@ impl Now {
         self.engine.describe(&self.apps)
     }
 
-    /// The one tag every app service runs, per the engine.
+    /// The one tag every app service runs, per the engine (none when it
+    /// shows an image ID: a tag re-pushed under a running container).
     pub fn running(&self) -> Option<&str> {
-        self.engine.tag(&self.apps)
+        self.engine.tag(&self.apps).filter(|t| !t.is_empty())
     }
 
     /// The version serving now: the engine's, where it names one; else the chain's.
@@ -233,10 +310,45 @@ impl Now {
         self.running().or(self.chain.as_deref())
     }
 
+    /// [`Now::serving`] with its digest: the one the engine's image
+    /// reference pins, else the chain's record of that version (the engine
+    /// showed only an image ID, or the tag alone).
+    pub fn serving_ref(&self) -> Option<ImageRef> {
+        let tag = self.serving()?.to_string();
+        let engine = self
+            .running()
+            .and(self.apps.first())
+            .and_then(|s| self.engine.digest(s));
+        let chain = self
+            .chain_digest
+            .as_deref()
+            .filter(|_| self.chain.as_deref() == Some(tag.as_str()));
+        Some(ImageRef {
+            digest: engine.or(chain).map(str::to_string),
+            tag,
+        })
+    }
+
     /// How the engine and the chain disagree, if they do.
     pub fn drift(&self) -> Option<String> {
         let chain = self.chain.as_deref().unwrap_or("nothing");
+        let engine_digest = self.apps.first().and_then(|s| self.engine.digest(s));
         match (self.running(), self.engine.is_empty()) {
+            // The same tag with other bytes (re-pushed, then run by hand).
+            (Some(r), _)
+                if Some(r) == self.chain.as_deref()
+                    && engine_digest.is_some()
+                    && self.chain_digest.is_some()
+                    && engine_digest != self.chain_digest.as_deref() =>
+            {
+                Some(format!(
+                    "the audit chain says {r}@{} runs; the engine reports {r}@{}",
+                    crate::engine::registry::short(
+                        self.chain_digest.as_deref().unwrap_or_default()
+                    ),
+                    crate::engine::registry::short(engine_digest.unwrap_or_default())
+                ))
+            }
             (Some(r), _) if Some(r) == self.chain.as_deref() => None,
             (_, true) if self.chain.is_none() => None,
             _ => Some(format!(
@@ -732,11 +844,14 @@ pub fn standby_with(target: &Target, now: &Now, tag: &str) -> Option<Slot> {
     slots.dedup();
     slots.into_iter().find(|&slot| {
         let of = || all.iter().filter(move |c| c.slot == slot);
+        // A pinned target wants its digest: a standby on the same tag
+        // with other bytes (a re-pushed tag) is not it.
+        let digest = target.digest();
         target
             .services()
             .iter()
             .all(|s| of().any(|c| &c.service == s))
-            && of().all(|c| c.tag == tag)
+            && of().all(|c| c.tag == tag && (digest.is_none() || c.digest.as_deref() == digest))
     })
 }
 
@@ -767,4 +882,59 @@ fn tag_in(all: &[Container], slot: Slot) -> String {
         .find(|c| c.slot == slot)
         .map(|c| c.tag.clone())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn engine(image_tags: &[(&str, &str, Option<&str>)]) -> Running {
+        let mut r = Running::default();
+        for (svc, tag, digest) in image_tags {
+            r.services.insert(svc.to_string(), vec![tag.to_string()]);
+            if let Some(d) = digest {
+                r.digests.insert(svc.to_string(), vec![d.to_string()]);
+            }
+        }
+        r
+    }
+
+    #[test]
+    fn from_keeps_tag_and_digest_when_docker_shows_an_image_id() {
+        let apps = ["api", "worker"];
+        // A re-pushed tag under a container run by tag: docker shows an image ID.
+        let mut now = Now::for_test(
+            Some("v1"),
+            engine(&[("api", "", None), ("worker", "", None)]),
+            &apps,
+        );
+        now.chain_digest = Some("sha256:aa".into());
+        assert_eq!(
+            now.serving_ref(),
+            Some(ImageRef {
+                tag: "v1".into(),
+                digest: Some("sha256:aa".into())
+            })
+        );
+        // A pinned container names its own digest, whatever the chain says.
+        let mut pinned = Now::for_test(
+            Some("v1"),
+            engine(&[
+                ("api", "v1", Some("sha256:bb")),
+                ("worker", "v1", Some("sha256:bb")),
+            ]),
+            &apps,
+        );
+        pinned.chain_digest = Some("sha256:aa".into());
+        assert_eq!(
+            pinned.serving_ref().unwrap().digest.as_deref(),
+            Some("sha256:bb")
+        );
+        // ... and the same tag with other bytes than the chain's is drift.
+        assert!(
+            pinned.drift().unwrap().contains("v1@sha256:bb"),
+            "{:?}",
+            pinned.drift()
+        );
+    }
 }

@@ -181,8 +181,10 @@ fn prod_requires_configured_evidence_and_force_is_recorded() {
     assert_eq!(
         last.reason,
         format!(
-            "[promotion gate OVERRIDDEN by --force: missing a passing backup-smoke record for {}] [forced] hotfix, smoke runs tonight",
-            img.v1
+            "[promotion gate OVERRIDDEN by --force: missing a passing backup-smoke record for {} at {}] [forced] hotfix, smoke runs tonight",
+            img.v1,
+            // The gate asks for evidence of the digest prod runs.
+            xtask::engine::registry::short(last.to.as_ref().unwrap().digest.as_deref().unwrap())
         )
     );
 }

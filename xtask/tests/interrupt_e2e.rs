@@ -45,7 +45,7 @@ impl Stand {
 # XT_TAG name (the words may end inside an argument).
 case " $* " in
   *" $XT_WORDS"*)
-    if [ -n "$XT_WORDS" ] && [ "$FETCHML_TAG" = "$XT_TAG" ] && [ ! -e "$XT_MARK" ]; then
+    if [ -n "$XT_WORDS" ] && [ "${{FETCHML_TAG%%@*}}" = "$XT_TAG" ] && [ ! -e "$XT_MARK" ]; then
       if [ "$XT_AFTER" = 1 ]; then "{real}" "$@" || exit $?; fi
       sleep "$XT_SECS" &
       echo $! > "$XT_MARK.sleep"
@@ -783,10 +783,11 @@ fn drift_after_kill_9_mid_recreate_is_seen_and_rollback_puts_back_the_chain_vers
     );
     assert!(out.contains("DRIFT: the audit chain says"), "{out}");
     assert!(
-        out.contains(&format!(
-            "rollback target: {} (relative to what runs)",
-            img.v1
-        )),
+        // The version with the digest it ran with here (status shows 12 hex).
+        out.lines().any(
+            |l| l.starts_with(&format!("rollback target: {}@sha256:", img.v1))
+                && l.ends_with(" (relative to what runs)")
+        ),
         "{out}"
     );
     let o = s.run(&["--format", "json", "status", "staging"]);

@@ -372,10 +372,31 @@ fn scenarios(s: &Stack, stack: &str, img: &Images) {
         (last.action.as_str(), last.outcome.as_str()),
         ("rollback", "success")
     );
+    let ran = last.to.clone().unwrap();
     assert_eq!(
         (last.from.unwrap().tag, last.to.unwrap().tag),
         (img.v2.clone(), img.v1.clone())
     );
+    // The image-only update pinned the digest v1's records name.
+    for svc in ["api", "worker"] {
+        let spec = docker(&[
+            "service",
+            "inspect",
+            "--format",
+            "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+            &format!("{stack}_{svc}"),
+        ]);
+        assert_eq!(
+            spec,
+            format!(
+                "127.0.0.1:5000/fetchml/testbed:{}@{}",
+                img.v1,
+                ran.digest
+                    .as_deref()
+                    .expect("the rollback record names a digest")
+            )
+        );
+    }
     assert_eq!(
         task(stack, "redis"),
         redis,

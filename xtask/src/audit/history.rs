@@ -79,6 +79,42 @@ impl History {
         self.deployments().any(|r| to_tag(r) == Some(tag))
     }
 
+    /// The image running now, per the chain: the `to` of the last successful
+    /// deploy, promote or rollback, with its digest where it was recorded.
+    pub fn current_ref(&self) -> Option<&super::ImageRef> {
+        self.deployments().last().and_then(|r| r.to.as_ref())
+    }
+
+    /// The digest `tag` ran with here, per its last successful deploy,
+    /// promote or rollback that recorded one: what a rollback to `tag` runs.
+    pub fn digest_of(&self, tag: &str) -> Option<&str> {
+        self.deployments()
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| t.tag == tag)
+            .filter_map(|t| t.digest.as_deref())
+            .last()
+    }
+
+    /// The digests of `tag`'s successful deploys here, oldest first.
+    pub fn deployed_digests(&self, tag: &str) -> Vec<&str> {
+        self.deployments()
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| t.tag == tag)
+            .filter_map(|t| t.digest.as_deref())
+            .collect()
+    }
+
+    /// A passing `action` record for `tag` with exactly `digest`.
+    pub fn has_evidence_for(&self, action: &str, tag: &str, digest: &str) -> bool {
+        self.records.iter().any(|r| {
+            r.action == action
+                && r.outcome == "success"
+                && r.to
+                    .as_ref()
+                    .is_some_and(|t| t.tag == tag && t.digest.as_deref() == Some(digest))
+        })
+    }
+
     /// Is there a passing `action` record (e.g. security-modes-test) for `tag`?
     pub fn has_evidence(&self, action: &str, tag: &str) -> bool {
         self.records
@@ -256,6 +292,30 @@ mod tests {
         assert!(!hist.deployed_ok("v3"));
         assert!(hist.has_evidence("security-modes-test", "v2"));
         assert!(!hist.has_evidence("backup-smoke", "v2"));
+    }
+
+    #[test]
+    fn digests_come_from_the_records_that_name_them() {
+        let at = |action: &str, tag: &str, d: Option<&str>| {
+            let mut r = rec(action, "success", None, tag);
+            r.to.as_mut().unwrap().digest = d.map(Into::into);
+            r
+        };
+        let hist = History::new(vec![
+            at("deploy", "v1", None),
+            at("deploy", "v1", Some("sha256:a")),
+            at("security-modes-test", "v1", Some("sha256:a")),
+            at("deploy", "v2", Some("sha256:b")),
+        ]);
+        assert_eq!(hist.digest_of("v1"), Some("sha256:a"));
+        assert_eq!(hist.deployed_digests("v1"), ["sha256:a"]);
+        assert_eq!(
+            hist.current_ref().unwrap().digest.as_deref(),
+            Some("sha256:b")
+        );
+        assert!(hist.has_evidence_for("security-modes-test", "v1", "sha256:a"));
+        assert!(!hist.has_evidence_for("security-modes-test", "v1", "sha256:c"));
+        assert_eq!(hist.digest_of("v3"), None);
     }
 
     #[test]

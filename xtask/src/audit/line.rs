@@ -42,7 +42,19 @@ pub fn ts_seconds(ts: &str) -> String {
 
 pub(super) fn image(r: &Option<ImageRef>) -> String {
     r.as_ref()
-        .map_or_else(|| "-".to_string(), |i| escape(&i.tag))
+        .map_or_else(|| "-".to_string(), |i| escape(&shown(i)))
+}
+
+/// `tag@sha256:<12 hex>`: a version as status and history show it (the tag
+/// alone where no digest was recorded). Two images under one tag differ here.
+pub fn shown(i: &ImageRef) -> String {
+    match &i.digest {
+        Some(d) => {
+            let h = d.strip_prefix("sha256:").unwrap_or(d);
+            format!("{}@sha256:{}", i.tag, &h[..h.len().min(12)])
+        }
+        None => i.tag.clone(),
+    }
 }
 
 /// ` | set=green`: the set serving after a blue/green record; nothing otherwise.
@@ -120,7 +132,7 @@ mod tests {
     fn the_familiar_form() {
         assert_eq!(
             line_form(&rec("health-check-failure")),
-            "2024-01-15T14:30:00Z | rollback | success | from=sha-abc123 | to=sha-def456 | actor=deploy-user | reason=health-check-failure"
+            "2024-01-15T14:30:00Z | rollback | success | from=sha-abc123@sha256:00 | to=sha-def456 | actor=deploy-user | reason=health-check-failure"
         );
     }
 

@@ -40,7 +40,7 @@ pub use audit_chain::{ImageRef, Record};
 pub use chain::{check as check_bytes, diagnose, hex, parse_hex32, Break, Kind, Tip};
 pub use file::create_private_dir;
 pub use history::{at_or_after, since, History, RUN_CHANGING};
-pub use line::{escape as escape_value, line_form, line_form_with, ts_seconds};
+pub use line::{escape as escape_value, line_form, line_form_with, shown, ts_seconds};
 pub use probe::{bounded_error, record_bound, MAX_ERROR};
 pub use sink::SinkState;
 pub use text::{columns, fit, fitted, numbered};

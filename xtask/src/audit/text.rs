@@ -219,7 +219,7 @@ mod tests {
         );
         assert_eq!(
             l[1],
-            "  from=sha-abc123 | to=sha-def456 | actor=deploy-user"
+            "  from=sha-abc123@sha256:00 | to=sha-def456 | actor=deploy-user"
         );
         assert!(
             l[2].starts_with("  reason=w w w")

@@ -22,6 +22,10 @@ pub struct Running {
     /// Blue/green: the set the proxy sends traffic to.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub live: Option<Slot>,
+    /// App service -> the digests its image references pin (the same
+    /// containers as `services`); empty for images run by tag alone.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, Vec<String>>,
     /// Blue/green: every app container of every set.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub containers: Vec<Container>,
@@ -36,6 +40,29 @@ impl Running {
         let first = tags.next()?;
         let [t] = first else { return None };
         tags.all(|ts| ts == [t.clone()]).then_some(t.as_str())
+    }
+
+    /// The one digest every running container of `service` pins, if they agree.
+    pub fn digest(&self, service: &str) -> Option<&str> {
+        match self.digests.get(service).map(Vec::as_slice) {
+            Some([d]) => Some(d.as_str()),
+            _ => None,
+        }
+    }
+
+    fn note(&mut self, service: &str, tag: String, digest: Option<String>) {
+        let tags = self.services.entry(service.to_string()).or_default();
+        if !tags.contains(&tag) {
+            tags.push(tag);
+            tags.sort();
+        }
+        if let Some(d) = digest {
+            let ds = self.digests.entry(service.to_string()).or_default();
+            if !ds.contains(&d) {
+                ds.push(d);
+                ds.sort();
+            }
+        }
     }
 
     /// Nothing of the app runs.
@@ -56,7 +83,19 @@ impl Running {
                 let tags = self
                     .services
                     .get(s)
-                    .map(|t| t.join(" "))
+                    .map(|t| {
+                        let shown: Vec<&str> = t
+                            .iter()
+                            .map(|t| {
+                                if t.is_empty() {
+                                    "(an untagged image)"
+                                } else {
+                                    t
+                                }
+                            })
+                            .collect();
+                        shown.join(" ")
+                    })
                     .unwrap_or_default();
                 format!("{s}={}", if tags.is_empty() { "-" } else { &tags })
             })
@@ -95,8 +134,20 @@ impl Running {
     }
 }
 
+/// The digest an image reference pins (`repo:tag@sha256:...`).
+pub(super) fn digest_of(image: &str) -> Option<String> {
+    image
+        .split_once('@')
+        .map(|(_, d)| d.trim().to_string())
+        .filter(|d| d.starts_with("sha256:"))
+}
+
 /// The tag of an image reference (`repo:tag`, `repo:tag@sha256:...`).
 pub(super) fn tag_of(image: &str) -> Option<String> {
+    // An image ID (`sha256:...` or 12 hex) names no tag.
+    if image.starts_with("sha256:") {
+        return None;
+    }
     let image = image.split('@').next().unwrap_or(image);
     let (repo, tag) = image.rsplit_once(':')?;
     (!tag.contains('/') && !repo.is_empty()).then(|| tag.to_string())
@@ -113,6 +164,8 @@ impl Target {
                 format!("label=com.docker.compose.project={}", self.project),
                 "--format".into(),
                 "{{.Label \"com.docker.compose.service\"}}\t{{.Image}}".into(),
+                // Untruncated, `.Image` keeps the digest a pinned container runs.
+                "--no-trunc".into(),
             ]),
             EngineKind::Swarm => c.args([
                 "service".to_string(),
@@ -153,11 +206,7 @@ impl Target {
             .iter()
             .filter(|c| c.running && live.is_none_or(|l| l == c.slot))
         {
-            let tags = r.services.entry(c.service.clone()).or_default();
-            if !tags.contains(&c.tag) {
-                tags.push(c.tag.clone());
-                tags.sort();
-            }
+            r.note(&c.service, c.tag.clone(), c.digest.clone());
         }
         r.containers = containers;
         Ok(r)
@@ -178,13 +227,10 @@ impl Target {
             if !self.services.iter().any(|s| s == service) {
                 continue;
             }
-            if let Some(tag) = tag_of(image.trim()) {
-                let tags = r.services.entry(service.to_string()).or_default();
-                if !tags.contains(&tag) {
-                    tags.push(tag);
-                    tags.sort();
-                }
-            }
+            // An image ID instead of a reference: the tag was re-pushed
+            // under the container; the planners take its version from the chain.
+            let tag = tag_of(image.trim()).unwrap_or_default();
+            r.note(service, tag, digest_of(image));
         }
         r
     }
@@ -208,6 +254,7 @@ mod tests {
             services: vec!["api".into(), "worker".into()],
             images: BTreeMap::new(),
             vars: BTreeMap::new(),
+            pins: BTreeMap::new(),
             image_only: false,
             limits: Limits::default(),
             proxy: None,
@@ -232,5 +279,11 @@ mod tests {
         let s = target(EngineKind::Swarm);
         let r = s.parse_running("p_api\tr/x:sha-3@sha256:abc\np_worker\tr/x:sha-3\np_redis\tr:7\n");
         assert_eq!(r.tag(&apps), Some("sha-3"));
+        assert_eq!(r.digest("api"), Some("sha256:abc"));
+        assert_eq!(r.digest("worker"), None);
+        // An untruncated image ID (the tag moved under the container) names no tag.
+        assert_eq!(tag_of(&format!("sha256:{}", "a".repeat(64))), None);
+        let moved = t.parse_running(&format!("api\tsha256:{}\n", "a".repeat(64)));
+        assert_eq!(moved.services["api"], [""]);
     }
 }

@@ -75,6 +75,9 @@ pub struct Container {
     pub service: String,
     pub slot: Slot,
     pub tag: String,
+    /// The digest its image reference pins (`repo:tag@sha256:...`), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
     pub running: bool,
 }
 
@@ -133,6 +136,8 @@ impl Target {
             .arg(format!(
                 "{{{{.Names}}}}\t{{{{.Label \"com.docker.compose.service\"}}}}\t{{{{.Label \"{LABEL}\"}}}}\t{{{{.Image}}}}\t{{{{.State}}}}"
             ))
+            // Untruncated, `.Image` keeps the digest a pinned container runs.
+            .arg("--no-trunc")
             .timeout(self.limits.look_up_secs);
         Ok(parse_containers(&cmd::run(&c, false)?, &self.services))
     }
@@ -316,6 +321,7 @@ fn parse_containers(out: &str, services: &[String]) -> Vec<Container> {
                 service: service.into(),
                 slot: Slot::parse(slot),
                 tag: super::running::tag_of(image).unwrap_or_default(),
+                digest: super::running::digest_of(image),
                 running: state == "running",
             })
         })
@@ -621,6 +627,7 @@ impl Set {
                 service: c.service,
                 slot: self.slot,
                 tag: tag.clone(),
+                digest: self.target.digest().map(str::to_string),
                 running: true,
             })
             .collect();

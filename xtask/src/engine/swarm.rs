@@ -50,7 +50,7 @@ pub fn recreate(t: &Target) -> Vec<Command> {
             .services
             .iter()
             .map(|s| {
-                let image = format!("{}:{}", t.images.get(s).map_or("", String::as_str), t.tag);
+                let image = t.image_ref(t.images.get(s).map_or("", String::as_str));
                 // `stack deploy --resolve-image changed` compares the file's
                 // image with this label, not with the running spec; a label
                 // left at the tag the rollback replaced would make the next
@@ -91,7 +91,7 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     for (k, v) in &t.vars {
         c = c.env_value(k, v.clone());
     }
-    vec![c.env(&t.tag_var, &t.tag)]
+    vec![c.env(&t.tag_var, t.tag_value())]
 }
 
 pub fn stop(t: &Target) -> Vec<Command> {
@@ -426,6 +426,7 @@ mod tests {
             services: vec!["api".into()],
             images: [("api".to_string(), "r/app".to_string())].into(),
             vars: Default::default(),
+            pins: Default::default(),
             image_only: true,
             limits: Default::default(),
             proxy: None,

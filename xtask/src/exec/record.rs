@@ -1,6 +1,6 @@
 //! The plan's audit record, written by the executor on every exit path:
 //! the operator's reason and the tool's error kept apart, images with their
-//! digests where the registry gave one.
+//! digests as planned (what ran or was tested), else the local store's.
 
 use std::time::Instant;
 
@@ -31,13 +31,13 @@ pub(super) fn append(
 ) -> Result<String> {
     // The look-ups are independent and each asks a process or the proxy:
     // asked side by side, the record waits for the slowest alone.
-    let image = |tag: &Option<String>| {
-        let tag = tag.clone();
-        move || tag.map(|t| image_ref(r.repository.as_deref(), t))
+    let image = |tag: &Option<String>, planned: &Option<String>| {
+        let (tag, planned) = (tag.clone(), planned.clone());
+        move || tag.map(|t| image_ref(r.repository.as_deref(), t, planned))
     };
     let (from, to, git_sha, set) = std::thread::scope(|s| {
-        let from = s.spawn(image(&r.from));
-        let to = s.spawn(image(&r.to));
+        let from = s.spawn(image(&r.from, &r.from_digest));
+        let to = s.spawn(image(&r.to, &r.to_digest));
         let set = s.spawn(|| r.sets_of.as_ref().and_then(serving_set));
         let git_sha = crate::repo::git_sha();
         let join = |h: std::thread::ScopedJoinHandle<'_, Option<ImageRef>>| h.join().ok().flatten();
@@ -68,8 +68,10 @@ fn serving_set(t: &crate::engine::Target) -> Option<String> {
         .map(|s| s.name().to_string())
 }
 
-fn image_ref(repository: Option<&str>, tag: String) -> ImageRef {
-    let digest = repository.and_then(|r| image_digest(&format!("{r}:{tag}")));
+/// The planned digest is the one that ran (or was tested); only a record
+/// planned without one asks the local image store, as records did before.
+fn image_ref(repository: Option<&str>, tag: String, planned: Option<String>) -> ImageRef {
+    let digest = planned.or_else(|| repository.and_then(|r| image_digest(&format!("{r}:{tag}"))));
     ImageRef { tag, digest }
 }
 

@@ -232,6 +232,13 @@ pub struct RecordSpec {
     pub action: String,
     pub from: Option<String>,
     pub to: Option<String>,
+    /// The digests of `from` and `to` as planned (the engine's or the
+    /// chain's for `from`, the registry's or the chain's for `to`); a record
+    /// without one looks the local image up when it is written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub from_digest: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_digest: Option<String>,
     pub reason: String,
     /// The image repository whose digests the record carries (first app service).
     #[serde(skip_serializing_if = "Option::is_none")]

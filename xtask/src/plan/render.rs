@@ -365,8 +365,8 @@ impl Plan {
                 out,
                 "finally, on every outcome: append `{} | <outcome> | from={} | to={} | reason={}` to {}{sink}",
                 r.action,
-                r.from.as_deref().unwrap_or("-"),
-                r.to.as_deref().unwrap_or("-"),
+                with_digest(&r.from, &r.from_digest),
+                with_digest(&r.to, &r.to_digest),
                 r.reason,
                 r.log.display()
             );
@@ -380,6 +380,15 @@ impl Plan {
             wrap(line, width, &mut wrapped);
         }
         wrapped
+    }
+}
+
+/// `tag@sha256:...` as the record will name it, `-` for none.
+fn with_digest(tag: &Option<String>, digest: &Option<String>) -> String {
+    match (tag, digest) {
+        (Some(t), Some(d)) => format!("{t}@{d}"),
+        (Some(t), None) => t.clone(),
+        (None, _) => "-".into(),
     }
 }
 

@@ -311,6 +311,8 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
         from: None,
         to: None,
         reason: format!("{reason} ({})", done.join("; ")),
+        from_digest: None,
+        to_digest: None,
         repository: None,
         force: false,
         sets_of: None,

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 
 use crate::config::Image;
 use crate::ctx::Ctx;
-use crate::engine::docker::image_digest;
+use crate::engine::docker::{image_digest, LOOK_UP_SECS};
 use crate::exec::{Actions, Applied};
 use crate::flags::{Build, Format};
 use crate::plan::{Command, Effect, Plan, Step};
@@ -135,7 +135,17 @@ fn report(ctx: &Ctx, refs: &[(String, String)], pushed: bool) {
     let rows: Vec<serde_json::Value> = refs
         .iter()
         .map(|(name, r)| {
-            let digest = if pushed { image_digest(r) } else { None };
+            // What the registry's tag points to now is the digest every
+            // deploy will resolve; the local store's is the fallback.
+            let digest = pushed
+                .then(|| {
+                    r.rsplit_once(':')
+                        .and_then(|(repo, tag)| {
+                            crate::engine::registry::digest(repo, tag, LOOK_UP_SECS).ok()
+                        })
+                        .or_else(|| image_digest(r))
+                })
+                .flatten();
             serde_json::json!({"image": name, "reference": r, "digest": digest})
         })
         .collect();

@@ -10,16 +10,18 @@
 
 use anyhow::Result;
 
-use crate::audit::History;
+use crate::audit::{History, ImageRef};
 use crate::config::Config;
 use crate::ctx::Ctx;
+use crate::engine::registry::short;
 use crate::engine::{ComposeCli, Stateful, Target};
 use crate::exec::NoActions;
 use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, compose_checks, consistency, gate, images_check, lock, placement, put_on, record,
+    blue_green, compose_checks, consistency, digests, gate, images_check, lock, pin, placement,
+    put_on, record,
     switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
 };
 use crate::validate;
@@ -111,7 +113,27 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             steps
         })
     };
+    // The tag is resolved to a digest once, here, beside the chain's
+    // verification; every step below, and the record, use that digest.
+    let looked_up = {
+        let t = target.clone();
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            (digests(&t), started.elapsed())
+        })
+    };
     let (history, head) = verified_history(&log, req.force, &mut plan)?;
+    let (looked_up, took) = looked_up.join().unwrap_or_else(|_| {
+        (
+            Err(anyhow::anyhow!("the registry look-up panicked")),
+            Default::default(),
+        )
+    });
+    if ctx.global.verbose {
+        eprintln!("digest look-up: {} ms", took.as_millis());
+    }
+    let target = pin(&target, &looked_up, &mut plan);
+    let digest = target.digest().map(str::to_string);
     let current = history.current().map(str::to_string);
     plan.fact(
         "current version",
@@ -127,16 +149,16 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     }
     let mut gate_overridden = None;
     if let Some(from) = &env.promote_from {
-        let mut missing = Vec::new();
         let source = History::new(ctx.log(cfg, from)?.records()?);
-        if !source.deployed_ok(&req.tag) {
-            missing.push(format!("a successful {from} deploy of {}", req.tag));
-        }
-        for ev in &env.require_evidence {
-            if !source.has_evidence(ev, &req.tag) && !history.has_evidence(ev, &req.tag) {
-                missing.push(format!("a passing {ev} record for {}", req.tag));
-            }
-        }
+        let mut missing = promotion_gaps(
+            &source,
+            &history,
+            from,
+            &req.tag,
+            &env.require_evidence,
+            &looked_up,
+            digest.as_deref(),
+        );
         let overridden = if req.force {
             std::mem::take(&mut missing)
         } else {
@@ -212,8 +234,13 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         }
     }
 
-    // Recovery puts back what served before this deploy, per the engine.
-    let back = now.serving().map(str::to_string).filter(|c| c != &req.tag);
+    // Recovery puts back what served before this deploy, per the engine,
+    // with its digest: the same tag re-pushed is another version.
+    let serving = now.serving_ref();
+    let back_ref = serving
+        .clone()
+        .filter(|c| c.tag != req.tag || (c.digest.is_some() && c.digest != digest));
+    let back = back_ref.as_ref().map(|b| b.tag.clone());
     plan.on_failure = if req.no_auto_rollback {
         let to = back
             .as_ref()
@@ -236,7 +263,13 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                 // On Swarm, when Swarm already rolled the update back by
                 // itself, this redeploy of the previous tag changes nothing
                 // (same spec) and the steps only verify it.
-                steps: switch_to(&target.on_tag(prev), env, env.rollback_timeout_secs),
+                steps: switch_to(
+                    &target
+                        .on_tag(prev)
+                        .pinned(back_ref.as_ref().and_then(|b| b.digest.as_deref())),
+                    env,
+                    env.rollback_timeout_secs,
+                ),
                 to: Some(prev.clone()),
             },
             None => OnFailure::Recover {
@@ -257,8 +290,11 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         env,
         &log,
         action,
-        now.serving().map(str::to_string),
-        Some(&req.tag),
+        serving,
+        Some(ImageRef {
+            tag: req.tag.clone(),
+            digest,
+        }),
         &req.reason,
         req.force,
     );
@@ -270,4 +306,60 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     }
     plan.record = Some(rec);
     Ok(plan)
+}
+
+/// What the promotion gate misses for `tag` at `digest` (the one prod
+/// would run): a successful deploy of that digest in `from`, and each
+/// required piece of evidence for it. A tag the registry moved since
+/// `from` tested it comes first, naming both digests.
+fn promotion_gaps(
+    source: &History,
+    here: &History,
+    from: &str,
+    tag: &str,
+    evidence: &[String],
+    looked_up: &Result<std::collections::BTreeMap<String, String>>,
+    digest: Option<&str>,
+) -> Vec<String> {
+    let mut missing = Vec::new();
+    let Some(d) = digest else {
+        // Nothing to compare with: the gate cannot say what it promotes.
+        let why = match looked_up {
+            Err(e) => format!("{e:#}"),
+            Ok(_) => "the config names no image for its first app service".into(),
+        };
+        missing.push(format!(
+            "the registry's digest of {tag} to compare with what {from} tested ({why})"
+        ));
+        if !source.deployed_ok(tag) {
+            missing.push(format!("a successful {from} deploy of {tag}"));
+        }
+        for ev in evidence {
+            if !source.has_evidence(ev, tag) && !here.has_evidence(ev, tag) {
+                missing.push(format!("a passing {ev} record for {tag}"));
+            }
+        }
+        return missing;
+    };
+    let tested = source.deployed_digests(tag);
+    if !tested.contains(&d) {
+        missing.push(match tested.last() {
+            Some(t) => format!(
+                "{tag} at the digest {from} tested: the registry's {tag} now points to {} but {from} tested {}; deploy it to {from} and gather its evidence first (or pass --force, which is recorded)",
+                short(d),
+                short(t)
+            ),
+            None if source.deployed_ok(tag) => format!(
+                "a successful {from} deploy of {tag} at {} ({from}'s records of {tag} name no digest)",
+                short(d)
+            ),
+            None => format!("a successful {from} deploy of {tag}"),
+        });
+    }
+    for ev in evidence {
+        if !source.has_evidence_for(ev, tag, d) && !here.has_evidence_for(ev, tag, d) {
+            missing.push(format!("a passing {ev} record for {tag} at {}", short(d)));
+        }
+    }
+    missing
 }

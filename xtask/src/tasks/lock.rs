@@ -165,6 +165,8 @@ fn record(log: &Log, action: &str, reason: String) -> RecordSpec {
         from: None,
         to: None,
         reason,
+        from_digest: None,
+        to_digest: None,
         repository: None,
         force: false,
         sets_of: None,

@@ -9,7 +9,7 @@
 
 use anyhow::Result;
 
-use crate::audit::History;
+use crate::audit::{History, ImageRef};
 use crate::ctx::Ctx;
 use crate::engine::Target;
 use crate::exec::{Actions, Applied};
@@ -97,7 +97,7 @@ pub fn build(
     {
         plan.step(refusal);
     }
-    let target_tag = match choose(args, &history, &now, &mut plan)? {
+    let (target_tag, digest) = match choose(args, &history, &now, &mut plan)? {
         Ok(t) => t,
         Err(why) => {
             // Refused before anything is touched, and recorded.
@@ -110,7 +110,7 @@ pub fn build(
                 env,
                 &log,
                 "rollback",
-                now.serving().map(str::to_string),
+                now.serving_ref(),
                 None,
                 &args.reason,
                 args.force,
@@ -122,7 +122,18 @@ pub fn build(
     if !plan.facts.iter().any(|f| f.what == "rollback target") {
         plan.fact("rollback target", target_tag.clone(), "audit history");
     }
-    let target = Target::app(cfg, &args.env, env, &target_tag, cli)?.image_only();
+    // The bytes that ran, never what the tag points to now.
+    plan.fact(
+        "rollback digest",
+        match &digest {
+            Some(d) => d.clone(),
+            None => format!("none recorded for {target_tag} (a record older than digests): runs what the tag points to now"),
+        },
+        "audit history",
+    );
+    let target = Target::app(cfg, &args.env, env, &target_tag, cli)?
+        .image_only()
+        .pinned(digest.as_deref());
     // Built from app steps alone: the lock is the one other step. A
     // standby set on the target runs its images: nothing to check.
     if standby_with(&target, &now, &target_tag).is_none() {
@@ -158,10 +169,17 @@ pub fn build(
         }
         // Interrupted or failed after the recreate began, the rollback puts
         // back what served before it, so it never leaves a half-switched stack.
-        plan.on_failure = match now.serving().filter(|s| *s != target_tag) {
+        let before = now
+            .serving_ref()
+            .filter(|s| s.tag != target_tag || (s.digest.is_some() && s.digest != digest));
+        plan.on_failure = match before {
             Some(before) => OnFailure::Recover {
-                steps: switch_to(&target.on_tag(before), env, env.rollback_timeout_secs),
-                to: Some(before.to_string()),
+                steps: switch_to(
+                    &target.on_tag(&before.tag).pinned(before.digest.as_deref()),
+                    env,
+                    env.rollback_timeout_secs,
+                ),
+                to: Some(before.tag),
             },
             None => OnFailure::Nothing,
         };
@@ -171,8 +189,11 @@ pub fn build(
         env,
         &log,
         "rollback",
-        now.serving().map(str::to_string),
-        Some(&target_tag),
+        now.serving_ref(),
+        Some(ImageRef {
+            tag: target_tag.clone(),
+            digest,
+        }),
         &args.reason,
         args.force,
     );
@@ -183,22 +204,29 @@ pub fn build(
 
 /// The rollback target: `--to TAG`, `--to @N` (the version the record at
 /// line N put in place), or by default the previous good version relative
-/// to what runs. `Ok(Err(why))` is a refusal, recorded by the plan.
+/// to what runs; with the digest it ran with, per the chain (the record
+/// at line N for `@N`, else the tag's last successful record that names
+/// one). `Ok(Err(why))` is a refusal, recorded by the plan.
 fn choose(
     args: &Rollback,
     history: &History,
     now: &Now,
     plan: &mut Plan,
-) -> Result<std::result::Result<String, String>> {
+) -> Result<std::result::Result<(String, Option<String>), String>> {
     let env = &args.env;
+    let with_digest = |t: String| {
+        let d = history.digest_of(&t).map(str::to_string);
+        (t, d)
+    };
     let Some(to) = &args.to else {
-        return Ok(default_target(history, now).ok_or_else(|| {
+        return Ok(default_target(history, now).map(with_digest).ok_or_else(|| {
             format!(
                 "no previous successful version of {env} to roll back to (history has {} deployments); nothing was changed",
                 history.deployments().count()
             )
         }));
     };
+    let mut recorded = None;
     let tag = match to.strip_prefix('@') {
         Some(n) => {
             let line: usize = n.parse().map_err(|_| {
@@ -221,6 +249,7 @@ fn choose(
                 format!("{t}, from the record at line {line}"),
                 "audit history",
             );
+            recorded = r.to.as_ref().and_then(|t| t.digest.clone());
             t
         }
         None => to.clone(),
@@ -236,8 +265,15 @@ fn choose(
             "audit history",
         );
     }
-    if now.running() == Some(tag.as_str()) && !args.force {
+    let (tag, digest) = match recorded {
+        Some(d) => (tag, Some(d)),
+        None => with_digest(tag),
+    };
+    // The same tag with other bytes (re-pushed) is not what runs.
+    let runs = now.serving_ref().and_then(|r| r.digest);
+    let same = digest.is_none() || runs.is_none() || runs == digest;
+    if now.running() == Some(tag.as_str()) && same && !args.force {
         return Ok(Err(format!("{tag} is already running in {env}; nothing to roll back (pass --force to recreate it anyway)")));
     }
-    Ok(Ok(tag))
+    Ok(Ok((tag, digest)))
 }

@@ -360,6 +360,7 @@ fn blue_green_never_removes_the_serving_set() {
         service: service.into(),
         slot,
         tag: tag.into(),
+        digest: None,
         running,
     };
     // Blue serves v2; green is the warm standby on v1 (its worker stopped).
@@ -369,6 +370,7 @@ fn blue_green_never_removes_the_serving_set() {
             .map(|(s, t)| (s.to_string(), vec![t.to_string()]))
             .collect(),
         live: Some(Slot::Blue),
+        digests: Default::default(),
         containers: vec![
             c("s-api-1", "api", Slot::Blue, "sha-222222222222", true),
             c("s-worker-1", "worker", Slot::Blue, "sha-222222222222", true),
@@ -472,6 +474,7 @@ fn blue_green_removes_a_leftover_set_first_and_adds_only_the_configured_replicas
         service: service.into(),
         slot,
         tag: tag.into(),
+        digest: None,
         running: true,
     };
     let (v1, v2, v3) = ("sha-111111111111", "sha-222222222222", "sha-333333333333");
@@ -492,6 +495,7 @@ fn blue_green_removes_a_leftover_set_first_and_adds_only_the_configured_replicas
             .collect(),
         live: Some(Slot::Blue),
         containers,
+        digests: Default::default(),
     };
     let now = Now::for_test(Some(v2), engine, &["api", "worker"]).with_standby(v1);
     let t = Target::app(

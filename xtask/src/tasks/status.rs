@@ -128,7 +128,9 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
         Format::Json => crate::out::merge(json!({
             "env": env,
             "current": h.current(),
+            "current_digest": h.current_ref().and_then(|r| r.digest.as_deref()),
             "rollback_target": target,
+            "rollback_target_digest": target.as_deref().and_then(|t| h.digest_of(t)),
             "engine": match &now {
                 Ok(n) => json!({"services": n.engine.services, "tag": n.running()}),
                 Err(e) => json!({"error": e}),
@@ -167,7 +169,7 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
                 // What runs is not what the chain says: the target follows what runs.
                 lines[2] = format!(
                     "rollback target: {} (relative to what runs)",
-                    target.as_deref().unwrap_or("none")
+                    target.as_deref().map_or("none".into(), |t| version(&h, t))
                 );
             }
             match standby {
@@ -244,6 +246,14 @@ fn live_lines(live: &live::Live) -> Vec<String> {
     out
 }
 
+/// `tag@sha256:<12 hex>`, with the digest `tag` last ran with here.
+fn version(h: &History, tag: &str) -> String {
+    crate::audit::shown(&crate::audit::ImageRef {
+        tag: tag.into(),
+        digest: h.digest_of(tag).map(Into::into),
+    })
+}
+
 /// The text of `status`, every line at most [`WIDTH`] columns. The lock
 /// lines appear only while something holds the lock.
 fn status_lines(
@@ -258,12 +268,13 @@ fn status_lines(
         format!("env: {env}"),
         format!(
             "current: {}",
-            h.current().unwrap_or("none (nothing deployed yet)")
+            h.current_ref()
+                .map_or("none (nothing deployed yet)".into(), crate::audit::shown)
         ),
         format!(
             "rollback target: {}",
             h.previous_good()
-                .unwrap_or("none (nothing to roll back to)")
+                .map_or("none (nothing to roll back to)".into(), |t| version(h, t))
         ),
     ];
     let (event, shortened) = match last {

@@ -78,7 +78,26 @@ pub fn plan(ctx: &Ctx, args: &BackupSmoke) -> Result<(Plan, Smoke)> {
         }
         None => None,
     };
-    build(args, ctx.global.verbose, ctx.global.format, evidence)
+    let (mut plan, smoke) = build(args, ctx.global.verbose, ctx.global.format, evidence)?;
+    // Evidence for bytes, not a name: the digest the tag points to now.
+    if let (Some(tag), Some(rec)) = (&args.tag, plan.record.as_mut()) {
+        let cfg = ctx.config()?;
+        let env = cfg.env(&rec.env)?;
+        match crate::engine::registry::of_env(env, tag) {
+            Ok(d) => {
+                rec.to_digest = d.clone();
+                if let Some(d) = d {
+                    plan.fact("digest under test", d, "the registry (read-only)");
+                }
+            }
+            Err(e) => plan.fact(
+                "digest under test",
+                format!("unknown ({e:#}): the record names no digest"),
+                "the registry",
+            ),
+        }
+    }
+    Ok((plan, smoke))
 }
 
 fn build(
@@ -112,6 +131,8 @@ fn build(
                     s.rows
                 ),
             },
+            from_digest: None,
+            to_digest: None,
             repository: None,
             force: false,
             sets_of: None,

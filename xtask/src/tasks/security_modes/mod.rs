@@ -101,10 +101,42 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             "tag under test",
         );
     }
+    // The evidence is for bytes, not a name: a full run resolves the tag
+    // once, boots exactly that digest, and its record names it.
+    let digest = match (full, &cfg) {
+        (true, Some(cfg)) => crate::engine::registry::of_env(cfg.env(&args.env)?, &tag)
+            .unwrap_or_else(|e| {
+                plan.fact(
+                    "digest under test",
+                    format!("unknown ({e:#}): boots {tag} as the engine finds it; the record names no digest"),
+                    "the registry",
+                );
+                None
+            }),
+        _ => None,
+    };
+    if let Some(d) = &digest {
+        plan.fact("digest under test", d.clone(), "the registry (read-only)");
+    }
+    // One tag variable pins one repository's digest; an environment whose
+    // app services use several boots by tag.
+    let one_repo = cfg
+        .as_ref()
+        .and_then(|c| c.env(&args.env).ok())
+        .is_some_and(|e| {
+            let mut r: Vec<&String> = e.images.values().collect();
+            r.sort();
+            r.dedup();
+            r.len() == 1
+        });
+    let boot_tag = match &digest {
+        Some(d) if one_repo => format!("{tag}@{d}"),
+        _ => tag.clone(),
+    };
     let specs = steps::specs(
         &policy,
         &modes,
-        &tag,
+        &boot_tag,
         &render_tag,
         args.static_only,
         args.sarif.clone(),
@@ -123,6 +155,8 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             from: None,
             to: Some(tag.clone()),
             reason: format!("modes {}: static and dynamic", names.join(", ")),
+            from_digest: None,
+            to_digest: digest.clone(),
             repository: None,
             force: false,
             sets_of: None,
