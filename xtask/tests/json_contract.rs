@@ -211,7 +211,7 @@ fn every_task_prints_one_valid_document_on_every_path() {
             &fixture.display().to_string(),
         ],
         // An overlay alone does not render: "could not check".
-        8,
+        9,
     );
     assert!(sm["report"].is_object(), "{sm:#}");
 

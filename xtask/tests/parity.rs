@@ -81,7 +81,7 @@ fn case(r: Refusal, imgs: &Images) -> Option<Case> {
             setup: Setup::ProdHistory,
             ..base(
                 &["rollback", "prod", "--to", "@1", "--reason", "parity"],
-                "error: refused before any app container was touched: the proxy's admin API",
+                "error: refused before any app container was touched: the proxy's admin socket",
             )
         },
         Refusal::RecordUnwritable => Case {
