@@ -856,8 +856,8 @@ fn a_compose_file_without_the_slot_label_or_with_other_replicas_is_refused_befor
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
     assert!(text(&o).contains("`deploy.replicas: 2`"), "{}", text(&o));
     let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
-        "probe_ports = { worker = 8080 }",
-        "probe_ports = { worker = 8080 }, replicas = { api = 2 }",
+        "probe_ports = { worker = 8081 }",
+        "probe_ports = { worker = 8081 }, replicas = { api = 2 }",
         1,
     );
     std::fs::write(&s.config, cfg).unwrap();

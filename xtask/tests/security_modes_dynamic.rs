@@ -95,7 +95,7 @@ fn shipped_modes_pass_against_running_containers_and_leave_evidence() {
     let err = common::stderr(&o);
     assert!(
         err.contains("(api on 127.0.0.1:")
-            && err.contains("worker on port 8080 of its container's address"),
+            && err.contains("worker on port 8081 of its container's address"),
         "{err}"
     );
     let probes = [

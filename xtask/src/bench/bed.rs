@@ -61,11 +61,13 @@ compliance_mode = "standard"
 health_timeout_secs = {gate}
 rollback_timeout_secs = 30
 vars = {{ API_PORT = "{port}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "standard", APP_REPLICAS = "{replicas}" }}
-proxy = {{ service = "proxy", {admin_dir}routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {DRAIN_SECS} }}
+proxy = {{ service = "proxy", {admin_dir}routes = {{ api = 8080 }}, probe_ports = {{ worker = {worker_port} }}, drain_secs = {DRAIN_SECS} }}
 "#,
                 file.display(),
                 // A broken version fails its gate after this long.
                 gate = if swarm { 30 } else { 5 },
+                // The stack file keeps the worker on 8080; the compose file moves it.
+                worker_port = if swarm { 8080 } else { 8081 },
                 admin_dir = if swarm {
                     String::new()
                 } else {

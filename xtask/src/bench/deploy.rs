@@ -41,7 +41,9 @@ ids() { docker ps "$@" --filter "label=com.docker.compose.project=$P" --filter "
 gate() {
   for c in $(ids -q); do
     ip=$(docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$c")
-    until curl -fsS "http://$ip:8080/health" 2>/dev/null | grep -q "\"version\":\"$FETCHML_TAG\""; do sleep 0.1; done
+    port=8080  # the worker answers on 8081 (the compose file)
+    docker inspect -f '{{index .Config.Labels "com.docker.compose.service"}}' "$c" | grep -qx worker && port=8081
+    until curl -fsS "http://$ip:$port/health" 2>/dev/null | grep -q "\"version\":\"$FETCHML_TAG\""; do sleep 0.1; done
   done
 }
 # One line to HAProxy's runtime API (perl: its core IO::Socket::UNIX).

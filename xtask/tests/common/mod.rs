@@ -201,7 +201,7 @@ impl Stack {
             let (stateful, proxy) = if o.blue_green {
                 (
                     "\"redis\"".to_string(),
-                    format!("proxy = {{ service = \"proxy\", admin_dir = \"proxy-{env}\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8080 }}, drain_secs = {}, keep_previous = \"{}\" }}\n", o.drain_secs, o.keep_previous),
+                    format!("proxy = {{ service = \"proxy\", admin_dir = \"proxy-{env}\", routes = {{ api = 8080 }}, probe_ports = {{ worker = 8081 }}, drain_secs = {}, keep_previous = \"{}\" }}\n", o.drain_secs, o.keep_previous),
                 )
             } else {
                 ("\"redis\", \"proxy\"".to_string(), String::new())
