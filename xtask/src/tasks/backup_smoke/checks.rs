@@ -154,8 +154,8 @@ impl Smoke {
                 );
             }
         }
-        // The last row in chain order, whether or not the walk got there.
-        let last_row = match rust.chain.last() {
+        // The last walked row in chain order.
+        let last_row = match rust.landmarks.last.last() {
             Some(c) => Head {
                 seq: c.seq,
                 hash: c.row_hash.clone(),

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::negative::ChainRow;
 use super::phases::not_verified;
 use super::report::{Manifest, Report};
 use super::sql;
-use super::verify::{self, Outcome};
+use super::verify::{self, Landmarks, Outcome};
 use super::{copy, target, Setup};
 use crate::cmd;
 use crate::exec::{Actions, Applied};
@@ -27,10 +26,10 @@ pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A Rust verification: the outcome, its rows in chain order, and its costs.
+/// A Rust verification: the outcome, the rows the negative controls need, and its costs.
 pub(super) struct RustRun {
     pub(super) outcome: Outcome,
-    pub(super) chain: Vec<ChainRow>,
+    pub(super) landmarks: Landmarks,
     pub(super) export: Duration,
     pub(super) verify: Duration,
     /// The first exported timestamp, to show which zone the export ran in.
@@ -179,40 +178,27 @@ impl Smoke {
         Ok((outcome, took))
     }
 
+    /// The Rust verifier: the rows are exported to a file in the work
+    /// directory and streamed from there, so memory does not grow with the table.
     pub(super) fn rust_verify(&self, db: &str, tz: &str) -> Result<RustRun> {
         let t = Instant::now();
-        let [rows, head] = self.s.exports(db, tz).map(|c| self.data(&c));
-        let (rows, head) = (rows?, head?);
+        let [rows, head] = self.s.exports(db, tz);
+        let file = self.s.dir.join(format!("{db}.rows.copy"));
+        if self.s.verbose {
+            eprintln!("$ {} > {}", rows.display(), file.display());
+        }
+        cmd::run_to_file(&rows, &file, false)?;
+        let head = self.data(&head)?;
         let export = t.elapsed();
         let t = Instant::now();
-        let links = verify::parse_and_check(self.s.profile, rows.as_bytes())?;
-        let head = verify::parse_head(head.as_bytes())?;
-        let outcome = verify::walk(self.s.profile, &links, head.as_ref());
+        let verified = verify::verify_file(self.s.profile, &file, head.as_bytes());
         let verify = t.elapsed();
-        let chain = outcome
-            .order
-            .iter()
-            .map(|&i| {
-                let l = &links[i];
-                ChainRow {
-                    id: String::from_utf8_lossy(&l.id).into_owned(),
-                    seq: l.seq,
-                    ts_micros: l.ts_micros,
-                    row_hash: String::from_utf8_lossy(&l.row_hash).into_owned(),
-                }
-            })
-            .collect();
-        let sample_ts = copy::lines(rows.as_bytes())
-            .next()
-            .and_then(|l| copy::fields::<{ verify::col::COUNT }>(l).ok())
-            .and_then(|f| {
-                f[verify::col::TS]
-                    .as_deref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-            });
+        let sample_ts = first_ts(&file);
+        let _ = std::fs::remove_file(&file);
+        let (outcome, landmarks) = verified?;
         Ok(RustRun {
             outcome,
-            chain,
+            landmarks,
             export,
             verify,
             sample_ts,
@@ -312,6 +298,22 @@ impl Actions for Smoke {
     fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
         self.print_report(result.err());
     }
+}
+
+/// The first exported timestamp, to show which zone the export ran in.
+fn first_ts(file: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    std::fs::File::open(file)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    let line = copy::lines(&head).next()?;
+    let f = copy::fields::<{ verify::col::COUNT }>(line).ok()?;
+    f[verify::col::TS]
+        .as_deref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 pub(super) fn short(h: &str) -> String {
