@@ -194,3 +194,148 @@ fn the_wrong_profile_names_the_missing_column() {
         r.text()
     );
 }
+
+/// The ids of the `n` newest rows in chain order (following the links back
+/// from the head), and the row_hash of the row before them.
+fn newest(c: &Cluster, db: &str, n: usize) -> (Vec<String>, String) {
+    let out = c.psql(
+        db,
+        &[&format!(
+            "COPY (WITH RECURSIVE t AS ( \
+               SELECT id::text, prev_hash, 1 AS k FROM audit_events \
+               WHERE row_hash = (SELECT row_hash FROM audit_chain_head WHERE id = 1) \
+               UNION ALL SELECT e.id::text, e.prev_hash, t.k + 1 FROM audit_events e \
+               JOIN t ON e.row_hash = t.prev_hash WHERE t.k < {n}) \
+             SELECT id, prev_hash FROM t ORDER BY k) TO STDOUT"
+        )],
+    );
+    let rows: Vec<(String, String)> = out
+        .lines()
+        .map(|l| {
+            let (id, prev) = l.split_once('\t').unwrap();
+            (id.to_string(), prev.to_string())
+        })
+        .collect();
+    assert_eq!(rows.len(), n, "{out}");
+    let before = rows[n - 1].1.clone();
+    (rows.into_iter().map(|r| r.0).collect(), before)
+}
+
+#[test]
+fn a_checkpoint_catches_the_newest_rows_cut_with_the_head_moved_to_match() {
+    let c = Cluster::start();
+    c.chain("certctl", Profile::Certctl, 20);
+    let dir = tempfile::tempdir().unwrap();
+    let night1 = c.dump("certctl", dir.path());
+    let arg = night1.display().to_string();
+    // A dump without a manifest gets one beside it, holding the checkpoint.
+    let r = smoke(&[], &["--profile", "certctl", "--dump", &arg], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    assert_eq!(r.assertion("checkpoint-holds"), "skip", "{}", r.text());
+    let manifest = dir.path().join("certctl.dump.manifest.json");
+    assert_eq!(
+        r.report["manifest_written"],
+        manifest.display().to_string(),
+        "{}",
+        r.text()
+    );
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&manifest).unwrap()).unwrap();
+    assert_eq!(m["rows"], 20);
+
+    // The three newest rows deleted and the head moved back to match: a
+    // consistent rewrite that both verifiers pass on the dump alone.
+    let (ids, before) = newest(&c, "certctl", 3);
+    let list: Vec<String> = ids.iter().map(|i| format!("'{i}'")).collect();
+    c.psql(
+        "certctl",
+        &[
+            "ALTER TABLE audit_events DISABLE TRIGGER USER",
+            "ALTER TABLE audit_chain_head DISABLE TRIGGER USER",
+            &format!(
+                "DELETE FROM audit_events WHERE id::text IN ({})",
+                list.join(", ")
+            ),
+            &format!("UPDATE audit_chain_head SET row_hash = '{before}' WHERE id = 1"),
+            "ALTER TABLE audit_events ENABLE TRIGGER USER",
+            "ALTER TABLE audit_chain_head ENABLE TRIGGER USER",
+        ],
+    );
+    let later = tempfile::tempdir().unwrap();
+    let night2 = c.dump("certctl", later.path()).display().to_string();
+    let cp = manifest.display().to_string();
+    let r = smoke(
+        &[],
+        &[
+            "--profile",
+            "certctl",
+            "--dump",
+            &night2,
+            "--checkpoint",
+            &cp,
+        ],
+        &[],
+    );
+    assert_eq!(r.code(), Some(6), "{}", r.text());
+    assert_eq!(r.assertion("sql-verifier-clean"), "pass", "{}", r.text());
+    assert_eq!(r.assertion("rust-verifier-agrees"), "pass", "{}", r.text());
+    assert_eq!(r.assertion("checkpoint-holds"), "fail", "{}", r.text());
+    assert!(
+        r.text().contains("saw 20 rows, the restored chain has 17"),
+        "{}",
+        r.text()
+    );
+
+    // The untouched first dump still holds its own checkpoint.
+    let r = smoke(
+        &[],
+        &["--profile", "certctl", "--dump", &arg, "--checkpoint", &cp],
+        &[],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    assert_eq!(r.assertion("checkpoint-holds"), "pass", "{}", r.text());
+}
+
+#[test]
+fn a_manifest_with_only_profile_rows_and_head_is_accepted() {
+    let c = Cluster::start();
+    c.chain("certctl", Profile::Certctl, 12);
+    let head = one(
+        &c,
+        "certctl",
+        "SELECT row_hash FROM audit_chain_head WHERE id = 1",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dump = c.dump("certctl", dir.path());
+    std::fs::write(
+        dir.path().join("certctl.dump.manifest.json"),
+        format!(r#"{{"profile": "certctl", "rows": 12, "head": "{head}"}}"#),
+    )
+    .unwrap();
+    let arg = dump.display().to_string();
+    let r = smoke(&[], &["--profile", "certctl", "--dump", &arg], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    for a in ["count-equal", "head-byte-exact", "manifest-matches"] {
+        assert_eq!(r.assertion(a), "pass", "{a}:\n{}", r.text());
+    }
+    // The same three fields as a checkpoint file.
+    let cp = dir.path().join("checkpoint.json");
+    std::fs::write(
+        &cp,
+        format!(r#"{{"profile": "certctl", "rows": 12, "head": "{head}"}}"#),
+    )
+    .unwrap();
+    let r = smoke(
+        &[],
+        &[
+            "--profile",
+            "certctl",
+            "--dump",
+            &arg,
+            "--checkpoint",
+            &cp.display().to_string(),
+        ],
+        &[],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    assert_eq!(r.assertion("checkpoint-holds"), "pass", "{}", r.text());
+}

@@ -119,11 +119,18 @@ fn count_rows(path: &Path) -> Result<u64> {
 /// Verifies a row export on disk (rows in seq order for the default form,
 /// in (timestamp, id) order for certctl: see [`walk`]) against its head
 /// export, reading it a block at a time: memory does not grow with the
-/// table. Returns the outcome and the rows the negative controls need.
-pub fn verify_file(form: Form, rows: &Path, head: &[u8]) -> Result<(Outcome, Landmarks)> {
+/// table. Returns the outcome and the rows the negative controls need,
+/// with the row at chain position `checkpoint_at` (1-based) if asked.
+pub fn verify_file(
+    form: Form,
+    rows: &Path,
+    head: &[u8],
+    checkpoint_at: Option<u64>,
+) -> Result<(Outcome, Landmarks)> {
     let head = parse_head(head)?;
     let n = count_rows(rows)?;
     let mut w = Walker::new(form, head, Landmarks::middle_for(n));
+    w.landmarks.checkpoint_at = checkpoint_at;
     for_each_block(form, rows, |links| links.iter().for_each(|l| w.push(l)))?;
     if w.needs_second_pass() {
         for_each_block(form, rows, |links| links.iter().for_each(|l| w.second(l)))?;

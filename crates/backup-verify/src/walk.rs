@@ -70,6 +70,9 @@ pub struct Landmarks {
     pub middle_at: u64,
     pub middle: Vec<Mark>,
     pub last: Vec<Mark>,
+    /// A checkpoint's position (1-based: its row count) and the row found there.
+    pub checkpoint_at: Option<u64>,
+    pub at_checkpoint: Option<Mark>,
 }
 
 impl Landmarks {
@@ -83,6 +86,9 @@ impl Landmarks {
         }
         if self.n >= self.middle_at && self.middle.len() < MIDDLE {
             self.middle.push(Mark::of(l));
+        }
+        if self.checkpoint_at == Some(self.n + 1) {
+            self.at_checkpoint = Some(Mark::of(l));
         }
         if self.last.len() == 3 {
             self.last.remove(0);

@@ -180,6 +180,7 @@ mod tests {
             middle_at: at as u64,
             middle: rows[at..].iter().take(64).cloned().collect(),
             last: rows[rows.len() - 3..].to_vec(),
+            ..Landmarks::default()
         }
     }
 

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::phases::not_verified;
-use super::report::{Manifest, Report};
+use super::report::{Checkpoint, Manifest, Report};
 use super::sql;
 use super::verify::{self, Landmarks, Outcome};
 use super::{copy, target, Setup};
@@ -191,7 +191,8 @@ impl Smoke {
         let head = self.data(&head)?;
         let export = t.elapsed();
         let t = Instant::now();
-        let verified = verify::verify_file(self.s.profile, &file, head.as_bytes());
+        let at = self.s.checkpoint.as_ref().map(|c| c.rows);
+        let verified = verify::verify_file(self.s.profile, &file, head.as_bytes(), at);
         let verify = t.elapsed();
         let sample_ts = first_ts(&file);
         let _ = std::fs::remove_file(&file);
@@ -297,6 +298,14 @@ impl Actions for Smoke {
 
     fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
         self.print_report(result.err());
+    }
+
+    /// The restored chain's checkpoint, when it verified: the next run
+    /// with `--dump` holds the chain to it.
+    fn record_note(&self) -> Option<String> {
+        let o = &self.after.as_ref()?.outcome;
+        let head = o.head.as_ref()?;
+        o.clean().then(|| Checkpoint::note(o.total, &head.value()))
     }
 }
 

@@ -40,8 +40,9 @@ pub fn verify_file(
     p: Profile,
     rows: &std::path::Path,
     head: &[u8],
+    checkpoint_at: Option<u64>,
 ) -> Result<(Outcome, Landmarks)> {
-    backup_verify::verify_file(form(p), rows, head)
+    backup_verify::verify_file(form(p), rows, head, checkpoint_at)
 }
 
 /// Parses both exports and verifies.
