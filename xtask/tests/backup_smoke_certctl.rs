@@ -339,3 +339,90 @@ fn a_manifest_with_only_profile_rows_and_head_is_accepted() {
     assert_eq!(r.code(), Some(0), "{}", r.text());
     assert_eq!(r.assertion("checkpoint-holds"), "pass", "{}", r.text());
 }
+
+/// The certctl schema in `db`, and rows written with ids `ids` in this
+/// order, one transaction (so one timestamp: the id decides the published order).
+fn certctl_rows(c: &Cluster, db: &str, ids: &[&str]) {
+    c.fill(db, Profile::Certctl, 0);
+    let values: Vec<String> = ids
+        .iter()
+        .map(|id| format!("('{id}', 'alice', 'user', 'cert.issue', 'certificate', 'c-{id}')"))
+        .collect();
+    c.psql(
+        db,
+        &[&format!(
+            "INSERT INTO audit_events (id, actor, actor_type, action, resource_type, resource_id) VALUES {}",
+            values.join(", ")
+        )],
+    );
+}
+
+#[test]
+fn the_order_warning_names_the_row_certctl_reports_under_the_sources_icu_collation() {
+    let c = Cluster::start();
+    let icu = one(
+        &c,
+        "postgres",
+        "SELECT count(*) FROM pg_collation WHERE collprovider = 'i' AND collname = 'en-US-x-icu'",
+    );
+    assert_eq!(
+        icu, "1",
+        "this PostgreSQL has no ICU en-US collation: it must be built with ICU"
+    );
+    c.psql(
+        "postgres",
+        &["CREATE DATABASE icu TEMPLATE template0 ENCODING 'UTF8' LOCALE_PROVIDER icu ICU_LOCALE 'en-US' LC_COLLATE 'C' LC_CTYPE 'C'"],
+    );
+    // Chained in byte order (B2, D4, a1, c3): sound, and in order for a C
+    // database; en-US puts a1 first, and certctl's verifier breaks there.
+    certctl_rows(&c, "icu", &["B2", "D4", "a1", "c3"]);
+    let certctl_first = one(
+        &c,
+        "icu",
+        "SELECT id FROM (SELECT id, prev_hash, lag(row_hash) OVER (ORDER BY \"timestamp\", id) AS b \
+         FROM audit_events) s WHERE prev_hash IS DISTINCT FROM b ORDER BY 1 LIMIT 1",
+    );
+    assert_eq!(certctl_first, "a1");
+    let dir = tempfile::tempdir().unwrap();
+    let dump = c.dump("icu", dir.path()).display().to_string();
+    let r = smoke(&[], &["--profile", "certctl", "--dump", &dump], &[]);
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    let w = r.report["warnings"].to_string();
+    assert!(
+        w.contains("first break at row a1, position 1 of 4") && w.contains("en-US"),
+        "{}",
+        r.text()
+    );
+    assert!(w.contains("false breaks"), "{}", r.text());
+}
+
+#[test]
+fn a_deleted_row_is_never_called_a_false_break() {
+    let c = Cluster::start();
+    c.create("cut");
+    certctl_rows(&c, "cut", &["a1", "b2", "c3", "d4", "e5"]);
+    c.psql(
+        "cut",
+        &[
+            "ALTER TABLE audit_events DISABLE TRIGGER USER",
+            "DELETE FROM audit_events WHERE id = 'c3'",
+        ],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let dump = c.dump("cut", dir.path()).display().to_string();
+    let r = smoke(&[], &["--profile", "certctl", "--dump", &dump], &[]);
+    assert_eq!(r.code(), Some(6), "{}", r.text());
+    assert_eq!(
+        r.report["after_rust"]["break"]["kind"],
+        "orphan",
+        "{}",
+        r.text()
+    );
+    let w = r.report["warnings"].to_string();
+    assert!(
+        w.contains("first break at row d4, position 3 of 4") && w.contains("is real"),
+        "{}",
+        r.text()
+    );
+    assert!(!w.contains("false"), "{}", r.text());
+}

@@ -57,6 +57,10 @@ pub struct Outcome {
     /// certctl: rows whose prev_hash is not the row before them in (timestamp, id) order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_order_breaks: Option<u64>,
+    /// certctl: the first of those, where certctl's own verifier (which walks
+    /// the published order) reports its break: 1-based position and id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_first_break: Option<(u64, String)>,
 }
 
 impl Outcome {

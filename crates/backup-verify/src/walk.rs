@@ -145,6 +145,7 @@ pub struct Walker {
     /// certctl: the row_hash of the row before this one in published order.
     before: Vec<u8>,
     published_breaks: u64,
+    published_first: Option<(u64, String)>,
     /// certctl: some row's hash is the head's.
     head_seen: bool,
     parked: HashMap<Vec<u8>, Vec<Parked>>,
@@ -182,6 +183,7 @@ impl Walker {
             prev_seq: None,
             before: Vec::new(),
             published_breaks: 0,
+            published_first: None,
             head_seen: false,
             parked: HashMap::new(),
             parked_rows: 0,
@@ -276,6 +278,9 @@ impl Walker {
     fn push_by_links(&mut self, r: &Link<'_>) {
         self.all.update(r.leaf);
         if r.prev() != self.before.as_slice() {
+            if self.published_breaks == 0 {
+                self.published_first = Some((self.total, text(&r.id)));
+            }
             self.published_breaks += 1;
         }
         self.before.clear();
@@ -388,6 +393,7 @@ impl Walker {
             brk: self.found,
             chain_digest: text(&hex(&digest.finalize())),
             published_order_breaks,
+            published_first_break: self.published_first,
         }
     }
 

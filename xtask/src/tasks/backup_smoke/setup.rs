@@ -116,6 +116,21 @@ impl Setup {
             .args(["--exit-on-error", "--no-owner", "--no-acl"])
             .arg(self.dump_file().display().to_string())
     }
+    /// The dump's database as SQL, its collation included (no data read).
+    pub fn source_ddl(&self) -> Command {
+        Command::new(&self.pg_restore, Effect::ReadOnly)
+            .args([
+                "--create",
+                "--schema-only",
+                "--section=pre-data",
+                "--file=-",
+            ])
+            .arg(self.dump_file().display().to_string())
+    }
+    /// certctl's published order in `db` under `collation` (see [`sql::certctl_order`]).
+    pub fn certctl_order(&self, db: &str, collation: &str) -> Command {
+        self.psql(db, Effect::ReadOnly, &[&sql::certctl_order(collation)])
+    }
     /// `default` or `certctl`, as `--profile` spells it.
     pub fn profile_name(&self) -> String {
         format!("{:?}", self.profile).to_lowercase()

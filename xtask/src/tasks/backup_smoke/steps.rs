@@ -177,6 +177,15 @@ fn restore_and_check(s: &Setup, plan: &mut Plan) {
         shown(&s.exports(&restored, "UTC")),
         bare(&triggers)
     );
+    // certctl: what its own verifier would report, in the source's collation.
+    let what = match (s.profile, &s.dump) {
+        (crate::flags::Profile::Certctl, Some(_)) => format!(
+            "{what} && {} && {}",
+            bare(&s.source_ddl()),
+            bare(&s.certctl_order(&restored, "<the source's collation>"))
+        ),
+        _ => what,
+    };
     act(plan, "assert-restored", what, Effect::ReadOnly);
     let what = format!(
         "assert: the same results under session TimeZone {OTHER_TZ}: {} && {}",
