@@ -206,6 +206,18 @@ impl Smoke {
         })
     }
 
+    fn write_workload(&mut self) -> Result<()> {
+        use anyhow::Context as _;
+        let path = self.s.dir.join("workload.sql");
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(f);
+        let (serial_rows, _) = super::workload::split(self.s.rows);
+        super::workload::write_serial(self.s.profile, serial_rows, &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     fn teardown(&mut self) {
         for p in self.cleanup.run() {
             self.report.warnings.push(format!("teardown: {p}"));
@@ -241,6 +253,7 @@ impl Actions for Smoke {
                 format!("preflight failed: {}", self.s.missing.join("; ")),
             )),
             "prepare" => self.prepare(),
+            "write-workload" => self.write_workload(),
             "clean-leftovers" => self.clean_leftovers(),
             "server" => self.server(),
             "known-answer" => self.known_answer(),
