@@ -41,7 +41,7 @@ fn brk(at: Option<String>, kind: &str, detail: String) -> Option<Break> {
 }
 
 /// A row as the negative controls name it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Mark {
     pub id: String,
     pub seq: Option<i64>,
@@ -51,13 +51,23 @@ pub struct Mark {
 
 impl Mark {
     fn of(l: &Link<'_>) -> Mark {
-        Mark {
-            id: text(&l.id),
-            seq: l.seq,
-            ts_micros: l.ts_micros,
-            row_hash: text(&l.row_hash),
-        }
+        let mut m = Mark::default();
+        m.fill(l);
+        m
     }
+    /// Overwrites this mark with `l`, reusing its buffers (once per row).
+    fn fill(&mut self, l: &Link<'_>) {
+        set_text(&mut self.id, &l.id);
+        set_text(&mut self.row_hash, &l.row_hash);
+        self.seq = l.seq;
+        self.ts_micros = l.ts_micros;
+    }
+}
+
+/// `text(b)` into `s`, reusing its allocation.
+fn set_text(s: &mut String, b: &[u8]) {
+    s.clear();
+    s.push_str(&String::from_utf8_lossy(b));
 }
 
 /// The few rows of the chain the negative controls need, in chain order:
@@ -90,10 +100,13 @@ impl Landmarks {
         if self.checkpoint_at == Some(self.n + 1) {
             self.at_checkpoint = Some(Mark::of(l));
         }
-        if self.last.len() == 3 {
-            self.last.remove(0);
-        }
-        self.last.push(Mark::of(l));
+        let mut m = if self.last.len() == 3 {
+            self.last.remove(0)
+        } else {
+            Mark::default()
+        };
+        m.fill(l);
+        self.last.push(m);
         self.n += 1;
     }
 }
@@ -233,10 +246,8 @@ impl Walker {
         };
         if seq == want && r.ok && r.prev_hash.as_deref() == Some(prev_want) {
             self.walked += 1;
-            self.last = Head {
-                seq: r.seq,
-                hash: text(&r.row_hash),
-            };
+            self.last.seq = r.seq;
+            set_text(&mut self.last.hash, &r.row_hash);
             return;
         }
         self.found = if seq != want {
@@ -329,7 +340,7 @@ impl Walker {
         self.walked += 1;
         self.digest.update(r.leaf);
         self.landmarks.add(r);
-        self.last.hash = text(&r.row_hash);
+        set_text(&mut self.last.hash, &r.row_hash);
     }
 
     /// Walks on through parked rows that follow the last walked one.
