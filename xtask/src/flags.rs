@@ -208,6 +208,11 @@ pub struct BackupSmoke {
     /// The canonical form of the chain.
     #[arg(long, value_enum, default_value_t = Profile::Default)]
     pub profile: Profile,
+    /// Prove the restored chain still holds this checkpoint (a JSON file with
+    /// profile, rows and head; a manifest will do). Default with --dump: the
+    /// environment's last recorded checkpoint.
+    #[arg(long, value_name = "FILE")]
+    pub checkpoint: Option<PathBuf>,
     /// Allow touching objects that this run did not create.
     #[arg(long)]
     pub destructive: bool,

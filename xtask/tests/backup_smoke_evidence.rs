@@ -92,3 +92,53 @@ fn a_bad_tag_is_refused_before_anything_runs() {
     assert_eq!(r.code(), Some(1), "{}", r.text());
     assert!(r.left_work_dir().is_empty());
 }
+
+#[test]
+fn the_environments_recorded_checkpoint_catches_a_later_dump_cut_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("deploy.toml");
+    std::fs::write(&config, CONFIG).unwrap();
+    let state = dir.path().join("state");
+    let (cfg, st) = (config.display().to_string(), state.display().to_string());
+    let global = ["--config", cfg.as_str(), "--state-dir", st.as_str()];
+    let log = Log::new(&state.join("staging"), "staging", None);
+
+    let c = Cluster::start();
+    c.chain("app", Profile::Default, 10);
+    let night1 = tempfile::tempdir().unwrap();
+    let dump = c.dump("app", night1.path()).display().to_string();
+    let r = smoke(
+        &global,
+        &["--dump", &dump, "--tag", "sha-0123456789ab"],
+        &[],
+    );
+    assert_eq!(r.code(), Some(0), "{}", r.text());
+    let reason = log.records().unwrap()[0].reason.clone();
+    assert!(reason.contains("; checkpoint rows=10 head=10:"), "{reason}");
+
+    // The two newest rows cut and the head moved back to match.
+    c.psql(
+        "app",
+        &[
+            "ALTER TABLE audit_events DISABLE TRIGGER USER",
+            "ALTER TABLE audit_chain_head DISABLE TRIGGER USER",
+            "DELETE FROM audit_events WHERE seq > 8",
+            "UPDATE audit_chain_head SET seq = 8, row_hash = (SELECT row_hash FROM audit_events WHERE seq = 8) WHERE id = 1",
+        ],
+    );
+    let night2 = tempfile::tempdir().unwrap();
+    let dump = c.dump("app", night2.path()).display().to_string();
+    let r = smoke(
+        &global,
+        &["--dump", &dump, "--tag", "sha-0123456789ab"],
+        &[],
+    );
+    assert_eq!(r.code(), Some(6), "{}", r.text());
+    assert_eq!(r.assertion("sql-verifier-clean"), "pass", "{}", r.text());
+    assert_eq!(r.assertion("checkpoint-holds"), "fail", "{}", r.text());
+    assert!(
+        r.text().contains("the staging audit record of"),
+        "{}",
+        r.text()
+    );
+}

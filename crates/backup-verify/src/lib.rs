@@ -22,11 +22,14 @@ mod walk;
 #[cfg(test)]
 mod tests;
 
-use anyhow::Result;
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result};
 
 pub use outcome::{Break, Head, Outcome};
 pub use row::{col, parse_and_check, parse_head, parse_rows, Link, Row, ZEROS};
-pub use walk::walk;
+pub use walk::{sort, walk, Landmarks, Mark, Walker};
 
 /// Which canonical form a chain was written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +51,92 @@ pub fn verify(form: Form, rows: &[Row<'_>], head: Option<&Head>) -> Outcome {
         })
         .collect();
     walk(form, &links, head)
+}
+
+/// How much of a row export is read at a time: memory stays at about this
+/// much (times two while a block is parsed), whatever the table's size.
+const BLOCK: usize = 8 << 20;
+
+/// Calls `each` with the export's rows, parsed and hashed, a block at a
+/// time, in the export's order. Parse errors name the export's line.
+fn for_each_block(form: Form, path: &Path, mut each: impl FnMut(&[Link<'_>])) -> Result<u64> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
+    let mut lines = 0u64;
+    let mut eof = false;
+    while !eof {
+        let mut got = buf.len();
+        buf.resize(got + BLOCK, 0);
+        // Fill the block (a read may return less than asked).
+        while got < buf.len() {
+            let n = f
+                .read(&mut buf[got..])
+                .with_context(|| format!("reading {}", path.display()))?;
+            if n == 0 {
+                eof = true;
+                break;
+            }
+            got += n;
+        }
+        buf.truncate(got);
+        let end = if eof {
+            buf.len()
+        } else {
+            match memchr::memrchr(b'\n', &buf) {
+                Some(i) => i + 1,
+                // One row longer than the block: read on.
+                None => continue,
+            }
+        };
+        let links = parse_and_check(form, &buf[..end])
+            .with_context(|| format!("in the rows after exported row {lines}"))?;
+        lines += links.len() as u64;
+        each(&links);
+        drop(links);
+        buf.drain(..end);
+    }
+    Ok(lines)
+}
+
+/// Counts the rows of an export (its lines), streamed.
+fn count_rows(path: &Path) -> Result<u64> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut buf = vec![0u8; 1 << 20];
+    let (mut n, mut last) = (0u64, b'\n');
+    loop {
+        let got = f
+            .read(&mut buf)
+            .with_context(|| format!("reading {}", path.display()))?;
+        if got == 0 {
+            break;
+        }
+        n += memchr::memchr_iter(b'\n', &buf[..got]).count() as u64;
+        last = buf[got - 1];
+    }
+    Ok(n + u64::from(last != b'\n'))
+}
+
+/// Verifies a row export on disk (rows in seq order for the default form,
+/// in (timestamp, id) order for certctl: see [`walk`]) against its head
+/// export, reading it a block at a time: memory does not grow with the
+/// table. Returns the outcome and the rows the negative controls need,
+/// with the row at chain position `checkpoint_at` (1-based) if asked.
+pub fn verify_file(
+    form: Form,
+    rows: &Path,
+    head: &[u8],
+    checkpoint_at: Option<u64>,
+) -> Result<(Outcome, Landmarks)> {
+    let head = parse_head(head)?;
+    let n = count_rows(rows)?;
+    let mut w = Walker::new(form, head, Landmarks::middle_for(n));
+    w.landmarks.checkpoint_at = checkpoint_at;
+    for_each_block(form, rows, |links| links.iter().for_each(|l| w.push(l)))?;
+    if w.needs_second_pass() {
+        for_each_block(form, rows, |links| links.iter().for_each(|l| w.second(l)))?;
+    }
+    let landmarks = std::mem::take(&mut w.landmarks);
+    Ok((w.finish(), landmarks))
 }
 
 /// Parses both exports and verifies.

@@ -49,15 +49,18 @@ pub struct Outcome {
     pub last: Head,
     #[serde(rename = "break")]
     pub brk: Option<Break>,
-    /// SHA-256 over the SHA-256 of `ns(id) ns(prev_hash) ns(row_hash)` of every row, in chain order.
+    /// SHA-256 over the SHA-256 of `ns(id) ns(prev_hash) ns(row_hash)` of every row, in chain order
+    /// (certctl: of the walked rows, then, if rows were left off the walk, the SHA-256 of every
+    /// row's leaf in published order).
     #[serde(skip_serializing_if = "String::is_empty")]
     pub chain_digest: String,
     /// certctl: rows whose prev_hash is not the row before them in (timestamp, id) order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published_order_breaks: Option<u64>,
-    /// Indices of the verified rows in chain order (walked rows first).
-    #[serde(skip)]
-    pub order: Vec<usize>,
+    /// certctl: the first of those, where certctl's own verifier (which walks
+    /// the published order) reports its break: 1-based position and id.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub published_first_break: Option<(u64, String)>,
 }
 
 impl Outcome {

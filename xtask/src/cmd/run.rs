@@ -157,6 +157,16 @@ pub fn run(c: &Command, verbose: bool) -> Result<String> {
     start(c, verbose)?.wait(verbose)
 }
 
+/// [`run`] with the command's stdout written to `path` instead of kept in
+/// memory (a large export, read back a block at a time).
+pub fn run_to_file(c: &Command, path: &std::path::Path, verbose: bool) -> Result<()> {
+    if verbose {
+        eprintln!("$ {} > {}", c.display(), path.display());
+    }
+    let e = c.expression().stdout_path(path).stderr_capture();
+    launch(c, e)?.wait(verbose).map(drop)
+}
+
 /// Runs `c` within its limit without judging its exit status (a look-up
 /// whose "no" is an answer, like `docker image inspect`).
 pub fn output(c: &Command) -> Result<Output> {

@@ -31,7 +31,7 @@ use crate::lock::LockGuard;
 mod phase;
 mod record;
 
-use crate::plan::{AppStep, OnFailure, Plan, Step};
+use crate::plan::{AppStep, OnFailure, Plan, RecordSpec, Step};
 use phase::{app_phase_of, phase_of, shown};
 use record::{append, bound, log_of};
 
@@ -46,6 +46,11 @@ pub trait Actions {
     fn cleanup(&mut self) {}
     /// The task's own report once the plan was applied (never in a dry run).
     fn report(&mut self, _result: std::result::Result<&Applied, &anyhow::Error>) {}
+    /// What the run found that its audit record should carry, appended to
+    /// the plan's reason (backup-smoke: the chain's checkpoint).
+    fn record_note(&self) -> Option<String> {
+        None
+    }
 }
 
 /// For plans without actions.
@@ -323,6 +328,14 @@ pub fn preview(plan: &Plan) -> Result<()> {
     Ok(())
 }
 
+fn noted(r: &RecordSpec, note: Option<String>) -> RecordSpec {
+    let mut r = r.clone();
+    if let Some(n) = note {
+        r.reason = format!("{}; {n}", r.reason);
+    }
+    r
+}
+
 /// How the steps ended, before the record is written.
 struct Ending {
     outcome: &'static str,
@@ -361,7 +374,12 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
 
     let head = match &plan.record {
         None => None,
-        Some(r) => match append(r, outcome, error.as_ref(), started) {
+        Some(r) => match append(
+            &noted(r, run.actions.record_note()),
+            outcome,
+            error.as_ref(),
+            started,
+        ) {
             Ok(head) => Some(head),
             Err(ae) => {
                 drop(run.lock.take());

@@ -65,7 +65,13 @@ impl Smoke {
         let restored = self.s.db("restored");
         let after = self.after.as_ref().context("no restored chain")?;
         let reference = self.reference()?.context("no manifest")?;
-        let controls = negative::controls(self.s.profile, &after.chain);
+        if !negative::enough(&after.landmarks) {
+            bail!(
+                "the restored chain walks only {} rows: too few for the negative controls",
+                after.landmarks.n
+            );
+        }
+        let controls = negative::controls(self.s.profile, &after.landmarks);
         let file_copy = self.server_version_num >= 150_000;
         let mut done = Vec::new();
         for (i, t) in controls.into_iter().enumerate() {
@@ -88,7 +94,7 @@ impl Smoke {
                     rust.chain_digest.clone(),
                 ),
             ] {
-                if want != got {
+                if !want.is_empty() && want != got {
                     diffs.push(if what == "rows" {
                         format!("{got} rows, manifest says {want}")
                     } else {

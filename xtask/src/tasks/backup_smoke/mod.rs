@@ -106,7 +106,8 @@ fn build(
     format: Format,
     evidence: Option<(Log, String)>,
 ) -> Result<(Plan, Smoke)> {
-    let s = setup(args, verbose, format, evidence)?;
+    let mut s = setup(args, verbose, format, evidence)?;
+    s.checkpoint = setup::checkpoint(args, s.evidence.as_ref().map(|(l, _)| l))?;
     // `--env` names the environment whose chain takes the evidence.
     let mut plan = Plan::new("backup-smoke", args.env.as_deref());
     plan.warnings
@@ -168,6 +169,13 @@ fn facts(s: &Setup, plan: &mut Plan) {
                     m.display().to_string()
                 });
             plan.fact("manifest beside the dump", m, "file check");
+            if s.dump_manifest.is_none() {
+                plan.fact(
+                    "manifest to write",
+                    format!("{}.manifest.json, if the chain verifies", d.display()),
+                    "--dump",
+                );
+            }
         }
         None => plan.fact("workload", format!("{} rows", s.rows), "--rows"),
     }
@@ -186,6 +194,15 @@ fn facts(s: &Setup, plan: &mut Plan) {
             );
         }
     }
+    let cp = s.checkpoint.as_ref().map_or_else(
+        || "none".to_string(),
+        |c| format!("{} rows, head {} (from {})", c.rows, c.head, c.source),
+    );
+    plan.fact(
+        "checkpoint to hold",
+        cp,
+        "--checkpoint, or the environment's last record",
+    );
     plan.fact("work directory", s.dir.display().to_string(), "temp dir");
     if !s.leftover_dirs.is_empty() {
         let list = s

@@ -24,13 +24,7 @@ pub struct Tamper {
 }
 
 /// The rows a tamper refers to, by chain position.
-#[derive(Debug, Clone)]
-pub struct ChainRow {
-    pub id: String,
-    pub seq: Option<i64>,
-    pub ts_micros: i64,
-    pub row_hash: String,
-}
+pub use super::verify::{Landmarks, Mark as ChainRow};
 
 /// How the report names a row: by seq where the profile has one.
 fn label(r: &ChainRow) -> String {
@@ -44,19 +38,26 @@ fn q(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 
-/// The controls for `profile` on a restored chain (`chain` in chain order,
-/// at least [`super::workload::MIN_ROWS`] rows).
-pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
-    let n = chain.len();
-    let mid = &chain[n / 2];
+/// Whether a restored chain's landmarks are enough for [`controls`].
+pub fn enough(lm: &Landmarks) -> bool {
+    lm.first.is_some() && lm.middle.len() >= 2 && lm.last.len() == 3 && lm.n >= 6
+}
+
+/// The controls for `profile` on a restored chain, given by the rows they
+/// need (see [`enough`]): the oldest, the middle (from position n/2 - 1),
+/// and the three newest.
+pub fn controls(profile: Profile, lm: &Landmarks) -> Vec<Tamper> {
+    let first = lm.first.as_ref().expect("checked by enough()");
+    let mid = &lm.middle[1];
     let id = |r: &ChainRow| q(&r.id);
     // Neighbours with different timestamps (swapping equal ones changes nothing in certctl).
-    let k = (n / 2 - 1..n - 1)
-        .chain(0..n / 2 - 1)
-        .find(|&k| chain[k].ts_micros != chain[k + 1].ts_micros)
-        .unwrap_or(n / 2 - 1);
-    let (a, b) = (&chain[k], &chain[k + 1]);
-    let kept = &chain[n - 3];
+    let k = (0..lm.middle.len() - 1)
+        .find(|&k| lm.middle[k].ts_micros != lm.middle[k + 1].ts_micros)
+        .unwrap_or(0);
+    let (a, b) = (&lm.middle[k], &lm.middle[k + 1]);
+    let kept = &lm.last[0];
+    let chain = &lm.last;
+    let n = chain.len();
     let t = |name, what: String, sql: Vec<String>| Tamper {
         name,
         what,
@@ -89,8 +90,8 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
         ),
         t(
             "delete-oldest-row",
-            format!("delete the oldest row, at {}", label(&chain[0])),
-            vec![format!("DELETE FROM audit_events WHERE id = {}", id(&chain[0]))],
+            format!("delete the oldest row, at {}", label(first)),
+            vec![format!("DELETE FROM audit_events WHERE id = {}", id(first))],
         ),
         t(
             "delete-newest-rows",
@@ -163,15 +164,24 @@ pub fn controls(profile: Profile, chain: &[ChainRow]) -> Vec<Tamper> {
 mod tests {
     use super::*;
 
-    fn chain(n: i64) -> Vec<ChainRow> {
-        (1..=n)
+    fn chain(n: i64) -> Landmarks {
+        let rows: Vec<ChainRow> = (1..=n)
             .map(|s| ChainRow {
                 id: s.to_string(),
                 seq: Some(s),
                 ts_micros: s / 2,
                 row_hash: format!("{s:064x}"),
             })
-            .collect()
+            .collect();
+        let at = Landmarks::middle_for(n as u64) as usize;
+        Landmarks {
+            n: n as u64,
+            first: rows.first().cloned(),
+            middle_at: at as u64,
+            middle: rows[at..].iter().take(64).cloned().collect(),
+            last: rows[rows.len() - 3..].to_vec(),
+            ..Landmarks::default()
+        }
     }
 
     #[test]

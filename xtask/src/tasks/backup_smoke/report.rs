@@ -10,20 +10,67 @@ use serde::{Deserialize, Serialize};
 use super::negative::Tamper;
 use super::verify::{Break, Outcome};
 
-/// The manifest written next to the dump, outside the database.
+/// The manifest written next to the dump, outside the database. Only the
+/// profile, the row count and the head are required (a checkpoint's
+/// fields); whatever else it holds is compared when present.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
+    #[serde(default)]
     pub format: String,
     pub profile: String,
     pub rows: u64,
     /// The head row as one string (`seq:hash` in the default profile).
     pub head: String,
+    #[serde(default)]
     pub last_row_hash: String,
     /// SHA-256 over `ns(id) ns(prev_hash) ns(row_hash)` of every row, in chain order.
+    #[serde(default)]
     pub chain_digest: String,
+    #[serde(default)]
     pub dump_file: String,
+    #[serde(default)]
     pub dump_sha256: String,
+    #[serde(default)]
     pub created: String,
+}
+
+/// What a later run needs to prove the chain was not cut back since: the
+/// profile, the chain's row count and its head then. A manifest is one too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub profile: String,
+    pub rows: u64,
+    /// The head row as one string (`seq:hash` in the default profile).
+    pub head: String,
+    /// Where it came from (a file, or the environment's record).
+    #[serde(skip_deserializing)]
+    pub source: String,
+}
+
+/// How a checkpoint is written into the reason of backup-smoke's audit record.
+const CHECKPOINT_WORD: &str = "checkpoint rows=";
+
+impl Checkpoint {
+    /// Its form in an audit record's reason.
+    pub fn note(rows: u64, head: &str) -> String {
+        format!("{CHECKPOINT_WORD}{rows} head={head}")
+    }
+
+    /// The checkpoint in a backup-smoke record's reason, if it has one.
+    pub fn from_reason(reason: &str, profile: &str) -> Option<Checkpoint> {
+        if !reason.starts_with(&format!("profile {profile},")) {
+            return None;
+        }
+        let rest = &reason[reason.find(CHECKPOINT_WORD)? + CHECKPOINT_WORD.len()..];
+        let (rows, rest) = rest.split_once(" head=")?;
+        let head = rest.split([' ', ';']).next()?;
+        Some(Checkpoint {
+            profile: profile.into(),
+            rows: rows.parse().ok()?,
+            head: head.into(),
+            source: String::new(),
+        })
+    }
 }
 
 pub const MANIFEST_FORMAT: &str = "xtask-backup-smoke-manifest/1";
@@ -131,6 +178,12 @@ pub struct Report {
     pub negative_controls: Vec<Control>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub manifest: Option<Manifest>,
+    /// `--dump FILE` without a manifest: where this run wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub manifest_written: Option<String>,
+    /// The checkpoint the restored chain was held to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<Checkpoint>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub before: Option<Outcome>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -262,6 +315,9 @@ impl Report {
                 .collect();
             let _ = writeln!(out, "timings: {}", t.join(", "));
         }
+        if let Some(m) = &self.manifest_written {
+            let _ = writeln!(out, "manifest written beside the dump: {m}");
+        }
         for w in &self.warnings {
             let _ = writeln!(out, "warning: {w}");
         }
@@ -301,6 +357,24 @@ pub fn verdict(o: &Outcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checkpoint_round_trips_through_a_record_reason() {
+        let reason = format!(
+            "profile certctl, dump /d/n.dump; {}",
+            Checkpoint::note(40, "ab12")
+        );
+        let c = Checkpoint::from_reason(&reason, "certctl").unwrap();
+        assert_eq!((c.rows, c.head.as_str()), (40, "ab12"));
+        assert_eq!(Checkpoint::from_reason(&reason, "default"), None);
+        assert_eq!(
+            Checkpoint::from_reason("profile certctl, dump x", "certctl"),
+            None
+        );
+        let m: Manifest =
+            serde_json::from_str(r#"{"profile":"certctl","rows":3,"head":"ab"}"#).unwrap();
+        assert_eq!((m.rows, m.chain_digest.as_str()), (3, ""));
+    }
 
     #[test]
     fn failures_make_the_report_fail_and_are_listed() {

@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
-use super::negative::ChainRow;
 use super::phases::not_verified;
-use super::report::{Manifest, Report};
+use super::report::{Checkpoint, Manifest, Report};
 use super::sql;
-use super::verify::{self, Outcome};
+use super::verify::{self, Landmarks, Outcome};
 use super::{copy, target, Setup};
 use crate::cmd;
 use crate::exec::{Actions, Applied};
@@ -27,10 +26,10 @@ pub(super) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// A Rust verification: the outcome, its rows in chain order, and its costs.
+/// A Rust verification: the outcome, the rows the negative controls need, and its costs.
 pub(super) struct RustRun {
     pub(super) outcome: Outcome,
-    pub(super) chain: Vec<ChainRow>,
+    pub(super) landmarks: Landmarks,
     pub(super) export: Duration,
     pub(super) verify: Duration,
     /// The first exported timestamp, to show which zone the export ran in.
@@ -179,44 +178,44 @@ impl Smoke {
         Ok((outcome, took))
     }
 
+    /// The Rust verifier: the rows are exported to a file in the work
+    /// directory and streamed from there, so memory does not grow with the table.
     pub(super) fn rust_verify(&self, db: &str, tz: &str) -> Result<RustRun> {
         let t = Instant::now();
-        let [rows, head] = self.s.exports(db, tz).map(|c| self.data(&c));
-        let (rows, head) = (rows?, head?);
+        let [rows, head] = self.s.exports(db, tz);
+        let file = self.s.dir.join(format!("{db}.rows.copy"));
+        if self.s.verbose {
+            eprintln!("$ {} > {}", rows.display(), file.display());
+        }
+        cmd::run_to_file(&rows, &file, false)?;
+        let head = self.data(&head)?;
         let export = t.elapsed();
         let t = Instant::now();
-        let links = verify::parse_and_check(self.s.profile, rows.as_bytes())?;
-        let head = verify::parse_head(head.as_bytes())?;
-        let outcome = verify::walk(self.s.profile, &links, head.as_ref());
+        let at = self.s.checkpoint.as_ref().map(|c| c.rows);
+        let verified = verify::verify_file(self.s.profile, &file, head.as_bytes(), at);
         let verify = t.elapsed();
-        let chain = outcome
-            .order
-            .iter()
-            .map(|&i| {
-                let l = &links[i];
-                ChainRow {
-                    id: String::from_utf8_lossy(&l.id).into_owned(),
-                    seq: l.seq,
-                    ts_micros: l.ts_micros,
-                    row_hash: String::from_utf8_lossy(&l.row_hash).into_owned(),
-                }
-            })
-            .collect();
-        let sample_ts = copy::lines(rows.as_bytes())
-            .next()
-            .and_then(|l| copy::fields::<{ verify::col::COUNT }>(l).ok())
-            .and_then(|f| {
-                f[verify::col::TS]
-                    .as_deref()
-                    .map(|b| String::from_utf8_lossy(b).into_owned())
-            });
+        let sample_ts = first_ts(&file);
+        let _ = std::fs::remove_file(&file);
+        let (outcome, landmarks) = verified?;
         Ok(RustRun {
             outcome,
-            chain,
+            landmarks,
             export,
             verify,
             sample_ts,
         })
+    }
+
+    fn write_workload(&mut self) -> Result<()> {
+        use anyhow::Context as _;
+        let path = self.s.dir.join("workload.sql");
+        let f =
+            std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+        let mut out = std::io::BufWriter::new(f);
+        let (serial_rows, _) = super::workload::split(self.s.rows);
+        super::workload::write_serial(self.s.profile, serial_rows, &mut out)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .with_context(|| format!("writing {}", path.display()))
     }
 
     fn teardown(&mut self) {
@@ -254,6 +253,7 @@ impl Actions for Smoke {
                 format!("preflight failed: {}", self.s.missing.join("; ")),
             )),
             "prepare" => self.prepare(),
+            "write-workload" => self.write_workload(),
             "clean-leftovers" => self.clean_leftovers(),
             "server" => self.server(),
             "known-answer" => self.known_answer(),
@@ -312,6 +312,30 @@ impl Actions for Smoke {
     fn report(&mut self, result: std::result::Result<&Applied, &anyhow::Error>) {
         self.print_report(result.err());
     }
+
+    /// The restored chain's checkpoint, when it verified: the next run
+    /// with `--dump` holds the chain to it.
+    fn record_note(&self) -> Option<String> {
+        let o = &self.after.as_ref()?.outcome;
+        let head = o.head.as_ref()?;
+        o.clean().then(|| Checkpoint::note(o.total, &head.value()))
+    }
+}
+
+/// The first exported timestamp, to show which zone the export ran in.
+fn first_ts(file: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    let mut head = Vec::new();
+    std::fs::File::open(file)
+        .ok()?
+        .take(64 << 10)
+        .read_to_end(&mut head)
+        .ok()?;
+    let line = copy::lines(&head).next()?;
+    let f = copy::fields::<{ verify::col::COUNT }>(line).ok()?;
+    f[verify::col::TS]
+        .as_deref()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
 }
 
 pub(super) fn short(h: &str) -> String {

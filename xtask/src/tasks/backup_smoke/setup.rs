@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use super::report::Checkpoint;
 use super::sql;
 use super::target::{self, Conn, Embedded};
 use super::workload;
@@ -23,6 +24,9 @@ pub struct Setup {
     pub dump: Option<PathBuf>,
     /// `FILE.manifest.json` beside that dump, if there is one.
     pub dump_manifest: Option<PathBuf>,
+    /// The checkpoint the restored chain must still hold (`--checkpoint`,
+    /// or with `--dump` the environment's last recorded one).
+    pub checkpoint: Option<Checkpoint>,
     pub embedded: Option<Embedded>,
     /// The embedded superuser's password (random per run).
     pub password: Option<String>,
@@ -111,6 +115,21 @@ impl Setup {
             .cmd(&self.pg_restore, db, Effect::Mutating)
             .args(["--exit-on-error", "--no-owner", "--no-acl"])
             .arg(self.dump_file().display().to_string())
+    }
+    /// The dump's database as SQL, its collation included (no data read).
+    pub fn source_ddl(&self) -> Command {
+        Command::new(&self.pg_restore, Effect::ReadOnly)
+            .args([
+                "--create",
+                "--schema-only",
+                "--section=pre-data",
+                "--file=-",
+            ])
+            .arg(self.dump_file().display().to_string())
+    }
+    /// certctl's published order in `db` under `collation` (see [`sql::certctl_order`]).
+    pub fn certctl_order(&self, db: &str, collation: &str) -> Command {
+        self.psql(db, Effect::ReadOnly, &[&sql::certctl_order(collation)])
     }
     /// `default` or `certctl`, as `--profile` spells it.
     pub fn profile_name(&self) -> String {
@@ -250,6 +269,7 @@ pub fn setup(
         rows: args.rows,
         dump,
         dump_manifest,
+        checkpoint: None,
         embedded,
         password,
         conn,
@@ -268,6 +288,47 @@ pub fn setup(
         missing: Vec::new(),
     }
     .with_preflight())
+}
+
+/// The checkpoint to hold the restored chain to: `--checkpoint FILE`, else
+/// (for `--dump`) the last one recorded in `log` for this profile. Reads only.
+pub fn checkpoint(args: &BackupSmoke, log: Option<&Log>) -> Result<Option<Checkpoint>> {
+    let profile = format!("{:?}", args.profile).to_lowercase();
+    if let Some(f) = &args.checkpoint {
+        let text = std::fs::read_to_string(f)
+            .with_context(|| format!("--checkpoint {}: cannot read it", f.display()))?;
+        let mut c: Checkpoint = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "--checkpoint {}: not a checkpoint (a JSON object with profile, rows and head)",
+                f.display()
+            )
+        })?;
+        if c.profile != profile {
+            bail!(
+                "--checkpoint {} is for profile {}, not {profile}: pass the matching --profile",
+                f.display(),
+                c.profile
+            );
+        }
+        c.source = f.display().to_string();
+        return Ok(Some(c));
+    }
+    let (Some(log), Some(_)) = (log, &args.dump) else {
+        return Ok(None);
+    };
+    // Only dumps of the real database: a generated workload is a new chain each run.
+    let records = log.records().context("reading the recorded checkpoints")?;
+    Ok(records
+        .iter()
+        .rev()
+        .filter(|r| r.action == "backup-smoke" && r.outcome == "success")
+        .filter(|r| r.reason.contains(", dump "))
+        .find_map(|r| {
+            Checkpoint::from_reason(&r.reason, &profile).map(|mut c| {
+                c.source = format!("the {} audit record of {}", log.env, r.ts);
+                c
+            })
+        }))
 }
 
 /// Missing programs, each with how to get it.

@@ -8,10 +8,14 @@ use super::copy::{self, Field};
 use super::verify::{self, Head, Outcome};
 use crate::flags::Profile;
 
+/// The rows in the order the Rust verifier streams them: seq, or certctl's
+/// published (timestamp, id) order in byte order, whatever the database's
+/// collation. The order only bounds the verifier's memory; it checks every
+/// link itself.
 pub fn export_rows(p: Profile) -> &'static str {
     match p {
-        Profile::Default => "COPY (SELECT seq, id, occurred_at, actor, actor_type, action, resource_type, resource_id, details, event_category, prev_hash, row_hash FROM public.audit_events) TO STDOUT",
-        Profile::Certctl => "COPY (SELECT NULL::bigint, id::text, \"timestamp\", actor, actor_type, action, resource_type, resource_id, details::text, event_category, prev_hash, row_hash FROM public.audit_events) TO STDOUT",
+        Profile::Default => "COPY (SELECT seq, id, occurred_at, actor, actor_type, action, resource_type, resource_id, details, event_category, prev_hash, row_hash FROM public.audit_events ORDER BY seq) TO STDOUT",
+        Profile::Certctl => "COPY (SELECT NULL::bigint, id::text, \"timestamp\", actor, actor_type, action, resource_type, resource_id, details::text, event_category, prev_hash, row_hash FROM public.audit_events ORDER BY \"timestamp\", id::text COLLATE \"C\") TO STDOUT",
     }
 }
 
@@ -113,7 +117,7 @@ pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
                 brk: brk(s(&f[6]), s(&f[7]), s(&f[8])),
                 chain_digest: String::new(),
                 published_order_breaks: None,
-                order: Vec::new(),
+                published_first_break: None,
             }
         }
         Profile::Certctl => {
@@ -129,8 +133,75 @@ pub fn parse_sql_outcome(p: Profile, out: &[u8]) -> Result<Outcome> {
                 brk: brk(s(&f[4]), s(&f[5]), s(&f[6])),
                 chain_digest: String::new(),
                 published_order_breaks: n(&f[7])?.map(|v| v as u64),
-                order: Vec::new(),
+                published_first_break: None,
             }
         }
     })
+}
+
+/// The collation certctl's `ORDER BY "timestamp", id` used in the source
+/// database, as `pg_restore --create --schema-only` prints that database:
+/// an explicit collation of `audit_events.id`, else the database's ICU
+/// locale (`icu:LOCALE`) or its LC_COLLATE (`libc:LOCALE`).
+pub fn source_collation(ddl: &str) -> Option<String> {
+    let quoted = |line: &str, key: &str| -> Option<String> {
+        let at = line.find(key)? + key.len();
+        let rest = line[at..].trim_start().strip_prefix('=')?.trim_start();
+        let rest = rest.strip_prefix('\'')?;
+        Some(rest[..rest.find('\'')?].to_string())
+    };
+    let mut in_events = false;
+    for line in ddl.lines() {
+        let t = line.trim();
+        if t.starts_with("CREATE TABLE") {
+            in_events = t.contains("audit_events (");
+        } else if in_events && t.starts_with("id ") {
+            if let Some(i) = t.find(" COLLATE ") {
+                let name = t[i + 9..].split([' ', ',']).next()?.to_string();
+                return Some(format!("column:{name}"));
+            }
+        }
+    }
+    let db = ddl.lines().find(|l| l.starts_with("CREATE DATABASE"))?;
+    if db.contains("LOCALE_PROVIDER = icu") {
+        return quoted(db, "ICU_LOCALE").map(|l| format!("icu:{l}"));
+    }
+    quoted(db, "LC_COLLATE")
+        .or_else(|| quoted(db, " LOCALE"))
+        .map(|l| format!("libc:{l}"))
+}
+
+/// The name of a collation on this server for a [`source_collation`]
+/// (`column:NAME` is already one): one row, or none.
+pub fn collation_lookup(source: &str) -> Option<String> {
+    let (kind, loc) = source.split_once(':')?;
+    let loc = loc.replace('\'', "''");
+    let cond = match kind {
+        "icu" => format!("c.collprovider = 'i' AND COALESCE(to_jsonb(c)->>'colliculocale', to_jsonb(c)->>'colllocale') = '{loc}'"),
+        "libc" => format!("c.collprovider = 'c' AND c.collcollate = '{loc}' AND c.collencoding IN (-1, 6)"),
+        _ => return None,
+    };
+    Some(format!(
+        "COPY (SELECT quote_ident(c.collname) FROM pg_collation c WHERE {cond} ORDER BY c.collname LIMIT 1) TO STDOUT"
+    ))
+}
+
+/// certctl's own verifier walks `ORDER BY "timestamp", id` under the
+/// database's collation; under `collation` (an SQL identifier): how many
+/// rows break that order, how many of those follow a row that is missing
+/// (real breaks), and the first break's position, id and whether it is real.
+pub fn certctl_order(collation: &str) -> String {
+    format!(
+        "COPY (WITH o AS ( \
+           SELECT e.id::text AS id, e.prev_hash, row_number() OVER w AS pos, \
+                  COALESCE(e.prev_hash, '') IS DISTINCT FROM COALESCE(lag(e.row_hash) OVER w, '') AS brk \
+             FROM public.audit_events e WINDOW w AS (ORDER BY e.\"timestamp\", e.id::text COLLATE {collation})), \
+         b AS (SELECT id, pos, e_missing FROM ( \
+           SELECT o.id, o.pos, o.prev_hash IS NOT NULL AND NOT EXISTS \
+                  (SELECT 1 FROM public.audit_events p WHERE p.row_hash = o.prev_hash) AS e_missing \
+             FROM o WHERE o.brk) x) \
+         SELECT (SELECT count(*) FROM b), (SELECT count(*) FROM b WHERE e_missing), \
+                f.pos, f.id, f.e_missing \
+           FROM (SELECT 1) one LEFT JOIN (SELECT * FROM b ORDER BY pos LIMIT 1) f ON true) TO STDOUT"
+    )
 }

@@ -100,13 +100,16 @@ fn make_and_dump(s: &Setup, plan: &mut Plan) {
         "load the schema, trigger and verifier",
         s.files(&src, &schema),
     );
-    let w = workload::build(s.profile, s.rows);
-    plan.step(Step::WriteFile {
-        path: s.dir.join("workload.sql"),
-        contents: w.serial.clone().into_bytes(),
-        what: format!("the serial workload ({} rows)", w.serial_rows),
-    });
-    for (i, script) in w.writers.iter().enumerate() {
+    let (serial_rows, concurrent_rows) = workload::split(s.rows);
+    let w_writers = workload::writers(s.profile, s.rows);
+    // Written by an action, a block at a time: at millions of rows the
+    // script would not fit in the plan's memory.
+    let what = format!(
+        "write the serial workload ({serial_rows} rows) to {}",
+        s.dir.join("workload.sql").display()
+    );
+    act(plan, "write-workload", what, Effect::Mutating);
+    for (i, script) in w_writers.iter().enumerate() {
         plan.step(Step::WriteFile {
             path: s.writer_sql(i),
             contents: script.clone().into_bytes(),
@@ -116,14 +119,14 @@ fn make_and_dump(s: &Setup, plan: &mut Plan) {
     let load = s.files_tz(&kat, KAT_TZ, &[s.kat_sql()]);
     let what = format!("known answer: the file's rows must give the head written in it, and the Rust verifier the same from the exported rows: {} && {}", bare(&load), shown(&s.exports(&kat, KAT_TZ)));
     act(plan, "known-answer", what, Effect::Mutating);
-    let why = format!("workload: {} rows in one session", w.serial_rows);
+    let why = format!("workload: {serial_rows} rows in one session");
     run(plan, &why, s.files(&src, &[s.dir.join("workload.sql")]));
-    let writers: Vec<String> = (0..w.writers.len())
+    let writers: Vec<String> = (0..w_writers.len())
         .map(|i| format!("{} &", bare(&s.files(&src, &[s.writer_sql(i)]))))
         .collect();
     let what = format!(
         "workload: {} rows from {} sessions at once: {}",
-        w.concurrent_rows,
+        concurrent_rows,
         writers.len(),
         writers.join(" ")
     );
@@ -177,6 +180,15 @@ fn restore_and_check(s: &Setup, plan: &mut Plan) {
         shown(&s.exports(&restored, "UTC")),
         bare(&triggers)
     );
+    // certctl: what its own verifier would report, in the source's collation.
+    let what = match (s.profile, &s.dump) {
+        (crate::flags::Profile::Certctl, Some(_)) => format!(
+            "{what} && {} && {}",
+            bare(&s.source_ddl()),
+            bare(&s.certctl_order(&restored, "<the source's collation>"))
+        ),
+        _ => what,
+    };
     act(plan, "assert-restored", what, Effect::ReadOnly);
     let what = format!(
         "assert: the same results under session TimeZone {OTHER_TZ}: {} && {}",

@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 pub use backup_verify::{
-    col, parse_head, parse_rows, Break, Form, Head, Link, Outcome, Row, ZEROS,
+    col, parse_head, parse_rows, Break, Form, Head, Landmarks, Link, Mark, Outcome, Row, ZEROS,
 };
 
 use crate::flags::Profile;
@@ -33,6 +33,16 @@ pub fn walk(p: Profile, links: &[Link<'_>], head: Option<&Head>) -> Outcome {
 /// Verifies parsed rows against the head row.
 pub fn verify(p: Profile, rows: &[Row<'_>], head: Option<&Head>) -> Outcome {
     backup_verify::verify(form(p), rows, head)
+}
+
+/// Verifies a row export on disk, streamed (see [`backup_verify::verify_file`]).
+pub fn verify_file(
+    p: Profile,
+    rows: &std::path::Path,
+    head: &[u8],
+    checkpoint_at: Option<u64>,
+) -> Result<(Outcome, Landmarks)> {
+    backup_verify::verify_file(form(p), rows, head, checkpoint_at)
 }
 
 /// Parses both exports and verifies.

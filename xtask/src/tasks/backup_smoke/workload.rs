@@ -233,9 +233,19 @@ pub struct Workload {
     pub concurrent_rows: u32,
 }
 
-pub fn build(profile: Profile, rows: u32) -> Workload {
+/// How many rows the serial session writes, and how many the concurrent writers.
+pub fn split(rows: u32) -> (u32, u32) {
     let concurrent = (rows / 3).min(WRITERS * 100);
-    let serial_rows = rows - concurrent;
+    (rows - concurrent, concurrent)
+}
+
+/// Writes the serial script of `serial_rows` rows to `out`, a COPY block at
+/// a time, so a run of millions of rows never holds the script in memory.
+pub fn write_serial(
+    profile: Profile,
+    serial_rows: u32,
+    out: &mut dyn std::io::Write,
+) -> std::io::Result<()> {
     let mut serial = String::from("SET standard_conforming_strings = on;\n");
     let inserted = serial_rows.min(INSERT_ROWS);
     let mut i = 0;
@@ -266,8 +276,16 @@ pub fn build(profile: Profile, rows: u32) -> Workload {
             copy_line(profile, &row(profile, k, true), &mut serial);
         }
         serial.push_str("\\.\n");
+        out.write_all(serial.as_bytes())?;
+        serial.clear();
         start = end;
     }
+    out.write_all(serial.as_bytes())
+}
+
+/// The concurrent writers' scripts (at most [`WRITERS`] * 100 rows in all).
+pub fn writers(profile: Profile, rows: u32) -> Vec<String> {
+    let (serial_rows, concurrent) = split(rows);
     let mut writers: Vec<String> = (0..WRITERS.min(concurrent.max(1)))
         .map(|_| String::from("SET standard_conforming_strings = on;\n"))
         .collect();
@@ -284,9 +302,17 @@ pub fn build(profile: Profile, rows: u32) -> Workload {
     } else {
         writers.clear();
     }
+    writers
+}
+
+/// The whole workload in memory (tests and small fixtures).
+pub fn build(profile: Profile, rows: u32) -> Workload {
+    let (serial_rows, concurrent) = split(rows);
+    let mut serial = Vec::new();
+    write_serial(profile, serial_rows, &mut serial).expect("writing to memory");
     Workload {
-        serial,
-        writers,
+        serial: String::from_utf8(serial).expect("the workload is UTF-8"),
+        writers: writers(profile, rows),
         serial_rows,
         concurrent_rows: concurrent,
     }
