@@ -21,8 +21,7 @@ use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
     blue_green, compose_checks, consistency, digests, gate, images_check, lock, pin, placement,
-    put_on, record,
-    switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
+    put_on, record, switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
 };
 use crate::validate;
 
