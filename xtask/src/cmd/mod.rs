@@ -31,7 +31,7 @@ pub use run::{
 };
 pub use signal::{
     check_interrupt, install_signal_handlers, interrupts, last_signal, signal_exit_code, since_now,
-    Guard, Interrupted, Shield,
+    Guard, Interrupted, Shield, Since,
 };
 
 /// An environment variable handed to a command; secret values are redacted when rendered.

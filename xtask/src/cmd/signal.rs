@@ -71,11 +71,43 @@ pub fn interrupts() -> usize {
     INTERRUPTS.load(Ordering::SeqCst)
 }
 
-/// The count new work measures interruptions from: now, or the floor a
-/// [`Shield`] set, whichever is higher. Work started at this count stops
-/// when another signal arrives.
+/// While a plan's steps run, the count they measure from (see [`Since`]);
+/// `usize::MAX` when unset.
+static BASE: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+/// The count new work measures interruptions from: now (or, while a plan's
+/// steps run, the count when they began), or the floor a [`Shield`] set,
+/// whichever is higher. Work started at this count stops when another
+/// signal arrives.
 pub fn since_now() -> usize {
-    interrupts().max(FLOOR.load(Ordering::SeqCst))
+    let base = match BASE.load(Ordering::SeqCst) {
+        usize::MAX => interrupts(),
+        b => b,
+    };
+    base.max(FLOOR.load(Ordering::SeqCst))
+}
+
+/// While alive, work measures interruptions from `base` rather than from
+/// when it starts: a signal that lands between two commands of one step
+/// (after the first ended, before the second began) still stops the
+/// second. Without it, such a signal was counted before the next piece of
+/// work took its count, and was lost.
+pub struct Since {
+    prev: usize,
+}
+
+impl Since {
+    pub fn new(base: usize) -> Since {
+        Since {
+            prev: BASE.swap(base, Ordering::SeqCst),
+        }
+    }
+}
+
+impl Drop for Since {
+    fn drop(&mut self) {
+        BASE.store(self.prev, Ordering::SeqCst);
+    }
 }
 
 /// While alive, the first signal after `base` does not stop work started

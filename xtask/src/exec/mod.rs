@@ -367,7 +367,12 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
         started: Vec::new(),
         pointed: Vec::new(),
     };
-    let ending = steps(plan, &mut run, since);
+    let ending = {
+        // Every piece of work in the steps (and their recovery) measures
+        // from here: a signal between two commands of a step is not lost.
+        let _since = cmd::Since::new(since);
+        steps(plan, &mut run, since)
+    };
     run.actions.cleanup();
     let Ending { outcome, error } = ending;
     crate::out::set("outcome", outcome);
