@@ -801,10 +801,24 @@ fn a_signal_while_the_new_set_is_gated_discards_it_and_a_killed_deploy_leaves_no
     assert_eq!(running(&s, "worker", &img.v2), 1, "{:?}", containers(&s));
     let ups = s.upstreams("staging", "api");
     assert_eq!(ups.len(), 1, "{ups:?}");
+    // The proxy names its upstream by address: the new set's api's.
+    let ip_of = |name: &str| {
+        let o = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+                name,
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
     assert!(
         of_new
             .iter()
-            .any(|l| ups[0].starts_with(l.split(' ').next().unwrap())),
+            .filter(|l| l.contains("-api-"))
+            .any(|l| ups[0] == format!("{}:8080", ip_of(l.split(' ').next().unwrap()))),
         "{ups:?} {of_new:?}"
     );
     assert_eq!(s.health("staging")["version"], img.v2.as_str());

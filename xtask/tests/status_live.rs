@@ -42,10 +42,8 @@ fn status_probes_health_names_the_standby_and_fails_on_an_unhealthy_version_or_a
         "{out}"
     );
     assert!(
-        out.contains(&format!(
-            "rollback target: {}: the blue standby, a switch",
-            img.v1
-        )),
+        out.contains(&format!("rollback target: {}@sha256:", img.v1))
+            && out.contains(": the blue standby, a switch"),
         "{out}"
     );
     assert_eq!(v["health"]["healthy"], true, "{v}");
