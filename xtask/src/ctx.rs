@@ -52,10 +52,32 @@ impl Ctx {
 
     /// Preflight for `tools`: a real run fails with exit 2; a dry run warns.
     pub fn preflight(&self, plan: &mut Plan, tools: &[Tool], daemon: bool) -> Result<ComposeCli> {
-        let (cli, warnings) = preflight::check(tools, daemon).enforce(self.global.dry_run)?;
+        self.enforce(plan, preflight::check(tools, daemon))
+    }
+
+    /// A preflight report, as the mode wants it: the real run refuses
+    /// (exit 2) on anything missing; a dry run shows it as warnings.
+    pub fn enforce(&self, plan: &mut Plan, report: preflight::Report) -> Result<ComposeCli> {
+        let (cli, warnings) = report.enforce(self.global.dry_run)?;
         plan.warnings
             .extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
         Ok(cli)
+    }
+
+    /// [`Ctx::finish`] for a task that applies its plan its own way (its
+    /// report is the whole output): a dry run renders and checks the plan
+    /// as `finish` does; the real run calls `apply`. The mode is still
+    /// decided here, not in the task.
+    pub fn finish_with(
+        &self,
+        plan: &Plan,
+        actions: &mut dyn Actions,
+        apply: impl FnOnce(&Plan, &mut dyn Actions) -> Result<()>,
+    ) -> Result<()> {
+        match self.global.dry_run {
+            true => self.finish(plan, actions),
+            false => apply(plan, actions),
+        }
     }
 
     /// Dry run: print the plan and stop. Otherwise apply it and print the

@@ -89,6 +89,37 @@ fn the_spawn_check_catches_a_stray_command() {
     );
 }
 
+/// Task files that test the mode (`.dry_run`): the mode is decided in
+/// `ctx` and the executor only. `tasks/scope.rs` builds contexts for its
+/// enumeration and may name the field.
+fn mode_tests(files: &[(String, String)]) -> Vec<String> {
+    files
+        .iter()
+        .filter(|(p, _)| p.starts_with("tasks/") && p != "tasks/scope.rs")
+        .flat_map(|(p, text)| {
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| l.contains(".dry_run"))
+                .map(move |(i, _)| format!("{p}:{}: tests the mode", i + 1))
+        })
+        .collect()
+}
+
+#[test]
+fn no_task_tests_the_mode() {
+    let found = mode_tests(&files());
+    assert!(
+        found.is_empty(),
+        "let `Ctx::finish` or `Ctx::finish_with` decide dry run or real run:\n{}",
+        found.join("\n")
+    );
+    let fake = vec![(
+        "tasks/x.rs".to_string(),
+        "if ctx.global.dry_run { return Ok(()) }".to_string(),
+    )];
+    assert_eq!(mode_tests(&fake), vec!["tasks/x.rs:1: tests the mode"]);
+}
+
 /// The module a file belongs to, as the layer table names it:
 /// `tasks/deploy.rs` and `tasks/backup_smoke/run.rs` are tasks of their own.
 fn module_of(path: &str) -> String {

@@ -6,7 +6,9 @@ use anyhow::{Context, Result};
 
 use crate::cmd::{stream, Command, Effect};
 use crate::ctx::Ctx;
+use crate::exec::NoActions;
 use crate::flags::Test;
+use crate::plan::{Plan, Step};
 use crate::repo::workspace_root;
 
 /// The whole suite's limit: well inside CI's 90 minutes, so a hung test
@@ -21,12 +23,11 @@ pub fn run(ctx: &Ctx, args: Test) -> Result<()> {
         .args(args.args.iter().cloned())
         .cwd(workspace_root())
         .timeout(SUITE_SECS);
-    if ctx.global.dry_run {
-        println!("then: {}", c.display_bare());
-        return Ok(());
-    }
-    match stream(&c, false)? {
+    let mut plan = Plan::new("test", None);
+    plan.step(Step::run("run every test in the workspace", c.clone()));
+    // The suite streams its output: it runs here, not through the executor.
+    ctx.finish_with(&plan, &mut NoActions, |_, _| match stream(&c, false)? {
         Some(0) => Ok(()),
         code => anyhow::bail!("cargo test failed (exit {code:?})"),
-    }
+    })
 }

@@ -66,18 +66,20 @@ pub fn run(ctx: &Ctx) -> Result<()> {
     let root = workspace_root();
     let found = look(&root)?;
     let (mut plan, problems) = plan(&root, &found);
-    let (_, warnings) = Report {
-        problems,
-        compose: ComposeCli::V2Plugin,
-    }
-    .enforce(ctx.global.dry_run)?;
-    plan.warnings
-        .extend(warnings.into_iter().map(|w| format!("preflight: {w}")));
-    if ctx.global.dry_run {
-        return ctx.finish(&plan, &mut NoActions);
-    }
+    ctx.enforce(
+        &mut plan,
+        Report {
+            problems,
+            compose: ComposeCli::V2Plugin,
+        },
+    )?;
+    ctx.finish_with(&plan, &mut NoActions, |plan, _| checks(ctx, plan))
+}
+
+/// Runs every check of the plan and reports each (the real run).
+fn checks(ctx: &Ctx, plan: &Plan) -> Result<()> {
     // Verbose: a failing check must show every finding, not only its last line.
-    let results = check_all(&plan, &mut |c| exec(c, true));
+    let results = check_all(plan, &mut |c| exec(c, true));
     match ctx.global.format {
         Format::Text => {
             for c in &results {

@@ -41,10 +41,9 @@ pub(super) fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     let mut runner = Runner::new(&policy, None, specs, ctx.global.verbose, ctx.global.format);
     // The executor's outcome line would be a second document after the
     // report; with no audit record it says nothing the report does not.
-    if ctx.global.dry_run {
-        return ctx.finish(&plan, &mut runner);
-    }
-    crate::exec::apply(&plan, ctx.global.verbose, &mut runner).map(drop)
+    ctx.finish_with(&plan, &mut runner, |plan, runner| {
+        crate::exec::apply(plan, ctx.global.verbose, runner).map(drop)
+    })
 }
 
 /// One stack per file, named as the user wrote it.
