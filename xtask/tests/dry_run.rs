@@ -246,30 +246,10 @@ fn snapshot(name: &str, actual: &str) {
 
 /// Appends records to a sandbox's log through the library (test setup, not a dry run).
 fn seed(sb: &Sandbox, env: &str, tags: &[&str]) {
-    let log = xtask::audit::Log::new(&sb.state().join(env), env, None);
-    let mut from = None;
-    for t in tags {
-        let to = xtask::audit::ImageRef {
-            tag: t.to_string(),
-            digest: None,
-        };
-        log.append(
-            xtask::audit::Entry {
-                action: "deploy".into(),
-                outcome: "success".into(),
-                from: from.clone(),
-                to: Some(to.clone()),
-                git_sha: None,
-                reason: "seed".into(),
-                error: None,
-                set: None,
-                duration_ms: 1,
-            },
-            false,
-        )
-        .unwrap();
-        from = Some(to);
-    }
+    seed_deploys(
+        &xtask::audit::Log::new(&sb.state().join(env), env, None),
+        tags,
+    );
 }
 
 #[test]

@@ -240,25 +240,7 @@ fn every_refusal_is_the_same_in_the_dry_run_and_the_real_run() {
                 held = Some(f);
             }
             Setup::ProdHistory => {
-                let log = stack.log("prod");
-                log.append(
-                    xtask::audit::Entry {
-                        action: "deploy".into(),
-                        outcome: "success".into(),
-                        from: None,
-                        to: Some(xtask::audit::ImageRef {
-                            tag: imgs.v1.clone(),
-                            digest: None,
-                        }),
-                        git_sha: None,
-                        reason: "seed".into(),
-                        error: None,
-                        set: None,
-                        duration_ms: 1,
-                    },
-                    false,
-                )
-                .unwrap();
+                seed_deploys(&stack.log("prod"), &[&imgs.v1]);
             }
             Setup::LooseLog => {
                 let dir = stack.state.join("staging");

@@ -80,11 +80,21 @@ static BASE: AtomicUsize = AtomicUsize::new(usize::MAX);
 /// whichever is higher. Work started at this count stops when another
 /// signal arrives.
 pub fn since_now() -> usize {
-    let base = match BASE.load(Ordering::SeqCst) {
-        usize::MAX => interrupts(),
+    measured_from(
+        BASE.load(Ordering::SeqCst),
+        interrupts(),
+        FLOOR.load(Ordering::SeqCst),
+    )
+}
+
+/// [`since_now`] from its three counts: the steps' base (`usize::MAX`:
+/// none), the signals so far, and a [`Shield`]'s floor.
+fn measured_from(base: usize, now: usize, floor: usize) -> usize {
+    match base {
+        usize::MAX => now,
         b => b,
-    };
-    base.max(FLOOR.load(Ordering::SeqCst))
+    }
+    .max(floor)
 }
 
 /// While alive, work measures interruptions from `base` rather than from
@@ -173,4 +183,21 @@ pub fn check_interrupt(since: usize) -> Result<()> {
         .into());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::measured_from;
+
+    #[test]
+    fn work_inside_the_steps_sees_a_signal_that_came_before_it_started() {
+        // Outside a plan's steps, new work measures from now.
+        assert_eq!(measured_from(usize::MAX, 1, 0), 1);
+        // Inside, from the steps' start: a signal already counted (1 > 0)
+        // still stops the next command or gate.
+        assert_eq!(measured_from(0, 1, 0), 0);
+        // A recovery's shield absorbs the first signal, not a second.
+        assert_eq!(measured_from(0, 1, 1), 1);
+        assert_eq!(measured_from(0, 2, 1), 1);
+    }
 }

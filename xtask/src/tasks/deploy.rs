@@ -94,21 +94,12 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let mut plan = Plan::new(task, Some(&req.env));
     let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
     // The engine look-ups that need no history (the compose render, the
-    // registry, the swarm's nodes) run while the chain is verified.
+    // swarm's nodes) run while the chain is verified.
     let checks = {
         let (t, e) = (target.clone(), env.clone());
         std::thread::spawn(move || {
-            let images = std::thread::spawn({
-                let t = t.clone();
-                move || images_check(&t, false)
-            });
             let mut steps = compose_checks(&t, &e).0;
             steps.extend(placement(&t));
-            steps.extend(
-                images
-                    .join()
-                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
-            );
             steps
         })
     };
@@ -186,6 +177,15 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         .unwrap_or_else(|p| std::panic::resume_unwind(p));
     for gaps in checks {
         plan.step(gaps);
+    }
+    // A digest for every repository means the registry has the images. Only
+    // when the look-up failed is each image asked after again, for the
+    // refusal's words (a tag it lacks, a registry it cannot reach): one
+    // registry round trip per deploy, not two.
+    if looked_up.is_err() {
+        if let Some(missing) = images_check(&target, false) {
+            plan.step(missing);
+        }
     }
     if let Some(refusal) = consistency(&req.env, env) {
         plan.step(refusal);

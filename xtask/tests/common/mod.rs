@@ -554,3 +554,31 @@ pub fn bind_mounts(project: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Appends a successful deploy of each tag in turn to `log` through the
+/// library (test setup: history without running anything).
+pub fn seed_deploys(log: &Log, tags: &[&str]) {
+    let mut from = None;
+    for t in tags {
+        let to = xtask::audit::ImageRef {
+            tag: t.to_string(),
+            digest: None,
+        };
+        log.append(
+            xtask::audit::Entry {
+                action: "deploy".into(),
+                outcome: "success".into(),
+                from: from.clone(),
+                to: Some(to.clone()),
+                git_sha: None,
+                reason: "seed".into(),
+                error: None,
+                set: None,
+                duration_ms: 1,
+            },
+            false,
+        )
+        .unwrap();
+        from = Some(to);
+    }
+}
