@@ -9,20 +9,27 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cmd::Secretable;
 use crate::secret;
 use crate::validate;
 
-/// The whole deployment config.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+/// The whole deployment config: `deployments/deploy.toml`. Unknown keys are
+/// refused, at every level. Relative paths resolve against the file's own
+/// directory. docs/config.md and docs/deploy.schema.json are generated from
+/// these types (see xtask/tests/config_reference.rs): a doc comment here is
+/// the key's description there.
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Images the `build` task produces, one entry per matrix job.
+    /// Images the `build` task produces (`[[image]]`, one table per image),
+    /// one CI matrix job each. A config that only deploys can have none.
     #[serde(default, rename = "image")]
     pub images: Vec<Image>,
-    /// Environments by name.
+    /// Environments by name (`[env.NAME]`; at least one). NAME is what the
+    /// tasks take (`deploy-staging`, `rollback NAME`, `status NAME`).
     #[serde(rename = "env")]
     pub envs: BTreeMap<String, Env>,
     /// Directory the file was read from; relative paths resolve against it.
@@ -31,76 +38,105 @@ pub struct Config {
 }
 
 /// One image of the build matrix.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Image {
+    /// The image's name in the build matrix and in `build --image NAME`;
+    /// unique among the `[[image]]` tables.
     pub name: String,
-    /// Repository without tag, e.g. `127.0.0.1:5000/fetchml/testbed`.
+    /// Repository without tag, e.g. `127.0.0.1:5000/fetchml/testbed`; the
+    /// build tags it with `--tag`.
     pub repository: String,
+    /// The Dockerfile, relative to this config file.
     pub dockerfile: PathBuf,
-    /// Build context; defaults to the Dockerfile's directory.
+    /// Build context, relative to this config file; absent, the
+    /// Dockerfile's directory.
     pub context: Option<PathBuf>,
     /// A workspace package built as a static binary and placed at the context root first.
     pub cargo_package: Option<String>,
-    /// Extra `--build-arg`s (non-secret).
+    /// Extra `--build-arg`s. Shown in plans and kept in the image, so a
+    /// value that looks secret is refused.
     #[serde(default)]
+    #[schemars(example = serde_json::json!({ "GIT_SHA": "0123456789ab" }))]
     pub build_args: BTreeMap<String, String>,
 }
 
 /// How an environment's stack is run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
+    /// Docker Compose v2 (`docker compose -p PROJECT`).
     #[default]
     Compose,
+    /// A Docker Swarm stack (`docker stack deploy`), see docs/swarm.md.
     Swarm,
 }
 
 /// One environment.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Env {
+    /// What runs the stack: `compose` or `swarm`.
     #[serde(default)]
     pub engine: EngineKind,
-    /// Compose project (or swarm stack) name.
+    /// Compose project (or swarm stack) name: lowercase letters, digits,
+    /// `-` and `_`. Two environments on one engine need different names.
     pub project: String,
+    /// The compose files (`-f`, in order), relative to this config file;
+    /// on swarm, the stack files.
     pub compose_files: Vec<PathBuf>,
-    /// The environment variable that carries the image tag into compose.
+    /// The environment variable that carries the image tag into compose:
+    /// the compose files name the app images as `repo:${TAG_VAR}`.
     #[serde(default = "default_tag_var")]
     pub tag_var: String,
-    /// The only services deploy and rollback may recreate.
+    /// The only services deploy and rollback may recreate; each needs an
+    /// entry in `images`.
     pub app_services: Vec<String>,
-    /// Queue, storage, database: never recreated, never `down`, never lose a volume.
+    /// Queue, storage, database: never recreated, never `down`, never lose
+    /// a volume. A deploy starts one only where it is absent.
     #[serde(default)]
     pub stateful_services: Vec<String>,
     /// Compose services that are neither app nor stateful services and
     /// that a deploy deliberately never starts (one-off jobs, tools). Every
     /// other compose service must be in one of the two lists.
     #[serde(default)]
+    #[schemars(example = ["migrate", "psql"])]
     pub ignored_services: Vec<String>,
-    /// Image repository per app service.
+    /// Image repository (without tag) per app service, one entry for each
+    /// of `app_services` and no other.
     pub images: BTreeMap<String, String>,
-    /// Every URL must answer the service contract before a deploy counts.
+    /// The health gate's URLs (http or https, no credentials): every one
+    /// must answer the service contract with the new version before a
+    /// deploy counts. With a proxy, the URLs through it.
     pub health_urls: Vec<String>,
-    /// The `compliance_mode` /health must report.
+    /// The `compliance_mode` that /health must report: `dev`, `standard`
+    /// or `hipaa`.
     pub compliance_mode: String,
+    /// How long a deploy's health gate waits for every URL to pass, in
+    /// seconds (at least 1); past it the deploy fails and is rolled back.
     #[serde(default = "default_timeout")]
     pub health_timeout_secs: u64,
+    /// The same limit for a rollback's health gate, in seconds (at least 1).
     #[serde(default = "default_timeout")]
     pub rollback_timeout_secs: u64,
-    /// Root of this environment's state; the environment's own directory is `<state_dir>/<env>`.
+    /// Root of the tool's state (audit log, lock), relative to this config
+    /// file; the environment's own directory is `<state_dir>/<env>`.
+    /// `--state-dir` overrides it.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
-    /// A second copy of the audit log, on another disk or mount.
+    /// A second copy of the audit log, on another disk or mount; appended
+    /// with the log, and compared by `audit verify`.
     pub audit_sink: Option<PathBuf>,
     /// Variables passed to compose (ports, mode). A value that looks
     /// secret is refused; a whole value `${NAME}` is read from the tool's
-    /// environment at run time, as a secret ([`Env::var_values`]).
+    /// environment at run time, as a secret (redacted wherever shown).
     #[serde(default)]
     pub vars: BTreeMap<String, String>,
-    /// Promotion gate: a tag must have a successful deploy in this environment first.
+    /// Promotion gate: a tag must have a successful deploy in the named
+    /// environment first.
     pub promote_from: Option<String>,
-    /// Promotion gate: passing records required for the tag (security-modes-test, backup-smoke).
+    /// Promotion gate: passing records required for the tag, from
+    /// `security-modes-test` and `backup-smoke`.
     #[serde(default)]
     pub require_evidence: Vec<String>,
     /// Time limits of the engine commands; past one, the command's whole
@@ -111,11 +147,19 @@ pub struct Env {
     /// containers start beside the serving ones and the proxy switches.
     /// Without it, a deploy recreates the app services in place.
     pub proxy: Option<Proxy>,
+    /// The checklist printed after a rollback that ran (succeeded or
+    /// failed; a refused one changed nothing and gets none), and shown by
+    /// its dry run and in its JSON output. `{env}` in an item becomes the
+    /// environment's name. Name what a rollback does not put back in your
+    /// stack (queues, caches, schema) and whom to tell. Absent, a generic
+    /// checklist; `[]`, none.
+    #[serde(default = "default_post_rollback")]
+    pub post_rollback: Vec<String>,
 }
 
 /// The reverse proxy (HAProxy) in front of an environment's HTTP app
 /// services, and how a deploy uses it. See docs/architecture.md, "Blue/green".
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Proxy {
     /// The compose service running the proxy. Started where absent, like a
@@ -134,10 +178,12 @@ pub struct Proxy {
     /// where each answers the health path; the gate asks them directly.
     #[serde(default)]
     pub probe_ports: BTreeMap<String, u16>,
+    /// The path the gate asks each new container at its own address, before
+    /// any traffic reaches it.
     #[serde(default = "default_health_path")]
     pub health_path: String,
     /// After a switch, how long the old containers may finish in-flight
-    /// requests before they are stopped or kept warm.
+    /// requests before they are stopped or kept warm, in seconds.
     #[serde(default = "default_drain")]
     pub drain_secs: u64,
     /// What happens to the previous set's HTTP containers after the drain:
@@ -149,14 +195,17 @@ pub struct Proxy {
     /// exactly these, never a count taken from what runs: after an
     /// interrupted deploy what runs can be several sets.
     #[serde(default)]
+    #[schemars(example = serde_json::json!({ "api": 2 }))]
     pub replicas: BTreeMap<String, u32>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeepPrevious {
+    /// Kept running without traffic: a rollback is a proxy switch.
     #[default]
     Warm,
+    /// Stopped: a rollback starts them first.
     Stopped,
 }
 
@@ -250,7 +299,7 @@ fn default_drain() -> u64 {
 /// Per step-kind time limits of engine commands, in seconds. The defaults
 /// fit the real stack on a slow registry; `[env.NAME.timeouts]` overrides
 /// them, and dry-run shows each command's limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct Limits {
     /// `pull` of the app images (and a rollback's image pull).
@@ -282,6 +331,20 @@ fn default_timeout() -> u64 {
 }
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".state")
+}
+fn default_post_rollback() -> Vec<String> {
+    vec![
+        "confirm the audit chain: cargo xtask audit verify {env}".into(),
+        "find the root cause of the failed version before deploying it again".into(),
+    ]
+}
+
+/// The JSON Schema of deploy.toml, derived from [`Config`]: shipped as
+/// docs/deploy.schema.json, rendered as docs/config.md.
+pub fn schema() -> serde_json::Value {
+    let mut s = schemars::schema_for!(Config).to_value();
+    s["title"] = "deploy.toml".into();
+    s
 }
 
 const MODES: [&str; 3] = ["dev", "standard", "hipaa"];
@@ -427,6 +490,14 @@ impl Env {
         if let Some(p) = &self.proxy {
             p.validate(self)?;
         }
+        for item in &self.post_rollback {
+            if item.trim().is_empty() || item.contains(char::is_control) {
+                bail!("post_rollback: every item is one line of text, not empty");
+            }
+            if let Some(why) = secret::secret_value(item) {
+                bail!("a post_rollback item holds {why}: the checklist is printed and shown in plans");
+            }
+        }
         for e in &self.require_evidence {
             if !EVIDENCE.contains(&e.as_str()) {
                 bail!(
@@ -445,6 +516,14 @@ impl Env {
     /// refuses exactly what the real run would.
     pub fn var_values(&self) -> Result<BTreeMap<String, Secretable>> {
         var_values(&self.vars)
+    }
+
+    /// The post-rollback checklist of the environment called `name`.
+    pub fn post_rollback(&self, name: &str) -> Vec<String> {
+        self.post_rollback
+            .iter()
+            .map(|s| s.replace("{env}", name))
+            .collect()
     }
 
     /// The directory holding this environment's audit log and lock.
@@ -601,6 +680,35 @@ require_evidence = ["security-modes-test"]
             cfg.env("prod").unwrap().promote_from.as_deref(),
             Some("staging")
         );
+    }
+
+    #[test]
+    fn post_rollback_is_the_config_s_with_env_named_else_a_generic_default() {
+        let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
+        assert_eq!(
+            cfg.env("prod").unwrap().post_rollback("prod"),
+            [
+                "confirm the audit chain: cargo xtask audit verify prod",
+                "find the root cause of the failed version before deploying it again"
+            ]
+        );
+        let own = GOOD.replacen(
+            "compliance_mode = \"standard\"",
+            "compliance_mode = \"standard\"\npost_rollback = [\"drain the {env} queue\", \"tell #ops\"]",
+            1,
+        );
+        let cfg = Config::parse(&own, "deploy.toml").unwrap();
+        assert_eq!(
+            cfg.env("staging").unwrap().post_rollback("staging"),
+            ["drain the staging queue", "tell #ops"]
+        );
+        let none = own.replace("[\"drain the {env} queue\", \"tell #ops\"]", "[]");
+        let cfg = Config::parse(&none, "deploy.toml").unwrap();
+        assert!(cfg.env("staging").unwrap().post_rollback("staging").is_empty());
+        for bad in ["\"\"", "\"two\\nlines\"", "\"see https://u:hunter2-zq@h/x\""] {
+            let e = err(&own.replace("\"tell #ops\"", bad));
+            assert!(e.contains("post_rollback") && !e.contains("hunter2-zq"), "{bad}: {e}");
+        }
     }
 
     #[test]

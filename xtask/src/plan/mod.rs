@@ -271,6 +271,10 @@ pub struct Plan {
     /// Warnings found while planning (missing tools in dry-run).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the operator is told to check once the task ran, on success
+    /// and failure alike (a rollback's `post_rollback`); not after a refusal.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checklist: Vec<String>,
 }
 
 impl Plan {
@@ -283,6 +287,7 @@ impl Plan {
             on_failure: OnFailure::Nothing,
             record: None,
             warnings: Vec::new(),
+            checklist: Vec::new(),
         }
     }
     pub fn fact(&mut self, what: &str, value: impl Into<String>, source: &str) {

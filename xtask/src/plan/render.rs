@@ -371,6 +371,12 @@ impl Plan {
                 r.log.display()
             );
         }
+        if !self.checklist.is_empty() {
+            let _ = writeln!(out, "then, unless refused, print this checklist:");
+            for (i, c) in self.checklist.iter().enumerate() {
+                let _ = writeln!(out, "  {}. {c}", i + 1);
+            }
+        }
         out.push_str("dry run: nothing was changed\n");
         // Facts and reasons are free text: none of the run's secrets stays in it.
         let out = crate::cmd::redact::redact(&out);

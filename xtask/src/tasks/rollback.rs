@@ -34,14 +34,12 @@ pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     let mut plan = Plan::new("rollback", Some(&args.env));
     let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
     let plan = build(ctx, &cfg, &args, cli, plan)?;
-    ctx.finish(&plan, &mut Checklist { env: &args.env })
+    ctx.finish(&plan, &mut Checklist(&plan.checklist))
 }
 
-/// The runbook's checks after a rollback that ran, on success and failure
-/// alike; a refused one changed nothing and gets none.
-struct Checklist<'a> {
-    env: &'a str,
-}
+/// The environment's `post_rollback` checks, after a rollback that ran, on
+/// success and failure alike; a refused one changed nothing and gets none.
+struct Checklist<'a>(&'a [String]);
 
 impl Actions for Checklist<'_> {
     fn run(&mut self, id: &str) -> Result<()> {
@@ -51,14 +49,14 @@ impl Actions for Checklist<'_> {
         if result.is_err_and(|e| crate::exit::code_of(e) == Code::Refused) {
             return;
         }
-        let env = self.env;
-        eprintln!("after a rollback (runbook):");
-        eprintln!(
-            "  1. check the queue for stuck or failed jobs: rollback does not restore queue state"
-        );
-        eprintln!("  2. confirm the chain: cargo xtask audit verify {env}");
-        eprintln!("  3. notify the team, with the reason recorded above");
-        eprintln!("  4. find the root cause of the failed version before deploying it again");
+        crate::out::merge(serde_json::json!({ "checklist": self.0 }));
+        if self.0.is_empty() {
+            return;
+        }
+        eprintln!("after a rollback (post_rollback in the config):");
+        for (i, c) in self.0.iter().enumerate() {
+            eprintln!("  {}. {c}", i + 1);
+        }
     }
 }
 
@@ -199,6 +197,7 @@ pub fn build(
     );
     rec.sets_of = target.blue_green().then(|| target.clone());
     plan.record = Some(rec);
+    plan.checklist = env.post_rollback(&args.env);
     Ok(plan)
 }
 
