@@ -16,11 +16,14 @@ use crate::cmd::Secretable;
 use crate::secret;
 use crate::validate;
 
-/// The whole deployment config: `deployments/deploy.toml`. Unknown keys are
-/// refused, at every level. Relative paths resolve against the file's own
-/// directory. docs/config.md and docs/deploy.schema.json are generated from
-/// these types (see xtask/tests/config_reference.rs): a doc comment here is
-/// the key's description there.
+// docs/config.md and docs/deploy.schema.json are generated from these types
+// (xtask/tests/config_reference.rs): a field's doc comment is the key's
+// description there, so say what it means, its unit and what absent means.
+
+/// The whole deployment config, `deployments/deploy.toml`: the images to
+/// build and the environments to deploy. Unknown keys are refused, at every
+/// level, and so is a value that looks secret. Relative paths resolve
+/// against the file's own directory.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -72,7 +75,8 @@ pub enum EngineKind {
     Swarm,
 }
 
-/// One environment.
+/// One environment: a stack on one engine, the services a deploy may
+/// touch, its health gate, its promotion gate and its proxy.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Env {
@@ -115,9 +119,11 @@ pub struct Env {
     /// How long a deploy's health gate waits for every URL to pass, in
     /// seconds (at least 1); past it the deploy fails and is rolled back.
     #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1))]
     pub health_timeout_secs: u64,
     /// The same limit for a rollback's health gate, in seconds (at least 1).
     #[serde(default = "default_timeout")]
+    #[schemars(range(min = 1))]
     pub rollback_timeout_secs: u64,
     /// Root of the tool's state (audit log, lock), relative to this config
     /// file; the environment's own directory is `<state_dir>/<env>`.
@@ -344,7 +350,41 @@ fn default_post_rollback() -> Vec<String> {
 pub fn schema() -> serde_json::Value {
     let mut s = schemars::schema_for!(Config).to_value();
     s["title"] = "deploy.toml".into();
+    no_null(&mut s);
     s
+}
+
+/// TOML has no null (an optional key is left out), so the `null` that
+/// schemars allows for an `Option` goes.
+fn no_null(v: &mut serde_json::Value) {
+    use serde_json::Value;
+    let Value::Object(m) = v else { return };
+    if let Some(Value::Array(ts)) = m.get_mut("type") {
+        ts.retain(|t| t != "null");
+        if ts.len() == 1 {
+            let t = ts.remove(0);
+            m.insert("type".into(), t);
+        }
+    }
+    if let Some(Value::Array(alts)) = m.get_mut("anyOf") {
+        alts.retain(|a| a.get("type").is_none_or(|t| t != "null"));
+        if let [Value::Object(only)] = alts.as_slice() {
+            let only = only.clone();
+            m.remove("anyOf");
+            for (k, x) in only {
+                m.entry(k).or_insert(x);
+            }
+        }
+    }
+    for (k, x) in m.iter_mut() {
+        if k == "default" || k == "examples" {
+            continue;
+        }
+        match x {
+            Value::Array(a) => a.iter_mut().for_each(no_null),
+            other => no_null(other),
+        }
+    }
 }
 
 const MODES: [&str; 3] = ["dev", "standard", "hipaa"];
