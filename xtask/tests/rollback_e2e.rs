@@ -8,6 +8,13 @@ use common::*;
 fn rollback_restores_v1_and_leaves_queue_volume_and_stateful_containers_alone() {
     let img = images();
     let s = Stack::new("rb");
+    // The checklist printed after the rollback is the environment's own.
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[env.staging]\n",
+        "[env.staging]\npost_rollback = [\"drain the {env} queue\", \"tell #rb-ops\"]\n",
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
     s.ok(&["deploy-staging", "--tag", &img.v1]);
     s.ok(&["deploy-staging", "--tag", &img.v2]);
     let q = s.jobs("staging", 4);
@@ -19,9 +26,10 @@ fn rollback_restores_v1_and_leaves_queue_volume_and_stateful_containers_alone() 
     assert!(last_line(&o).starts_with("audit head: "), "{}", text(&o));
     let e = stderr(&o);
     assert!(
-        e.contains("check the queue for stuck or failed jobs"),
+        e.contains("after a rollback (post_rollback in the config):\n  1. drain the staging queue\n  2. tell #rb-ops\n"),
         "checklist missing: {e}"
     );
+    assert!(!e.contains("audit verify"), "the generic checklist too: {e}");
     let h = s.health("staging");
     assert_eq!(h["version"], img.v1.as_str());
     assert_eq!(h["compliance_mode"], "standard");
@@ -172,6 +180,12 @@ fn a_tampered_chain_is_refused_and_force_proceeds_and_is_recorded() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    // No post_rollback in this config: the generic checklist.
+    assert!(
+        stderr(&o).contains("  1. confirm the audit chain: cargo xtask audit verify staging\n  2. find the root cause"),
+        "{}",
+        text(&o)
+    );
     let lines = std::fs::read_to_string(&path).unwrap();
     let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
     assert_eq!(last["action"], "rollback");
