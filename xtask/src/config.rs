@@ -535,7 +535,9 @@ impl Env {
                 bail!("post_rollback: every item is one line of text, not empty");
             }
             if let Some(why) = secret::secret_value(item) {
-                bail!("a post_rollback item holds {why}: the checklist is printed and shown in plans");
+                bail!(
+                    "a post_rollback item holds {why}: the checklist is printed and shown in plans"
+                );
             }
         }
         for e in &self.require_evidence {
@@ -744,10 +746,21 @@ require_evidence = ["security-modes-test"]
         );
         let none = own.replace("[\"drain the {env} queue\", \"tell #ops\"]", "[]");
         let cfg = Config::parse(&none, "deploy.toml").unwrap();
-        assert!(cfg.env("staging").unwrap().post_rollback("staging").is_empty());
-        for bad in ["\"\"", "\"two\\nlines\"", "\"see https://u:hunter2-zq@h/x\""] {
+        assert!(cfg
+            .env("staging")
+            .unwrap()
+            .post_rollback("staging")
+            .is_empty());
+        for bad in [
+            "\"\"",
+            "\"two\\nlines\"",
+            "\"see https://u:hunter2-zq@h/x\"",
+        ] {
             let e = err(&own.replace("\"tell #ops\"", bad));
-            assert!(e.contains("post_rollback") && !e.contains("hunter2-zq"), "{bad}: {e}");
+            assert!(
+                e.contains("post_rollback") && !e.contains("hunter2-zq"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -242,11 +242,17 @@ fn table_of(root: &Value, s: &Value) -> Option<(Option<Seg>, Value)> {
     }
     if let Some(items) = s.get("items") {
         let i = deref(root, items);
-        return i.get("properties").is_some().then(|| (Some(Seg::AnyItem), i));
+        return i
+            .get("properties")
+            .is_some()
+            .then(|| (Some(Seg::AnyItem), i));
     }
     if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
         let i = deref(root, ap);
-        return i.get("properties").is_some().then(|| (Some(Seg::AnyKey), i));
+        return i
+            .get("properties")
+            .is_some()
+            .then(|| (Some(Seg::AnyKey), i));
     }
     None
 }
@@ -439,7 +445,11 @@ fn render(schema: &Value, configs: &[Value]) -> String {
         out,
         "<!-- Generated from the config types (xtask/src/config.rs) by `{REGENERATE}`: do not edit. -->\n"
     );
-    let _ = writeln!(out, "{}\n", prose(&serde_json::json!({ "description": schema["description"] })));
+    let _ = writeln!(
+        out,
+        "{}\n",
+        prose(&serde_json::json!({ "description": schema["description"] }))
+    );
     let _ = writeln!(
         out,
         "The same keys as a JSON Schema: [deploy.schema.json](deploy.schema.json). An editor with TOML schema support validates and completes a deploy.toml whose first line names it, relative to the file: `#:schema ../docs/deploy.schema.json` (the shipped configs have that line; the tool reads it as a comment).\n"
@@ -647,21 +657,41 @@ fn the_schema_refuses_what_the_loader_refuses() {
     let good = std::fs::read_to_string(root().join("deployments/deploy.toml")).unwrap();
     let project = "project = \"fetchml-staging\"\n";
     let cases = [
-        (project, "health_url = \"x\"\n", "$.env.staging: unknown key `health_url`"),
-        (project, "engine = \"k8s\"\n", "$.env.staging.engine: \"k8s\""),
+        (
+            project,
+            "health_url = \"x\"\n",
+            "$.env.staging: unknown key `health_url`",
+        ),
+        (
+            project,
+            "engine = \"k8s\"\n",
+            "$.env.staging.engine: \"k8s\"",
+        ),
         (
             "health_timeout_secs = 120",
             "health_timeout_secs = 0",
             "$.env.staging.health_timeout_secs: 0 is out of range",
         ),
-        (project, "timeouts = { pull = 5 }\n", "$.env.staging.timeouts: unknown key `pull`"),
-        ("keep_previous = \"warm\"", "keep_previous = \"cold\"", "$.env.staging.proxy.keep_previous"),
+        (
+            project,
+            "timeouts = { pull = 5 }\n",
+            "$.env.staging.timeouts: unknown key `pull`",
+        ),
+        (
+            "keep_previous = \"warm\"",
+            "keep_previous = \"cold\"",
+            "$.env.staging.proxy.keep_previous",
+        ),
         (
             "post_rollback = [",
             "post_rollback = \"notify\"\nxpost_rollback = [",
             "$.env.staging.post_rollback: \"notify\" is not of type \"array\"",
         ),
-        (project, "", "$.env.staging: missing required key \"project\""),
+        (
+            project,
+            "",
+            "$.env.staging: missing required key \"project\"",
+        ),
     ];
     for (from, to, want) in cases {
         let to = if to.ends_with('\n') && from == project && !to.is_empty() {

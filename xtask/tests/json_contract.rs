@@ -202,12 +202,18 @@ fn every_task_prints_one_valid_document_on_every_path() {
     // config sets no post_rollback: the generic one).
     let rb = doc(
         &run,
-        &["rollback", "staging", "--to", &img.v1, "--force", "--dry-run"],
+        &[
+            "rollback",
+            "staging",
+            "--to",
+            &img.v1,
+            "--force",
+            "--dry-run",
+        ],
         0,
     );
     assert_eq!(
-        rb["plan"]["checklist"][0],
-        "confirm the audit chain: cargo xtask audit verify staging",
+        rb["plan"]["checklist"][0], "confirm the audit chain: cargo xtask audit verify staging",
         "{rb:#}"
     );
     let plan = doc(&run, &["deploy-staging", "--tag", &img.v1, "--dry-run"], 0);
@@ -269,7 +275,10 @@ fn every_task_prints_one_valid_document_on_every_path() {
     );
     let r = doc(&run, &["rollback", "staging"], 5);
     assert_eq!(r["outcome"], "refused");
-    assert!(r.get("checklist").is_none(), "a refusal changed nothing: {r:#}");
+    assert!(
+        r.get("checklist").is_none(),
+        "a refusal changed nothing: {r:#}"
+    );
     doc(
         &run,
         &["deploy-prod", "--tag", "sha-0123456789ab", "--dry-run"],

@@ -29,7 +29,10 @@ fn rollback_restores_v1_and_leaves_queue_volume_and_stateful_containers_alone() 
         e.contains("after a rollback (post_rollback in the config):\n  1. drain the staging queue\n  2. tell #rb-ops\n"),
         "checklist missing: {e}"
     );
-    assert!(!e.contains("audit verify"), "the generic checklist too: {e}");
+    assert!(
+        !e.contains("audit verify"),
+        "the generic checklist too: {e}"
+    );
     let h = s.health("staging");
     assert_eq!(h["version"], img.v1.as_str());
     assert_eq!(h["compliance_mode"], "standard");
