@@ -245,14 +245,14 @@ fn table_of(root: &Value, s: &Value) -> Option<(Option<Seg>, Value)> {
         return i
             .get("properties")
             .is_some()
-            .then(|| (Some(Seg::AnyItem), i));
+            .then_some((Some(Seg::AnyItem), i));
     }
     if let Some(ap) = s.get("additionalProperties").filter(|a| a.is_object()) {
         let i = deref(root, ap);
         return i
             .get("properties")
             .is_some()
-            .then(|| (Some(Seg::AnyKey), i));
+            .then_some((Some(Seg::AnyKey), i));
     }
     None
 }
