@@ -19,11 +19,12 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-const REGENERATE: &str = "UPDATE_SNAPSHOTS=1 cargo test -p xtask --test config_reference";
+use common::root;
+use common::schema::{resolve, validate};
 
-fn root() -> PathBuf {
-    xtask::workspace_root()
-}
+mod common;
+
+const REGENERATE: &str = "UPDATE_SNAPSHOTS=1 cargo test -p xtask --test config_reference";
 
 /// Every deploy.toml the project ships, the production one first (examples
 /// are taken from the first file that sets a key).
@@ -53,112 +54,8 @@ fn toml_json(text: &str, origin: &str) -> Value {
     serde_json::to_value(table).unwrap()
 }
 
-// ---- the schema check ------------------------------------------------------
-
-/// Problems of `v` against `schema` (within `root`, for `$ref`), one line
-/// each. Checks exactly the keywords the derived schema uses, and fails on
-/// any other, so the schema cannot outgrow the check unnoticed.
-fn check(root: &Value, schema: &Value, v: &Value, at: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let obj = schema.as_object().unwrap();
-    for (k, s) in obj {
-        match k.as_str() {
-            "$schema" | "title" | "description" | "default" | "examples" | "$defs" | "format" => {}
-            "type" => {
-                let ok = |t: &str| match t {
-                    "object" => v.is_object(),
-                    "array" => v.is_array(),
-                    "string" => v.is_string(),
-                    "integer" => v.is_i64() || v.is_u64(),
-                    "number" => v.is_number(),
-                    "boolean" => v.is_boolean(),
-                    "null" => v.is_null(),
-                    other => panic!("schema type {other} is not checked here"),
-                };
-                let fits = match s {
-                    Value::String(t) => ok(t),
-                    Value::Array(ts) => ts.iter().any(|t| ok(t.as_str().unwrap())),
-                    other => panic!("bad type {other}"),
-                };
-                if !fits {
-                    out.push(format!("{at}: {v} is not of type {s}"));
-                }
-            }
-            "minimum" | "maximum" => {
-                if let (Some(n), Some(lim)) = (v.as_f64(), s.as_f64()) {
-                    if (k == "minimum" && n < lim) || (k == "maximum" && n > lim) {
-                        out.push(format!("{at}: {v} is out of range ({k} {s})"));
-                    }
-                }
-            }
-            "enum" => {
-                if !s.as_array().unwrap().contains(v) {
-                    out.push(format!("{at}: {v} is not one of {s}"));
-                }
-            }
-            "const" => {
-                if s != v {
-                    out.push(format!("{at}: {v} is not {s}"));
-                }
-            }
-            "required" => {
-                for r in s.as_array().unwrap() {
-                    if v.is_object() && v.get(r.as_str().unwrap()).is_none() {
-                        out.push(format!("{at}: missing required key {r}"));
-                    }
-                }
-            }
-            "properties" => {
-                for (name, field) in v.as_object().into_iter().flatten() {
-                    if let Some(sub) = s.get(name) {
-                        out.extend(check(root, sub, field, &format!("{at}.{name}")));
-                    }
-                }
-            }
-            "additionalProperties" => {
-                let known = obj.get("properties").and_then(Value::as_object);
-                for (name, field) in v.as_object().into_iter().flatten() {
-                    if known.is_some_and(|p| p.contains_key(name)) {
-                        continue;
-                    }
-                    match s {
-                        Value::Bool(false) => out.push(format!("{at}: unknown key `{name}`")),
-                        Value::Bool(true) => {}
-                        sub => out.extend(check(root, sub, field, &format!("{at}.{name}"))),
-                    }
-                }
-            }
-            "items" => {
-                for (i, item) in v.as_array().into_iter().flatten().enumerate() {
-                    out.extend(check(root, s, item, &format!("{at}[{i}]")));
-                }
-            }
-            "$ref" => out.extend(check(root, resolve(root, s), v, at)),
-            "anyOf" | "oneOf" => {
-                let fits = s
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .filter(|sub| check(root, sub, v, at).is_empty())
-                    .count();
-                if fits == 0 || (k == "oneOf" && fits > 1) {
-                    out.push(format!("{at}: {v} fits {fits} of the {k} choices"));
-                }
-            }
-            other => panic!("schema keyword {other} is not checked by this test"),
-        }
-    }
-    out
-}
-
-fn resolve<'a>(root: &'a Value, r: &Value) -> &'a Value {
-    let name = r.as_str().unwrap().strip_prefix("#/$defs/").unwrap();
-    &root["$defs"][name]
-}
-
 fn problems(v: &Value) -> Vec<String> {
-    let schema = xtask::config::schema();
-    check(&schema, &schema, v, "$")
+    validate(&xtask::config::schema(), v, "$")
 }
 
 // ---- the rendering ---------------------------------------------------------
@@ -660,7 +557,7 @@ fn the_schema_refuses_what_the_loader_refuses() {
         (
             project,
             "health_url = \"x\"\n",
-            "$.env.staging: unknown key `health_url`",
+            "$.env.staging: unknown field `health_url`",
         ),
         (
             project,
@@ -675,7 +572,7 @@ fn the_schema_refuses_what_the_loader_refuses() {
         (
             project,
             "timeouts = { pull = 5 }\n",
-            "$.env.staging.timeouts: unknown key `pull`",
+            "$.env.staging.timeouts: unknown field `pull`",
         ),
         (
             "keep_previous = \"warm\"",
@@ -690,7 +587,7 @@ fn the_schema_refuses_what_the_loader_refuses() {
         (
             project,
             "",
-            "$.env.staging: missing required key \"project\"",
+            "$.env.staging: missing required field \"project\"",
         ),
     ];
     for (from, to, want) in cases {

@@ -3,11 +3,9 @@
 //! that document validates against docs/output.schema.json, with
 //! `exit_code` equal to the process's exit status.
 //!
-//! The schema uses a small subset of JSON Schema (type, required,
-//! properties, enum, const, items, allOf, if/then, $ref into $defs);
-//! [`validate`] checks exactly that subset, as JSON Schema defines it
-//! (`required` and `properties` constrain objects only), and fails on any
-//! keyword it does not know, so the schema cannot silently outgrow it.
+//! The schema uses a small subset of JSON Schema, which
+//! `common::schema::validate` checks exactly, failing on any keyword it
+//! does not know, so the schema cannot silently outgrow it.
 //! The per-task parts (`allOf`) are checked on the success, refusal,
 //! failure and drift paths of every task.
 
@@ -15,95 +13,12 @@ mod common;
 
 use serde_json::Value;
 
+use common::schema::validate;
 use common::*;
 
 fn schema() -> Value {
     let text = std::fs::read_to_string(root().join("docs/output.schema.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-fn type_ok(want: &Value, v: &Value) -> bool {
-    let one = |t: &str| match t {
-        "object" => v.is_object(),
-        "string" => v.is_string(),
-        "integer" => v.is_i64() || v.is_u64(),
-        "null" => v.is_null(),
-        "array" => v.is_array(),
-        "boolean" => v.is_boolean(),
-        other => panic!("schema type {other} is not checked here"),
-    };
-    match want {
-        Value::String(t) => one(t),
-        Value::Array(ts) => ts.iter().any(|t| one(t.as_str().unwrap())),
-        other => panic!("bad type {other}"),
-    }
-}
-
-/// Problems of `v` against `schema` (within `root`, for `$ref`), one line each.
-fn validate_in(root: &Value, schema: &Value, v: &Value, at: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    for (k, s) in schema.as_object().unwrap() {
-        match k.as_str() {
-            "$schema" | "title" | "description" | "additionalProperties" | "$defs" | "then" => {}
-            "type" => {
-                if !type_ok(s, v) {
-                    out.push(format!("{at}: {v} is not of type {s}"));
-                }
-            }
-            "enum" => {
-                if !s.as_array().unwrap().contains(v) {
-                    out.push(format!("{at}: {v} is not one of {s}"));
-                }
-            }
-            "const" => {
-                if s != v {
-                    out.push(format!("{at}: {v} is not {s}"));
-                }
-            }
-            "required" if v.is_object() => {
-                for r in s.as_array().unwrap() {
-                    if v.get(r.as_str().unwrap()).is_none() {
-                        out.push(format!("{at}: missing required field {r}"));
-                    }
-                }
-            }
-            "properties" if v.is_object() => {
-                for (name, sub) in s.as_object().unwrap() {
-                    if let Some(field) = v.get(name) {
-                        out.extend(validate_in(root, sub, field, &format!("{at}.{name}")));
-                    }
-                }
-            }
-            "required" | "properties" => {}
-            "items" => {
-                for (i, item) in v.as_array().into_iter().flatten().enumerate() {
-                    out.extend(validate_in(root, s, item, &format!("{at}[{i}]")));
-                }
-            }
-            "allOf" => {
-                for sub in s.as_array().unwrap() {
-                    out.extend(validate_in(root, sub, v, at));
-                }
-            }
-            "if" => {
-                if validate_in(root, s, v, at).is_empty() {
-                    if let Some(then) = schema.get("then") {
-                        out.extend(validate_in(root, then, v, at));
-                    }
-                }
-            }
-            "$ref" => {
-                let name = s.as_str().unwrap().strip_prefix("#/$defs/").unwrap();
-                out.extend(validate_in(root, &root["$defs"][name], v, at));
-            }
-            other => panic!("schema keyword {other} is not checked by this test"),
-        }
-    }
-    out
-}
-
-fn validate(schema: &Value, v: &Value, at: &str) -> Vec<String> {
-    validate_in(schema, schema, v, at)
 }
 
 /// Runs xtask with `--format json` and checks the document; returns it.
