@@ -219,7 +219,14 @@ fn type_name(root: &Value, s: &Value) -> String {
         let v: Vec<String> = c.iter().map(|(v, _)| format!("`{v}`")).collect();
         return format!("one of {}", v.join(", "));
     }
-    if let Some(alts) = s.get("anyOf").and_then(Value::as_array) {
+    if let Some(c) = s.get("const") {
+        return format!("`{c}`");
+    }
+    // Other enums (tagged, untagged): their alternatives.
+    if let Some(alts) = ["anyOf", "oneOf"]
+        .iter()
+        .find_map(|k| s.get(*k).and_then(Value::as_array))
+    {
         let v: Vec<String> = alts.iter().map(|a| type_name(root, a)).collect();
         return v.join(" or ");
     }
@@ -410,10 +417,15 @@ fn render(schema: &Value, configs: &[Value]) -> String {
                 if req { "yes" } else { "no" },
                 default_of(field, req)
             );
-            if let Some(c) = choices(&deref(schema, field)) {
-                for (v, what) in c.iter().filter(|(_, w)| !w.is_empty()) {
-                    let _ = writeln!(out, "- `{v}`: {what}");
-                }
+            let described: Vec<(Value, String)> = choices(&deref(schema, field))
+                .into_iter()
+                .flatten()
+                .filter(|(_, w)| !w.is_empty())
+                .collect();
+            for (v, what) in &described {
+                let _ = writeln!(out, "- `{v}`: {what}");
+            }
+            if !described.is_empty() {
                 out.push('\n');
             }
             if let Some((_, table)) = table_of(schema, field) {
@@ -605,4 +617,37 @@ fn the_schema_refuses_what_the_loader_refuses() {
             "the loader accepts {to}"
         );
     }
+}
+
+#[test]
+fn a_new_key_is_rendered_and_one_without_an_example_is_named() {
+    let configs: Vec<Value> = shipped().iter().map(|p| as_json(p)).collect();
+    let mut schema = xtask::config::schema();
+    schema["$defs"]["Env"]["properties"]["pull"] = serde_json::json!({
+        "type": "string",
+        "enum": ["always", "missing", "never"],
+        "description": "When a deploy pulls\nthe app images.",
+        "default": "always"
+    });
+    let md = render(&schema, &configs);
+    let at = md
+        .find("### `env.NAME.pull`")
+        .expect("the new key is in the reference");
+    assert!(
+        md[at..].starts_with("### `env.NAME.pull`\n\nWhen a deploy pulls the app images.\n\nType: one of `\"always\"`, `\"missing\"`, `\"never\"`. Required: no. Default: `\"always\"`.\n\n```toml\n[env.NAME]\npull = \"always\"\n```"),
+        "{}",
+        &md[at..]
+    );
+    assert!(md.contains(
+        "| `pull` | one of `\"always\"`, `\"missing\"`, `\"never\"` | no | `\"always\"` |"
+    ));
+
+    schema["$defs"]["Env"]["properties"]["host"] =
+        serde_json::json!({ "type": "string", "description": "The docker host." });
+    let e = std::panic::catch_unwind(|| render(&schema, &configs)).unwrap_err();
+    let e = e.downcast_ref::<String>().unwrap();
+    assert!(
+        e.starts_with("env.NAME.host: no example") && e.contains("#[schemars(example = ...)]"),
+        "{e}"
+    );
 }
