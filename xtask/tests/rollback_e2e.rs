@@ -175,6 +175,8 @@ fn a_tampered_chain_is_refused_and_force_proceeds_and_is_recorded() {
     assert_eq!(s.health("staging")["version"], img.v2.as_str());
 
     let o = s.run(&[
+        "--format",
+        "json",
         "rollback",
         "staging",
         "--force",
@@ -183,11 +185,21 @@ fn a_tampered_chain_is_refused_and_force_proceeds_and_is_recorded() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(s.health("staging")["version"], img.v1.as_str());
-    // No post_rollback in this config: the generic checklist.
+    // No post_rollback in this config: the generic checklist, printed and
+    // in the JSON document.
     assert!(
         stderr(&o).contains("  1. confirm the audit chain: cargo xtask audit verify staging\n  2. find the root cause"),
         "{}",
         text(&o)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        doc["checklist"],
+        serde_json::json!([
+            "confirm the audit chain: cargo xtask audit verify staging",
+            "find the root cause of the failed version before deploying it again"
+        ]),
+        "{doc:#}"
     );
     let lines = std::fs::read_to_string(&path).unwrap();
     let last: serde_json::Value = serde_json::from_str(lines.lines().last().unwrap()).unwrap();
