@@ -362,6 +362,11 @@ fn render(schema: &Value, configs: &[Value]) -> String {
         out,
         "Each key's example is the value a shipped config gives it (deployments/), else an illustration. A key that is not required takes its default when absent; \"none\" means the feature is off.\n"
     );
+    let smallest = smallest(schema, &configs[0]);
+    let _ = writeln!(
+        out,
+        "The smallest config that loads has only the required keys (values from deployments/deploy.toml):\n\n```toml\n{smallest}```\n"
+    );
     let secs = sections(schema);
     let _ = writeln!(out, "Tables:\n");
     for s in &secs {
@@ -477,6 +482,54 @@ fn render(schema: &Value, configs: &[Value]) -> String {
     out.trim_end().to_string() + "\n"
 }
 
+/// The required keys alone, with the values `config` gives them: for a
+/// table of tables, its first table; tables after plain keys, as TOML wants.
+fn smallest(schema: &Value, config: &Value) -> String {
+    fn walk(root: &Value, s: &Value, v: &Value, at: &[String], out: &mut String) {
+        let required: Vec<&str> = s["required"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let props = s["properties"].as_object().unwrap();
+        let mut lines = String::new();
+        let mut tables = Vec::new();
+        for k in required {
+            let value = &v[k];
+            match table_of(root, &props[k]) {
+                Some((None, t)) => tables.push((vec![k.to_string()], t, value.clone())),
+                Some((Some(Seg::AnyKey), t)) => {
+                    let (name, first) = value.as_object().unwrap().iter().next().unwrap();
+                    tables.push((vec![k.to_string(), key(name)], t, first.clone()));
+                }
+                Some((Some(_), t)) => {
+                    tables.push((vec![format!("[{k}")], t, value[0].clone()));
+                }
+                None => {
+                    let _ = writeln!(lines, "{} = {}", key(k), inline(value, true));
+                }
+            }
+        }
+        if !lines.is_empty() && !at.is_empty() {
+            let h = at.join(".");
+            let h = match h.strip_prefix('[') {
+                Some(array) => format!("[[{array}]]"),
+                None => format!("[{h}]"),
+            };
+            let _ = writeln!(out, "{h}");
+        }
+        out.push_str(&lines);
+        for (sub, t, value) in tables {
+            let path: Vec<String> = at.iter().cloned().chain(sub).collect();
+            walk(root, &t, &value, &path, out);
+        }
+    }
+    let mut out = String::new();
+    walk(schema, schema, config, &[], &mut out);
+    out
+}
+
 /// The path of the section a table-valued key opens.
 fn sections_path(parent: &[Seg], k: &str, field: &Value, schema: &Value) -> Vec<Seg> {
     let mut p = parent.to_vec();
@@ -522,6 +575,9 @@ fn the_reference_and_the_schema_are_generated_from_the_config_types() {
     let configs: Vec<Value> = shipped().iter().map(|p| as_json(p)).collect();
     let md = render(&schema, &configs);
     current("docs/config.md", &md);
+    let small = smallest(&schema, &configs[0]);
+    xtask::config::Config::parse(&small, "the smallest config")
+        .unwrap_or_else(|e| panic!("{e:#}\n{small}"));
     // Every key of every table is in the reference.
     for s in sections(&schema) {
         for k in s.schema["properties"].as_object().unwrap().keys() {
