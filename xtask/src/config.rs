@@ -111,6 +111,59 @@ pub struct Env {
     /// containers start beside the serving ones and the proxy switches.
     /// Without it, a deploy recreates the app services in place.
     pub proxy: Option<Proxy>,
+    /// A webhook told of every deploy, promote and rollback outcome
+    /// (`[env.NAME.notify]`): its audit record and the new chain head.
+    pub notify: Option<Notify>,
+}
+
+/// An environment's webhook. Per environment, because staging and
+/// production usually tell different channels, and a rehearsal
+/// environment tells none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The environment variable that holds the webhook URL when the task
+    /// runs (e.g. `FETCHML_NOTIFY_URL`). A webhook URL carries its token,
+    /// so the file never holds one.
+    pub url_env: String,
+    /// Time limit of one attempt, in seconds (1 to 30).
+    #[serde(default = "default_notify_timeout")]
+    pub timeout_secs: u64,
+    /// Attempts after a failed first one (0 to 5), after 0.25 s, 0.5 s, ...
+    #[serde(default = "default_notify_retries")]
+    pub retries: u32,
+    /// Refused when the config loads: only here to say why.
+    #[serde(default, skip_serializing)]
+    pub url: Option<String>,
+}
+
+fn default_notify_timeout() -> u64 {
+    5
+}
+fn default_notify_retries() -> u32 {
+    2
+}
+
+impl Notify {
+    fn validate(&self) -> Result<()> {
+        const WHY: &str = "a webhook URL carries its token, so the config never holds one: write url_env = \"NAME\" and export NAME=<url> where the task runs";
+        if self.url.is_some() || self.url_env.contains("://") {
+            bail!("notify: {WHY}");
+        }
+        validate::var_name(&self.url_env).context("notify.url_env")?;
+        if !(1..=30).contains(&self.timeout_secs) {
+            bail!("notify.timeout_secs must be 1 to 30");
+        }
+        if self.retries > 5 {
+            bail!("notify.retries must be 0 to 5");
+        }
+        Ok(())
+    }
+
+    /// The webhook as a plan carries it: the URL read from `url_env` now.
+    pub fn hook(&self) -> crate::notify::Hook {
+        crate::notify::Hook::from_env(&self.url_env, self.timeout_secs, self.retries)
+    }
 }
 
 /// The reverse proxy (HAProxy) in front of an environment's HTTP app
@@ -426,6 +479,9 @@ impl Env {
         }
         if let Some(p) = &self.proxy {
             p.validate(self)?;
+        }
+        if let Some(n) = &self.notify {
+            n.validate()?;
         }
         for e in &self.require_evidence {
             if !EVIDENCE.contains(&e.as_str()) {
@@ -790,5 +846,22 @@ require_evidence = ["security-modes-test"]
         let v = var_values(&vars).unwrap();
         assert_eq!(v["X_PASSWORD"].shown(), "***");
         assert_eq!(v["X_PASSWORD"].expose(), std::env::var("PATH").unwrap());
+    }
+
+    #[test]
+    fn a_webhook_url_in_the_file_is_refused_and_a_variable_name_is_taken() {
+        let with = |t: &str| format!("{GOOD}\n[env.staging.notify]\n{t}\n");
+        for bad in [
+            "url_env = \"NOTIFY\"\nurl = \"https://hooks.example/T0/secret\"",
+            "url_env = \"https://hooks.example/T0/secret\"",
+        ] {
+            let e = err(&with(bad));
+            assert!(e.contains("carries its token"), "{e}");
+            assert!(!e.contains("T0/secret"), "{e}");
+        }
+        assert!(err(&with("url_env = \"N\"\nretries = 9")).contains("retries must be 0 to 5"));
+        let cfg = Config::parse(&with("url_env = \"FETCHML_NOTIFY_URL\""), "t").unwrap();
+        let n = cfg.envs["staging"].notify.as_ref().unwrap();
+        assert_eq!((n.timeout_secs, n.retries), (5, 2));
     }
 }

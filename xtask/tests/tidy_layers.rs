@@ -138,7 +138,7 @@ fn layer(module: &str) -> Option<u32> {
     Some(match module {
         "cmd" | "ci" => 0,
         "exit" | "repo" | "validate" | "flags" | "out" | "progress" | "secret" => 1,
-        "config" | "health" | "audit" => 2,
+        "config" | "health" | "audit" | "notify" => 2,
         "lock" | "engine" => 3,
         "preflight" | "plan" => 4,
         "exec" => 5,

@@ -35,6 +35,7 @@ use crate::plan::{AppStep, OnFailure, Plan, RecordSpec, Step};
 use phase::{app_phase_of, phase_of, shown};
 use record::{append, bound, log_of};
 
+
 /// The head appended by a plan that then failed, for `main` to print after the error.
 pub static LAST_HEAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 
@@ -401,6 +402,11 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
     };
     drop(run.lock.take());
     crate::out::set("audit_head", head.clone());
+    // After the lock is released: a slow receiver holds up no other task.
+    if let (Some(r), Some(h)) = (&plan.record, &head) {
+        let code = error.as_ref().map_or(0, |e| code_of(e) as i32);
+        record::notify(&plan.task, r, outcome, code, h);
+    }
     if let (Some(h), Some(_)) = (&head, &error) {
         *LAST_HEAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
     }

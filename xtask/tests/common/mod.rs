@@ -5,6 +5,8 @@
 //! loopback ports and state dirs, taken down (its own projects only) on drop.
 #![allow(dead_code)]
 
+pub mod receiver;
+
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
