@@ -5,6 +5,7 @@
 //! loopback ports and state dirs, taken down (its own projects only) on drop.
 #![allow(dead_code)]
 
+pub mod follow;
 pub mod receiver;
 
 use std::fs::File;
