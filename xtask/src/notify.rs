@@ -108,7 +108,10 @@ impl Hook {
             let started = Instant::now();
             let sent = client
                 .post(url)
-                .header("user-agent", concat!("fetchml-xtask/", env!("CARGO_PKG_VERSION")))
+                .header(
+                    "user-agent",
+                    concat!("fetchml-xtask/", env!("CARGO_PKG_VERSION")),
+                )
                 .json(&body)
                 .send();
             error = match sent {

@@ -184,6 +184,8 @@ fn every_task_prints_one_valid_document_on_every_path() {
         &["lock", "status", "staging"],
         &["audit", "verify"],
         &["audit", "show", "--env", "staging"],
+        &["logs", "staging", "--dry-run"],
+        &["logs", "staging", "api", "-n", "5"],
         &["backup-smoke", "--env", "staging", "--dry-run"],
         &["lock", "acquire", "staging", "-m", "contract", "--dry-run"],
         &["deploy-staging", "--tag", &img.v1, "--dry-run"],
@@ -198,6 +200,8 @@ fn every_task_prints_one_valid_document_on_every_path() {
     ] {
         doc(&run, args, 0);
     }
+    let logs = doc(&run, &["logs", "staging", "-n", "1"], 0);
+    assert!(logs["lines"].is_array(), "{logs:#}");
     let plan = doc(&run, &["deploy-staging", "--tag", &img.v1, "--dry-run"], 0);
     assert_eq!(plan["outcome"], "planned");
     assert_eq!(plan["env"], "staging");

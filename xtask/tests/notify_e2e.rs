@@ -33,7 +33,11 @@ fn run(s: &Stack, url: &str, args: &[&str]) -> std::process::Output {
 /// Nothing the tool printed or stored holds the URL's token.
 fn assert_no_token(s: &Stack, token: &str, outputs: &[&std::process::Output]) {
     for o in outputs {
-        assert!(!text(o).contains(token), "the webhook URL was shown:\n{}", text(o));
+        assert!(
+            !text(o).contains(token),
+            "the webhook URL was shown:\n{}",
+            text(o)
+        );
     }
     let mut stored = Vec::new();
     let mut dirs = vec![s.state.clone()];
@@ -62,7 +66,10 @@ fn last_record(s: &Stack, env: &str) -> (serde_json::Value, String) {
 
 fn failures(s: &Stack, env: &str) -> Vec<serde_json::Value> {
     match std::fs::read_to_string(s.state.join(env).join("notify-failures.jsonl")) {
-        Ok(t) => t.lines().map(|l| serde_json::from_str(l).unwrap()).collect(),
+        Ok(t) => t
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }
@@ -87,12 +94,19 @@ fn every_outcome_is_posted_with_its_record_and_head_and_a_failed_post_changes_no
     assert_eq!(b["record"], record);
     assert_eq!(b["head"], head.as_str());
     assert_eq!(last_line(&o), format!("audit head: {head}"));
-    assert_eq!((b["action"].as_str(), b["outcome"].as_str()), (Some("deploy"), Some("success")));
+    assert_eq!(
+        (b["action"].as_str(), b["outcome"].as_str()),
+        (Some("deploy"), Some("success"))
+    );
     assert_eq!(b["exit_code"], 0);
     assert_eq!(b["record"]["to"]["tag"], imgs.v1.as_str());
 
     // A refusal (no --yes for prod), in JSON: posted, and the document says so.
-    let o = run(&s, &url, &["--format", "json", "deploy-prod", "--tag", &imgs.v1]);
+    let o = run(
+        &s,
+        &url,
+        &["--format", "json", "deploy-prod", "--tag", &imgs.v1],
+    );
     assert_eq!(exit_code(&o), 5, "{}", text(&o));
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(doc["notify"]["sent"], true, "{doc}");
@@ -122,12 +136,18 @@ fn every_outcome_is_posted_with_its_record_and_head_and_a_failed_post_changes_no
     // the posts' bound (3 attempts), and the failure is noted and shown.
     let down_token = "T0KEN-notify-down-9a8b7c";
     let t = Instant::now();
-    let o = run(&s, &down_url(down_token), &["deploy-staging", "--tag", &imgs.v2]);
+    let o = run(
+        &s,
+        &down_url(down_token),
+        &["deploy-staging", "--tag", &imgs.v2],
+    );
     assert_eq!(exit_code(&o), 0, "{}", text(&o));
     assert!(t.elapsed() < Duration::from_secs(120));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!("warning: notify: the webhook in ${VAR} was not told (3 attempt(s)")),
+        err.contains(&format!(
+            "warning: notify: the webhook in ${VAR} was not told (3 attempt(s)"
+        )),
         "{err}"
     );
     let (_, head) = last_record(&s, "staging");
@@ -145,7 +165,11 @@ fn every_outcome_is_posted_with_its_record_and_head_and_a_failed_post_changes_no
     // the refusal's code is kept.
     let hung = Receiver::start(Answer::Never);
     let hung_token = "T0KEN-notify-hung-5d4c3b";
-    let o2 = run(&s, &hung.url(hung_token), &["deploy-prod", "--tag", &imgs.v1]);
+    let o2 = run(
+        &s,
+        &hung.url(hung_token),
+        &["deploy-prod", "--tag", &imgs.v1],
+    );
     assert_eq!(exit_code(&o2), 5, "{}", text(&o2));
     assert_eq!(hung.requests().len(), 3);
     let noted = failures(&s, "prod");
@@ -172,7 +196,9 @@ fn a_dry_run_names_the_variable_and_an_unset_one_is_a_warning_not_a_refusal() {
     );
     let out = stdout(&o);
     assert!(
-        out.contains(&format!("then: post the record and the new head to the webhook in ${VAR} (set;")),
+        out.contains(&format!(
+            "then: post the record and the new head to the webhook in ${VAR} (set;"
+        )),
         "{}",
         text(&o)
     );
@@ -183,5 +209,9 @@ fn a_dry_run_names_the_variable_and_an_unset_one_is_a_warning_not_a_refusal() {
         .args(["deploy-staging", "--tag", "sha-0123456789ab", "--dry-run"])
         .output()
         .unwrap();
-    assert!(stdout(&o).contains("NOT SET: the run warns and tells no one"), "{}", text(&o));
+    assert!(
+        stdout(&o).contains("NOT SET: the run warns and tells no one"),
+        "{}",
+        text(&o)
+    );
 }

@@ -316,11 +316,7 @@ pub fn lines(cmds: &[Command], bounded: bool, mut line: impl FnMut(usize, &str))
                 }
             }
             drop(r);
-            let code = reader
-                .try_wait()
-                .ok()
-                .flatten()
-                .map(|o| o.status.code());
+            let code = reader.try_wait().ok().flatten().map(|o| o.status.code());
             (reader.pids(), code)
         }));
     }
@@ -384,7 +380,12 @@ fn kill_groups(groups: &[Vec<u32>]) {
     signal(libc::SIGTERM);
     let deadline = Instant::now() + GRACE;
     // SAFETY: kill(2) with signal 0 only asks whether the group exists.
-    let alive = || groups.iter().flatten().any(|p| unsafe { libc::kill(-(*p as i32), 0) } == 0);
+    let alive = || {
+        groups
+            .iter()
+            .flatten()
+            .any(|p| unsafe { libc::kill(-(*p as i32), 0) } == 0)
+    };
     while alive() && Instant::now() < deadline {
         std::thread::sleep(POLL);
     }

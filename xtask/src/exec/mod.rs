@@ -35,7 +35,6 @@ use crate::plan::{AppStep, OnFailure, Plan, RecordSpec, Step};
 use phase::{app_phase_of, phase_of, shown};
 use record::{append, bound, log_of};
 
-
 /// The head appended by a plan that then failed, for `main` to print after the error.
 pub static LAST_HEAD: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
 

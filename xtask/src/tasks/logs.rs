@@ -93,21 +93,27 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
     let opts = options(a.follow, since.as_deref(), a.tail);
     let (cmds, prefixes) = if target.blue_green() {
         let containers = target.containers()?;
-        let live = target.live_slot(&containers).with_context(|| {
-            "the proxy cannot say which set serves: name one with --set blue|green|amber"
-        })?;
+        // A named set needs no proxy; serving and standby are relative to it.
+        let asked = target.live_slot(&containers);
+        let live = match (set, &asked) {
+            (Which::Named(_), Err(_)) => None,
+            _ => asked
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .with_context(|| {
+                    "the proxy cannot say which set serves: name one with --set blue|green|amber"
+                })?
+                .to_owned(),
+        };
         let slot = pick(set, live, &containers, &services)?;
+        let traffic = match &asked {
+            Ok(l) if *l == Some(slot) => "serving",
+            Ok(_) => "no traffic",
+            Err(_) => "traffic unknown: the proxy does not answer",
+        };
         plan.fact(
             "set",
-            format!(
-                "{} ({})",
-                slot.name(),
-                if Some(slot) == live {
-                    "serving"
-                } else {
-                    "no traffic"
-                }
-            ),
+            format!("{} ({traffic})", slot.name()),
             "the containers' labels and the proxy's routes",
         );
         let mine: Vec<&Container> = containers
@@ -123,7 +129,10 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
                     .arg(c.name.clone())
             })
             .collect();
-        (cmds, mine.iter().map(|c| format!("{} | ", c.name)).collect())
+        (
+            cmds,
+            mine.iter().map(|c| format!("{} | ", c.name)).collect(),
+        )
     } else {
         if set != Which::Serving {
             bail!(
@@ -170,7 +179,9 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
     ctx.finish_with(&plan, &mut NoActions, |_, _| {
         let mut lines = Vec::new();
         let streamed = cmd::lines(&cmds, !follow, |i, l| match json {
-            true => lines.push(serde_json::json!({"source": prefixes[i].trim_end_matches(" | "), "line": l})),
+            true => lines.push(
+                serde_json::json!({"source": prefixes[i].trim_end_matches(" | "), "line": l}),
+            ),
             false => crate::out::line(false, format_args!("{}{l}", prefixes[i])),
         });
         if json {
@@ -187,7 +198,12 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
 }
 
 /// The set `which` names, among the sets `containers` hold.
-fn pick(which: Which, live: Option<Slot>, containers: &[Container], services: &[String]) -> Result<Slot> {
+fn pick(
+    which: Which,
+    live: Option<Slot>,
+    containers: &[Container],
+    services: &[String],
+) -> Result<Slot> {
     let mut held: Vec<Slot> = containers
         .iter()
         .filter(|c| services.contains(&c.service))
