@@ -91,66 +91,54 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
     let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
     let target = Target::untagged(&cfg, &a.env, env, cli)?;
     let opts = options(a.follow, since.as_deref(), a.tail);
-    let (cmds, prefixes) = if target.blue_green() {
-        let containers = target.containers()?;
-        // A named set needs no proxy; serving and standby are relative to it.
-        let asked = target.live_slot(&containers);
-        let live = match (set, &asked) {
-            (Which::Named(_), Err(_)) => None,
-            _ => asked
-                .as_ref()
-                .map_err(|e| anyhow::anyhow!("{e:#}"))
-                .with_context(|| {
-                    "the proxy cannot say which set serves: name one with --set blue|green|amber"
-                })?
-                .to_owned(),
-        };
-        let slot = pick(set, live, &containers, &services)?;
-        let traffic = match &asked {
-            Ok(l) if *l == Some(slot) => "serving",
-            Ok(_) => "no traffic",
-            Err(_) => "traffic unknown: the proxy does not answer",
-        };
-        plan.fact(
-            "set",
-            format!("{} ({traffic})", slot.name()),
-            "the containers' labels and the proxy's routes",
+    if !target.blue_green() && set != Which::Serving {
+        bail!(
+            "`{}` runs one set (no blue/green on {}): there is no standby or named set; drop --set",
+            a.env,
+            match env.engine {
+                EngineKind::Compose => "an in-place compose stack",
+                EngineKind::Swarm => "swarm",
+            }
         );
-        let mine: Vec<&Container> = containers
-            .iter()
-            .filter(|c| c.slot == slot && services.contains(&c.service))
-            .collect();
-        let cmds: Vec<Command> = mine
-            .iter()
-            .map(|c| {
-                Command::new("docker", Effect::ReadOnly)
-                    .arg("logs")
-                    .args(opts.clone())
-                    .arg(c.name.clone())
-            })
-            .collect();
-        (
-            cmds,
-            mine.iter().map(|c| format!("{} | ", c.name)).collect(),
-        )
-    } else {
-        if set != Which::Serving {
-            bail!(
-                "`{}` runs one set (no blue/green on {}): there is no standby or named set; drop --set",
-                a.env,
-                match env.engine {
-                    EngineKind::Compose => "an in-place compose stack",
-                    EngineKind::Swarm => "swarm",
-                }
-            );
+    }
+    let (cmds, prefixes) = match env.engine {
+        // Per container, found by the project's labels: on blue/green
+        // `compose logs SERVICE` would mix the sets, and it would need
+        // the tag variable and every `${NAME}` var only to read logs.
+        EngineKind::Compose => {
+            let containers = target.containers()?;
+            let slot = match target.blue_green() {
+                true => Some(find_set(&target, set, &containers, &services, &mut plan)?),
+                false => None,
+            };
+            let mine: Vec<&Container> = containers
+                .iter()
+                .filter(|c| slot.is_none_or(|s| c.slot == s) && services.contains(&c.service))
+                .collect();
+            if mine.is_empty() {
+                bail!(
+                    "no {} container in `{}`: nothing is deployed there yet",
+                    services.join(" or "),
+                    a.env
+                );
+            }
+            let cmds: Vec<Command> = mine
+                .iter()
+                .map(|c| {
+                    Command::new("docker", Effect::ReadOnly)
+                        .arg("logs")
+                        .args(opts.clone())
+                        .arg(c.name.clone())
+                })
+                .collect();
+            (
+                cmds,
+                mine.iter().map(|c| format!("{} | ", c.name)).collect(),
+            )
         }
-        let cmds = match env.engine {
-            EngineKind::Compose => vec![target
-                .compose(Effect::ReadOnly)
-                .args(["logs", "--no-color"])
-                .args(opts.clone())
-                .args(services.clone())],
-            EngineKind::Swarm => services
+        // Swarm prefixes each line with its task.
+        EngineKind::Swarm => {
+            let cmds: Vec<Command> = services
                 .iter()
                 .map(|s| {
                     Command::new("docker", Effect::ReadOnly)
@@ -158,10 +146,10 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
                         .args(opts.clone())
                         .arg(target.service_name(s))
                 })
-                .collect(),
-        };
-        let n = cmds.len();
-        (cmds, vec![String::new(); n])
+                .collect();
+            let n = cmds.len();
+            (cmds, vec![String::new(); n])
+        }
     };
     // A follow runs until stopped; the rest keep the engine's look-up limit.
     let cmds: Vec<Command> = cmds
@@ -195,6 +183,37 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
             other => other,
         }
     })
+}
+
+/// Blue/green: the slot `set` names, shown as a fact with its traffic.
+fn find_set(
+    target: &Target,
+    set: Which,
+    containers: &[Container],
+    services: &[String],
+    plan: &mut Plan,
+) -> Result<Slot> {
+    // A named set needs no proxy; serving and standby are relative to it.
+    let asked = target.live_slot(containers);
+    let live = match (set, &asked) {
+        (Which::Named(_), Err(_)) => None,
+        (_, Ok(l)) => *l,
+        (_, Err(e)) => bail!(
+            "the proxy cannot say which set serves ({e:#}): name one with --set blue|green|amber"
+        ),
+    };
+    let slot = pick(set, live, containers, services)?;
+    let traffic = match &asked {
+        Ok(l) if *l == Some(slot) => "serving",
+        Ok(_) => "no traffic",
+        Err(_) => "traffic unknown: the proxy does not answer",
+    };
+    plan.fact(
+        "set",
+        format!("{} ({traffic})", slot.name()),
+        "the containers' labels and the proxy's routes",
+    );
+    Ok(slot)
 }
 
 /// The set `which` names, among the sets `containers` hold.
