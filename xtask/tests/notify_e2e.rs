@@ -132,6 +132,44 @@ fn every_outcome_is_posted_with_its_record_and_head_and_a_failed_post_changes_no
     assert_eq!(got[2].body["head"], head.as_str());
     assert!(failures(&s, "staging").is_empty());
 
+    // Interrupted: SIGTERM once the recreate began; staging is put back,
+    // the exit is 143, and the record that says so is posted.
+    let mut child = s
+        .cmd()
+        .env(VAR, &url)
+        .args(["deploy-staging", "--tag", &imgs.v2])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = String::new();
+    while !seen.contains("recreating") {
+        let mut l = String::new();
+        if std::io::BufRead::read_line(&mut err, &mut l).unwrap() == 0 {
+            break;
+        }
+        seen.push_str(&l);
+    }
+    // SAFETY: kill(2) of the child this test started.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::io::Read::read_to_string(&mut err, &mut seen).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143), "{seen}");
+    let got = hook.requests();
+    assert_eq!(got.len(), 4, "{seen}");
+    let (record, head) = last_record(&s, "staging");
+    assert_eq!(got[3].body["exit_code"], 143);
+    assert_eq!(got[3].body["record"], record);
+    assert_eq!(got[3].body["head"], head.as_str());
+    assert!(
+        record["error"]
+            .as_str()
+            .unwrap()
+            .contains("interrupted by SIGTERM"),
+        "{record}"
+    );
+    assert!(!seen.contains(token), "{seen}");
+
     // The receiver is down: the deploy succeeds as it would have, within
     // the posts' bound (3 attempts), and the failure is noted and shown.
     let down_token = "T0KEN-notify-down-9a8b7c";
@@ -160,6 +198,10 @@ fn every_outcome_is_posted_with_its_record_and_head_and_a_failed_post_changes_no
     assert_eq!(noted[0]["outcome"], "success");
     // Refused connections: the pauses alone (0.25 s + 0.5 s), well under one attempt's limit each.
     assert!(noted[0]["took_ms"].as_u64().unwrap() < 3000, "{noted:?}");
+    eprintln!(
+        "notify, receiver down: {} ms for 3 attempts",
+        noted[0]["took_ms"]
+    );
 
     // A receiver that never answers: each attempt ends at its 1 s limit;
     // the refusal's code is kept.
@@ -176,6 +218,7 @@ fn every_outcome_is_posted_with_its_record_and_head_and_a_failed_post_changes_no
     assert_eq!(noted.len(), 1, "{noted:?}");
     let took = noted[0]["took_ms"].as_u64().unwrap();
     assert!((3000..3000 + 750 + 2000).contains(&took), "{noted:?}");
+    eprintln!("notify, receiver hung: {took} ms for 3 attempts of 1 s");
     assert!(stderr(&o2).contains("no answer within 1s"), "{}", text(&o2));
 
     // The chains still verify: the failures are beside them, not in them.
