@@ -270,8 +270,14 @@ pub fn probe(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> Opt
 /// a signal (or an expired limit) kills every command's process group
 /// (TERM, then KILL) and waits for them before this returns, so nothing
 /// is left behind. A command that exits non-zero fails the whole, after
-/// the others ended.
-pub fn lines(cmds: &[Command], bounded: bool, mut line: impl FnMut(usize, &str)) -> Result<()> {
+/// the others ended. `line` returns `false` when no more lines are wanted
+/// (the reader closed its end of our stdout): the streams are stopped the
+/// same way and the call returns `Ok`.
+pub fn lines(
+    cmds: &[Command],
+    bounded: bool,
+    mut line: impl FnMut(usize, &str) -> bool,
+) -> Result<()> {
     use std::io::BufRead as _;
     // Signals are ours here: they stop the streams, which are then reaped.
     let _guard = super::Guard::new();
@@ -322,11 +328,13 @@ pub fn lines(cmds: &[Command], bounded: bool, mut line: impl FnMut(usize, &str))
     }
     drop(tx);
     let limit = cmds.iter().map(Command::limit).max().unwrap_or_default();
+    let mut enough = false;
     let stopped = loop {
         match rx.recv_timeout(POLL * 5) {
-            Ok((i, l)) => {
-                line(i, &l);
-                continue;
+            Ok((i, l)) if line(i, &l) => continue,
+            Ok(_) => {
+                enough = true;
+                break None;
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
@@ -341,7 +349,8 @@ pub fn lines(cmds: &[Command], bounded: bool, mut line: impl FnMut(usize, &str))
             ));
         }
     };
-    if stopped.is_some() {
+    let stopped_early = stopped.is_some() || enough;
+    if stopped_early {
         kill_groups(&started);
     }
     let mut failed = None;
@@ -349,7 +358,7 @@ pub fn lines(cmds: &[Command], bounded: bool, mut line: impl FnMut(usize, &str))
         let (pids, code) = r.join().unwrap_or_default();
         children().retain(|p| !pids.contains(p));
         match code {
-            Some(Some(0)) | None if stopped.is_some() => {}
+            _ if stopped_early => {}
             Some(Some(0)) => {}
             other => {
                 let status = match other {

@@ -166,11 +166,21 @@ pub fn run(ctx: &Ctx, a: Logs) -> Result<()> {
     let json = ctx.global.format == Format::Json;
     ctx.finish_with(&plan, &mut NoActions, |_, _| {
         let mut lines = Vec::new();
+        let mut stdout = std::io::stdout();
         let streamed = cmd::lines(&cmds, !follow, |i, l| match json {
-            true => lines.push(
-                serde_json::json!({"source": prefixes[i].trim_end_matches(" | "), "line": l}),
-            ),
-            false => crate::out::line(false, format_args!("{}{l}", prefixes[i])),
+            true => {
+                lines.push(
+                    serde_json::json!({"source": prefixes[i].trim_end_matches(" | "), "line": l}),
+                );
+                true
+            }
+            // `logs -f | head`: a closed stdout ends the follow quietly.
+            false => {
+                use std::io::Write as _;
+                writeln!(stdout, "{}{l}", prefixes[i])
+                    .and_then(|()| stdout.flush())
+                    .is_ok()
+            }
         });
         if json {
             crate::out::merge(serde_json::json!({ "lines": lines }));
