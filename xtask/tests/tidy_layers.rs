@@ -137,8 +137,8 @@ fn module_of(path: &str) -> String {
 fn layer(module: &str) -> Option<u32> {
     Some(match module {
         "cmd" | "ci" => 0,
-        "exit" | "repo" | "validate" | "flags" | "out" | "progress" | "secret" => 1,
-        "config" | "health" | "audit" | "notify" => 2,
+        "exit" | "repo" | "validate" | "flags" | "out" | "progress" | "secret" | "notify" => 1,
+        "config" | "health" | "audit" => 2,
         "lock" | "engine" => 3,
         "preflight" | "plan" => 4,
         "exec" => 5,
