@@ -28,8 +28,9 @@ const BACKOFF: Duration = Duration::from_millis(250);
 /// The file, in the environment's state directory, that keeps undelivered notifications.
 pub const FAILURES: &str = "notify-failures.jsonl";
 
-/// One environment's webhook, resolved when the plan is made.
-#[derive(Debug, Clone, Serialize)]
+/// One environment's webhook, resolved when the plan is made. Its
+/// `Debug` and `Serialize` leave the URL out.
+#[derive(Clone, Serialize)]
 pub struct Hook {
     /// The variable the URL is read from (shown; the URL never is).
     pub url_env: String,
@@ -38,6 +39,17 @@ pub struct Hook {
     url: Option<String>,
     pub timeout_secs: u64,
     pub retries: u32,
+}
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hook")
+            .field("url_env", &self.url_env)
+            .field("set", &self.url.is_some())
+            .field("timeout_secs", &self.timeout_secs)
+            .field("retries", &self.retries)
+            .finish()
+    }
 }
 
 /// Why a notification was not delivered, and how many attempts it took.
@@ -180,6 +192,18 @@ mod tests {
             retries: 2,
         };
         assert_eq!(h.bound(), Duration::from_millis(2000 * 3 + 250 + 500));
+    }
+
+    #[test]
+    fn neither_debug_nor_json_shows_the_url() {
+        let h = Hook {
+            url_env: "X".into(),
+            url: Some("http://127.0.0.1:9/hooks/T0KEN".into()),
+            timeout_secs: 1,
+            retries: 0,
+        };
+        assert!(!format!("{h:?}").contains("T0KEN"));
+        assert!(!serde_json::to_string(&h).unwrap().contains("T0KEN"));
     }
 
     #[test]

@@ -267,3 +267,55 @@ fn pick(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(name: &str, service: &str, slot: Slot) -> Container {
+        Container {
+            name: name.into(),
+            service: service.into(),
+            slot,
+            tag: "t".into(),
+            digest: None,
+            running: true,
+        }
+    }
+
+    #[test]
+    fn the_standby_is_the_one_other_set_and_a_named_set_must_exist() {
+        let svc = vec!["api".to_string()];
+        let two = [c("a-1", "api", Slot::Blue), c("a-2", "api", Slot::Green)];
+        let live = Some(Slot::Green);
+        assert_eq!(pick(Which::Serving, live, &two, &svc).unwrap(), Slot::Green);
+        assert_eq!(pick(Which::Standby, live, &two, &svc).unwrap(), Slot::Blue);
+        assert_eq!(
+            pick(Which::Named(Slot::Blue), None, &two, &svc).unwrap(),
+            Slot::Blue
+        );
+        let e = pick(Which::Named(Slot::Amber), live, &two, &svc).unwrap_err();
+        assert_eq!(e.to_string(), "no amber set: the sets are blue, green");
+        let three = [two[0].clone(), two[1].clone(), c("a-3", "api", Slot::Amber)];
+        let e = pick(Which::Standby, live, &three, &svc).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("several sets have no traffic (blue, amber)"),
+            "{e}"
+        );
+        let e = pick(Which::Standby, live, &two[1..], &svc).unwrap_err();
+        assert!(e.to_string().starts_with("no standby set"), "{e}");
+        let e = pick(Which::Serving, None, &two, &svc).unwrap_err();
+        assert!(e.to_string().starts_with("no set serves"), "{e}");
+        assert!(which("purple").is_err());
+    }
+
+    #[test]
+    fn options_follow_docker_spelling() {
+        assert_eq!(
+            options(true, Some("2026-01-01T00:00:00Z"), Some(5)),
+            ["--follow", "--since", "2026-01-01T00:00:00Z", "--tail", "5"]
+        );
+        assert!(options(false, None, None).is_empty());
+    }
+}
