@@ -161,6 +161,63 @@ pub struct Env {
     /// checklist; `[]`, none.
     #[serde(default = "default_post_rollback")]
     pub post_rollback: Vec<String>,
+    /// A webhook told of every deploy, promote and rollback outcome
+    /// (`[env.NAME.notify]`): its audit record and the new chain head.
+    pub notify: Option<Notify>,
+}
+
+/// An environment's webhook. Per environment, because staging and
+/// production usually tell different channels, and a rehearsal
+/// environment tells none.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Notify {
+    /// The environment variable that holds the webhook URL when the task
+    /// runs (e.g. `FETCHML_NOTIFY_URL`). A webhook URL carries its token,
+    /// so the file never holds one.
+    #[schemars(example = &"FETCHML_NOTIFY_URL")]
+    pub url_env: String,
+    /// Time limit of one attempt, in seconds (1 to 30).
+    #[serde(default = "default_notify_timeout")]
+    #[schemars(range(min = 1, max = 30))]
+    pub timeout_secs: u64,
+    /// Attempts after a failed first one (0 to 5), after 0.25 s, 0.5 s, ...
+    #[serde(default = "default_notify_retries")]
+    #[schemars(range(max = 5))]
+    pub retries: u32,
+    /// Refused when the config loads: only here to say why.
+    #[serde(default, skip_serializing)]
+    #[schemars(skip)]
+    pub url: Option<String>,
+}
+
+fn default_notify_timeout() -> u64 {
+    5
+}
+fn default_notify_retries() -> u32 {
+    2
+}
+
+impl Notify {
+    fn validate(&self) -> Result<()> {
+        const WHY: &str = "a webhook URL carries its token, so the config never holds one: write url_env = \"NAME\" and export NAME=<url> where the task runs";
+        if self.url.is_some() || self.url_env.contains("://") {
+            bail!("notify: {WHY}");
+        }
+        validate::var_name(&self.url_env).context("notify.url_env")?;
+        if !(1..=30).contains(&self.timeout_secs) {
+            bail!("notify.timeout_secs must be 1 to 30");
+        }
+        if self.retries > 5 {
+            bail!("notify.retries must be 0 to 5");
+        }
+        Ok(())
+    }
+
+    /// The webhook as a plan carries it: the URL read from `url_env` now.
+    pub fn hook(&self) -> crate::notify::Hook {
+        crate::notify::Hook::from_env(&self.url_env, self.timeout_secs, self.retries)
+    }
 }
 
 /// The reverse proxy (HAProxy) in front of an environment's HTTP app
@@ -539,6 +596,9 @@ impl Env {
                     "a post_rollback item holds {why}: the checklist is printed and shown in plans"
                 );
             }
+        }
+        if let Some(n) = &self.notify {
+            n.validate()?;
         }
         for e in &self.require_evidence {
             if !EVIDENCE.contains(&e.as_str()) {
@@ -951,5 +1011,22 @@ require_evidence = ["security-modes-test"]
         let v = var_values(&vars).unwrap();
         assert_eq!(v["X_PASSWORD"].shown(), "***");
         assert_eq!(v["X_PASSWORD"].expose(), std::env::var("PATH").unwrap());
+    }
+
+    #[test]
+    fn a_webhook_url_in_the_file_is_refused_and_a_variable_name_is_taken() {
+        let with = |t: &str| format!("{GOOD}\n[env.staging.notify]\n{t}\n");
+        for bad in [
+            "url_env = \"NOTIFY\"\nurl = \"https://hooks.example/T0/secret\"",
+            "url_env = \"https://hooks.example/T0/secret\"",
+        ] {
+            let e = err(&with(bad));
+            assert!(e.contains("carries its token"), "{e}");
+            assert!(!e.contains("T0/secret"), "{e}");
+        }
+        assert!(err(&with("url_env = \"N\"\nretries = 9")).contains("retries must be 0 to 5"));
+        let cfg = Config::parse(&with("url_env = \"FETCHML_NOTIFY_URL\""), "t").unwrap();
+        let n = cfg.envs["staging"].notify.as_ref().unwrap();
+        assert_eq!((n.timeout_secs, n.retries), (5, 2));
     }
 }

@@ -75,6 +75,8 @@ pub enum Task {
     Status(EnvArg),
     /// The deployments of an environment, derived from its audit chain.
     History(History),
+    /// Print an environment's app logs: the serving set's, or the standby's, or a named set's. Read-only.
+    Logs(Logs),
     /// Look at an environment's deploy lock, or hold it for a maintenance window.
     Lock(Lock),
     /// Verify, show or repair the hash-chained audit log.
@@ -248,6 +250,26 @@ pub struct History {
     /// Only deployments since WHEN: an RFC 3339 time (2024-01-15T14:30:00Z) or an age (90m, 2h, 3d, 1w).
     #[arg(long, value_name = "WHEN")]
     pub since: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct Logs {
+    /// The environment (from the config).
+    pub env: String,
+    /// Only this app service (default: every app service).
+    pub service: Option<String>,
+    /// Which set (blue/green): serving, standby (the set without traffic), or blue, green, amber.
+    #[arg(long, value_name = "SET", default_value = "serving")]
+    pub set: String,
+    /// Keep printing new lines until Ctrl-C or SIGTERM (exit 130 or 143; nothing is left running).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines since WHEN: an RFC 3339 time (2024-01-15T14:30:00Z) or an age (30s, 90m, 2h, 3d, 1w).
+    #[arg(long, value_name = "WHEN")]
+    pub since: Option<String>,
+    /// Only the last N lines of each container (each service on Swarm).
+    #[arg(short = 'n', long = "tail", value_name = "N")]
+    pub tail: Option<u32>,
 }
 
 #[derive(Debug, Args)]

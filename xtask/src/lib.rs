@@ -35,6 +35,7 @@ pub mod flags;
 pub mod health;
 pub mod lock;
 pub mod nodes;
+pub mod notify;
 pub mod out;
 pub mod plan;
 pub mod preflight;

@@ -58,6 +58,7 @@ fn main() -> ExitCode {
         Task::BackupSmoke(a) => tasks::backup_smoke::run(&ctx, a),
         Task::Status(a) => tasks::status::status(&ctx, &a.env),
         Task::History(a) => tasks::status::history(&ctx, &a),
+        Task::Logs(a) => tasks::logs::run(&ctx, a),
         Task::Lock(a) => tasks::lock::run(&ctx, a.cmd),
         Task::Audit(a) => match a.cmd {
             AuditCmd::Verify {
@@ -126,6 +127,7 @@ fn task_name(t: &Task) -> &'static str {
         Task::BackupSmoke(_) => "backup-smoke",
         Task::Status(_) => "status",
         Task::History(_) => "history",
+        Task::Logs(_) => "logs",
         Task::Lock(a) => match a.cmd {
             LockCmd::Status { .. } => "lock status",
             LockCmd::Acquire { .. } => "lock acquire",

@@ -118,6 +118,7 @@ pub fn record(
             .cloned(),
         force,
         sets_of: None,
+        notify: env.notify.as_ref().map(|n| n.hook()),
     }
 }
 

@@ -131,6 +131,16 @@ fn every_task_prints_one_valid_document_on_every_path() {
         rb["plan"]["checklist"][0], "confirm the audit chain: cargo xtask audit verify staging",
         "{rb:#}"
     );
+    // Nothing deployed: no container to read, in both modes.
+    let logs = doc(&run, &["logs", "staging", "-n", "1"], 1);
+    assert!(
+        logs["error"]
+            .as_str()
+            .unwrap()
+            .contains("nothing is deployed"),
+        "{logs:#}"
+    );
+    doc(&run, &["logs", "staging", "--dry-run"], 1);
     let plan = doc(&run, &["deploy-staging", "--tag", &img.v1, "--dry-run"], 0);
     assert_eq!(plan["outcome"], "planned");
     assert_eq!(plan["env"], "staging");
@@ -250,6 +260,16 @@ fn a_rolled_back_deploy_is_one_document_naming_the_change() {
     eprintln!("rolled back: {rb:#}");
     let refused = doc(&run, &["rollback", "staging", "--to", &img.v1], 5);
     eprintln!("refused: {refused:#}");
+
+    // Logs of the in-place stack: its lines, each with its container.
+    let logs = doc(&run, &["logs", "staging", "api", "-n", "2"], 0);
+    let lines = logs["lines"].as_array().unwrap();
+    assert!(!lines.is_empty() && lines.len() <= 2, "{logs:#}");
+    assert!(
+        lines[0]["source"].as_str().unwrap().contains("api"),
+        "{logs:#}"
+    );
+    doc(&run, &["logs", "staging", "--dry-run"], 0);
 
     // Drift: the chain says v2 while the engine runs v1 (healthy).
     s.log("staging")

@@ -134,6 +134,82 @@ fn swarm_deploy_rollback_by_swarm_and_manual_rollback_keep_state() {
     in_swarm("swarm", scenarios);
 }
 
+/// `logs` on Swarm: `docker service logs` of each app service, `-n`,
+/// `--since`, no sets to pick from, and a follow that SIGTERM ends with
+/// 143 and no process left (compose's twin: logs_e2e.rs).
+#[test]
+fn swarm_logs_of_each_service_with_tail_since_and_a_follow_stopped_by_sigterm() {
+    in_swarm("swarmlogs", |s, stack, img| {
+        s.ok(&["deploy-staging", "--tag", &img.v1]);
+        let o = s.ok(&["logs", "staging"]);
+        let out = stdout(&o);
+        for svc in ["api", "worker"] {
+            assert!(
+                out.contains(&format!("testbed {svc}: version={} ", img.v1)),
+                "{out}"
+            );
+        }
+        let dry = s.ok(&["--dry-run", "logs", "staging", "worker", "-n", "3"]);
+        assert!(
+            stdout(&dry).contains(&format!(
+                "docker service logs --no-task-ids --tail 3 {stack}_worker"
+            )),
+            "{}",
+            text(&dry)
+        );
+
+        s.mark("staging", "swarm-tail-marker");
+        let o = s.ok(&["logs", "staging", "api", "-n", "1"]);
+        let lines: Vec<String> = stdout(&o).lines().map(str::to_string).collect();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(
+            lines[0].ends_with("GET /swarm-tail-marker -> 404"),
+            "{lines:?}"
+        );
+
+        let t = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        s.mark("staging", "swarm-since-marker");
+        let o = s.ok(&["logs", "staging", "api", "--since", &t]);
+        let out = stdout(&o);
+        assert!(out.contains("GET /swarm-since-marker -> 404"), "{out}");
+        assert!(
+            !out.contains("swarm-tail-marker") && !out.contains("version="),
+            "{out}"
+        );
+
+        assert_bad_input(
+            &s.run(&["logs", "staging", "--set", "standby"]),
+            "runs one set",
+        );
+
+        let mut c = s.cmd();
+        c.args(["logs", "staging", "api", "-f", "-n", "1"]);
+        let f = common::follow::follow_then_signal(
+            c,
+            "GET /swarm-follow-marker -> 404",
+            || s.mark("staging", "swarm-follow-marker"),
+            libc::SIGTERM,
+        );
+        assert!(
+            f.lines
+                .iter()
+                .any(|l| l.contains("GET /swarm-follow-marker -> 404")),
+            "{:?}\n{}",
+            f.lines,
+            f.stderr
+        );
+        assert_eq!(f.code, Some(143), "{}", f.stderr);
+        assert!(!f.children.is_empty(), "no docker process was seen");
+        assert!(f.left.is_empty(), "left running: {:?}", f.left);
+        eprintln!(
+            "logs -f on swarm: SIGTERM to exit in {} ms",
+            f.took.as_millis()
+        );
+    });
+}
+
 /// One xtask run under the request stream through the proxy's port: its
 /// exit code must be `expect`; returns what the stream saw and how long the
 /// run took.

@@ -137,7 +137,7 @@ fn module_of(path: &str) -> String {
 fn layer(module: &str) -> Option<u32> {
     Some(match module {
         "cmd" | "ci" => 0,
-        "exit" | "repo" | "validate" | "flags" | "out" | "progress" | "secret" => 1,
+        "exit" | "repo" | "validate" | "flags" | "out" | "progress" | "secret" | "notify" => 1,
         "config" | "health" | "audit" => 2,
         "lock" | "engine" => 3,
         "preflight" | "plan" => 4,

@@ -27,7 +27,7 @@ mod run;
 mod signal;
 
 pub use run::{
-    explain, output, probe, run, run_to_file, spawn_detached, start, stream, Output, Running,
+    explain, lines, output, probe, run, run_to_file, spawn_detached, start, stream, Output, Running,
 };
 pub use signal::{
     check_interrupt, install_signal_handlers, interrupts, last_signal, signal_exit_code, since_now,

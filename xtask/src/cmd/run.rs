@@ -260,3 +260,143 @@ pub fn probe(program: &str, args: &[&str], dir: Option<&std::path::Path>) -> Opt
         .ok()?;
     Some(out.trim().to_string())
 }
+
+/// Runs `cmds` side by side and hands each line they print (stdout and
+/// stderr together) to `line`, with the index of the command that printed
+/// it, as it comes: `docker logs` of several containers, or `-f`.
+///
+/// `bounded`: each command keeps its time limit. Unbounded (a follow),
+/// they run until they end by themselves or a signal arrives. Either way
+/// a signal (or an expired limit) kills every command's process group
+/// (TERM, then KILL) and waits for them before this returns, so nothing
+/// is left behind. A command that exits non-zero fails the whole, after
+/// the others ended. `line` returns `false` when no more lines are wanted
+/// (the reader closed its end of our stdout): the streams are stopped the
+/// same way and the call returns `Ok`.
+pub fn lines(
+    cmds: &[Command],
+    bounded: bool,
+    mut line: impl FnMut(usize, &str) -> bool,
+) -> Result<()> {
+    use std::io::BufRead as _;
+    // Signals are ours here: they stop the streams, which are then reaped.
+    let _guard = super::Guard::new();
+    let since = since_now();
+    check_interrupt(since)?;
+    let (tx, rx) = std::sync::mpsc::channel::<(usize, String)>();
+    let mut started = Vec::new();
+    let mut readers = Vec::new();
+    let now = Instant::now();
+    for (i, c) in cmds.iter().enumerate() {
+        let reader = match c
+            .expression()
+            .stdin_null()
+            .stderr_to_stdout()
+            .unchecked()
+            .reader()
+        {
+            Ok(r) => r,
+            Err(e) => {
+                kill_groups(&started);
+                return Err(e).with_context(|| format!("starting `{}`", c.display()));
+            }
+        };
+        let pids = reader.pids();
+        children().extend(&pids);
+        started.push(pids);
+        let tx = tx.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut r = std::io::BufReader::new(&reader);
+            let mut buf = Vec::new();
+            loop {
+                buf.clear();
+                match r.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let l = String::from_utf8_lossy(&buf);
+                        let l = l.strip_suffix('\n').unwrap_or(&l);
+                        if tx.send((i, l.to_string())).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            drop(r);
+            let code = reader.try_wait().ok().flatten().map(|o| o.status.code());
+            (reader.pids(), code)
+        }));
+    }
+    drop(tx);
+    let limit = cmds.iter().map(Command::limit).max().unwrap_or_default();
+    let mut enough = false;
+    let stopped = loop {
+        match rx.recv_timeout(POLL * 5) {
+            Ok((i, l)) if line(i, &l) => continue,
+            Ok(_) => {
+                enough = true;
+                break None;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break None,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+        }
+        if let Err(e) = check_interrupt(since) {
+            break Some(e);
+        }
+        if bounded && now.elapsed() >= limit {
+            break Some(anyhow::anyhow!(
+                "the log commands did not finish within their limit of {}s; their process groups were killed",
+                limit.as_secs()
+            ));
+        }
+    };
+    let stopped_early = stopped.is_some() || enough;
+    if stopped_early {
+        kill_groups(&started);
+    }
+    let mut failed = None;
+    for (c, r) in cmds.iter().zip(readers) {
+        let (pids, code) = r.join().unwrap_or_default();
+        children().retain(|p| !pids.contains(p));
+        match code {
+            _ if stopped_early => {}
+            Some(Some(0)) => {}
+            other => {
+                let status = match other {
+                    Some(Some(n)) => n.to_string(),
+                    _ => "a signal".into(),
+                };
+                failed.get_or_insert(format!("`{}` exited with {status}", c.display()));
+            }
+        }
+    }
+    if let Some(e) = stopped {
+        return Err(e);
+    }
+    match failed {
+        Some(f) => bail!("{f}"),
+        None => Ok(()),
+    }
+}
+
+/// TERM to each group, KILL after the grace period to what is left.
+fn kill_groups(groups: &[Vec<u32>]) {
+    let signal = |sig| {
+        for pid in groups.iter().flatten() {
+            // SAFETY: kill(2) of a process group we created (its own group).
+            unsafe { libc::kill(-(*pid as i32), sig) };
+        }
+    };
+    signal(libc::SIGTERM);
+    let deadline = Instant::now() + GRACE;
+    // SAFETY: kill(2) with signal 0 only asks whether the group exists.
+    let alive = || {
+        groups
+            .iter()
+            .flatten()
+            .any(|p| unsafe { libc::kill(-(*p as i32), 0) } == 0)
+    };
+    while alive() && Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+    signal(libc::SIGKILL);
+}

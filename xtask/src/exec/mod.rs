@@ -401,6 +401,11 @@ pub fn apply(plan: &Plan, verbose: bool, actions: &mut dyn Actions) -> Result<Ap
     };
     drop(run.lock.take());
     crate::out::set("audit_head", head.clone());
+    // After the lock is released: a slow receiver holds up no other task.
+    if let (Some(r), Some(h)) = (&plan.record, &head) {
+        let code = error.as_ref().map_or(0, |e| code_of(e) as i32);
+        record::notify(&plan.task, r, outcome, code, h);
+    }
     if let (Some(h), Some(_)) = (&head, &error) {
         *LAST_HEAD.lock().unwrap_or_else(|p| p.into_inner()) = Some(h.clone());
     }

@@ -75,6 +75,74 @@ fn image_ref(repository: Option<&str>, tag: String, planned: Option<String>) -> 
     ImageRef { tag, digest }
 }
 
+/// Tells the record's webhook, if it has one, of the record just
+/// appended (read back as written) and the new head. A notification that
+/// was not delivered changes nothing about the outcome: it is a warning,
+/// a line in the state directory, and `notify` in the JSON document.
+pub(super) fn notify(task: &str, r: &RecordSpec, outcome: &str, exit_code: i32, head: &str) {
+    let Some(hook) = &r.notify else { return };
+    let record = log_of(r)
+        .lines()
+        .ok()
+        .and_then(|l| l.into_iter().last())
+        .and_then(|l| l.ok())
+        .and_then(|rec| serde_json::to_value(rec).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let payload = serde_json::json!({
+        "kind": "fetchml-xtask.notify/1",
+        "task": task,
+        "env": r.env,
+        "action": r.action,
+        "outcome": outcome,
+        "exit_code": exit_code,
+        "record": record,
+        "head": head,
+    });
+    let started = Instant::now();
+    let sent = hook.post(&payload);
+    let took_ms = started.elapsed().as_millis() as u64;
+    let failed = match sent {
+        Ok(attempts) => {
+            crate::out::set(
+                "notify",
+                serde_json::json!({ "sent": true, "attempts": attempts, "url_env": hook.url_env }),
+            );
+            return;
+        }
+        Err(f) => f,
+    };
+    let dir = r.log.parent().unwrap_or(std::path::Path::new("."));
+    let note = serde_json::json!({
+        "ts": crate::audit::now_rfc3339(),
+        "env": r.env,
+        "task": task,
+        "action": r.action,
+        "outcome": outcome,
+        "head": head,
+        "url_env": hook.url_env,
+        "attempts": failed.attempts,
+        "took_ms": took_ms,
+        "error": failed.error,
+    });
+    let noted = match crate::notify::note_failure(dir, &note) {
+        Ok(p) => format!("noted in {}", p.display()),
+        Err(e) => format!("and it could not be noted in {}: {e}", dir.display()),
+    };
+    eprintln!(
+        "warning: notify: the webhook in ${} was not told ({} attempt(s), {took_ms} ms): {}; the {} stands as recorded; {noted}",
+        hook.url_env, failed.attempts, failed.error, r.action
+    );
+    crate::out::set(
+        "notify",
+        serde_json::json!({
+            "sent": false,
+            "attempts": failed.attempts,
+            "url_env": hook.url_env,
+            "error": failed.error,
+        }),
+    );
+}
+
 fn one_line(s: &str) -> String {
     s.chars()
         .map(|c| if c.is_control() { ' ' } else { c })

@@ -248,6 +248,9 @@ pub struct RecordSpec {
     /// Blue/green: the environment whose serving set the record names.
     #[serde(skip)]
     pub sets_of: Option<Target>,
+    /// The webhook told of the record once it is appended (never its URL).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub notify: Option<crate::notify::Hook>,
 }
 
 /// A read-only fact looked up while planning.

@@ -370,6 +370,17 @@ impl Plan {
                 r.reason,
                 r.log.display()
             );
+            if let Some(h) = &r.notify {
+                let set = match h.is_set() {
+                    true => "set",
+                    false => "NOT SET: the run warns and tells no one",
+                };
+                let _ = writeln!(
+                    out,
+                    "then: post the record and the new head to the webhook in ${} ({set}; {}s per attempt, {} retries; a failure is a warning, never the outcome)",
+                    h.url_env, h.timeout_secs, h.retries
+                );
+            }
         }
         if !self.checklist.is_empty() {
             let _ = writeln!(out, "then, unless refused, print this checklist:");

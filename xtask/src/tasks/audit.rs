@@ -316,6 +316,7 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
         repository: None,
         force: false,
         sets_of: None,
+        notify: None,
     });
     let mut actions = Repair { log, torn };
     ctx.finish(&plan, &mut actions)

@@ -170,6 +170,7 @@ fn record(log: &Log, action: &str, reason: String) -> RecordSpec {
         repository: None,
         force: false,
         sets_of: None,
+        notify: None,
     }
 }
 

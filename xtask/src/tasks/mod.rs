@@ -9,6 +9,7 @@ pub mod demo;
 pub mod deploy;
 pub mod lint;
 pub mod lock;
+pub mod logs;
 pub mod rollback;
 pub mod security_modes;
 pub mod setup;

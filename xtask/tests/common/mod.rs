@@ -6,6 +6,8 @@
 #![allow(dead_code)]
 
 pub mod schema;
+pub mod follow;
+pub mod receiver;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -583,4 +585,27 @@ pub fn seed_deploys(log: &Log, tags: &[&str]) {
         .unwrap();
         from = Some(to);
     }
+}
+
+impl Stack {
+    /// A request the api logs as `GET /<what> -> 404` (a 404 is logged;
+    /// /health is not): a line a logs test can look for.
+    pub fn mark(&self, env: &str, what: &str) {
+        let r = reqwest::blocking::get(format!("{}/{what}", self.api(env))).unwrap();
+        assert_eq!(r.status(), 404);
+    }
+}
+
+/// Bad input: exit 1, one line on stderr starting `error: ` and naming
+/// `what`, nothing on stdout.
+pub fn assert_bad_input(o: &Output, what: &str) {
+    assert_eq!(exit_code(o), 1, "{}", text(o));
+    let err = stderr(o);
+    assert_eq!(err.trim_end().lines().count(), 1, "{}", text(o));
+    assert!(
+        err.starts_with("error: ") && err.contains(what),
+        "{}",
+        text(o)
+    );
+    assert!(stdout(o).is_empty(), "{}", text(o));
 }

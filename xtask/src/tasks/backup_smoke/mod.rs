@@ -137,6 +137,7 @@ fn build(
             repository: None,
             force: false,
             sets_of: None,
+            notify: None,
         });
     }
     let smoke = Smoke::new(s);

@@ -160,6 +160,7 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             repository: None,
             force: false,
             sets_of: None,
+            notify: None,
         });
     }
     let mut runner = Runner::new(
