@@ -193,6 +193,7 @@ impl Run<'_> {
             AppStep::HealthGate(g) => match &self.under_test {
                 Some(set) => crate::health::wait(&crate::health::Gate {
                     logs: set.logs_commands(crate::health::LOG_LINES),
+                    images: images_of(g, set),
                     ..g.clone()
                 })
                 .map(drop),
@@ -212,6 +213,7 @@ impl Run<'_> {
                 let gate = crate::health::Gate {
                     urls,
                     logs: passed.logs_commands(crate::health::LOG_LINES),
+                    images: images_of(gate, &passed),
                     ..gate.clone()
                 };
                 crate::health::wait(&gate)?;
@@ -533,4 +535,20 @@ fn recover(
         outcome,
         error: Some(fail(code, msg)),
     }
+}
+
+/// A plain-2xx gate of one blue/green set inspects that set's containers
+/// only: the other set runs the previous image by design.
+fn images_of(
+    g: &crate::health::Gate,
+    set: &crate::engine::slots::Set,
+) -> Option<crate::health::ImageProof> {
+    use crate::engine::slots::LABEL;
+    g.images.clone().map(|mut p| {
+        if set.slot() != Slot::Unlabelled {
+            p.filters
+                .push(format!("label={LABEL}={}", set.slot().name()));
+        }
+        p
+    })
 }

@@ -2,8 +2,10 @@
 //! now, beside what the chain and the engine say.
 //!
 //! - The serving version is probed at the environment's health URLs with
-//!   the gate's own contract (status `ok`, the version that runs, the
-//!   environment's compliance mode), once, with a short limit.
+//!   the gate's own contract (`[env.NAME.health]`, docs/health.md: by
+//!   default status `ok`, the version that runs, the environment's
+//!   compliance mode; under plain 2xx, the containers' images too), once,
+//!   with a short limit.
 //! - Blue/green: each standby set (no traffic) is probed on its own
 //!   containers' addresses against its own version, and the proxy must
 //!   answer with a route for each HTTP service.
@@ -18,7 +20,7 @@ use serde::Serialize;
 use crate::config::Env;
 use crate::engine::slots::{Container, Slot};
 use crate::engine::Target;
-use crate::health::{judge, probe, Gate};
+use crate::health::{judge, probe, prove_images, Gate};
 use crate::rollout::{standby_with, Now};
 
 /// One URL probed once.
@@ -34,7 +36,7 @@ pub struct Probe {
 #[derive(Debug, Clone, Serialize)]
 pub struct Serving {
     pub version: String,
-    pub compliance_mode: String,
+    pub compliance_mode: Option<String>,
     pub healthy: bool,
     pub probes: Vec<Probe>,
 }
@@ -75,7 +77,7 @@ pub struct Live {
 
 fn probe_all(urls: &[String], gate: &Gate) -> Vec<Probe> {
     let client = crate::health::client();
-    std::thread::scope(|s| {
+    let mut probes: Vec<Probe> = std::thread::scope(|s| {
         let hs: Vec<_> = urls
             .iter()
             .map(|u| {
@@ -93,16 +95,38 @@ fn probe_all(urls: &[String], gate: &Gate) -> Vec<Probe> {
         hs.into_iter()
             .map(|h| h.join().expect("a probe thread does not panic"))
             .collect()
-    })
+    });
+    // Plain 2xx: the body proved no version; the containers' images do.
+    if let Some(p) = gate.images.as_ref().filter(|_| probes.iter().all(|p| p.ok)) {
+        if let Err(why) = prove_images(p) {
+            probes.push(Probe {
+                url: "image check".into(),
+                ok: false,
+                detail: why,
+            });
+        }
+    }
+    probes
 }
 
-fn gate(urls: Vec<String>, version: &str, env: &Env) -> Gate {
+/// The gate's contract for `version` at `urls`, probed once.
+fn gate(urls: Vec<String>, version: &str, env: &Env, target: Option<&Target>) -> Gate {
+    let g = match target {
+        Some(t) => crate::rollout::gate_for(&t.on_tag(version), env, 2),
+        None => Gate {
+            urls: Vec::new(),
+            version: version.into(),
+            compliance_mode: env.compliance_mode.clone(),
+            contract: env.health.clone(),
+            timeout_secs: 2,
+            images: None,
+            logs: Vec::new(),
+        },
+    };
     Gate {
         urls,
-        version: version.into(),
-        compliance_mode: env.compliance_mode.clone(),
-        timeout_secs: 2,
         logs: Vec::new(),
+        ..g
     }
 }
 
@@ -135,7 +159,21 @@ fn standby(target: &Target, env: &Env, now: &Now, rollback: Option<&str>) -> Vec
                         .iter()
                         .any(|c| c.running && set.services().contains(&c.service));
                     let probes = match set.probed() {
-                        Ok((urls, _)) => probe_all(&urls, &gate(Vec::new(), &version, env)),
+                        Ok((urls, _)) => {
+                            let g = gate(urls, &version, env, Some(target));
+                            let g = Gate {
+                                images: g.images.clone().map(|mut p| {
+                                    p.filters.push(format!(
+                                        "label={}={}",
+                                        crate::engine::slots::LABEL,
+                                        slot.name()
+                                    ));
+                                    p
+                                }),
+                                ..g
+                            };
+                            probe_all(&g.urls, &g)
+                        }
                         Err(e) if http_runs => vec![Probe {
                             url: String::new(),
                             ok: false,
@@ -196,7 +234,7 @@ pub fn check(
             .zip(now)
             .map(|(t, n)| s.spawn(move || standby(t, env, n, rollback)));
         let serving = serving.map(|v| {
-            let g = gate(env.health_urls.clone(), v, env);
+            let g = gate(env.health_urls.clone(), v, env, target);
             let probes = probe_all(&g.urls, &g);
             Serving {
                 version: v.into(),
