@@ -88,10 +88,10 @@ impl Gate {
             });
         }
         if let Some(p) = &self.images {
-            parts.push(format!(
-                "the containers run {}",
-                p.want.values().cloned().collect::<Vec<_>>().join(", ")
-            ));
+            let mut refs: Vec<&str> = p.want.values().map(String::as_str).collect();
+            refs.sort();
+            refs.dedup();
+            parts.push(format!("the containers run {}", refs.join(", ")));
         }
         parts.join(", ")
     }
@@ -286,7 +286,11 @@ pub fn wait(gate: &Gate) -> Result<Vec<Answer>> {
             match probe(&client, url) {
                 Ok(a) => match judge(&a, gate) {
                     Ok(()) => passed[i] = Some(a),
-                    Err(why) => last[i] = format!("{why}; body {}", truncate(a.body.trim(), 300)),
+                    Err(why) => {
+                        // One line: an HTML error page spans several.
+                        let body = a.body.split_whitespace().collect::<Vec<_>>().join(" ");
+                        last[i] = format!("{why}; body {}", truncate(&body, 300))
+                    }
                 },
                 Err(why) => last[i] = why,
             }
