@@ -517,7 +517,11 @@ impl Env {
                 bail!("health url `{u}` must start with http:// or https://");
             }
         }
-        if let Some(mode) = self.compliance_mode.as_deref().filter(|m| !MODES.contains(m)) {
+        if let Some(mode) = self
+            .compliance_mode
+            .as_deref()
+            .filter(|m| !MODES.contains(m))
+        {
             bail!(
                 "compliance_mode `{mode}` is not one of {}",
                 MODES.join(", ")
@@ -758,6 +762,37 @@ require_evidence = ["security-modes-test"]
             "{e}"
         );
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn the_health_contract_defaults_to_the_json_one_and_is_checked() {
+        let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.health, HealthContract::default());
+        assert_eq!(
+            prod.health.checks(prod.compliance_mode.as_deref()),
+            [Check::Status, Check::Version, Check::Mode]
+        );
+        // No compliance_mode: no mode check, unless asked for (refused).
+        let no_mode = GOOD.replace("compliance_mode = \"hipaa\"\n", "");
+        let cfg = Config::parse(&no_mode, "deploy.toml").unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.health.checks(None), [Check::Status, Check::Version]);
+        let with = |mode: &str, health: &str| {
+            GOOD.replace(
+                "compliance_mode = \"hipaa\"\n",
+                &format!("{mode}health = {{ {health} }}\n"),
+            )
+        };
+        assert!(err(&with("", "checks = [\"mode\"]")).contains("sets no compliance_mode"));
+        assert!(err(&with("", "contract = \"2xx\", checks = [\"status\"]"))
+            .contains("health.checks applies to the json contract only"));
+        assert!(err(&with("", "status_ok = []")).contains("health.status_ok is empty"));
+        assert!(err(&with("", "contract = \"plain\"")).contains("unknown variant `plain`"));
+        let cfg = Config::parse(&with("", "contract = \"2xx\""), "deploy.toml").unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.health.contract, ContractKind::Plain2xx);
+        assert!(prod.health.checks(None).is_empty());
     }
 
     #[test]

@@ -200,7 +200,10 @@ pub fn prove_images(p: &ImageProof) -> std::result::Result<(), String> {
     }
     let ps = ps
         .arg("--format")
-        .arg(format!("{{{{.ID}}}}\t{{{{.Label \"{}\"}}}}", p.service_label))
+        .arg(format!(
+            "{{{{.ID}}}}\t{{{{.Label \"{}\"}}}}",
+            p.service_label
+        ))
         .timeout(p.look_up_secs);
     let listed = crate::cmd::run(&ps, false).map_err(|e| format!("{e:#}"))?;
     let ids: Vec<(&str, &str)> = listed
@@ -466,7 +469,11 @@ mod tests {
                 r#"{"status":"ok","version":"sha-b"}"#,
                 "field compliance_mode missing",
             ),
-            (200, r#"{"status":"ok","compliance_mode":"hipaa"}"#, "field version missing"),
+            (
+                200,
+                r#"{"status":"ok","compliance_mode":"hipaa"}"#,
+                "field version missing",
+            ),
             (
                 200,
                 r#"{"status":"ok","version":7,"compliance_mode":"hipaa"}"#,
@@ -480,7 +487,11 @@ mod tests {
             ),
         ];
         for (code, body, want) in cases {
-            assert_eq!(judged(code, body, &g), Err(want.to_string()), "{code} {body}");
+            assert_eq!(
+                judged(code, body, &g),
+                Err(want.to_string()),
+                "{code} {body}"
+            );
         }
     }
 
@@ -497,7 +508,10 @@ mod tests {
             ..gate()
         };
         assert_eq!(judged(200, r#"{"state":"UP","build":"sha-b"}"#, &g), Ok(()));
-        assert_eq!(judged(200, r#"{"state":"healthy","build":"sha-b"}"#, &g), Ok(()));
+        assert_eq!(
+            judged(200, r#"{"state":"healthy","build":"sha-b"}"#, &g),
+            Ok(())
+        );
         assert_eq!(
             judged(200, r#"{"state":"DOWN","build":"sha-b"}"#, &g),
             Err(r#"state is "DOWN", want "UP" or "healthy""#.into())
@@ -511,7 +525,10 @@ mod tests {
             compliance_mode: None,
             ..gate()
         };
-        assert_eq!(judged(200, r#"{"status":"ok","version":"sha-b"}"#, &no_mode), Ok(()));
+        assert_eq!(
+            judged(200, r#"{"status":"ok","version":"sha-b"}"#, &no_mode),
+            Ok(())
+        );
     }
 
     #[test]
@@ -578,6 +595,9 @@ mod tests {
             ..gate()
         };
         let e = wait(&g).unwrap_err().to_string();
-        assert!(e.contains("/health: field compliance_mode missing; body {"), "{e}");
+        assert!(
+            e.contains("/health: field compliance_mode missing; body {"),
+            "{e}"
+        );
     }
 }

@@ -205,11 +205,17 @@ fn contract(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
     let images = (env.health.contract == crate::config::ContractKind::Plain2xx).then(|| {
         let (filters, service_label) = match target.engine() {
             EngineKind::Compose => (
-                vec![format!("label=com.docker.compose.project={}", target.project())],
+                vec![format!(
+                    "label=com.docker.compose.project={}",
+                    target.project()
+                )],
                 "com.docker.compose.service",
             ),
             EngineKind::Swarm => (
-                vec![format!("label=com.docker.stack.namespace={}", target.project())],
+                vec![format!(
+                    "label=com.docker.stack.namespace={}",
+                    target.project()
+                )],
                 "com.docker.swarm.service.name",
             ),
         };

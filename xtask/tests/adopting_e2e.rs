@@ -103,7 +103,15 @@ impl Drop for Copy {
     fn drop(&mut self) {
         // Only what this test created: its project and its images.
         let _ = Command::new("docker")
-            .args(["compose", "-p", &self.project, "down", "-v", "--timeout", "2"])
+            .args([
+                "compose",
+                "-p",
+                &self.project,
+                "down",
+                "-v",
+                "--timeout",
+                "2",
+            ])
             .output();
         for tag in ["v1", "v2", "v3"] {
             let _ = Command::new("docker")
@@ -130,9 +138,17 @@ fn the_adopting_walk_through_runs_as_written() {
     // The walk-through the issue asks for: a deploy, a broken one rolled
     // back (exit 3) with the old version still serving, and a rollback.
     let said = |f: &dyn Fn(&Line) -> bool| lines.iter().any(f);
-    assert!(said(&|l| l.command.starts_with("cargo xtask deploy-staging") && l.exits == 0));
-    assert!(said(&|l| l.command.starts_with("cargo xtask deploy-staging") && l.exits == 3));
-    assert!(said(&|l| l.command.starts_with("cargo xtask rollback") && l.exits == 0));
+    assert!(said(&|l| l
+        .command
+        .starts_with("cargo xtask deploy-staging")
+        && l.exits == 0));
+    assert!(said(&|l| l
+        .command
+        .starts_with("cargo xtask deploy-staging")
+        && l.exits == 3));
+    assert!(said(
+        &|l| l.command.starts_with("cargo xtask rollback") && l.exits == 0
+    ));
     assert!(said(&|l| l.prints.is_some()));
 
     let copy = Copy::new();
@@ -161,7 +177,11 @@ fn the_adopting_walk_through_runs_as_written() {
             let stderr = String::from_utf8_lossy(&o.stderr);
             let why = format!("http://127.0.0.1:{}/health: HTTP 404; body", copy.port);
             assert!(stderr.contains(&why), "{shown}");
-            assert!(copy.record_errors().contains(&why), "{}", copy.record_errors());
+            assert!(
+                copy.record_errors().contains(&why),
+                "{}",
+                copy.record_errors()
+            );
         }
     }
 }
