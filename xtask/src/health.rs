@@ -71,29 +71,34 @@ pub struct ImageProof {
 }
 
 impl Gate {
-    /// The checks in force, for plans and messages: `HTTP 2xx, status in
-    /// [ok], version = t1, compliance_mode = hipaa`.
+    /// The checks in force, for plans and messages: `a 2xx with
+    /// status=ok, version=t1, compliance_mode=hipaa`.
     pub fn describe(&self) -> String {
         let c = &self.contract;
-        let mut parts = vec!["HTTP 2xx".to_string()];
-        for check in c.checks(self.compliance_mode.as_deref()) {
-            parts.push(match check {
-                Check::Status => format!("{} in [{}]", c.status_field, c.status_ok.join(", ")),
-                Check::Version => format!("{} = {}", c.version_field, self.version),
+        let fields: Vec<String> = c
+            .checks(self.compliance_mode.as_deref())
+            .into_iter()
+            .map(|check| match check {
+                Check::Status => format!("{}={}", c.status_field, c.status_ok.join("|")),
+                Check::Version => format!("{}={}", c.version_field, self.version),
                 Check::Mode => format!(
-                    "{} = {}",
+                    "{}={}",
                     c.mode_field,
                     self.compliance_mode.as_deref().unwrap_or("")
                 ),
-            });
+            })
+            .collect();
+        let mut out = "a 2xx".to_string();
+        if !fields.is_empty() {
+            out.push_str(&format!(" with {}", fields.join(", ")));
         }
         if let Some(p) = &self.images {
             let mut refs: Vec<&str> = p.want.values().map(String::as_str).collect();
             refs.sort();
             refs.dedup();
-            parts.push(format!("the containers run {}", refs.join(", ")));
+            out.push_str(&format!(", and the containers run {}", refs.join(", ")));
         }
-        parts.join(", ")
+        out
     }
 }
 
@@ -544,7 +549,11 @@ mod tests {
         assert_eq!(judged(204, "", &g), Ok(()));
         assert_eq!(judged(404, "not found", &g), Err("HTTP 404".into()));
         assert_eq!(judged(503, GOOD, &g), Err("HTTP 503".into()));
-        assert_eq!(g.describe(), "HTTP 2xx");
+        assert_eq!(g.describe(), "a 2xx");
+        assert_eq!(
+            gate().describe(),
+            "a 2xx with status=ok, version=sha-b, compliance_mode=hipaa"
+        );
     }
 
     #[test]
