@@ -286,6 +286,11 @@ impl Now {
         (now, engine.map(drop))
     }
 
+    /// The digest the chain recorded for its current version, if any.
+    pub fn chain_digest(&self) -> Option<&str> {
+        self.chain_digest.as_deref()
+    }
+
     /// A `Now` made by hand, for plan tests.
     #[cfg(test)]
     pub fn for_test(chain: Option<&str>, engine: Running, apps: &[&str]) -> Now {

@@ -538,13 +538,15 @@ fn recover(
 }
 
 /// A plain-2xx gate of one blue/green set inspects that set's containers
-/// only: the other set runs the previous image by design.
+/// only (the other set runs the previous image by design), and of its
+/// services only: a set's HTTP part and its workers are gated apart.
 fn images_of(
     g: &crate::health::Gate,
     set: &crate::engine::slots::Set,
 ) -> Option<crate::health::ImageProof> {
     use crate::engine::slots::LABEL;
     g.images.clone().map(|mut p| {
+        p.want.retain(|s, _| set.services().contains(s));
         if set.slot() != Slot::Unlabelled {
             p.filters
                 .push(format!("label={LABEL}={}", set.slot().name()));

@@ -109,10 +109,11 @@ fn probe_all(urls: &[String], gate: &Gate) -> Vec<Probe> {
     probes
 }
 
-/// The gate's contract for `version` at `urls`, probed once.
+/// The gate's contract for `version` at `urls`, probed once; `target` is
+/// on that version (pinned where its digest is known).
 fn gate(urls: Vec<String>, version: &str, env: &Env, target: Option<&Target>) -> Gate {
     let g = match target {
-        Some(t) => crate::rollout::gate_for(&t.on_tag(version), env, 2),
+        Some(t) => crate::rollout::gate_for(t, env, 2),
         None => Gate {
             urls: Vec::new(),
             version: version.into(),
@@ -160,14 +161,19 @@ fn standby(target: &Target, env: &Env, now: &Now, rollback: Option<&str>) -> Vec
                         .any(|c| c.running && set.services().contains(&c.service));
                     let probes = match set.probed() {
                         Ok((urls, _)) => {
-                            let g = gate(urls, &version, env, Some(target));
+                            let g = gate(urls, &version, env, Some(&target.on_tag(&version)));
                             let g = Gate {
+                                // Its HTTP containers only: a warm standby's
+                                // workers are stopped by design.
                                 images: g.images.clone().map(|mut p| {
-                                    p.filters.push(format!(
-                                        "label={}={}",
-                                        crate::engine::slots::LABEL,
-                                        slot.name()
-                                    ));
+                                    p.want.retain(|s, _| set.services().contains(s));
+                                    if slot != Slot::Unlabelled {
+                                        p.filters.push(format!(
+                                            "label={}={}",
+                                            crate::engine::slots::LABEL,
+                                            slot.name()
+                                        ));
+                                    }
                                     p
                                 }),
                                 ..g
@@ -234,7 +240,29 @@ pub fn check(
             .zip(now)
             .map(|(t, n)| s.spawn(move || standby(t, env, n, rollback)));
         let serving = serving.map(|v| {
-            let g = gate(env.health_urls.clone(), v, env, target);
+            // Plain 2xx: the serving set's containers, on the digest the
+            // chain recorded for the version (one repository: one digest).
+            let on = target.map(|t| {
+                let t = t.on_tag(v);
+                match now
+                    .filter(|n| n.chain.as_deref() == Some(v))
+                    .and_then(Now::chain_digest)
+                {
+                    Some(d) if t.repositories().len() == 1 => t.pinned(Some(d)),
+                    _ => t,
+                }
+            });
+            let mut g = gate(env.health_urls.clone(), v, env, on.as_ref());
+            let live = now
+                .and_then(|n| n.engine.live)
+                .filter(|l| *l != Slot::Unlabelled);
+            if let (Some(p), Some(live)) = (g.images.as_mut(), live) {
+                p.filters.push(format!(
+                    "label={}={}",
+                    crate::engine::slots::LABEL,
+                    live.name()
+                ));
+            }
             let probes = probe_all(&g.urls, &g);
             Serving {
                 version: v.into(),
