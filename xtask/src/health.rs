@@ -27,12 +27,13 @@ pub struct Gate {
     pub version: String,
     /// What the `mode` check wants (the environment's, when it has one).
     pub compliance_mode: Option<String>,
-    pub contract: HealthContract,
+    /// Boxed, as `images`: a gate rides in plan steps, which stay small.
+    pub contract: Box<HealthContract>,
     pub timeout_secs: u64,
     /// Plain 2xx: the images the gated containers must run, in place of
     /// the version a JSON body would report.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub images: Option<ImageProof>,
+    pub images: Option<Box<ImageProof>>,
     /// Read-only look-ups whose output explains a failure (the new
     /// containers' last log lines); run once when the gate gives up.
     #[serde(skip)]
@@ -425,7 +426,7 @@ mod tests {
             urls: vec![],
             version: "sha-b".into(),
             compliance_mode: Some("hipaa".into()),
-            contract: HealthContract::default(),
+            contract: Box::default(),
             timeout_secs: 1,
             images: None,
             logs: vec![],
@@ -503,13 +504,13 @@ mod tests {
     #[test]
     fn fields_names_accepted_statuses_and_checks_are_configurable() {
         let g = Gate {
-            contract: HealthContract {
+            contract: Box::new(HealthContract {
                 checks: Some(vec![Check::Status, Check::Version]),
                 status_field: "state".into(),
                 status_ok: vec!["UP".into(), "healthy".into()],
                 version_field: "build".into(),
                 ..HealthContract::default()
-            },
+            }),
             ..gate()
         };
         assert_eq!(judged(200, r#"{"state":"UP","build":"sha-b"}"#, &g), Ok(()));
@@ -539,10 +540,10 @@ mod tests {
     #[test]
     fn plain_2xx_counts_any_2xx_and_nothing_else() {
         let g = Gate {
-            contract: HealthContract {
+            contract: Box::new(HealthContract {
                 contract: ContractKind::Plain2xx,
                 ..HealthContract::default()
-            },
+            }),
             ..gate()
         };
         assert_eq!(judged(200, "OK", &g), Ok(()));

@@ -219,7 +219,7 @@ fn contract(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
                 "com.docker.swarm.service.name",
             ),
         };
-        crate::health::ImageProof {
+        Box::new(crate::health::ImageProof {
             filters,
             service_label: service_label.into(),
             want: target
@@ -231,13 +231,13 @@ fn contract(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
                 })
                 .collect(),
             look_up_secs: target.limits().look_up_secs,
-        }
+        })
     });
     Gate {
         urls: env.health_urls.clone(),
         version: target.tag().into(),
         compliance_mode: env.compliance_mode.clone(),
-        contract: env.health.clone(),
+        contract: Box::new(env.health.clone()),
         timeout_secs,
         images,
         logs: target.logs_commands(crate::health::LOG_LINES),

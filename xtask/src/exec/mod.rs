@@ -543,7 +543,7 @@ fn recover(
 fn images_of(
     g: &crate::health::Gate,
     set: &crate::engine::slots::Set,
-) -> Option<crate::health::ImageProof> {
+) -> Option<Box<crate::health::ImageProof>> {
     use crate::engine::slots::LABEL;
     g.images.clone().map(|mut p| {
         p.want.retain(|s, _| set.services().contains(s));

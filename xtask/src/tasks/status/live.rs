@@ -118,7 +118,7 @@ fn gate(urls: Vec<String>, version: &str, env: &Env, target: Option<&Target>) ->
             urls: Vec::new(),
             version: version.into(),
             compliance_mode: env.compliance_mode.clone(),
-            contract: env.health.clone(),
+            contract: Box::new(env.health.clone()),
             timeout_secs: 2,
             images: None,
             logs: Vec::new(),
