@@ -33,7 +33,11 @@ fn deployments() -> PathBuf {
 }
 
 /// The configs whose environments are rendered, relative to deployments/.
-const CONFIGS: [&str; 2] = ["deploy.toml", "testbed/deploy.toml"];
+const CONFIGS: [&str; 3] = [
+    "deploy.toml",
+    "testbed/deploy.toml",
+    "examples/hello/deploy.toml",
+];
 
 fn load(rel: &str) -> Config {
     let path = deployments().join(rel);
