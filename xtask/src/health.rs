@@ -71,6 +71,18 @@ pub struct ImageProof {
     pub look_up_secs: u64,
 }
 
+impl ImageProof {
+    /// The same proof for one blue/green set: its containers (`filter`)
+    /// and its `services` only, as a set's HTTP part and its workers are
+    /// gated apart, and the other set runs another image by design.
+    pub fn of_set(&self, filter: Option<String>, services: &[String]) -> Box<ImageProof> {
+        let mut p = self.clone();
+        p.want.retain(|s, _| services.contains(s));
+        p.filters.extend(filter);
+        Box::new(p)
+    }
+}
+
 impl Gate {
     /// The checks in force, for plans and messages: `a 2xx with
     /// status=ok, version=t1, compliance_mode=hipaa`.

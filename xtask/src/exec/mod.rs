@@ -193,7 +193,10 @@ impl Run<'_> {
             AppStep::HealthGate(g) => match &self.under_test {
                 Some(set) => crate::health::wait(&crate::health::Gate {
                     logs: set.logs_commands(crate::health::LOG_LINES),
-                    images: images_of(g, set),
+                    images: g
+                        .images
+                        .as_ref()
+                        .map(|p| p.of_set(set.slot().filter(), set.services())),
                     ..g.clone()
                 })
                 .map(drop),
@@ -213,7 +216,10 @@ impl Run<'_> {
                 let gate = crate::health::Gate {
                     urls,
                     logs: passed.logs_commands(crate::health::LOG_LINES),
-                    images: images_of(gate, &passed),
+                    images: gate
+                        .images
+                        .as_ref()
+                        .map(|p| p.of_set(passed.slot().filter(), passed.services())),
                     ..gate.clone()
                 };
                 crate::health::wait(&gate)?;
@@ -535,22 +541,4 @@ fn recover(
         outcome,
         error: Some(fail(code, msg)),
     }
-}
-
-/// A plain-2xx gate of one blue/green set inspects that set's containers
-/// only (the other set runs the previous image by design), and of its
-/// services only: a set's HTTP part and its workers are gated apart.
-fn images_of(
-    g: &crate::health::Gate,
-    set: &crate::engine::slots::Set,
-) -> Option<Box<crate::health::ImageProof>> {
-    use crate::engine::slots::LABEL;
-    g.images.clone().map(|mut p| {
-        p.want.retain(|s, _| set.services().contains(s));
-        if set.slot() != Slot::Unlabelled {
-            p.filters
-                .push(format!("label={LABEL}={}", set.slot().name()));
-        }
-        p
-    })
 }

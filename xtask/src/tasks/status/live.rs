@@ -162,20 +162,13 @@ fn standby(target: &Target, env: &Env, now: &Now, rollback: Option<&str>) -> Vec
                     let probes = match set.probed() {
                         Ok((urls, _)) => {
                             let g = gate(urls, &version, env, Some(&target.on_tag(&version)));
+                            // Its HTTP containers only: a warm standby's
+                            // workers are stopped by design.
                             let g = Gate {
-                                // Its HTTP containers only: a warm standby's
-                                // workers are stopped by design.
-                                images: g.images.clone().map(|mut p| {
-                                    p.want.retain(|s, _| set.services().contains(s));
-                                    if slot != Slot::Unlabelled {
-                                        p.filters.push(format!(
-                                            "label={}={}",
-                                            crate::engine::slots::LABEL,
-                                            slot.name()
-                                        ));
-                                    }
-                                    p
-                                }),
+                                images: g
+                                    .images
+                                    .as_ref()
+                                    .map(|p| p.of_set(slot.filter(), set.services())),
                                 ..g
                             };
                             probe_all(&g.urls, &g)
@@ -253,15 +246,8 @@ pub fn check(
                 }
             });
             let mut g = gate(env.health_urls.clone(), v, env, on.as_ref());
-            let live = now
-                .and_then(|n| n.engine.live)
-                .filter(|l| *l != Slot::Unlabelled);
-            if let (Some(p), Some(live)) = (g.images.as_mut(), live) {
-                p.filters.push(format!(
-                    "label={}={}",
-                    crate::engine::slots::LABEL,
-                    live.name()
-                ));
+            if let (Some(p), Some(live)) = (g.images.as_mut(), now.and_then(|n| n.engine.live)) {
+                p.filters.extend(live.filter());
             }
             let probes = probe_all(&g.urls, &g);
             Serving {
