@@ -110,12 +110,19 @@ pub struct Env {
     /// of `app_services` and no other.
     pub images: BTreeMap<String, String>,
     /// The health gate's URLs (http or https, no credentials): every one
-    /// must answer the service contract with the new version before a
-    /// deploy counts. With a proxy, the URLs through it.
+    /// must answer the health contract (`health`) with the new version
+    /// before a deploy counts. With a proxy, the URLs through it.
     pub health_urls: Vec<String>,
-    /// The `compliance_mode` that /health must report: `dev`, `standard`
-    /// or `hipaa`.
-    pub compliance_mode: String,
+    /// The security mode the stack runs in (`dev`, `standard` or `hipaa`):
+    /// what the `mode` check of the health contract wants, and what
+    /// security-modes-test checks it in. Optional: an app without modes
+    /// leaves it out (and the `mode` check).
+    pub compliance_mode: Option<String>,
+    /// What each health URL must answer (`[env.NAME.health]`, docs/health.md):
+    /// by default a JSON body with `status` ok, `version` the tag and
+    /// `compliance_mode` the environment's (when it has one).
+    #[serde(default)]
+    pub health: HealthContract,
     /// How long a deploy's health gate waits for every URL to pass, in
     /// seconds (at least 1); past it the deploy fails and is rolled back.
     #[serde(default = "default_timeout")]
@@ -386,6 +393,119 @@ impl Default for Limits {
     }
 }
 
+/// What a health URL must answer for the gate and `status` to count it
+/// (docs/health.md is the reference).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthContract {
+    /// `json`: a 2xx whose JSON body passes `checks`; `2xx`: any 2xx
+    /// answer, with the version proven by the image the gated containers run.
+    #[serde(default)]
+    pub contract: ContractKind,
+    /// The JSON checks that apply (`status`, `version`, `mode`); default:
+    /// all three, `mode` only when the environment sets `compliance_mode`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(example = ["status", "version"])]
+    pub checks: Option<Vec<Check>>,
+    /// The JSON field the `status` check reads.
+    #[serde(default = "default_status_field")]
+    pub status_field: String,
+    /// The values of `status_field` that count as healthy.
+    #[serde(default = "default_status_ok")]
+    pub status_ok: Vec<String>,
+    /// The JSON field the `version` check reads; it must equal the tag.
+    #[serde(default = "default_version_field")]
+    pub version_field: String,
+    /// The JSON field the `mode` check reads; it must equal `compliance_mode`.
+    #[serde(default = "default_mode_field")]
+    pub mode_field: String,
+}
+
+/// The kinds of health contract.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+pub enum ContractKind {
+    #[default]
+    #[serde(rename = "json")]
+    Json,
+    #[serde(rename = "2xx")]
+    Plain2xx,
+}
+
+/// One check of the JSON health contract.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Check {
+    Status,
+    Version,
+    Mode,
+}
+
+impl Default for HealthContract {
+    fn default() -> Self {
+        HealthContract {
+            contract: ContractKind::Json,
+            checks: None,
+            status_field: default_status_field(),
+            status_ok: default_status_ok(),
+            version_field: default_version_field(),
+            mode_field: default_mode_field(),
+        }
+    }
+}
+
+impl HealthContract {
+    /// The checks that apply in an environment with `mode` (none for `2xx`).
+    pub fn checks(&self, mode: Option<&str>) -> Vec<Check> {
+        match (&self.contract, &self.checks) {
+            (ContractKind::Plain2xx, _) => Vec::new(),
+            (ContractKind::Json, Some(c)) => c.clone(),
+            (ContractKind::Json, None) => {
+                let mut c = vec![Check::Status, Check::Version];
+                if mode.is_some() {
+                    c.push(Check::Mode);
+                }
+                c
+            }
+        }
+    }
+
+    fn validate(&self, mode: Option<&str>) -> Result<()> {
+        let checks = self.checks.as_deref().unwrap_or_default();
+        if self.contract == ContractKind::Plain2xx && self.checks.is_some() {
+            bail!("health.checks applies to the json contract only: remove it, or set health.contract = \"json\"");
+        }
+        if checks.contains(&Check::Mode) && mode.is_none() {
+            bail!("health.checks has `mode` but the environment sets no compliance_mode: set one, or drop the check");
+        }
+        for (k, v) in [
+            ("status_field", &self.status_field),
+            ("version_field", &self.version_field),
+            ("mode_field", &self.mode_field),
+        ] {
+            if v.trim().is_empty() {
+                bail!("health.{k} is empty: name the JSON field, or leave the check out of health.checks");
+            }
+        }
+        if self.status_ok.is_empty() {
+            bail!("health.status_ok is empty: list the status values that count as healthy");
+        }
+        Ok(())
+    }
+}
+
+fn default_status_field() -> String {
+    "status".into()
+}
+fn default_status_ok() -> Vec<String> {
+    vec!["ok".into()]
+}
+fn default_version_field() -> String {
+    "version".into()
+}
+fn default_mode_field() -> String {
+    "compliance_mode".into()
+}
+
 fn default_tag_var() -> String {
     "FETCHML_TAG".into()
 }
@@ -559,13 +679,17 @@ impl Env {
                 bail!("health url `{u}` must start with http:// or https://");
             }
         }
-        if !MODES.contains(&self.compliance_mode.as_str()) {
+        if let Some(mode) = self
+            .compliance_mode
+            .as_deref()
+            .filter(|m| !MODES.contains(m))
+        {
             bail!(
-                "compliance_mode `{}` is not one of {}",
-                self.compliance_mode,
+                "compliance_mode `{mode}` is not one of {}",
                 MODES.join(", ")
             );
         }
+        self.health.validate(self.compliance_mode.as_deref())?;
         if self.health_timeout_secs == 0 || self.rollback_timeout_secs == 0 {
             bail!("timeouts must be at least 1 second");
         }
@@ -861,6 +985,37 @@ require_evidence = ["security-modes-test"]
             "{e}"
         );
         assert!(!e.contains('\n'), "one line: {e}");
+    }
+
+    #[test]
+    fn the_health_contract_defaults_to_the_json_one_and_is_checked() {
+        let cfg = Config::parse(GOOD, "deploy.toml").unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.health, HealthContract::default());
+        assert_eq!(
+            prod.health.checks(prod.compliance_mode.as_deref()),
+            [Check::Status, Check::Version, Check::Mode]
+        );
+        // No compliance_mode: no mode check, unless asked for (refused).
+        let no_mode = GOOD.replace("compliance_mode = \"hipaa\"\n", "");
+        let cfg = Config::parse(&no_mode, "deploy.toml").unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.health.checks(None), [Check::Status, Check::Version]);
+        let with = |mode: &str, health: &str| {
+            GOOD.replace(
+                "compliance_mode = \"hipaa\"\n",
+                &format!("{mode}health = {{ {health} }}\n"),
+            )
+        };
+        assert!(err(&with("", "checks = [\"mode\"]")).contains("sets no compliance_mode"));
+        assert!(err(&with("", "contract = \"2xx\", checks = [\"status\"]"))
+            .contains("health.checks applies to the json contract only"));
+        assert!(err(&with("", "status_ok = []")).contains("health.status_ok is empty"));
+        assert!(err(&with("", "contract = \"plain\"")).contains("unknown variant `plain`"));
+        let cfg = Config::parse(&with("", "contract = \"2xx\""), "deploy.toml").unwrap();
+        let prod = cfg.env("prod").unwrap();
+        assert_eq!(prod.health.contract, ContractKind::Plain2xx);
+        assert!(prod.health.checks(None).is_empty());
     }
 
     #[test]

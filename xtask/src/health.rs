@@ -1,24 +1,39 @@
-//! The health gate: polls every URL until the service contract holds for the
-//! deployed tag, or the timeout passes.
+//! The health gate: polls every URL until the environment's health
+//! contract holds for the deployed tag, or the timeout passes.
 //!
-//! A response counts only when `status` is `ok`, `version` equals the tag
-//! just deployed (an old container still answering does not count), and
-//! `compliance_mode` equals the environment's expected mode.
+//! The contract (`[env.NAME.health]`, docs/health.md) is a JSON one by
+//! default: a 2xx whose body has `status` ok, `version` equal to the tag
+//! just deployed (an old container still answering does not count) and
+//! `compliance_mode` equal to the environment's. Which fields are checked,
+//! their names and the accepted statuses are configurable. A plain `2xx`
+//! contract counts any 2xx answer; the body cannot prove the version then,
+//! so the gate also checks that the gated containers run the image the
+//! deploy resolved (`docker inspect`). A failure names the check that failed.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
-use serde::Deserialize;
+
+use crate::cmd::{Command, Effect};
+use crate::config::{Check, ContractKind, HealthContract};
 
 /// What the health gate waits for.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct Gate {
     pub urls: Vec<String>,
-    /// `version` must equal this tag, so an old container answering does not count.
+    /// The `version` check wants this tag, so an old container answering does not count.
     pub version: String,
-    pub compliance_mode: String,
+    /// What the `mode` check wants (the environment's, when it has one).
+    pub compliance_mode: Option<String>,
+    /// Boxed, as `images`: a gate rides in plan steps, which stay small.
+    pub contract: Box<HealthContract>,
     pub timeout_secs: u64,
+    /// Plain 2xx: the images the gated containers must run, in place of
+    /// the version a JSON body would report.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub images: Option<Box<ImageProof>>,
     /// Read-only look-ups whose output explains a failure (the new
     /// containers' last log lines); run once when the gate gives up.
     #[serde(skip)]
@@ -31,29 +46,81 @@ pub const LOG_LINES: u32 = 20;
 /// Between polls. Short, so the gate notices a healthy service within ~one interval.
 const INTERVAL: Duration = Duration::from_millis(50);
 
-/// The fields of `/health` the gate reads.
-#[derive(Debug, Clone, Deserialize, serde::Serialize)]
-pub struct Health {
-    pub status: String,
-    pub version: String,
-    pub compliance_mode: String,
+/// Between image checks of a plain-2xx gate whose URLs already answer.
+const PROOF_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One answer of a health URL.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Answer {
+    pub code: u16,
     /// The response body as it came (for a failed gate's diagnosis).
-    #[serde(skip)]
     pub body: String,
 }
 
-/// One probe of one URL: the parsed body, or why it did not count.
-pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Result<Health, String> {
-    let resp = client.get(url).send().map_err(|e| one_line(&e))?;
-    let code = resp.status();
-    let body = resp.text().map_err(|e| one_line(&e))?;
-    match serde_json::from_str::<Health>(&body) {
-        Ok(h) => Ok(Health { body, ..h }),
-        Err(_) => Err(format!(
-            "HTTP {code}: {}",
-            body.chars().take(200).collect::<String>()
-        )),
+/// Which containers a plain-2xx gate inspects, and the image each must run.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ImageProof {
+    /// `docker ps --filter` values selecting the gated containers: the
+    /// project's, and under blue/green the set's.
+    pub filters: Vec<String>,
+    /// The container label that names its service.
+    pub service_label: String,
+    /// Service (as that label names it) -> the image reference the deploy
+    /// resolved (`repo:tag@sha256:...` when the registry answered).
+    pub want: BTreeMap<String, String>,
+    pub look_up_secs: u64,
+}
+
+impl ImageProof {
+    /// The same proof for one blue/green set: its containers (`filter`)
+    /// and its `services` only, as a set's HTTP part and its workers are
+    /// gated apart, and the other set runs another image by design.
+    pub fn of_set(&self, filter: Option<String>, services: &[String]) -> Box<ImageProof> {
+        let mut p = self.clone();
+        p.want.retain(|s, _| services.contains(s));
+        p.filters.extend(filter);
+        Box::new(p)
     }
+}
+
+impl Gate {
+    /// The checks in force, for plans and messages: `a 2xx with
+    /// status=ok, version=t1, compliance_mode=hipaa`.
+    pub fn describe(&self) -> String {
+        let c = &self.contract;
+        let fields: Vec<String> = c
+            .checks(self.compliance_mode.as_deref())
+            .into_iter()
+            .map(|check| match check {
+                Check::Status => format!("{}={}", c.status_field, c.status_ok.join("|")),
+                Check::Version => format!("{}={}", c.version_field, self.version),
+                Check::Mode => format!(
+                    "{}={}",
+                    c.mode_field,
+                    self.compliance_mode.as_deref().unwrap_or("")
+                ),
+            })
+            .collect();
+        let mut out = "a 2xx".to_string();
+        if !fields.is_empty() {
+            out.push_str(&format!(" with {}", fields.join(", ")));
+        }
+        if let Some(p) = &self.images {
+            let mut refs: Vec<&str> = p.want.values().map(String::as_str).collect();
+            refs.sort();
+            refs.dedup();
+            out.push_str(&format!(", and the containers run {}", refs.join(", ")));
+        }
+        out
+    }
+}
+
+/// One request to one URL: its answer, or why there was none.
+pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Result<Answer, String> {
+    let resp = client.get(url).send().map_err(|e| one_line(&e))?;
+    let code = resp.status().as_u16();
+    let body = resp.text().map_err(|e| one_line(&e))?;
+    Ok(Answer { code, body })
 }
 
 /// An error and its sources on one line.
@@ -76,28 +143,140 @@ pub fn client() -> reqwest::blocking::Client {
         .expect("building an HTTP client with static settings")
 }
 
-/// Checks one response against the gate; `Err` says what is wrong.
-pub fn judge(h: &Health, gate: &Gate) -> std::result::Result<(), String> {
-    if h.status != "ok" {
-        return Err(format!("status is {:?}", h.status));
+/// Checks one answer against the gate's contract (the body only: see
+/// [`prove_images`] for the plain-2xx version proof); `Err` names every
+/// check that failed, e.g. `HTTP 503, status is "failing", want "ok"`.
+pub fn judge(a: &Answer, gate: &Gate) -> std::result::Result<(), String> {
+    let mut failed = Vec::new();
+    let ok_code = (200..300).contains(&a.code);
+    if !ok_code {
+        failed.push(format!("HTTP {}", a.code));
     }
-    if h.version != gate.version {
-        return Err(format!(
-            "version is {:?}, want {:?}",
-            h.version, gate.version
-        ));
+    let c = &gate.contract;
+    let checks = c.checks(gate.compliance_mode.as_deref());
+    if c.contract == ContractKind::Json && !checks.is_empty() {
+        match serde_json::from_str::<serde_json::Value>(&a.body) {
+            Ok(serde_json::Value::Object(body)) => {
+                for check in checks {
+                    let (field, want): (&str, Vec<&str>) = match check {
+                        Check::Status => (
+                            &c.status_field,
+                            c.status_ok.iter().map(String::as_str).collect(),
+                        ),
+                        Check::Version => (&c.version_field, vec![gate.version.as_str()]),
+                        Check::Mode => (
+                            &c.mode_field,
+                            vec![gate.compliance_mode.as_deref().unwrap_or_default()],
+                        ),
+                    };
+                    match body.get(field) {
+                        None => failed.push(format!("field {field} missing")),
+                        Some(v) => {
+                            let got = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                            if !want.contains(&got.as_str()) {
+                                failed.push(format!(
+                                    "{field} is {}, want {}",
+                                    shown(v),
+                                    want.iter()
+                                        .map(|w| format!("{w:?}"))
+                                        .collect::<Vec<_>>()
+                                        .join(" or ")
+                                ));
+                            }
+                        }
+                    }
+                }
+            }
+            // A failing status code already says it; its body need not be JSON.
+            _ if !ok_code => {}
+            Ok(_) => failed.push("body is not a JSON object".into()),
+            Err(_) => failed.push("body is not JSON".into()),
+        }
     }
-    if h.compliance_mode != gate.compliance_mode {
-        return Err(format!(
-            "compliance_mode is {:?}, want {:?}",
-            h.compliance_mode, gate.compliance_mode
-        ));
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(failed.join(", "))
+    }
+}
+
+/// A JSON value as a message shows it: strings quoted, others as written.
+fn shown(v: &serde_json::Value) -> String {
+    match v.as_str() {
+        Some(s) => format!("{s:?}"),
+        None => v.to_string(),
+    }
+}
+
+/// Plain 2xx: every wanted service has a running container among the
+/// gated ones, and each runs the image the deploy resolved (compared by
+/// image ID, from `docker inspect`). `Err` names the container that does not.
+pub fn prove_images(p: &ImageProof) -> std::result::Result<(), String> {
+    let mut ps = Command::new("docker", Effect::ReadOnly).arg("ps");
+    for f in &p.filters {
+        ps = ps.arg("--filter").arg(f.clone());
+    }
+    let ps = ps
+        .arg("--format")
+        .arg(format!(
+            "{{{{.ID}}}}\t{{{{.Label \"{}\"}}}}",
+            p.service_label
+        ))
+        .timeout(p.look_up_secs);
+    let listed = crate::cmd::run(&ps, false).map_err(|e| format!("{e:#}"))?;
+    let ids: Vec<(&str, &str)> = listed
+        .lines()
+        .filter_map(|l| l.split_once('\t'))
+        .filter(|(_, s)| p.want.contains_key(*s))
+        .collect();
+    if let Some(s) = p.want.keys().find(|s| !ids.iter().any(|(_, t)| t == s)) {
+        return Err(format!("no running {s} container"));
+    }
+    let mut want_ids = BTreeMap::new();
+    for r in p.want.values() {
+        let c = Command::new("docker", Effect::ReadOnly)
+            .args(["image", "inspect", "--format", "{{.Id}}"])
+            .arg(r.clone())
+            .timeout(p.look_up_secs);
+        let id = crate::cmd::run(&c, false).map_err(|e| format!("image {r}: {e:#}"))?;
+        want_ids.insert(r.clone(), id.trim().to_string());
+    }
+    let inspect = Command::new("docker", Effect::ReadOnly)
+        .args([
+            "inspect",
+            "--format",
+            "{{.Name}}\t{{.Image}}\t{{.Config.Image}}",
+        ])
+        .args(ids.iter().map(|(id, _)| id.to_string()))
+        .timeout(p.look_up_secs);
+    let found = crate::cmd::run(&inspect, false).map_err(|e| format!("{e:#}"))?;
+    for (line, (_, service)) in found.lines().zip(&ids) {
+        let mut f = line.split('\t');
+        let (name, image, reference) = (
+            f.next().unwrap_or("").trim_start_matches('/'),
+            f.next().unwrap_or(""),
+            f.next().unwrap_or(""),
+        );
+        let want = &p.want[*service];
+        let want_id = &want_ids[want];
+        if image != want_id {
+            return Err(format!(
+                "container {name} runs {} ({reference}), want {want} ({})",
+                short(image),
+                short(want_id)
+            ));
+        }
     }
     Ok(())
 }
 
-/// Waits until every URL passes. Returns the last health seen per URL.
-pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
+/// `sha256:0123456789ab` of an image ID.
+fn short(id: &str) -> &str {
+    &id[..id.len().min("sha256:".len() + 12)]
+}
+
+/// Waits until every URL passes. Returns the last answer per URL.
+pub fn wait(gate: &Gate) -> Result<Vec<Answer>> {
     let client = client();
     let start = Instant::now();
     let deadline = start + Duration::from_secs(gate.timeout_secs);
@@ -107,7 +286,11 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
         s
     });
     let mut last: Vec<String> = vec!["no answer yet".into(); gate.urls.len()];
-    let mut passed: Vec<Option<Health>> = vec![None; gate.urls.len()];
+    let mut passed: Vec<Option<Answer>> = vec![None; gate.urls.len()];
+    // Plain 2xx: why the containers' images do not prove the version yet.
+    let mut unproven: Option<String> = None;
+    // Three docker look-ups each: not at every poll.
+    let mut proved_at: Option<Instant> = None;
     let mut reported = Instant::now();
     let since = crate::cmd::since_now();
     loop {
@@ -122,26 +305,35 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
                 continue;
             }
             match probe(&client, url) {
-                Ok(h) => match judge(&h, gate) {
-                    Ok(()) => passed[i] = Some(h),
-                    Err(why) => last[i] = format!("{why}; body {}", truncate(h.body.trim(), 300)),
+                Ok(a) => match judge(&a, gate) {
+                    Ok(()) => passed[i] = Some(a),
+                    Err(why) => {
+                        // One line: an HTML error page spans several.
+                        let body = a.body.split_whitespace().collect::<Vec<_>>().join(" ");
+                        last[i] = format!("{why}; body {}", truncate(&body, 300))
+                    }
                 },
                 Err(why) => last[i] = why,
             }
         }
-        if passed.iter().all(Option::is_some) {
+        let answered = passed.iter().all(Option::is_some);
+        if answered && proved_at.is_none_or(|t| t.elapsed() >= PROOF_INTERVAL) {
+            unproven = gate.images.as_ref().and_then(|p| prove_images(p).err());
+            proved_at = Some(Instant::now());
+        }
+        if answered && unproven.is_none() {
             if let Some(s) = spinner {
                 s.finish_and_clear();
             }
             eprintln!(
-                "health gate passed after {:.1}s: version {} in {} mode",
+                "health gate passed after {:.1}s: version {} ({})",
                 start.elapsed().as_secs_f64(),
                 gate.version,
-                gate.compliance_mode
+                gate.describe()
             );
             return Ok(passed.into_iter().flatten().collect());
         }
-        let waiting: Vec<String> = gate
+        let mut waiting: Vec<String> = gate
             .urls
             .iter()
             .zip(&last)
@@ -149,6 +341,9 @@ pub fn wait(gate: &Gate) -> Result<Vec<Health>> {
             .filter(|(_, p)| p.is_none())
             .map(|((u, why), _)| crate::cmd::redact::redact(&format!("{u}: {why}")))
             .collect();
+        if let Some(why) = &unproven {
+            waiting.push(format!("image check: {why}"));
+        }
         if Instant::now() >= deadline {
             if let Some(s) = spinner {
                 s.finish_and_clear();
@@ -242,32 +437,136 @@ mod tests {
         Gate {
             urls: vec![],
             version: "sha-b".into(),
-            compliance_mode: "hipaa".into(),
+            compliance_mode: Some("hipaa".into()),
+            contract: Box::default(),
             timeout_secs: 1,
+            images: None,
             logs: vec![],
         }
     }
-    fn h(status: &str, version: &str, mode: &str) -> Health {
-        Health {
-            status: status.into(),
-            version: version.into(),
-            compliance_mode: mode.into(),
-            body: String::new(),
+    fn answer(code: u16, body: &str) -> Answer {
+        Answer {
+            code,
+            body: body.into(),
+        }
+    }
+    fn judged(code: u16, body: &str, g: &Gate) -> std::result::Result<(), String> {
+        judge(&answer(code, body), g)
+    }
+    const GOOD: &str = r#"{"status":"ok","version":"sha-b","compliance_mode":"hipaa"}"#;
+
+    #[test]
+    fn the_default_contract_passes_status_version_and_mode() {
+        assert_eq!(judged(200, GOOD, &gate()), Ok(()));
+    }
+
+    #[test]
+    fn each_failing_check_is_named() {
+        let g = gate();
+        let cases = [
+            (503, GOOD, "HTTP 503"),
+            (200, "OK", "body is not JSON"),
+            (200, "[1]", "body is not a JSON object"),
+            (
+                200,
+                r#"{"status":"failing","version":"sha-b","compliance_mode":"hipaa"}"#,
+                r#"status is "failing", want "ok""#,
+            ),
+            (
+                200,
+                r#"{"status":"ok","version":"sha-a","compliance_mode":"hipaa"}"#,
+                r#"version is "sha-a", want "sha-b""#,
+            ),
+            (
+                200,
+                r#"{"status":"ok","version":"sha-b","compliance_mode":"dev"}"#,
+                r#"compliance_mode is "dev", want "hipaa""#,
+            ),
+            (
+                200,
+                r#"{"status":"ok","version":"sha-b"}"#,
+                "field compliance_mode missing",
+            ),
+            (
+                200,
+                r#"{"status":"ok","compliance_mode":"hipaa"}"#,
+                "field version missing",
+            ),
+            (
+                200,
+                r#"{"status":"ok","version":7,"compliance_mode":"hipaa"}"#,
+                r#"version is 7, want "sha-b""#,
+            ),
+            // A failing code with a JSON body says both.
+            (
+                503,
+                r#"{"status":"failing","version":"sha-b","compliance_mode":"hipaa"}"#,
+                r#"HTTP 503, status is "failing", want "ok""#,
+            ),
+        ];
+        for (code, body, want) in cases {
+            assert_eq!(
+                judged(code, body, &g),
+                Err(want.to_string()),
+                "{code} {body}"
+            );
         }
     }
 
     #[test]
-    fn all_three_must_hold() {
-        assert!(judge(&h("ok", "sha-b", "hipaa"), &gate()).is_ok());
-        assert!(judge(&h("failing", "sha-b", "hipaa"), &gate())
-            .unwrap_err()
-            .contains("status"));
-        assert!(judge(&h("ok", "sha-a", "hipaa"), &gate())
-            .unwrap_err()
-            .contains("version is \"sha-a\""));
-        assert!(judge(&h("ok", "sha-b", "dev"), &gate())
-            .unwrap_err()
-            .contains("compliance_mode"));
+    fn fields_names_accepted_statuses_and_checks_are_configurable() {
+        let g = Gate {
+            contract: Box::new(HealthContract {
+                checks: Some(vec![Check::Status, Check::Version]),
+                status_field: "state".into(),
+                status_ok: vec!["UP".into(), "healthy".into()],
+                version_field: "build".into(),
+                ..HealthContract::default()
+            }),
+            ..gate()
+        };
+        assert_eq!(judged(200, r#"{"state":"UP","build":"sha-b"}"#, &g), Ok(()));
+        assert_eq!(
+            judged(200, r#"{"state":"healthy","build":"sha-b"}"#, &g),
+            Ok(())
+        );
+        assert_eq!(
+            judged(200, r#"{"state":"DOWN","build":"sha-b"}"#, &g),
+            Err(r#"state is "DOWN", want "UP" or "healthy""#.into())
+        );
+        assert_eq!(
+            judged(200, r#"{"status":"ok","version":"sha-b"}"#, &g),
+            Err("field state missing, field build missing".into())
+        );
+        // The issue's example: status and version only, no mode.
+        let no_mode = Gate {
+            compliance_mode: None,
+            ..gate()
+        };
+        assert_eq!(
+            judged(200, r#"{"status":"ok","version":"sha-b"}"#, &no_mode),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn plain_2xx_counts_any_2xx_and_nothing_else() {
+        let g = Gate {
+            contract: Box::new(HealthContract {
+                contract: ContractKind::Plain2xx,
+                ..HealthContract::default()
+            }),
+            ..gate()
+        };
+        assert_eq!(judged(200, "OK", &g), Ok(()));
+        assert_eq!(judged(204, "", &g), Ok(()));
+        assert_eq!(judged(404, "not found", &g), Err("HTTP 404".into()));
+        assert_eq!(judged(503, GOOD, &g), Err("HTTP 503".into()));
+        assert_eq!(g.describe(), "a 2xx");
+        assert_eq!(
+            gate().describe(),
+            "a 2xx with status=ok, version=sha-b, compliance_mode=hipaa"
+        );
     }
 
     #[test]
@@ -289,5 +588,38 @@ mod tests {
             "{e}"
         );
         assert!(!e.contains('\n'));
+    }
+
+    /// A local server that answers every request with `body` (HTTP 200).
+    fn serve(body: &'static str) -> String {
+        use std::io::{Read, Write};
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/health", l.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for s in l.incoming() {
+                let mut s = s.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf);
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        url
+    }
+
+    #[test]
+    fn a_failed_gate_names_the_missing_field() {
+        let g = Gate {
+            urls: vec![serve(r#"{"status":"ok","version":"sha-b"}"#)],
+            ..gate()
+        };
+        let e = wait(&g).unwrap_err().to_string();
+        assert!(
+            e.contains("/health: field compliance_mode missing; body {"),
+            "{e}"
+        );
     }
 }

@@ -194,13 +194,53 @@ pub fn gate(target: &Target, env: &Env, timeout_secs: u64) -> AppStep {
     AppStep::HealthGate(contract(target, env, timeout_secs))
 }
 
-/// What the gate for `target`'s tag requires, at the environment's URLs.
+/// The gate for `target`'s tag as a value (for `status`'s one-off probe).
+pub fn gate_for(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
+    contract(target, env, timeout_secs)
+}
+
+/// What the gate for `target`'s tag requires, at the environment's URLs:
+/// the environment's contract, and under a plain-2xx one the images the
+/// target resolved (the body proves no version).
 fn contract(target: &Target, env: &Env, timeout_secs: u64) -> Gate {
+    let images = (env.health.contract == crate::config::ContractKind::Plain2xx).then(|| {
+        let (filters, service_label) = match target.engine() {
+            EngineKind::Compose => (
+                vec![format!(
+                    "label=com.docker.compose.project={}",
+                    target.project()
+                )],
+                "com.docker.compose.service",
+            ),
+            EngineKind::Swarm => (
+                vec![format!(
+                    "label=com.docker.stack.namespace={}",
+                    target.project()
+                )],
+                "com.docker.swarm.service.name",
+            ),
+        };
+        Box::new(crate::health::ImageProof {
+            filters,
+            service_label: service_label.into(),
+            want: target
+                .services()
+                .iter()
+                .filter_map(|s| {
+                    let repo = env.images.get(s)?;
+                    Some((target.service_name(s), target.image_ref(repo)))
+                })
+                .collect(),
+            look_up_secs: target.limits().look_up_secs,
+        })
+    });
     Gate {
         urls: env.health_urls.clone(),
         version: target.tag().into(),
         compliance_mode: env.compliance_mode.clone(),
+        contract: Box::new(env.health.clone()),
         timeout_secs,
+        images,
         logs: target.logs_commands(crate::health::LOG_LINES),
     }
 }
@@ -245,6 +285,11 @@ impl Now {
         };
         now.standby = default_target(history, &now);
         (now, engine.map(drop))
+    }
+
+    /// The digest the chain recorded for its current version, if any.
+    pub fn chain_digest(&self) -> Option<&str> {
+        self.chain_digest.as_deref()
     }
 
     /// A `Now` made by hand, for plan tests.
@@ -370,11 +415,10 @@ pub fn consistency(env_name: &str, env: &Env) -> Option<Step> {
     let started = env.vars.get("COMPLIANCE_MODE").map(|v| {
         crate::config::env_ref(v).map_or(v.clone(), |n| std::env::var(n).unwrap_or_default())
     });
-    if let Some(started) = started {
-        if started != env.compliance_mode {
+    if let (Some(started), Some(mode)) = (started, &env.compliance_mode) {
+        if &started != mode {
             missing.push(format!(
-                "env.{env_name}.compliance_mode is {:?} but its vars start the services with COMPLIANCE_MODE={started:?}: the health gate could never pass; make them agree",
-                env.compliance_mode
+                "env.{env_name}.compliance_mode is {mode:?} but its vars start the services with COMPLIANCE_MODE={started:?}: the health gate could never pass; make them agree"
             ));
         }
     }

@@ -930,3 +930,29 @@ fn a_proxy_lost_mid_deploy_is_started_again_by_the_recovery_with_the_serving_rou
         "{last:?}"
     );
 }
+
+/// The plain-2xx contract behind the proxy: the image check of a new set
+/// inspects that set's containers only (the warm previous set runs the
+/// previous image by design), and a rollback's switch passes it too.
+#[test]
+fn plain_2xx_contract_checks_the_new_sets_image_only() {
+    let img = images();
+    let s = bg("bg-2xx", "warm");
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("\n[env.staging.health]\ncontract = \"2xx\"\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let o = s.ok(&["deploy-staging", "--tag", &img.v2]);
+    let repo = "127.0.0.1:5000/fetchml/testbed";
+    assert!(
+        stderr(&o).contains(&format!("and the containers run {repo}:{}@sha256:", img.v2)),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(s.health("staging")["version"], img.v2.as_str());
+    s.ok(&["rollback", "staging"]);
+    assert_eq!(s.health("staging")["version"], img.v1.as_str());
+    // status checks the serving set's and the warm standby's images alike.
+    let st = stdout(&s.ok(&["status", "staging"]));
+    assert!(st.contains("health: ok"), "{st}");
+}

@@ -33,7 +33,11 @@ fn deployments() -> PathBuf {
 }
 
 /// The configs whose environments are rendered, relative to deployments/.
-const CONFIGS: [&str; 2] = ["deploy.toml", "testbed/deploy.toml"];
+const CONFIGS: [&str; 3] = [
+    "deploy.toml",
+    "testbed/deploy.toml",
+    "examples/hello/deploy.toml",
+];
 
 fn load(rel: &str) -> Config {
     let path = deployments().join(rel);
@@ -140,12 +144,15 @@ fn deploy_configs_load() {
         prod.require_evidence,
         ["security-modes-test", "backup-smoke"]
     );
-    assert_eq!(prod.compliance_mode, "hipaa");
+    assert_eq!(prod.compliance_mode.as_deref(), Some("hipaa"));
     assert!(
         prod.audit_sink.is_some(),
         "prod (hipaa) mirrors its audit log to a sink"
     );
-    assert_eq!(cfg.env("staging").unwrap().compliance_mode, "standard");
+    assert_eq!(
+        cfg.env("staging").unwrap().compliance_mode.as_deref(),
+        Some("standard")
+    );
     let images: Vec<&str> = cfg.images.iter().map(|i| i.name.as_str()).collect();
     assert_eq!(images, ["api-server", "worker"]);
     // The testbed twin too: the demo and the end-to-end tests use it.

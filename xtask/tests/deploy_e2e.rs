@@ -409,3 +409,29 @@ fn progress_is_phases_on_stderr_folded_in_ci() {
     assert!(!err.contains("::group::"), "{err}");
     assert!(err.contains(&format!("failed: {phase} (")), "{err}");
 }
+
+/// A health contract the service does not meet: the gate names the check
+/// that failed, on stderr and in the record, and `status` names it too.
+#[test]
+fn a_failing_health_check_is_named_on_stderr_in_the_record_and_by_status() {
+    let img = images();
+    let s = Stack::new("contract");
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    // The testbed reports its mode as `compliance_mode`, never as `mode`.
+    let mut cfg = std::fs::read_to_string(&s.config).unwrap();
+    cfg.push_str("\n[env.staging.health]\nmode_field = \"mode\"\n");
+    std::fs::write(&s.config, cfg).unwrap();
+    let why = format!("{}/health: field mode missing; body {{", s.api("staging"));
+
+    let o = s.run(&["status", "staging"]);
+    assert_eq!(exit_code(&o), 8, "{}", text(&o));
+    assert!(text(&o).contains("field mode missing"), "{}", text(&o));
+
+    // v1 fails it as well, so the rollback's gate fails too: exit 4.
+    let o = s.run(&["deploy-staging", "--tag", &img.v2]);
+    assert_eq!(exit_code(&o), 4, "{}", text(&o));
+    assert!(stderr(&o).contains(&why), "{}", text(&o));
+    let recs = s.records("staging");
+    let error = recs.last().unwrap().error.clone().unwrap_or_default();
+    assert!(error.contains(&why), "{error}");
+}

@@ -138,8 +138,9 @@ fn layer(module: &str) -> Option<u32> {
     Some(match module {
         "cmd" | "ci" => 0,
         "exit" | "repo" | "validate" | "flags" | "out" | "progress" | "secret" | "notify" => 1,
-        "config" | "health" | "audit" => 2,
-        "lock" | "engine" => 3,
+        "config" | "audit" => 2,
+        // The health gate reads the contract from the config.
+        "lock" | "engine" | "health" => 3,
         "preflight" | "plan" => 4,
         "exec" => 5,
         "rollout" | "ctx" => 6,

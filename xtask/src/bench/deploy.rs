@@ -138,14 +138,22 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
     let first_ok: Arc<Mutex<Option<Instant>>> = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let url = format!("http://127.0.0.1:{}/health", bed.port);
+    let gate = Gate {
+        urls: vec![url.clone()],
+        version: tag.into(),
+        compliance_mode: Some("standard".into()),
+        contract: Default::default(),
+        timeout_secs: 30,
+        images: None,
+        logs: vec![],
+    };
     let prober = {
-        let (first_ok, stop, url, tag) =
-            (first_ok.clone(), stop.clone(), url.clone(), tag.to_string());
+        let (first_ok, stop, url, gate) = (first_ok.clone(), stop.clone(), url, gate.clone());
         std::thread::spawn(move || {
             let c = crate::health::client();
             while !stop.load(Ordering::Relaxed) {
-                if let Ok(h) = crate::health::probe(&c, &url) {
-                    if h.status == "ok" && h.version == tag {
+                if let Ok(a) = crate::health::probe(&c, &url) {
+                    if crate::health::judge(&a, &gate).is_ok() {
                         first_ok.lock().unwrap().get_or_insert_with(Instant::now);
                         return;
                     }
@@ -153,13 +161,6 @@ fn gate_latency(bed: &Bed, tag: &str) -> Result<f64> {
                 std::thread::sleep(Duration::from_millis(2));
             }
         })
-    };
-    let gate = Gate {
-        urls: vec![url],
-        version: tag.into(),
-        compliance_mode: "standard".into(),
-        timeout_secs: 30,
-        logs: vec![],
     };
     let gate = std::thread::spawn(move || crate::health::wait(&gate).map(|_| Instant::now()));
     bed.hand(HAND_DEPLOY, tag, "green", "blue")?;

@@ -51,6 +51,11 @@ impl Slot {
             Slot::Unlabelled => "unlabelled",
         }
     }
+    /// The `docker ps` filter selecting this slot's containers; `None` for
+    /// the unlabelled ones, which no label selects.
+    pub fn filter(self) -> Option<String> {
+        (self != Slot::Unlabelled).then(|| format!("label={LABEL}={}", self.name()))
+    }
     /// The slot a new set takes: the first of blue, green, amber that no
     /// set in `used` holds.
     pub fn free(used: &[Slot]) -> Option<Slot> {

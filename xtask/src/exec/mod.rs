@@ -193,6 +193,10 @@ impl Run<'_> {
             AppStep::HealthGate(g) => match &self.under_test {
                 Some(set) => crate::health::wait(&crate::health::Gate {
                     logs: set.logs_commands(crate::health::LOG_LINES),
+                    images: g
+                        .images
+                        .as_ref()
+                        .map(|p| p.of_set(set.slot().filter(), set.services())),
                     ..g.clone()
                 })
                 .map(drop),
@@ -212,6 +216,10 @@ impl Run<'_> {
                 let gate = crate::health::Gate {
                     urls,
                     logs: passed.logs_commands(crate::health::LOG_LINES),
+                    images: gate
+                        .images
+                        .as_ref()
+                        .map(|p| p.of_set(passed.slot().filter(), passed.services())),
                     ..gate.clone()
                 };
                 crate::health::wait(&gate)?;

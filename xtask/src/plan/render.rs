@@ -55,10 +55,9 @@ impl AppStep {
                 lines(&target.stop_commands())
             ),
             AppStep::HealthGate(g) => format!(
-                "health gate: {} until status=ok, version={}, compliance_mode={} (up to {}s)",
+                "health gate: {} until {} (up to {}s)",
                 g.urls.join(" and "),
-                g.version,
-                g.compliance_mode,
+                g.describe(),
                 g.timeout_secs
             ),
             AppStep::Discard { set, .. } => format!(
@@ -77,11 +76,10 @@ impl AppStep {
                 lines(&self.commands())
             ),
             AppStep::GateSet { set, gate } => format!(
-                "health gate on each container of {} at its own address (<ip>:<port>{}), before any traffic, until status=ok, version={}, compliance_mode={} (up to {}s)",
+                "health gate on each container of {} at its own address (<ip>:<port>{}), before any traffic, until {} (up to {}s)",
                 set.describe(),
                 set.target().proxy().map_or("", |p| p.health_path.as_str()),
-                gate.version,
-                gate.compliance_mode,
+                gate.describe(),
                 gate.timeout_secs
             ),
             AppStep::Switch { set } => format!(

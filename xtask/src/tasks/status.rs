@@ -228,9 +228,11 @@ fn live_lines(live: &live::Live) -> Vec<String> {
     if let Some(s) = &live.serving {
         out.push(match s.probes.iter().find(|p| !p.ok) {
             None => format!(
-                "health: ok ({} in {} mode at {} URL(s))",
+                "health: ok ({}{} at {} URL(s))",
                 s.version,
-                s.compliance_mode,
+                s.compliance_mode
+                    .as_deref()
+                    .map_or(String::new(), |m| format!(" in {m} mode")),
                 s.probes.len()
             ),
             Some(p) => format!("health: FAILING: {}: {}", p.url, p.detail),

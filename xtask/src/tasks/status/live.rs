@@ -2,8 +2,10 @@
 //! now, beside what the chain and the engine say.
 //!
 //! - The serving version is probed at the environment's health URLs with
-//!   the gate's own contract (status `ok`, the version that runs, the
-//!   environment's compliance mode), once, with a short limit.
+//!   the gate's own contract (`[env.NAME.health]`, docs/health.md: by
+//!   default status `ok`, the version that runs, the environment's
+//!   compliance mode; under plain 2xx, the containers' images too), once,
+//!   with a short limit.
 //! - Blue/green: each standby set (no traffic) is probed on its own
 //!   containers' addresses against its own version, and the proxy must
 //!   answer with a route for each HTTP service.
@@ -18,7 +20,7 @@ use serde::Serialize;
 use crate::config::Env;
 use crate::engine::slots::{Container, Slot};
 use crate::engine::Target;
-use crate::health::{judge, probe, Gate};
+use crate::health::{judge, probe, prove_images, Gate};
 use crate::rollout::{standby_with, Now};
 
 /// One URL probed once.
@@ -34,7 +36,7 @@ pub struct Probe {
 #[derive(Debug, Clone, Serialize)]
 pub struct Serving {
     pub version: String,
-    pub compliance_mode: String,
+    pub compliance_mode: Option<String>,
     pub healthy: bool,
     pub probes: Vec<Probe>,
 }
@@ -75,7 +77,7 @@ pub struct Live {
 
 fn probe_all(urls: &[String], gate: &Gate) -> Vec<Probe> {
     let client = crate::health::client();
-    std::thread::scope(|s| {
+    let mut probes: Vec<Probe> = std::thread::scope(|s| {
         let hs: Vec<_> = urls
             .iter()
             .map(|u| {
@@ -93,16 +95,39 @@ fn probe_all(urls: &[String], gate: &Gate) -> Vec<Probe> {
         hs.into_iter()
             .map(|h| h.join().expect("a probe thread does not panic"))
             .collect()
-    })
+    });
+    // Plain 2xx: the body proved no version; the containers' images do.
+    if let Some(p) = gate.images.as_ref().filter(|_| probes.iter().all(|p| p.ok)) {
+        if let Err(why) = prove_images(p) {
+            probes.push(Probe {
+                url: "image check".into(),
+                ok: false,
+                detail: why,
+            });
+        }
+    }
+    probes
 }
 
-fn gate(urls: Vec<String>, version: &str, env: &Env) -> Gate {
+/// The gate's contract for `version` at `urls`, probed once; `target` is
+/// on that version (pinned where its digest is known).
+fn gate(urls: Vec<String>, version: &str, env: &Env, target: Option<&Target>) -> Gate {
+    let g = match target {
+        Some(t) => crate::rollout::gate_for(t, env, 2),
+        None => Gate {
+            urls: Vec::new(),
+            version: version.into(),
+            compliance_mode: env.compliance_mode.clone(),
+            contract: Box::new(env.health.clone()),
+            timeout_secs: 2,
+            images: None,
+            logs: Vec::new(),
+        },
+    };
     Gate {
         urls,
-        version: version.into(),
-        compliance_mode: env.compliance_mode.clone(),
-        timeout_secs: 2,
         logs: Vec::new(),
+        ..g
     }
 }
 
@@ -135,7 +160,19 @@ fn standby(target: &Target, env: &Env, now: &Now, rollback: Option<&str>) -> Vec
                         .iter()
                         .any(|c| c.running && set.services().contains(&c.service));
                     let probes = match set.probed() {
-                        Ok((urls, _)) => probe_all(&urls, &gate(Vec::new(), &version, env)),
+                        Ok((urls, _)) => {
+                            let g = gate(urls, &version, env, Some(&target.on_tag(&version)));
+                            // Its HTTP containers only: a warm standby's
+                            // workers are stopped by design.
+                            let g = Gate {
+                                images: g
+                                    .images
+                                    .as_ref()
+                                    .map(|p| p.of_set(slot.filter(), set.services())),
+                                ..g
+                            };
+                            probe_all(&g.urls, &g)
+                        }
                         Err(e) if http_runs => vec![Probe {
                             url: String::new(),
                             ok: false,
@@ -196,7 +233,22 @@ pub fn check(
             .zip(now)
             .map(|(t, n)| s.spawn(move || standby(t, env, n, rollback)));
         let serving = serving.map(|v| {
-            let g = gate(env.health_urls.clone(), v, env);
+            // Plain 2xx: the serving set's containers, on the digest the
+            // chain recorded for the version (one repository: one digest).
+            let on = target.map(|t| {
+                let t = t.on_tag(v);
+                match now
+                    .filter(|n| n.chain.as_deref() == Some(v))
+                    .and_then(Now::chain_digest)
+                {
+                    Some(d) if t.repositories().len() == 1 => t.pinned(Some(d)),
+                    _ => t,
+                }
+            });
+            let mut g = gate(env.health_urls.clone(), v, env, on.as_ref());
+            if let (Some(p), Some(live)) = (g.images.as_mut(), now.and_then(|n| n.engine.live)) {
+                p.filters.extend(live.filter());
+            }
             let probes = probe_all(&g.urls, &g);
             Serving {
                 version: v.into(),

@@ -244,10 +244,12 @@ impl Policy {
             let e = cfg
                 .env(&env_name)
                 .with_context(|| format!("stack `{name}`"))?;
-            if !modes.contains(&e.compliance_mode) {
+            let Some(mode) = e.compliance_mode.clone() else {
+                bail!("stack `{name}`: environment `{env_name}` sets no compliance_mode; set the mode it runs in");
+            };
+            if !modes.contains(&mode) {
                 bail!(
-                    "stack `{name}`: environment `{env_name}` runs in mode `{}`, which the policy does not define",
-                    e.compliance_mode
+                    "stack `{name}`: environment `{env_name}` runs in mode `{mode}`, which the policy does not define"
                 );
             }
             s.compose_files = e.compose_files.iter().map(|f| cfg.resolve(f)).collect();
@@ -272,7 +274,7 @@ impl Policy {
                     s.vars.insert(k.to_string(), v);
                 }
             }
-            s.fixed_mode = Some(e.compliance_mode.clone());
+            s.fixed_mode = Some(mode);
         }
         Ok(())
     }
