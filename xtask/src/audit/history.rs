@@ -95,6 +95,34 @@ impl History {
             .last()
     }
 
+    /// The image `tag` ran with here, per its last successful deploy,
+    /// promote or rollback that recorded a digest: what a rollback to `tag`
+    /// runs, per service where the record names several.
+    pub fn ref_of(&self, tag: &str) -> Option<&super::ImageRef> {
+        self.deployments()
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| t.tag == tag && (t.digest.is_some() || !t.digests.is_empty()))
+            .last()
+    }
+
+    /// The images of `tag`'s successful deploys here, oldest first.
+    pub fn deployed_refs(&self, tag: &str) -> Vec<&super::ImageRef> {
+        self.deployments()
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| t.tag == tag)
+            .collect()
+    }
+
+    /// Passing `action` records for `tag`, as their images.
+    pub fn evidence_refs(&self, action: &str, tag: &str) -> Vec<&super::ImageRef> {
+        self.records
+            .iter()
+            .filter(|r| r.action == action && r.outcome == "success")
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| t.tag == tag)
+            .collect()
+    }
+
     /// The digests of `tag`'s successful deploys here, oldest first.
     pub fn deployed_digests(&self, tag: &str) -> Vec<&str> {
         self.deployments()
@@ -168,14 +196,8 @@ mod tests {
             env: "staging".into(),
             action: action.into(),
             outcome: outcome.into(),
-            from: from.map(|t| ImageRef {
-                tag: t.into(),
-                digest: None,
-            }),
-            to: Some(ImageRef {
-                tag: to.into(),
-                digest: None,
-            }),
+            from: from.map(|t| ImageRef::new(t, None)),
+            to: Some(ImageRef::new(to, None)),
             git_sha: None,
             actor: String::new(),
             host: String::new(),

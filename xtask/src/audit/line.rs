@@ -47,13 +47,27 @@ pub(super) fn image(r: &Option<ImageRef>) -> String {
 
 /// `tag@sha256:<12 hex>`: a version as status and history show it (the tag
 /// alone where no digest was recorded). Two images under one tag differ here.
+/// Services whose digests differ (several repositories) are each shown:
+/// `tag[api@sha256:<12 hex>,worker@sha256:<12 hex>]`.
 pub fn shown(i: &ImageRef) -> String {
-    match &i.digest {
-        Some(d) => {
-            let h = d.strip_prefix("sha256:").unwrap_or(d);
-            format!("{}@sha256:{}", i.tag, &h[..h.len().min(12)])
-        }
-        None => i.tag.clone(),
+    let short = |d: &str| {
+        let h = d.strip_prefix("sha256:").unwrap_or(d);
+        format!("sha256:{}", &h[..h.len().min(12)])
+    };
+    let mut all = i.digests.values();
+    let one = all.next().filter(|d| all.all(|o| o == *d));
+    match (&i.digest, i.digests.is_empty(), one) {
+        (_, false, None) => format!(
+            "{}[{}]",
+            i.tag,
+            i.digests
+                .iter()
+                .map(|(s, d)| format!("{s}@{}", short(d)))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        (_, false, Some(d)) | (Some(d), true, _) => format!("{}@{}", i.tag, short(d)),
+        (None, true, _) => i.tag.clone(),
     }
 }
 
@@ -109,14 +123,8 @@ mod tests {
             env: "staging".into(),
             action: "rollback".into(),
             outcome: "success".into(),
-            from: Some(ImageRef {
-                tag: "sha-abc123".into(),
-                digest: Some("sha256:00".into()),
-            }),
-            to: Some(ImageRef {
-                tag: "sha-def456".into(),
-                digest: None,
-            }),
+            from: Some(ImageRef::new("sha-abc123", Some("sha256:00".into()))),
+            to: Some(ImageRef::new("sha-def456", None)),
             git_sha: None,
             actor: "deploy-user".into(),
             host: "h".into(),

@@ -255,6 +255,7 @@ mod tests {
             images: BTreeMap::new(),
             vars: BTreeMap::new(),
             pins: BTreeMap::new(),
+            state_dir: None,
             image_only: false,
             limits: Limits::default(),
             proxy: None,

@@ -84,6 +84,12 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     for f in &t.files {
         c = c.arg("--compose-file").arg(f.display().to_string());
     }
+    if let Some((path, body)) = t.pins_file() {
+        c = c
+            .arg("--compose-file")
+            .arg(path.display().to_string())
+            .file(path, body);
+    }
     if let Some(dir) = t.files.first().and_then(|f| f.parent()) {
         c = c.cwd(dir);
     }
@@ -91,7 +97,7 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     for (k, v) in &t.vars {
         c = c.env_value(k, v.clone());
     }
-    vec![c.env(&t.tag_var, t.tag_value())]
+    vec![c.env(&t.tag_var, &t.tag)]
 }
 
 pub fn stop(t: &Target) -> Vec<Command> {
@@ -427,6 +433,7 @@ mod tests {
             images: [("api".to_string(), "r/app".to_string())].into(),
             vars: Default::default(),
             pins: Default::default(),
+            state_dir: None,
             image_only: true,
             limits: Default::default(),
             proxy: None,
@@ -438,6 +445,78 @@ mod tests {
             shown.contains("service update --detach --with-registry-auth --label-add com.docker.stack.image=r/app:v1 --image r/app:v1 st_api"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn several_repositories_run_their_digests_through_the_rendered_override() {
+        let (a, w) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        let t = Target {
+            env: "staging".into(),
+            engine: crate::config::EngineKind::Swarm,
+            cli: super::super::ComposeCli::V2Plugin,
+            project: "st".into(),
+            files: vec!["/cfg/stack.yml".into()],
+            tag_var: "FETCHML_TAG".into(),
+            tag: "v1".into(),
+            services: vec!["api".into(), "worker".into()],
+            images: [("api", "r/api"), ("worker", "r/worker")]
+                .map(|(s, r)| (s.to_string(), r.to_string()))
+                .into(),
+            vars: Default::default(),
+            pins: Default::default(),
+            state_dir: Some("/state/staging".into()),
+            image_only: false,
+            limits: Default::default(),
+            proxy: None,
+        };
+        // Unpinned: the tag alone, and no override.
+        assert!(t.pins_file().is_none());
+        let t = t.pinned_each(
+            [("r/api", &a), ("r/worker", &w)]
+                .map(|(r, d)| (r.to_string(), d.clone()))
+                .into(),
+        );
+        let (path, body) = t.pins_file().unwrap();
+        assert!(path.starts_with("/state/staging") && path.extension().is_some_and(|e| e == "yml"));
+        assert!(
+            body.contains(&format!("\"api\":\n    image: \"r/api:v1@{a}\"")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("\"worker\":\n    image: \"r/worker:v1@{w}\"")),
+            "{body}"
+        );
+        // The stack deploy and compose's up read it after the user's files,
+        // and write it when they start; a look-up neither reads nor writes it.
+        let p = path.display().to_string();
+        for c in [&recreate(&t)[0], &t.compose(Effect::Mutating)] {
+            let at = c
+                .args
+                .iter()
+                .position(|x| x == &p)
+                .expect("the override is passed");
+            assert!(c.args.iter().position(|x| x == "/cfg/stack.yml").unwrap() < at);
+            assert_eq!(c.files.len(), 1);
+            assert!(c
+                .env
+                .iter()
+                .any(|e| e.name == "FETCHML_TAG" && e.value.expose() == "v1"));
+        }
+        assert!(t.compose(Effect::ReadOnly).files.is_empty());
+        // A record names every service's digest, and reads back to the same pins.
+        let r = t.image_ref_record();
+        assert_eq!(r.digest.as_deref(), Some(a.as_str()));
+        assert_eq!(r.digests.len(), 2);
+        assert_eq!(
+            t.on_tag("v1").pinned_ref(Some(&r)).pins_file(),
+            t.pins_file()
+        );
+        // An older record (one digest) pins the first service's repository only.
+        let old = crate::audit::ImageRef::new("v1", Some(a.clone()));
+        assert_eq!(t.record_digests(&old).keys().collect::<Vec<_>>(), ["api"]);
     }
 
     #[test]

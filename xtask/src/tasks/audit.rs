@@ -313,6 +313,8 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
         reason: format!("{reason} ({})", done.join("; ")),
         from_digest: None,
         to_digest: None,
+        from_digests: Default::default(),
+        to_digests: Default::default(),
         repository: None,
         force: false,
         sets_of: None,

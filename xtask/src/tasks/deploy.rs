@@ -20,8 +20,9 @@ use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, compose_checks, consistency, digests, gate, images_check, lock, pin, placement,
-    put_on, record, switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
+    blue_green, compose_checks, consistency, digests, gate, images_check, lock, other_bytes, pin,
+    placement, put_on, record, state_dir, switch_to, unknown_sets, verified_history, Now,
+    PROXY_WAIT_SECS,
 };
 use crate::validate;
 
@@ -92,7 +93,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let env = cfg.env(&req.env)?;
     let log = ctx.log(cfg, &req.env)?;
     let mut plan = Plan::new(task, Some(&req.env));
-    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
+    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?.keeping_state_in(state_dir(&log));
     // The engine look-ups that need no history (the compose render, the
     // swarm's nodes) run while the chain is verified.
     let checks = {
@@ -123,7 +124,6 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         eprintln!("digest look-up: {} ms", took.as_millis());
     }
     let target = pin(&target, &looked_up, &mut plan);
-    let digest = target.digest().map(str::to_string);
     let current = history.current().map(str::to_string);
     plan.fact(
         "current version",
@@ -144,10 +144,9 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             &source,
             &history,
             from,
-            &req.tag,
+            &target,
             &env.require_evidence,
             &looked_up,
-            digest.as_deref(),
         );
         let overridden = if req.force {
             std::mem::take(&mut missing)
@@ -238,7 +237,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let serving = now.serving_ref();
     let back_ref = serving
         .clone()
-        .filter(|c| c.tag != req.tag || (c.digest.is_some() && c.digest != digest));
+        .filter(|c| c.tag != req.tag || other_bytes(c, &target.image_ref_record()));
     let back = back_ref.as_ref().map(|b| b.tag.clone());
     plan.on_failure = if req.no_auto_rollback {
         let to = back
@@ -263,9 +262,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                 // itself, this redeploy of the previous tag changes nothing
                 // (same spec) and the steps only verify it.
                 steps: switch_to(
-                    &target
-                        .on_tag(prev)
-                        .pinned(back_ref.as_ref().and_then(|b| b.digest.as_deref())),
+                    &target.on_tag(prev).pinned_ref(back_ref.as_ref()),
                     env,
                     env.rollback_timeout_secs,
                 ),
@@ -290,10 +287,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         &log,
         action,
         serving,
-        Some(ImageRef {
-            tag: req.tag.clone(),
-            digest,
-        }),
+        Some(target.image_ref_record()),
         &req.reason,
         req.force,
     );
@@ -307,25 +301,27 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     Ok(plan)
 }
 
-/// What the promotion gate misses for `tag` at `digest` (the one prod
-/// would run): a successful deploy of that digest in `from`, and each
-/// required piece of evidence for it. A tag the registry moved since
-/// `from` tested it comes first, naming both digests.
+/// What the promotion gate misses for `target` (its tag at the digests
+/// prod would run, one per app service): a successful deploy of exactly
+/// those digests in `from`, and each required piece of evidence for them.
+/// A tag the registry moved since `from` tested it comes first, naming the
+/// service and both digests.
 fn promotion_gaps(
     source: &History,
     here: &History,
     from: &str,
-    tag: &str,
+    target: &Target,
     evidence: &[String],
     looked_up: &Result<std::collections::BTreeMap<String, String>>,
-    digest: Option<&str>,
 ) -> Vec<String> {
+    let tag = target.tag();
     let mut missing = Vec::new();
-    let Some(d) = digest else {
+    let want = target.service_digests();
+    if !target.fully_pinned() || want.is_empty() {
         // Nothing to compare with: the gate cannot say what it promotes.
         let why = match looked_up {
             Err(e) => format!("{e:#}"),
-            Ok(_) => "the config names no image for its first app service".into(),
+            Ok(_) => "the config names no image for an app service".into(),
         };
         missing.push(format!(
             "the registry's digest of {tag} to compare with what {from} tested ({why})"
@@ -339,25 +335,57 @@ fn promotion_gaps(
             }
         }
         return missing;
+    }
+    let several = target.repositories().len() > 1;
+    let pins = |m: &std::collections::BTreeMap<String, String>| {
+        m.iter()
+            .map(|(s, d)| match several {
+                true => format!("{s}@{}", short(d)),
+                false => short(d),
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
     };
-    let tested = source.deployed_digests(tag);
-    if !tested.contains(&d) {
-        missing.push(match tested.last() {
-            Some(t) => format!(
-                "{tag} at the digest {from} tested: the registry's {tag} now points to {} but {from} tested {}; deploy it to {from} and gather its evidence first (or pass --force, which is recorded)",
-                short(d),
-                short(t)
-            ),
+    let matches = |r: &&ImageRef| target.record_digests(r) == want;
+    let tested = source.deployed_refs(tag);
+    if !tested.iter().any(matches) {
+        let last = tested.last().map(|r| target.record_digests(r));
+        // The first service whose digest moved, as the last deploy of `from` recorded it.
+        let moved = last.as_ref().and_then(|l| {
+            want.iter()
+                .find_map(|(s, d)| l.get(s).filter(|t| *t != d).map(|t| (s, d, t)))
+        });
+        missing.push(match moved {
+            Some((s, d, t)) => {
+                let which = if several {
+                    format!(" for {s} ({})", target.image_of(s))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{tag} at the digest {from} tested{which}: the registry's {tag} now points to {} but {from} tested {}; deploy it to {from} and gather its evidence first (or pass --force, which is recorded)",
+                    short(d),
+                    short(t)
+                )
+            }
             None if source.deployed_ok(tag) => format!(
-                "a successful {from} deploy of {tag} at {} ({from}'s records of {tag} name no digest)",
-                short(d)
+                "a successful {from} deploy of {tag} at {} ({from}'s records of {tag} name no digest for every service)",
+                pins(&want)
             ),
             None => format!("a successful {from} deploy of {tag}"),
         });
     }
     for ev in evidence {
-        if !source.has_evidence_for(ev, tag, d) && !here.has_evidence_for(ev, tag, d) {
-            missing.push(format!("a passing {ev} record for {tag} at {}", short(d)));
+        let found = source
+            .evidence_refs(ev, tag)
+            .into_iter()
+            .chain(here.evidence_refs(ev, tag))
+            .any(|r| matches(&r));
+        if !found {
+            missing.push(format!(
+                "a passing {ev} record for {tag} at {}",
+                pins(&want)
+            ));
         }
     }
     missing

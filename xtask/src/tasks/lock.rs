@@ -167,6 +167,8 @@ fn record(log: &Log, action: &str, reason: String) -> RecordSpec {
         reason,
         from_digest: None,
         to_digest: None,
+        from_digests: Default::default(),
+        to_digests: Default::default(),
         repository: None,
         force: false,
         sets_of: None,

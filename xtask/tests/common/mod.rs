@@ -560,10 +560,7 @@ pub fn bind_mounts(project: &str) -> Vec<(String, String)> {
 pub fn seed_deploys(log: &Log, tags: &[&str]) {
     let mut from = None;
     for t in tags {
-        let to = xtask::audit::ImageRef {
-            tag: t.to_string(),
-            digest: None,
-        };
+        let to = xtask::audit::ImageRef::new(t.to_string(), None);
         log.append(
             xtask::audit::Entry {
                 action: "deploy".into(),
