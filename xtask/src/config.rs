@@ -56,6 +56,34 @@ pub enum EngineKind {
     Swarm,
 }
 
+/// When a deploy pulls its app services' images (`pull` per environment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pull {
+    /// Every deploy pulls, and runs the digest the registry names for the
+    /// tag when the plan is made.
+    #[default]
+    Always,
+    /// Only images this host lacks are pulled; one it has runs as it is
+    /// (pinned by its registry digest where it has one, else recorded by
+    /// its image ID).
+    Missing,
+    /// Nothing is pulled and the registry is not asked: every image must be
+    /// on this host already, or the deploy is refused before anything is
+    /// touched. For images built here and never pushed.
+    Never,
+}
+
+impl Pull {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pull::Always => "always",
+            Pull::Missing => "missing",
+            Pull::Never => "never",
+        }
+    }
+}
+
 /// One environment.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -80,6 +108,11 @@ pub struct Env {
     pub ignored_services: Vec<String>,
     /// Image repository per app service.
     pub images: BTreeMap<String, String>,
+    /// When a deploy pulls the app services' images: `"always"` (the
+    /// default), `"missing"` (only images this host lacks) or `"never"`
+    /// (images built on this host; a missing one is refused).
+    #[serde(default)]
+    pub pull: Pull,
     /// Every URL must answer the service contract before a deploy counts.
     pub health_urls: Vec<String>,
     /// The `compliance_mode` /health must report.

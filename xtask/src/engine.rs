@@ -31,7 +31,7 @@ use serde::Serialize;
 
 use crate::audit::ImageRef;
 use crate::cmd::{Command, Effect, Secretable};
-use crate::config::{Config, EngineKind, Env, Limits, Proxy};
+use crate::config::{Config, EngineKind, Env, Limits, Proxy, Pull};
 
 /// The variable that gives the compose file the proxy's admin directory.
 pub const PROXY_ADMIN_DIR_VAR: &str = "FETCHML_PROXY_ADMIN_DIR";
@@ -81,6 +81,13 @@ pub struct Target {
     /// (or the one a record names): what runs, whatever the tag says later.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pins: BTreeMap<String, String>,
+    /// When images are pulled (`pull` of the environment).
+    pull: Pull,
+    /// Repository -> the image ID this host has under the tag, for an
+    /// image no registry digest names (`pull = "missing" | "never"`): what
+    /// the record names; it runs by its tag.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    local: BTreeMap<String, String>,
     /// The environment's state directory, where the override that pins
     /// the images is rendered (see [`Target::pins_file`]).
     #[serde(skip)]
@@ -225,6 +232,8 @@ impl Target {
                 .var_values()
                 .with_context(|| format!("env `{env_name}`"))?,
             pins: BTreeMap::new(),
+            pull: env.pull,
+            local: BTreeMap::new(),
             state_dir: None,
             image_only: false,
             limits: env.timeouts,
@@ -254,6 +263,7 @@ impl Target {
         Target {
             tag: tag.into(),
             pins: BTreeMap::new(),
+            local: BTreeMap::new(),
             ..self.clone()
         }
     }
@@ -333,6 +343,51 @@ impl Target {
             .collect()
     }
 
+    /// The same target noting the image IDs this host has for repositories
+    /// no registry digest names (it runs them by tag; the record names them).
+    pub fn with_local(&self, local: BTreeMap<String, String>) -> Target {
+        Target {
+            local,
+            ..self.clone()
+        }
+    }
+
+    /// The local image ID per app service (see [`Target::with_local`]).
+    pub fn service_local(&self) -> BTreeMap<String, String> {
+        self.services
+            .iter()
+            .filter_map(|s| {
+                let id = self.images.get(s).and_then(|r| self.local.get(r))?;
+                Some((s.clone(), id.clone()))
+            })
+            .collect()
+    }
+
+    /// What each app service runs, as the promotion gate compares it: its
+    /// registry digest, else this host's image ID.
+    pub fn identity(&self) -> BTreeMap<String, String> {
+        let mut all = self.service_local();
+        all.extend(self.service_digests());
+        all
+    }
+
+    /// The same of a record (see [`Target::record_digests`]).
+    pub fn record_identity(&self, r: &ImageRef) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> = r
+            .local
+            .iter()
+            .filter(|(s, _)| self.services.contains(s))
+            .map(|(s, id)| (s.clone(), id.clone()))
+            .collect();
+        all.extend(self.record_digests(r));
+        all
+    }
+
+    /// When images are pulled.
+    pub fn pull(&self) -> Pull {
+        self.pull
+    }
+
     /// The same target with one digest per repository, as the registry answered.
     pub fn pinned_each(&self, pins: BTreeMap<String, String>) -> Target {
         Target {
@@ -390,15 +445,17 @@ impl Target {
             } else {
                 BTreeMap::new()
             },
+            local: self.service_local(),
             ..ImageRef::new(self.tag.clone(), self.digest().map(str::to_string))
         }
     }
 
-    /// Is every app service's image pinned to a digest?
+    /// Is every app service's image pinned to a digest, or known by this
+    /// host's image ID?
     pub fn fully_pinned(&self) -> bool {
         self.repositories()
             .iter()
-            .all(|r| self.pins.contains_key(r))
+            .all(|r| self.pins.contains_key(r) || self.local.contains_key(r))
     }
 
     /// The override that makes compose and the stack file run exactly the
@@ -500,11 +557,15 @@ impl Target {
     pub fn pull_commands(&self) -> Vec<Command> {
         let cmds = match self.engine {
             EngineKind::Swarm => swarm::pull(self),
-            EngineKind::Compose => vec![self
-                .compose(Effect::Mutating)
-                .arg("pull")
-                .arg("--quiet")
-                .args(self.services.clone())],
+            EngineKind::Compose => {
+                let c = self.compose(Effect::Mutating).arg("pull").arg("--quiet");
+                // An image this host has runs as it is.
+                let c = match self.pull {
+                    Pull::Missing => c.args(["--policy", "missing"]),
+                    Pull::Always | Pull::Never => c,
+                };
+                vec![c.args(self.services.clone())]
+            }
         };
         bounded(cmds, self.limits.pull_secs)
     }
@@ -515,6 +576,7 @@ impl Target {
             EngineKind::Compose => vec![self
                 .compose(Effect::Mutating)
                 .args(["up", "-d", "--no-deps", "--no-build"])
+                .args(self.up_pull())
                 .args(self.services.clone())],
         };
         bounded(cmds, self.limits.recreate_secs)
@@ -551,6 +613,15 @@ impl Target {
                 .collect(),
         };
         bounded(cmds, self.limits.look_up_secs)
+    }
+
+    /// What `compose up` is told about pulling: with `pull = "never"`,
+    /// never (compose would otherwise pull an image it lacks by itself).
+    pub fn up_pull(&self) -> Vec<&'static str> {
+        match self.pull {
+            Pull::Never => vec!["--pull", "never"],
+            Pull::Always | Pull::Missing => Vec::new(),
+        }
     }
 
     /// The time limits of this environment's engine commands.

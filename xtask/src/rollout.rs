@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use crate::audit::{History, ImageRef, Log};
-use crate::config::{EngineKind, Env};
+use crate::config::{EngineKind, Env, Pull};
 use crate::engine::slots::{Container, Set, Slot};
 use crate::engine::{Running, Target};
 use crate::exit::{fail, Code};
@@ -98,9 +98,10 @@ pub fn record(
     let (from, from_digest, from_digests) = from.map_or((None, None, Default::default()), |f| {
         (Some(f.tag), f.digest, f.digests)
     });
-    let (to, to_digest, to_digests) = to.map_or((None, None, Default::default()), |t| {
-        (Some(t.tag), t.digest, t.digests)
-    });
+    let (to, to_digest, to_digests, to_local) = to
+        .map_or((None, None, Default::default(), Default::default()), |t| {
+            (Some(t.tag), t.digest, t.digests, t.local)
+        });
     RecordSpec {
         env: env_name.into(),
         log: log.path.clone(),
@@ -112,6 +113,7 @@ pub fn record(
         to_digest,
         from_digests,
         to_digests,
+        to_local,
         reason: if force {
             format!("[forced] {reason}")
         } else {
@@ -155,6 +157,89 @@ pub fn digests(target: &Target) -> Result<BTreeMap<String, String>> {
     })
 }
 
+/// What a deploy runs, per repository, by the environment's `pull`.
+pub struct Resolved {
+    /// Registry digests (the registry's, or the one this host's image was
+    /// pulled or pushed with); `Err` when the registry could not say.
+    pub pins: Result<BTreeMap<String, String>>,
+    /// This host's image ID, for an image no registry digest names.
+    pub local: BTreeMap<String, String>,
+    /// `pull = "never"`: images this host lacks.
+    pub absent: Vec<String>,
+}
+
+/// Resolves `target`'s tag once, before anything is touched (read-only):
+/// `always` asks the registry; `missing` and `never` take an image this
+/// host has as it is (its registry digest where it has one, else its image
+/// ID), and `missing` asks the registry for the others.
+pub fn resolve(target: &Target) -> Resolved {
+    if target.pull() == Pull::Always {
+        return Resolved {
+            pins: digests(target),
+            local: BTreeMap::new(),
+            absent: Vec::new(),
+        };
+    }
+    let secs = target.limits().look_up_secs;
+    let tag = target.tag();
+    let found: Vec<(String, Option<(String, Option<String>)>)> = std::thread::scope(|s| {
+        let asked: Vec<_> = target
+            .repositories()
+            .into_iter()
+            .map(|r| {
+                s.spawn(move || {
+                    let here = crate::engine::docker::local_image(&format!("{r}:{tag}"));
+                    (r, here)
+                })
+            })
+            .collect();
+        asked.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let (mut pins, mut local, mut absent) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    let mut failed = None;
+    for (r, here) in found {
+        match here {
+            Some((_, Some(d))) => {
+                pins.insert(r, d);
+            }
+            Some((id, None)) => {
+                local.insert(r, id);
+            }
+            None if target.pull() == Pull::Never => absent.push(r),
+            None => match crate::engine::registry::digest(&r, tag, secs) {
+                Ok(d) => {
+                    pins.insert(r, d);
+                }
+                Err(e) => failed = Some(e),
+            },
+        }
+    }
+    Resolved {
+        pins: failed.map_or(Ok(pins), Err),
+        local,
+        absent,
+    }
+}
+
+/// `pull = "never"` and an image this host lacks: refused before anything
+/// is touched (nothing would pull it).
+pub fn absent_check(target: &Target, absent: &[String]) -> Option<Step> {
+    (!absent.is_empty()).then(|| Step::Require {
+        refusal: Refusal::NotLocal,
+        what: "the images on this host (pull = \"never\")".into(),
+        missing: absent
+            .iter()
+            .map(|r| {
+                format!(
+                    "image {r}:{} (build it here, or set pull = \"missing\" to pull it)",
+                    target.tag()
+                )
+            })
+            .collect(),
+        overridden: Vec::new(),
+    })
+}
+
 /// `target` pinned to the digests looked up (shown as facts, so the dry
 /// run shows what the real run will run); unpinned, with the reason, when
 /// the registry could not say.
@@ -166,7 +251,14 @@ pub fn pin(
     match looked_up {
         Ok(pins) => {
             let pinned = target.pinned_each(pins.clone());
-            show_pins(&pinned, "the registry, read-only", plan);
+            let source = match target.pull() {
+                Pull::Always => "the registry, read-only",
+                Pull::Missing => {
+                    "this host's images (docker image inspect), else the registry; read-only"
+                }
+                Pull::Never => "this host's images (docker image inspect), read-only",
+            };
+            show_pins(&pinned, source, plan);
             pinned
         }
         Err(e) => {
@@ -199,10 +291,17 @@ pub fn other_bytes(a: &ImageRef, b: &ImageRef) -> bool {
 /// that pins it (rendered when the first step that reads it runs).
 pub fn show_pins(target: &Target, source: &str, plan: &mut Plan) {
     let file = target.pins_file().map(|(p, _)| p.display().to_string());
+    let local = target.service_local();
     for s in target.services() {
-        let value = match target.service_digests().get(s) {
-            Some(d) => format!("{s} runs {}:{}@{d}", target.image_of(s), target.tag()),
-            None => format!(
+        let value = match (target.service_digests().get(s), local.get(s)) {
+            (Some(d), _) => format!("{s} runs {}:{}@{d}", target.image_of(s), target.tag()),
+            (None, Some(id)) => format!(
+                "{s} runs {}:{} as this host has it, image {id} (no registry digest names it; pull = \"{}\"): the record names this image ID",
+                target.image_of(s),
+                target.tag(),
+                target.pull().name()
+            ),
+            (None, None) => format!(
                 "{s} runs {}:{} as the registry has it then (no digest known)",
                 target.image_of(s),
                 target.tag()

@@ -413,3 +413,80 @@ fn several_repositories_each_run_and_record_their_digest() {
     }
     remove_images(&built);
 }
+
+/// `pull = "never"`: an image built on this host and never pushed deploys
+/// as it is, and the record names its image ID (there is no registry
+/// digest); a tag this host lacks is refused before anything is touched,
+/// in the dry run and the real run alike.
+#[test]
+fn pull_never_deploys_a_local_only_image_and_refuses_a_missing_one() {
+    let pid = std::process::id();
+    let repo = format!("127.0.0.1:5000/fetchml/pin-{pid}-local");
+    let s = Stack::with(
+        "pin-local",
+        Opts {
+            repos: Some((repo.clone(), repo.clone())),
+            pull: Some("never"),
+            ..Opts::default()
+        },
+    );
+    let tag = format!("pin-{pid}-l");
+    variant(&repo, &tag, "local", false);
+    let id = image_id(&format!("{repo}:{tag}"));
+    let dry = s.ok(&["--dry-run", "deploy-staging", "--tag", &tag]);
+    assert!(
+        stdout(&dry).contains(&format!(
+            "api runs {repo}:{tag} as this host has it, image {id}"
+        )),
+        "the dry run does not say the image is this host's:\n{}",
+        text(&dry)
+    );
+    assert!(
+        !stdout(&dry).contains(" pull --quiet")
+            && stdout(&dry).contains("up -d --no-deps --no-build --pull never"),
+        "nothing is pulled:\n{}",
+        text(&dry)
+    );
+    s.ok(&["deploy-staging", "--tag", &tag]);
+    let before: Vec<_> = ["api", "worker"]
+        .iter()
+        .map(|v| app_container(&s, "staging", v))
+        .collect();
+    for (c, img, cfg) in &before {
+        assert_eq!((img, cfg), (&id, &format!("{repo}:{tag}")), "container {c}");
+    }
+    let to = s.records("staging").last().unwrap().to.clone().unwrap();
+    assert_eq!(
+        to.digest, None,
+        "no registry digest names a local-only image: {to:?}"
+    );
+    assert_eq!(
+        to.local,
+        [("api", &id), ("worker", &id)]
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .into()
+    );
+
+    // A tag this host lacks: nothing would pull it, so nothing starts.
+    let gone = format!("pin-{pid}-gone");
+    let dry = s.run(&["--dry-run", "deploy-staging", "--tag", &gone]);
+    let real = s.run(&["deploy-staging", "--tag", &gone]);
+    for o in [&dry, &real] {
+        assert_eq!(exit_code(o), 5, "{}", text(o));
+        assert!(
+            first_error_line(o).contains(&format!(
+                "pull = \"never\") not met: missing image {repo}:{gone}"
+            )),
+            "{}",
+            text(o)
+        );
+    }
+    assert_eq!(first_error_line(&dry), first_error_line(&real));
+    let after: Vec<_> = ["api", "worker"]
+        .iter()
+        .map(|v| app_container(&s, "staging", v))
+        .collect();
+    assert_eq!(after, before, "a refused deploy touched staging");
+    assert_eq!(s.records("staging").last().unwrap().outcome, "refused");
+    remove_images(&[format!("{repo}:{tag}")]);
+}

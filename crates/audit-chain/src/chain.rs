@@ -297,8 +297,7 @@ impl Cur<'_> {
     }
 
     /// `null`, `{"tag":S}` or `{"tag":S,"digest":S}`, then optionally
-    /// `,"digests":{"K":S,...}` (one or more, keys strictly ascending, as a
-    /// sorted map serializes).
+    /// `,"digests":{"K":S,...}` and `,"local":{"K":S,...}`.
     fn image_ref(&mut self) -> Result<(), ScanError> {
         if self.b[self.i..].starts_with(b"null") {
             self.i += 4;
@@ -310,27 +309,37 @@ impl Cur<'_> {
             self.i += 10;
             self.string()?;
         }
-        if self.b[self.i..].starts_with(b",\"digests\":{") {
-            self.i += 12;
-            let b = self.b;
-            let mut last: Option<&[u8]> = None;
-            loop {
-                let at = self.i;
-                self.string()?;
-                let key = &b[at..self.i];
-                if last.is_some_and(|l| l >= key) {
-                    return Err(self.err("digests' keys in ascending order"));
-                }
-                last = Some(key);
-                self.lit(b":", ":")?;
-                self.string()?;
-                if self.b[self.i..].starts_with(b",") {
-                    self.i += 1;
-                } else {
-                    break;
-                }
+        for key in [&b",\"digests\":{"[..], &b",\"local\":{"[..]] {
+            if self.b[self.i..].starts_with(key) {
+                self.i += key.len();
+                self.map()?;
             }
-            self.lit(b"}", "}")?;
+        }
+        self.lit(b"}", "}")
+    }
+}
+
+impl Cur<'_> {
+    /// The rest of a non-empty map of strings after its `{`: keys strictly
+    /// ascending, as a sorted map serializes.
+    fn map(&mut self) -> Result<(), ScanError> {
+        let b = self.b;
+        let mut last: Option<&[u8]> = None;
+        loop {
+            let at = self.i;
+            self.string()?;
+            let key = &b[at..self.i];
+            if last.is_some_and(|l| l >= key) {
+                return Err(self.err("keys in ascending order"));
+            }
+            last = Some(key);
+            self.lit(b":", ":")?;
+            self.string()?;
+            if self.b[self.i..].starts_with(b",") {
+                self.i += 1;
+            } else {
+                break;
+            }
         }
         self.lit(b"}", "}")
     }
@@ -874,6 +883,7 @@ mod tests {
             digests: [("api", "sha256:a"), ("worker", "sha256:b")]
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .into(),
+            local: [("worker".to_string(), "sha256:c".to_string())].into(),
             ..crate::ImageRef::new("t", Some("sha256:a".into()))
         });
         let multi = serde_json::to_string(&r).unwrap() + "\n";

@@ -26,6 +26,11 @@ pub struct ImageRef {
     /// and in older records, which read and verify as they are.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub digests: BTreeMap<String, String>,
+    /// Per app service, the image ID of an image this host had and that no
+    /// registry digest names (built here, never pushed; `pull = "missing"`
+    /// or `"never"`); absent otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub local: BTreeMap<String, String>,
 }
 
 impl ImageRef {
@@ -36,6 +41,7 @@ impl ImageRef {
             tag: tag.into(),
             digest,
             digests: BTreeMap::new(),
+            local: BTreeMap::new(),
         }
     }
 }

@@ -101,7 +101,9 @@ impl History {
     pub fn ref_of(&self, tag: &str) -> Option<&super::ImageRef> {
         self.deployments()
             .filter_map(|r| r.to.as_ref())
-            .filter(|t| t.tag == tag && (t.digest.is_some() || !t.digests.is_empty()))
+            .filter(|t| {
+                t.tag == tag && (t.digest.is_some() || !t.digests.is_empty() || !t.local.is_empty())
+            })
             .last()
     }
 

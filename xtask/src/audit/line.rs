@@ -54,19 +54,26 @@ pub fn shown(i: &ImageRef) -> String {
         let h = d.strip_prefix("sha256:").unwrap_or(d);
         format!("sha256:{}", &h[..h.len().min(12)])
     };
-    let mut all = i.digests.values();
+    // Per service; an image only this host has by its ID (`local:`).
+    let mut each: std::collections::BTreeMap<&str, String> = i
+        .local
+        .iter()
+        .map(|(s, id)| (s.as_str(), format!("local:{}", short(id))))
+        .collect();
+    each.extend(i.digests.iter().map(|(s, d)| (s.as_str(), short(d))));
+    let mut all = each.values();
     let one = all.next().filter(|d| all.all(|o| o == *d));
-    match (&i.digest, i.digests.is_empty(), one) {
+    match (&i.digest, each.is_empty(), one) {
         (_, false, None) => format!(
             "{}[{}]",
             i.tag,
-            i.digests
-                .iter()
-                .map(|(s, d)| format!("{s}@{}", short(d)))
+            each.iter()
+                .map(|(s, d)| format!("{s}@{d}"))
                 .collect::<Vec<_>>()
                 .join(",")
         ),
-        (_, false, Some(d)) | (Some(d), true, _) => format!("{}@{}", i.tag, short(d)),
+        (_, false, Some(d)) => format!("{}@{d}", i.tag),
+        (Some(d), true, _) => format!("{}@{}", i.tag, short(d)),
         (None, true, _) => i.tag.clone(),
     }
 }

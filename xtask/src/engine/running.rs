@@ -256,6 +256,8 @@ mod tests {
             vars: BTreeMap::new(),
             pins: BTreeMap::new(),
             state_dir: None,
+            pull: Default::default(),
+            local: Default::default(),
             image_only: false,
             limits: Limits::default(),
             proxy: None,

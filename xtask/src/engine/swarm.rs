@@ -40,6 +40,8 @@ fn docker(effect: Effect) -> Command {
 pub fn pull(t: &Target) -> Vec<Command> {
     t.image_refs()
         .into_iter()
+        // `missing`: an image this node has runs as it is (a read-only look-up).
+        .filter(|r| t.pull != crate::config::Pull::Missing || !super::docker::image_present(r))
         .map(|r| docker(Effect::Mutating).args(["pull", "--quiet"]).arg(r))
         .collect()
 }
@@ -55,14 +57,18 @@ pub fn recreate(t: &Target) -> Vec<Command> {
                 // image with this label, not with the running spec; a label
                 // left at the tag the rollback replaced would make the next
                 // deploy of that tag keep the rolled-back image, silently.
-                docker(Effect::Mutating)
-                    .args([
-                        "service",
-                        "update",
-                        "--detach",
-                        "--with-registry-auth",
-                        "--label-add",
-                    ])
+                let c = docker(Effect::Mutating).args([
+                    "service",
+                    "update",
+                    "--detach",
+                    "--with-registry-auth",
+                ]);
+                // `never`: the registry is not asked for the image's digest.
+                let c = match t.pull {
+                    crate::config::Pull::Never => c.arg("--no-resolve-image"),
+                    _ => c,
+                };
+                c.arg("--label-add")
                     .arg(format!("{STACK_IMAGE_LABEL}={image}"))
                     .arg("--image")
                     .arg(image)
@@ -73,12 +79,16 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     // `changed`: only an image whose tag changed is resolved to a registry
     // digest (pinning what every node runs); an unchanged one, like a
     // local-only stateful image, is left exactly as it is.
+    let resolve = match t.pull {
+        crate::config::Pull::Never => "never",
+        _ => "changed",
+    };
     let mut c = docker(Effect::Mutating).args([
         "stack",
         "deploy",
         "--detach=true",
         "--resolve-image",
-        "changed",
+        resolve,
         "--with-registry-auth",
     ]);
     for f in &t.files {
@@ -434,6 +444,8 @@ mod tests {
             vars: Default::default(),
             pins: Default::default(),
             state_dir: None,
+            pull: Default::default(),
+            local: Default::default(),
             image_only: true,
             limits: Default::default(),
             proxy: None,
@@ -468,6 +480,8 @@ mod tests {
             vars: Default::default(),
             pins: Default::default(),
             state_dir: Some("/state/staging".into()),
+            pull: Default::default(),
+            local: Default::default(),
             image_only: false,
             limits: Default::default(),
             proxy: None,

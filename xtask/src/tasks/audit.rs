@@ -315,6 +315,7 @@ pub fn repair(ctx: &Ctx, env: &str, reason: &str) -> Result<()> {
         to_digest: None,
         from_digests: Default::default(),
         to_digests: Default::default(),
+        to_local: Default::default(),
         repository: None,
         force: false,
         sets_of: None,

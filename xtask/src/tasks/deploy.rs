@@ -12,6 +12,7 @@ use anyhow::Result;
 
 use crate::audit::{History, ImageRef};
 use crate::config::Config;
+use crate::config::Pull;
 use crate::ctx::Ctx;
 use crate::engine::registry::short;
 use crate::engine::{ComposeCli, Stateful, Target};
@@ -20,9 +21,9 @@ use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, compose_checks, consistency, digests, gate, images_check, lock, other_bytes, pin,
-    placement, put_on, record, state_dir, switch_to, unknown_sets, verified_history, Now,
-    PROXY_WAIT_SECS,
+    absent_check, blue_green, compose_checks, consistency, gate, images_check, lock, other_bytes,
+    pin, placement, put_on, record, resolve, state_dir, switch_to, unknown_sets, verified_history,
+    Now, Resolved, PROXY_WAIT_SECS,
 };
 use crate::validate;
 
@@ -110,20 +111,29 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         let t = target.clone();
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            (digests(&t), started.elapsed())
+            (resolve(&t), started.elapsed())
         })
     };
     let (history, head) = verified_history(&log, req.force, &mut plan)?;
-    let (looked_up, took) = looked_up.join().unwrap_or_else(|_| {
+    let (resolved, took) = looked_up.join().unwrap_or_else(|_| {
         (
-            Err(anyhow::anyhow!("the registry look-up panicked")),
+            Resolved {
+                pins: Err(anyhow::anyhow!("the registry look-up panicked")),
+                local: Default::default(),
+                absent: Vec::new(),
+            },
             Default::default(),
         )
     });
     if ctx.global.verbose {
         eprintln!("digest look-up: {} ms", took.as_millis());
     }
-    let target = pin(&target, &looked_up, &mut plan);
+    let Resolved {
+        pins: looked_up,
+        local,
+        absent,
+    } = resolved;
+    let target = pin(&target.with_local(local), &looked_up, &mut plan);
     let current = history.current().map(str::to_string);
     plan.fact(
         "current version",
@@ -182,20 +192,31 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     // refusal's words (a tag it lacks, a registry it cannot reach): one
     // registry round trip per deploy, not two.
     if looked_up.is_err() {
-        if let Some(missing) = images_check(&target, false) {
+        if let Some(missing) = images_check(&target, target.pull() != Pull::Always) {
             plan.step(missing);
         }
+    }
+    if let Some(refusal) = absent_check(&target, &absent) {
+        plan.step(refusal);
     }
     if let Some(refusal) = consistency(&req.env, env) {
         plan.step(refusal);
     }
     plan.step(lock(&req.env, &log, req.lock_wait, task, head));
-    plan.step(
-        AppStep::Pull {
-            target: target.clone(),
-        }
-        .into(),
-    );
+    if target.pull() == Pull::Never {
+        plan.fact(
+            "pull",
+            "never: the images on this host run as they are",
+            "the config (pull)",
+        );
+    } else {
+        plan.step(
+            AppStep::Pull {
+                target: target.clone(),
+            }
+            .into(),
+        );
+    }
     let stateful = Stateful::of(&target, env);
     if stateful.start_commands().is_empty() {
         // Swarm: the stack deploy starts what is missing.
@@ -316,7 +337,7 @@ fn promotion_gaps(
 ) -> Vec<String> {
     let tag = target.tag();
     let mut missing = Vec::new();
-    let want = target.service_digests();
+    let want = target.identity();
     if !target.fully_pinned() || want.is_empty() {
         // Nothing to compare with: the gate cannot say what it promotes.
         let why = match looked_up {
@@ -337,19 +358,19 @@ fn promotion_gaps(
         return missing;
     }
     let several = target.repositories().len() > 1;
-    let pins = |m: &std::collections::BTreeMap<String, String>| {
-        m.iter()
-            .map(|(s, d)| match several {
-                true => format!("{s}@{}", short(d)),
-                false => short(d),
-            })
+    // One repository: its one digest; several: each service's.
+    let pins = |m: &std::collections::BTreeMap<String, String>| match several {
+        true => m
+            .iter()
+            .map(|(s, d)| format!("{s}@{}", short(d)))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        false => m.values().next().map(|d| short(d)).unwrap_or_default(),
     };
-    let matches = |r: &&ImageRef| target.record_digests(r) == want;
+    let matches = |r: &&ImageRef| target.record_identity(r) == want;
     let tested = source.deployed_refs(tag);
     if !tested.iter().any(matches) {
-        let last = tested.last().map(|r| target.record_digests(r));
+        let last = tested.last().map(|r| target.record_identity(r));
         // The first service whose digest moved, as the last deploy of `from` recorded it.
         let moved = last.as_ref().and_then(|l| {
             want.iter()

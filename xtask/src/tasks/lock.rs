@@ -169,6 +169,7 @@ fn record(log: &Log, action: &str, reason: String) -> RecordSpec {
         to_digest: None,
         from_digests: Default::default(),
         to_digests: Default::default(),
+        to_local: Default::default(),
         repository: None,
         force: false,
         sets_of: None,

@@ -145,6 +145,7 @@ fn build(
             to_digest: None,
             from_digests: Default::default(),
             to_digests: Default::default(),
+            to_local: Default::default(),
             repository: None,
             force: false,
             sets_of: None,

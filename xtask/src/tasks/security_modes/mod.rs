@@ -174,6 +174,7 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             to_digest: digest.clone(),
             from_digests: Default::default(),
             to_digests: each,
+            to_local: Default::default(),
             repository: None,
             force: false,
             sets_of: None,
