@@ -258,7 +258,7 @@ impl Target {
     }
 
     /// The same services on another tag (the rollback of a deploy), not
-    /// pinned: [`Target::pinned`] says which digest it runs.
+    /// pinned: [`Target::pinned_ref`] says which digests it runs.
     pub fn on_tag(&self, tag: &str) -> Target {
         Target {
             tag: tag.into(),
@@ -282,24 +282,6 @@ impl Target {
         Target {
             state_dir: Some(dir.to_path_buf()),
             ..self
-        }
-    }
-
-    /// The same target running `digest` for every repository (`None`:
-    /// whatever the tag points to, as before digests were recorded). Only
-    /// for a single repository; a record is read with [`Target::pinned_ref`].
-    pub fn pinned(&self, digest: Option<&str>) -> Target {
-        let pins = match digest {
-            Some(d) => self
-                .repositories()
-                .into_iter()
-                .map(|r| (r, d.to_string()))
-                .collect(),
-            None => BTreeMap::new(),
-        };
-        Target {
-            pins,
-            ..self.clone()
         }
     }
 

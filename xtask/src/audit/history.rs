@@ -125,26 +125,6 @@ impl History {
             .collect()
     }
 
-    /// The digests of `tag`'s successful deploys here, oldest first.
-    pub fn deployed_digests(&self, tag: &str) -> Vec<&str> {
-        self.deployments()
-            .filter_map(|r| r.to.as_ref())
-            .filter(|t| t.tag == tag)
-            .filter_map(|t| t.digest.as_deref())
-            .collect()
-    }
-
-    /// A passing `action` record for `tag` with exactly `digest`.
-    pub fn has_evidence_for(&self, action: &str, tag: &str, digest: &str) -> bool {
-        self.records.iter().any(|r| {
-            r.action == action
-                && r.outcome == "success"
-                && r.to
-                    .as_ref()
-                    .is_some_and(|t| t.tag == tag && t.digest.as_deref() == Some(digest))
-        })
-    }
-
     /// Is there a passing `action` record (e.g. security-modes-test) for `tag`?
     pub fn has_evidence(&self, action: &str, tag: &str) -> bool {
         self.records
@@ -332,13 +312,18 @@ mod tests {
             at("deploy", "v2", Some("sha256:b")),
         ]);
         assert_eq!(hist.digest_of("v1"), Some("sha256:a"));
-        assert_eq!(hist.deployed_digests("v1"), ["sha256:a"]);
+        assert_eq!(
+            hist.ref_of("v1").unwrap().digest.as_deref(),
+            Some("sha256:a")
+        );
+        assert_eq!(hist.deployed_refs("v1").len(), 2);
         assert_eq!(
             hist.current_ref().unwrap().digest.as_deref(),
             Some("sha256:b")
         );
-        assert!(hist.has_evidence_for("security-modes-test", "v1", "sha256:a"));
-        assert!(!hist.has_evidence_for("security-modes-test", "v1", "sha256:c"));
+        let ev = hist.evidence_refs("security-modes-test", "v1");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].digest.as_deref(), Some("sha256:a"));
         assert_eq!(hist.digest_of("v3"), None);
     }
 

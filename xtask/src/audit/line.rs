@@ -123,6 +123,30 @@ pub fn line_form_with(r: &Record, max: usize) -> (String, bool) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_image_shows_each_services_digest_where_they_differ() {
+        let (a, b) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        let mut i = ImageRef::new("t", Some(a.clone()));
+        assert_eq!(shown(&i), "t@sha256:aaaaaaaaaaaa");
+        i.digests = [("api", &a), ("worker", &a)]
+            .map(|(s, d)| (s.to_string(), d.clone()))
+            .into();
+        assert_eq!(shown(&i), "t@sha256:aaaaaaaaaaaa");
+        i.digests.insert("worker".into(), b.clone());
+        assert_eq!(
+            shown(&i),
+            "t[api@sha256:aaaaaaaaaaaa,worker@sha256:bbbbbbbbbbbb]"
+        );
+        let local = ImageRef {
+            local: [("api".to_string(), b)].into(),
+            ..ImageRef::new("t", None)
+        };
+        assert_eq!(shown(&local), "t@local:sha256:bbbbbbbbbbbb");
+    }
+
     fn rec(reason: &str) -> Record {
         Record {
             seq: 1,
