@@ -490,3 +490,48 @@ fn pull_never_deploys_a_local_only_image_and_refuses_a_missing_one() {
     assert_eq!(s.records("staging").last().unwrap().outcome, "refused");
     remove_images(&[format!("{repo}:{tag}")]);
 }
+
+/// `pull = "missing"`: an image this host has runs as it is (a local-only
+/// one by its image ID, nothing asked of the registry for it); one it lacks
+/// is resolved in the registry, pulled and pinned by its digest.
+#[test]
+fn pull_missing_runs_what_this_host_has_and_pulls_the_rest() {
+    let pid = std::process::id();
+    let repo = format!("127.0.0.1:5000/fetchml/pin-{pid}-missing");
+    let s = Stack::with(
+        "pin-missing",
+        Opts {
+            repos: Some((repo.clone(), repo.clone())),
+            pull: Some("missing"),
+            ..Opts::default()
+        },
+    );
+    let (here, there) = (format!("pin-{pid}-h"), format!("pin-{pid}-r"));
+    variant(&repo, &here, "here", false);
+    let id = image_id(&format!("{repo}:{here}"));
+    s.ok(&["deploy-staging", "--tag", &here]);
+    let to = s.records("staging").last().unwrap().to.clone().unwrap();
+    assert_eq!(
+        (to.digest.as_deref(), to.local.get("api")),
+        (None, Some(&id))
+    );
+    // In the registry only: pulled, and run by its digest.
+    let d = variant(&repo, &there, "there", true);
+    remove_images(&[format!("{repo}:{there}")]);
+    let plan = s.ok(&["--dry-run", "deploy-staging", "--tag", &there]);
+    assert!(
+        stdout(&plan).contains("pull --quiet --policy missing"),
+        "{}",
+        text(&plan)
+    );
+    s.ok(&["deploy-staging", "--tag", &there]);
+    let (_, img, cfg) = app_container(&s, "staging", "worker");
+    assert_eq!(cfg, format!("{repo}:{there}@{d}"));
+    assert_eq!(img, image_id(&format!("{repo}@{d}")));
+    let to = s.records("staging").last().unwrap().to.clone().unwrap();
+    assert_eq!(
+        (to.digest.as_deref(), to.local.is_empty()),
+        (Some(d.as_str()), true)
+    );
+    remove_images(&[format!("{repo}:{here}"), format!("{repo}:{there}")]);
+}
