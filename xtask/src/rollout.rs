@@ -182,7 +182,9 @@ pub fn resolve(target: &Target) -> Resolved {
     }
     let secs = target.limits().look_up_secs;
     let tag = target.tag();
-    let found: Vec<(String, Option<(String, Option<String>)>)> = std::thread::scope(|s| {
+    // Per repository: this host's image ID and registry digest, if it has it.
+    type Here = Option<(String, Option<String>)>;
+    let found: Vec<(String, Here)> = std::thread::scope(|s| {
         let asked: Vec<_> = target
             .repositories()
             .into_iter()
@@ -502,9 +504,7 @@ impl Now {
         match (self.running(), self.engine.is_empty()) {
             // The same tag with other bytes (re-pushed, then run by hand).
             (Some(r), _) if Some(r) == self.chain.as_deref() && moved.is_some() => {
-                let Some((s, c, e)) = moved else {
-                    return None;
-                };
+                let (s, c, e) = moved?;
                 let which = if self.several {
                     format!(" for {s}")
                 } else {
