@@ -75,6 +75,34 @@ pub enum EngineKind {
     Swarm,
 }
 
+/// When a deploy pulls its app services' images (`pull` per environment).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Pull {
+    /// Every deploy pulls, and runs the digest the registry names for the
+    /// tag when the plan is made.
+    #[default]
+    Always,
+    /// Only images this host lacks are pulled; one it has runs as it is
+    /// (pinned by its registry digest where it has one, else recorded by
+    /// its image ID).
+    Missing,
+    /// Nothing is pulled and the registry is not asked: every image must be
+    /// on this host already, or the deploy is refused before anything is
+    /// touched. For images built here and never pushed.
+    Never,
+}
+
+impl Pull {
+    pub fn name(self) -> &'static str {
+        match self {
+            Pull::Always => "always",
+            Pull::Missing => "missing",
+            Pull::Never => "never",
+        }
+    }
+}
+
 /// One environment: a stack on one engine, the services a deploy may
 /// touch, its health gate, its promotion gate and its proxy.
 #[derive(Debug, Clone, Deserialize, Serialize, JsonSchema)]
@@ -109,6 +137,11 @@ pub struct Env {
     /// Image repository (without tag) per app service, one entry for each
     /// of `app_services` and no other.
     pub images: BTreeMap<String, String>,
+    /// When a deploy pulls the app services' images: `"always"` (the
+    /// default), `"missing"` (only images this host lacks) or `"never"`
+    /// (images built on this host; a missing one is refused).
+    #[serde(default)]
+    pub pull: Pull,
     /// The health gate's URLs (http or https, no credentials): every one
     /// must answer the health contract (`health`) with the new version
     /// before a deploy counts. With a proxy, the URLs through it.

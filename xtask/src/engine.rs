@@ -29,8 +29,9 @@ pub use running::Running;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
+use crate::audit::ImageRef;
 use crate::cmd::{Command, Effect, Secretable};
-use crate::config::{Config, EngineKind, Env, Limits, Proxy};
+use crate::config::{Config, EngineKind, Env, Limits, Proxy, Pull};
 
 /// The variable that gives the compose file the proxy's admin directory.
 pub const PROXY_ADMIN_DIR_VAR: &str = "FETCHML_PROXY_ADMIN_DIR";
@@ -80,6 +81,17 @@ pub struct Target {
     /// (or the one a record names): what runs, whatever the tag says later.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pins: BTreeMap<String, String>,
+    /// When images are pulled (`pull` of the environment).
+    pull: Pull,
+    /// Repository -> the image ID this host has under the tag, for an
+    /// image no registry digest names (`pull = "missing" | "never"`): what
+    /// the record names; it runs by its tag.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    local: BTreeMap<String, String>,
+    /// The environment's state directory, where the override that pins
+    /// the images is rendered (see [`Target::pins_file`]).
+    #[serde(skip)]
+    state_dir: Option<PathBuf>,
     /// Swarm: change only the app services' image (`docker service update
     /// --image`), not the whole stack. A rollback is image-only; compose
     /// recreates the same way in both cases.
@@ -220,6 +232,9 @@ impl Target {
                 .var_values()
                 .with_context(|| format!("env `{env_name}`"))?,
             pins: BTreeMap::new(),
+            pull: env.pull,
+            local: BTreeMap::new(),
+            state_dir: None,
             image_only: false,
             limits: env.timeouts,
             proxy,
@@ -243,11 +258,12 @@ impl Target {
     }
 
     /// The same services on another tag (the rollback of a deploy), not
-    /// pinned: [`Target::pinned`] says which digest it runs.
+    /// pinned: [`Target::pinned_ref`] says which digests it runs.
     pub fn on_tag(&self, tag: &str) -> Target {
         Target {
             tag: tag.into(),
             pins: BTreeMap::new(),
+            local: BTreeMap::new(),
             ..self.clone()
         }
     }
@@ -260,21 +276,98 @@ impl Target {
             .and_then(|p| p.admin_dir.as_deref())
     }
 
-    /// The same target running `digest` for every repository (`None`:
-    /// whatever the tag points to, as before digests were recorded).
-    pub fn pinned(&self, digest: Option<&str>) -> Target {
-        let pins = match digest {
-            Some(d) => self
-                .repositories()
-                .into_iter()
-                .map(|r| (r, d.to_string()))
-                .collect(),
-            None => BTreeMap::new(),
-        };
+    /// The same target, rendering its pins in `dir` (the environment's
+    /// state directory): without one a pinned target would run the tag.
+    pub fn keeping_state_in(self, dir: &std::path::Path) -> Target {
+        Target {
+            state_dir: Some(dir.to_path_buf()),
+            ..self
+        }
+    }
+
+    /// The same target running the digests a record names: per service
+    /// where it names them (several repositories), else its one digest for
+    /// the first service's repository (a record from before per-service
+    /// digests names no other). A service the record has no digest for
+    /// runs its tag.
+    pub fn pinned_ref(&self, r: Option<&ImageRef>) -> Target {
+        let pins = r
+            .map(|r| self.record_digests(r))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(s, d)| Some((self.images.get(&s)?.clone(), d)))
+            .collect();
         Target {
             pins,
             ..self.clone()
         }
+    }
+
+    /// The digest a record names for each app service: its own where the
+    /// record names several, else the record's one digest for the services
+    /// of the first service's repository (all of them, with one repository).
+    pub fn record_digests(&self, r: &ImageRef) -> BTreeMap<String, String> {
+        let first = self.repository();
+        self.services
+            .iter()
+            .filter_map(|s| {
+                let d = match r.digests.get(s) {
+                    Some(d) => d,
+                    None if r.digests.is_empty()
+                        && self.images.get(s).map(String::as_str) == first =>
+                    {
+                        r.digest.as_ref()?
+                    }
+                    None => return None,
+                };
+                Some((s.clone(), d.clone()))
+            })
+            .collect()
+    }
+
+    /// The same target noting the image IDs this host has for repositories
+    /// no registry digest names (it runs them by tag; the record names them).
+    pub fn with_local(&self, local: BTreeMap<String, String>) -> Target {
+        Target {
+            local,
+            ..self.clone()
+        }
+    }
+
+    /// The local image ID per app service (see [`Target::with_local`]).
+    pub fn service_local(&self) -> BTreeMap<String, String> {
+        self.services
+            .iter()
+            .filter_map(|s| {
+                let id = self.images.get(s).and_then(|r| self.local.get(r))?;
+                Some((s.clone(), id.clone()))
+            })
+            .collect()
+    }
+
+    /// What each app service runs, as the promotion gate compares it: its
+    /// registry digest, else this host's image ID.
+    pub fn identity(&self) -> BTreeMap<String, String> {
+        let mut all = self.service_local();
+        all.extend(self.service_digests());
+        all
+    }
+
+    /// The same of a record (see [`Target::record_digests`]).
+    pub fn record_identity(&self, r: &ImageRef) -> BTreeMap<String, String> {
+        let mut all: BTreeMap<String, String> = r
+            .local
+            .iter()
+            .filter(|(s, _)| self.services.contains(s))
+            .map(|(s, id)| (s.clone(), id.clone()))
+            .collect();
+        all.extend(self.record_digests(r));
+        all
+    }
+
+    /// When images are pulled.
+    pub fn pull(&self) -> Pull {
+        self.pull
     }
 
     /// The same target with one digest per repository, as the registry answered.
@@ -308,24 +401,73 @@ impl Target {
             .map(String::as_str)
     }
 
-    /// Is every app service's image pinned by the tag variable? Only when
-    /// they share one repository: one variable carries one `tag@digest`.
-    pub fn fully_pinned(&self) -> bool {
-        let repos = self.repositories();
-        repos.len() == 1 && self.pins.contains_key(&repos[0])
+    /// The repository of app service `s` (empty when the config names none).
+    pub fn image_of(&self, s: &str) -> &str {
+        self.images.get(s).map_or("", String::as_str)
     }
 
-    /// What the tag variable carries: `tag@sha256:...` when pinned, so
-    /// compose and the stack file run exactly that digest; the tag alone
-    /// otherwise.
-    pub fn tag_value(&self) -> String {
-        match self.repositories().as_slice() {
-            [r] => match self.pins.get(r) {
-                Some(d) => format!("{}@{d}", self.tag),
-                None => self.tag.clone(),
+    /// The digest each app service runs, where pinned.
+    pub fn service_digests(&self) -> BTreeMap<String, String> {
+        self.services
+            .iter()
+            .filter_map(|s| {
+                let d = self.images.get(s).and_then(|r| self.pins.get(r))?;
+                Some((s.clone(), d.clone()))
+            })
+            .collect()
+    }
+
+    /// What a record says this target runs: the tag, the first service's
+    /// digest, and, when the services' images are in several
+    /// repositories, every service's.
+    pub fn image_ref_record(&self) -> ImageRef {
+        ImageRef {
+            digests: if self.repositories().len() > 1 {
+                self.service_digests()
+            } else {
+                BTreeMap::new()
             },
-            _ => self.tag.clone(),
+            local: self.service_local(),
+            ..ImageRef::new(self.tag.clone(), self.digest().map(str::to_string))
         }
+    }
+
+    /// Is every app service's image pinned to a digest, or known by this
+    /// host's image ID?
+    pub fn fully_pinned(&self) -> bool {
+        self.repositories()
+            .iter()
+            .all(|r| self.pins.contains_key(r) || self.local.contains_key(r))
+    }
+
+    /// The override that makes compose and the stack file run exactly the
+    /// pinned digests: `services.<svc>.image: repo:tag@sha256:...` for each
+    /// pinned app service, named by its contents (the new version's and the
+    /// recovery's can both be needed in one operation), in the state
+    /// directory. Passed after the user's files, so it wins; written just
+    /// before a command that reads it starts. `None` when nothing is pinned.
+    pub fn pins_file(&self) -> Option<(PathBuf, String)> {
+        let dir = self.state_dir.as_ref()?;
+        let mut body = String::from(
+            "# Rendered by cargo xtask: the digests this operation runs (docs/architecture.md, \"Every service runs its digest\").\nservices:\n",
+        );
+        let mut any = false;
+        for s in &self.services {
+            let Some(repo) = self.images.get(s).filter(|r| self.pins.contains_key(*r)) else {
+                continue;
+            };
+            any = true;
+            body.push_str(&format!(
+                "  {}:\n    image: {}\n",
+                serde_json::Value::from(s.as_str()),
+                serde_json::Value::from(self.image_ref(repo))
+            ));
+        }
+        if !any {
+            return None;
+        }
+        let hash = crate::audit::sha_hex(body.as_bytes());
+        Some((dir.join(format!("pins-{}.yml", &hash[..12])), body))
     }
 
     /// `repo:tag`, or `repo:tag@digest` when pinned.
@@ -366,6 +508,13 @@ impl Target {
         for f in &self.files {
             c = c.arg("-f").arg(f.display().to_string());
         }
+        // What changes the stack runs the pinned digests; a look-up needs
+        // no pins (and so writes no file while a plan is made).
+        if effect == Effect::Mutating {
+            if let Some((path, body)) = self.pins_file() {
+                c = c.arg("-f").arg(path.display().to_string()).file(path, body);
+            }
+        }
         for (k, v) in &self.vars {
             c = c.env_value(k, v.clone());
         }
@@ -376,7 +525,7 @@ impl Target {
                 c = c.env(k, v);
             }
         }
-        c.env(&self.tag_var, self.tag_value())
+        c.env(&self.tag_var, &self.tag)
     }
 
     /// Distinct `repo:tag` references of the target's images.
@@ -390,11 +539,15 @@ impl Target {
     pub fn pull_commands(&self) -> Vec<Command> {
         let cmds = match self.engine {
             EngineKind::Swarm => swarm::pull(self),
-            EngineKind::Compose => vec![self
-                .compose(Effect::Mutating)
-                .arg("pull")
-                .arg("--quiet")
-                .args(self.services.clone())],
+            EngineKind::Compose => {
+                let c = self.compose(Effect::Mutating).arg("pull").arg("--quiet");
+                // An image this host has runs as it is.
+                let c = match self.pull {
+                    Pull::Missing => c.args(["--policy", "missing"]),
+                    Pull::Always | Pull::Never => c,
+                };
+                vec![c.args(self.services.clone())]
+            }
         };
         bounded(cmds, self.limits.pull_secs)
     }
@@ -405,6 +558,7 @@ impl Target {
             EngineKind::Compose => vec![self
                 .compose(Effect::Mutating)
                 .args(["up", "-d", "--no-deps", "--no-build"])
+                .args(self.up_pull())
                 .args(self.services.clone())],
         };
         bounded(cmds, self.limits.recreate_secs)
@@ -441,6 +595,15 @@ impl Target {
                 .collect(),
         };
         bounded(cmds, self.limits.look_up_secs)
+    }
+
+    /// What `compose up` is told about pulling: with `pull = "never"`,
+    /// never (compose would otherwise pull an image it lacks by itself).
+    pub fn up_pull(&self) -> Vec<&'static str> {
+        match self.pull {
+            Pull::Never => vec!["--pull", "never"],
+            Pull::Always | Pull::Missing => Vec::new(),
+        }
     }
 
     /// The time limits of this environment's engine commands.

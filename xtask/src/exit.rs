@@ -86,10 +86,12 @@ pub enum Refusal {
     UnknownSets,
     /// Rollback: no version to roll back to, or the one asked for is not one.
     NoTarget,
+    /// `pull = "never"`: an app service's image is not on this host.
+    NotLocal,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::Locked,
         Refusal::Held,
         Refusal::StalePlan,
@@ -105,6 +107,7 @@ impl Refusal {
         Refusal::BlueGreen,
         Refusal::UnknownSets,
         Refusal::NoTarget,
+        Refusal::NotLocal,
     ];
 }
 

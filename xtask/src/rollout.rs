@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use anyhow::Result;
 
 use crate::audit::{History, ImageRef, Log};
-use crate::config::{EngineKind, Env};
+use crate::config::{EngineKind, Env, Pull};
 use crate::engine::slots::{Container, Set, Slot};
 use crate::engine::{Running, Target};
 use crate::exit::{fail, Code};
@@ -95,8 +95,13 @@ pub fn record(
     reason: &str,
     force: bool,
 ) -> RecordSpec {
-    let (from, from_digest) = from.map_or((None, None), |f| (Some(f.tag), f.digest));
-    let (to, to_digest) = to.map_or((None, None), |t| (Some(t.tag), t.digest));
+    let (from, from_digest, from_digests) = from.map_or((None, None, Default::default()), |f| {
+        (Some(f.tag), f.digest, f.digests)
+    });
+    let (to, to_digest, to_digests, to_local) = to
+        .map_or((None, None, Default::default(), Default::default()), |t| {
+            (Some(t.tag), t.digest, t.digests, t.local)
+        });
     RecordSpec {
         env: env_name.into(),
         log: log.path.clone(),
@@ -106,6 +111,9 @@ pub fn record(
         to,
         from_digest,
         to_digest,
+        from_digests,
+        to_digests,
+        to_local,
         reason: if force {
             format!("[forced] {reason}")
         } else {
@@ -150,6 +158,91 @@ pub fn digests(target: &Target) -> Result<BTreeMap<String, String>> {
     })
 }
 
+/// What a deploy runs, per repository, by the environment's `pull`.
+pub struct Resolved {
+    /// Registry digests (the registry's, or the one this host's image was
+    /// pulled or pushed with); `Err` when the registry could not say.
+    pub pins: Result<BTreeMap<String, String>>,
+    /// This host's image ID, for an image no registry digest names.
+    pub local: BTreeMap<String, String>,
+    /// `pull = "never"`: images this host lacks.
+    pub absent: Vec<String>,
+}
+
+/// Resolves `target`'s tag once, before anything is touched (read-only):
+/// `always` asks the registry; `missing` and `never` take an image this
+/// host has as it is (its registry digest where it has one, else its image
+/// ID), and `missing` asks the registry for the others.
+pub fn resolve(target: &Target) -> Resolved {
+    if target.pull() == Pull::Always {
+        return Resolved {
+            pins: digests(target),
+            local: BTreeMap::new(),
+            absent: Vec::new(),
+        };
+    }
+    let secs = target.limits().look_up_secs;
+    let tag = target.tag();
+    // Per repository: this host's image ID and registry digest, if it has it.
+    type Here = Option<(String, Option<String>)>;
+    let found: Vec<(String, Here)> = std::thread::scope(|s| {
+        let asked: Vec<_> = target
+            .repositories()
+            .into_iter()
+            .map(|r| {
+                s.spawn(move || {
+                    let here = crate::engine::docker::local_image(&format!("{r}:{tag}"));
+                    (r, here)
+                })
+            })
+            .collect();
+        asked.into_iter().filter_map(|h| h.join().ok()).collect()
+    });
+    let (mut pins, mut local, mut absent) = (BTreeMap::new(), BTreeMap::new(), Vec::new());
+    let mut failed = None;
+    for (r, here) in found {
+        match here {
+            Some((_, Some(d))) => {
+                pins.insert(r, d);
+            }
+            Some((id, None)) => {
+                local.insert(r, id);
+            }
+            None if target.pull() == Pull::Never => absent.push(r),
+            None => match crate::engine::registry::digest(&r, tag, secs) {
+                Ok(d) => {
+                    pins.insert(r, d);
+                }
+                Err(e) => failed = Some(e),
+            },
+        }
+    }
+    Resolved {
+        pins: failed.map_or(Ok(pins), Err),
+        local,
+        absent,
+    }
+}
+
+/// `pull = "never"` and an image this host lacks: refused before anything
+/// is touched (nothing would pull it).
+pub fn absent_check(target: &Target, absent: &[String]) -> Option<Step> {
+    (!absent.is_empty()).then(|| Step::Require {
+        refusal: Refusal::NotLocal,
+        what: "the images on this host (pull = \"never\")".into(),
+        missing: absent
+            .iter()
+            .map(|r| {
+                format!(
+                    "image {r}:{} (build it here, or set pull = \"missing\" to pull it)",
+                    target.tag()
+                )
+            })
+            .collect(),
+        overridden: Vec::new(),
+    })
+}
+
 /// `target` pinned to the digests looked up (shown as facts, so the dry
 /// run shows what the real run will run); unpinned, with the reason, when
 /// the registry could not say.
@@ -161,20 +254,14 @@ pub fn pin(
     match looked_up {
         Ok(pins) => {
             let pinned = target.pinned_each(pins.clone());
-            for (repo, d) in pins {
-                plan.fact(
-                    "digest",
-                    format!("{repo}:{} is {d}", target.tag()),
-                    "the registry, read-only; the steps below run this digest",
-                );
-            }
-            if !pinned.fully_pinned() {
-                plan.fact(
-                    "digest",
-                    "not pinned: the app services use several repositories and one tag variable carries one digest; the steps run the tag".to_string(),
-                    "the config's images",
-                );
-            }
+            let source = match target.pull() {
+                Pull::Always => "the registry, read-only",
+                Pull::Missing => {
+                    "this host's images (docker image inspect), else the registry; read-only"
+                }
+                Pull::Never => "this host's images (docker image inspect), read-only",
+            };
+            show_pins(&pinned, source, plan);
             pinned
         }
         Err(e) => {
@@ -185,6 +272,52 @@ pub fn pin(
             );
             target.clone()
         }
+    }
+}
+
+/// The directory of the environment's state: its audit log's.
+pub fn state_dir(log: &crate::audit::Log) -> &std::path::Path {
+    log.path.parent().unwrap_or(std::path::Path::new("."))
+}
+
+/// Do two images of one tag name other bytes? Only a digest both name can
+/// tell (a record older than digests names none).
+pub fn other_bytes(a: &ImageRef, b: &ImageRef) -> bool {
+    let differ = |x: &Option<String>, y: &Option<String>| x.is_some() && y.is_some() && x != y;
+    differ(&a.digest, &b.digest)
+        || a.digests
+            .iter()
+            .any(|(s, d)| b.digests.get(s).is_some_and(|e| e != d))
+}
+
+/// One fact per app service: the digest it runs, and the override file
+/// that pins it (rendered when the first step that reads it runs).
+pub fn show_pins(target: &Target, source: &str, plan: &mut Plan) {
+    let file = target.pins_file().map(|(p, _)| p.display().to_string());
+    let local = target.service_local();
+    for s in target.services() {
+        let value = match (target.service_digests().get(s), local.get(s)) {
+            (Some(d), _) => format!("{s} runs {}:{}@{d}", target.image_of(s), target.tag()),
+            (None, Some(id)) => format!(
+                "{s} runs {}:{} as this host has it, image {id} (no registry digest names it; pull = \"{}\"): the record names this image ID",
+                target.image_of(s),
+                target.tag(),
+                target.pull().name()
+            ),
+            (None, None) => format!(
+                "{s} runs {}:{} as the registry has it then (no digest known)",
+                target.image_of(s),
+                target.tag()
+            ),
+        };
+        plan.fact("digest", value, source);
+    }
+    if let Some(f) = file {
+        plan.fact(
+            "pinned by",
+            format!("{f} (services.<app>.image; mode 0600, passed after the compose files)"),
+            "rendered by the tool",
+        );
     }
 }
 
@@ -259,8 +392,11 @@ pub fn converge_secs(env: &Env) -> u64 {
 pub struct Now {
     /// The chain's current version (last successful deploy, promote or rollback).
     pub chain: Option<String>,
-    /// Its digest, where the chain recorded one.
-    chain_digest: Option<String>,
+    /// Its image as the chain recorded it (digests where it named them).
+    chain_ref: Option<ImageRef>,
+    /// Are the app services' images in several repositories (so each has
+    /// its own digest)?
+    several: bool,
     pub engine: Running,
     apps: Vec<String>,
     /// Why the engine could not be asked, if it could not.
@@ -277,7 +413,8 @@ impl Now {
         let engine = target.running();
         let mut now = Now {
             chain: history.current().map(str::to_string),
-            chain_digest: history.current_ref().and_then(|r| r.digest.clone()),
+            chain_ref: history.current_ref().cloned(),
+            several: target.repositories().len() > 1,
             engine: engine.as_ref().cloned().unwrap_or_default(),
             apps: target.services().to_vec(),
             unknown: engine.as_ref().err().map(|e| format!("{e:#}")),
@@ -287,9 +424,9 @@ impl Now {
         (now, engine.map(drop))
     }
 
-    /// The digest the chain recorded for its current version, if any.
-    pub fn chain_digest(&self) -> Option<&str> {
-        self.chain_digest.as_deref()
+    /// What the chain recorded for its current version (tag and digests), if any.
+    pub fn chain_ref(&self) -> Option<&ImageRef> {
+        self.chain_ref.as_ref()
     }
 
     /// A `Now` made by hand, for plan tests.
@@ -297,7 +434,8 @@ impl Now {
     pub fn for_test(chain: Option<&str>, engine: Running, apps: &[&str]) -> Now {
         Now {
             chain: chain.map(Into::into),
-            chain_digest: None,
+            chain_ref: None,
+            several: false,
             engine,
             apps: apps.iter().map(|a| a.to_string()).collect(),
             unknown: None,
@@ -361,38 +499,67 @@ impl Now {
     /// showed only an image ID, or the tag alone).
     pub fn serving_ref(&self) -> Option<ImageRef> {
         let tag = self.serving()?.to_string();
-        let engine = self
-            .running()
-            .and(self.apps.first())
-            .and_then(|s| self.engine.digest(s));
         let chain = self
-            .chain_digest
-            .as_deref()
+            .chain_ref
+            .as_ref()
             .filter(|_| self.chain.as_deref() == Some(tag.as_str()));
+        let of = |s: &String| {
+            self.running()
+                .and_then(|_| self.engine.digest(s))
+                .or_else(|| self.chain_digest_of(chain, s))
+                .map(str::to_string)
+        };
+        let digests = match self.several {
+            true => self
+                .apps
+                .iter()
+                .filter_map(|s| Some((s.clone(), of(s)?)))
+                .collect(),
+            false => Default::default(),
+        };
         Some(ImageRef {
-            digest: engine.or(chain).map(str::to_string),
-            tag,
+            digests,
+            ..ImageRef::new(tag, self.apps.first().and_then(of))
         })
+    }
+
+    /// The digest `chain` names for service `s`: its own, or the record's
+    /// one digest where that covers it (one repository, or the first service).
+    fn chain_digest_of<'a>(&self, chain: Option<&'a ImageRef>, s: &str) -> Option<&'a str> {
+        let c = chain?;
+        match c.digests.get(s) {
+            Some(d) => Some(d),
+            None if c.digests.is_empty()
+                && (!self.several || self.apps.first().map(String::as_str) == Some(s)) =>
+            {
+                c.digest.as_deref()
+            }
+            None => None,
+        }
     }
 
     /// How the engine and the chain disagree, if they do.
     pub fn drift(&self) -> Option<String> {
         let chain = self.chain.as_deref().unwrap_or("nothing");
-        let engine_digest = self.apps.first().and_then(|s| self.engine.digest(s));
+        // The first service whose digest differs from the chain's record.
+        let moved = self.apps.iter().find_map(|s| {
+            let e = self.engine.digest(s)?;
+            let c = self.chain_digest_of(self.chain_ref.as_ref(), s)?;
+            (e != c).then_some((s, c, e))
+        });
         match (self.running(), self.engine.is_empty()) {
             // The same tag with other bytes (re-pushed, then run by hand).
-            (Some(r), _)
-                if Some(r) == self.chain.as_deref()
-                    && engine_digest.is_some()
-                    && self.chain_digest.is_some()
-                    && engine_digest != self.chain_digest.as_deref() =>
-            {
+            (Some(r), _) if Some(r) == self.chain.as_deref() && moved.is_some() => {
+                let (s, c, e) = moved?;
+                let which = if self.several {
+                    format!(" for {s}")
+                } else {
+                    String::new()
+                };
                 Some(format!(
-                    "the audit chain says {r}@{} runs; the engine reports {r}@{}",
-                    crate::engine::registry::short(
-                        self.chain_digest.as_deref().unwrap_or_default()
-                    ),
-                    crate::engine::registry::short(engine_digest.unwrap_or_default())
+                    "the audit chain says {r}@{} runs{which}; the engine reports {r}@{}",
+                    crate::engine::registry::short(c),
+                    crate::engine::registry::short(e)
                 ))
             }
             (Some(r), _) if Some(r) == self.chain.as_deref() => None,
@@ -889,14 +1056,19 @@ pub fn standby_with(target: &Target, now: &Now, tag: &str) -> Option<Slot> {
     slots.dedup();
     slots.into_iter().find(|&slot| {
         let of = || all.iter().filter(move |c| c.slot == slot);
-        // A pinned target wants its digest: a standby on the same tag
+        // A pinned target wants its digests: a standby on the same tag
         // with other bytes (a re-pushed tag) is not it.
-        let digest = target.digest();
+        let pins = target.service_digests();
         target
             .services()
             .iter()
             .all(|s| of().any(|c| &c.service == s))
-            && of().all(|c| c.tag == tag && (digest.is_none() || c.digest.as_deref() == digest))
+            && of().all(|c| {
+                c.tag == tag
+                    && pins
+                        .get(&c.service)
+                        .is_none_or(|d| c.digest.as_deref() == Some(d.as_str()))
+            })
     })
 }
 
@@ -953,13 +1125,10 @@ mod tests {
             engine(&[("api", "", None), ("worker", "", None)]),
             &apps,
         );
-        now.chain_digest = Some("sha256:aa".into());
+        now.chain_ref = Some(ImageRef::new("v1", Some("sha256:aa".into())));
         assert_eq!(
             now.serving_ref(),
-            Some(ImageRef {
-                tag: "v1".into(),
-                digest: Some("sha256:aa".into())
-            })
+            Some(ImageRef::new("v1", Some("sha256:aa".into())))
         );
         // A pinned container names its own digest, whatever the chain says.
         let mut pinned = Now::for_test(
@@ -970,7 +1139,7 @@ mod tests {
             ]),
             &apps,
         );
-        pinned.chain_digest = Some("sha256:aa".into());
+        pinned.chain_ref = Some(ImageRef::new("v1", Some("sha256:aa".into())));
         assert_eq!(
             pinned.serving_ref().unwrap().digest.as_deref(),
             Some("sha256:bb")

@@ -135,14 +135,8 @@ pub fn entry(action: &str, outcome: &str, from: Option<&str>, to: &str, reason: 
     Entry {
         action: action.into(),
         outcome: outcome.into(),
-        from: from.map(|t| ImageRef {
-            tag: t.into(),
-            digest: None,
-        }),
-        to: Some(ImageRef {
-            tag: to.into(),
-            digest: None,
-        }),
+        from: from.map(|t| ImageRef::new(t, None)),
+        to: Some(ImageRef::new(to, None)),
         git_sha: None,
         reason: reason.into(),
         error: None,

@@ -258,10 +258,7 @@ fn seed(state: &Path, env: &str, sink: Option<&Path>) {
     let log = xtask::audit::Log::new(state, env, sink);
     let mut from = None;
     for tag in SEEDED {
-        let to = xtask::audit::ImageRef {
-            tag: tag.into(),
-            digest: None,
-        };
+        let to = xtask::audit::ImageRef::new(tag, None);
         let entry = xtask::audit::Entry {
             action: "deploy".into(),
             outcome: "success".into(),

@@ -278,10 +278,7 @@ fn a_rolled_back_deploy_is_one_document_naming_the_change() {
                 action: "deploy".into(),
                 outcome: "success".into(),
                 from: None,
-                to: Some(xtask::audit::ImageRef {
-                    tag: img.v2.clone(),
-                    digest: None,
-                }),
+                to: Some(xtask::audit::ImageRef::new(img.v2.clone(), None)),
                 git_sha: None,
                 reason: "a record the engine does not match".into(),
                 error: None,

@@ -121,6 +121,13 @@ fn case(r: Refusal, imgs: &Images) -> Option<Case> {
             ],
             ..base(&deploy, "error: refused: a swarm manager, and nodes for every app service's placement not met: missing ")
         },
+        Refusal::NotLocal => Case {
+            edit: vec![("[env.staging]\n", "[env.staging]\npull = \"never\"\n".into())],
+            ..base(
+                &["deploy-staging", "--tag", "sha-0000000000ab"],
+                "error: refused: the images on this host (pull = \"never\") not met: missing image 127.0.0.1:5000/fetchml/testbed:sha-0000000000ab",
+            )
+        },
         Refusal::Evidence => base(
             &["deploy-prod", "--yes", "--tag", &v1],
             "error: refused: promotion evidence from staging not met: missing a successful staging deploy",

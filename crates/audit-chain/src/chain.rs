@@ -296,7 +296,8 @@ impl Cur<'_> {
         }
     }
 
-    /// `null`, `{"tag":S}` or `{"tag":S,"digest":S}`.
+    /// `null`, `{"tag":S}` or `{"tag":S,"digest":S}`, then optionally
+    /// `,"digests":{"K":S,...}` and `,"local":{"K":S,...}`.
     fn image_ref(&mut self) -> Result<(), ScanError> {
         if self.b[self.i..].starts_with(b"null") {
             self.i += 4;
@@ -307,6 +308,38 @@ impl Cur<'_> {
         if self.b[self.i..].starts_with(b",\"digest\":") {
             self.i += 10;
             self.string()?;
+        }
+        for key in [&b",\"digests\":{"[..], &b",\"local\":{"[..]] {
+            if self.b[self.i..].starts_with(key) {
+                self.i += key.len();
+                self.map()?;
+            }
+        }
+        self.lit(b"}", "}")
+    }
+}
+
+impl Cur<'_> {
+    /// The rest of a non-empty map of strings after its `{`: keys strictly
+    /// ascending, as a sorted map serializes.
+    fn map(&mut self) -> Result<(), ScanError> {
+        let b = self.b;
+        let mut last: Option<&[u8]> = None;
+        loop {
+            let at = self.i;
+            self.string()?;
+            let key = &b[at..self.i];
+            if last.is_some_and(|l| l >= key) {
+                return Err(self.err("keys in ascending order"));
+            }
+            last = Some(key);
+            self.lit(b":", ":")?;
+            self.string()?;
+            if self.b[self.i..].starts_with(b",") {
+                self.i += 1;
+            } else {
+                break;
+            }
         }
         self.lit(b"}", "}")
     }
@@ -686,10 +719,7 @@ mod tests {
             action: "deploy".into(),
             outcome: "success".into(),
             from: None,
-            to: Some(crate::ImageRef {
-                tag: format!("sha-{seq:012}"),
-                digest: None,
-            }),
+            to: Some(crate::ImageRef::new(format!("sha-{seq:012}"), None)),
             git_sha: None,
             actor: "ci (USER)".into(),
             host: "h".into(),
@@ -843,6 +873,28 @@ mod tests {
             base.replace("\"env\":\"staging\",", ""),
             base.replace("\"prev\":\"0", "\"prev\":\"A"),
             base.replace('}', "} "),
+        ] {
+            assert!(scan(bad.as_bytes()).is_err(), "{bad}");
+        }
+        // Per-service digests (several repositories): read back as written;
+        // keys out of order or an empty map are another spelling.
+        let mut r: crate::Record = serde_json::from_str(&base[..base.len() - 1]).unwrap();
+        r.to = Some(crate::ImageRef {
+            digests: [("api", "sha256:a"), ("worker", "sha256:b")]
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .into(),
+            local: [("worker".to_string(), "sha256:c".to_string())].into(),
+            ..crate::ImageRef::new("t", Some("sha256:a".into()))
+        });
+        let multi = serde_json::to_string(&r).unwrap() + "\n";
+        scan(multi.as_bytes()).unwrap_or_else(|e| panic!("{e:?} in {multi}"));
+        assert_eq!(scan_shape(multi.as_bytes()).unwrap().end, multi.len() - 1);
+        for bad in [
+            multi.replace(
+                "\"api\":\"sha256:a\",\"worker\"",
+                "\"worker\":\"sha256:a\",\"api\"",
+            ),
+            multi.replace("{\"api\":\"sha256:a\",\"worker\":\"sha256:b\"}", "{}"),
         ] {
             assert!(scan(bad.as_bytes()).is_err(), "{bad}");
         }

@@ -9,14 +9,41 @@
 
 pub mod chain;
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// An image reference in a record: the tag, and the digest where known.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageRef {
     pub tag: String,
+    /// The first app service's digest (every service's, when they share
+    /// one repository).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub digest: Option<String>,
+    /// Per app service, when the services' images are in several
+    /// repositories (so one tag names several digests); absent otherwise
+    /// and in older records, which read and verify as they are.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub digests: BTreeMap<String, String>,
+    /// Per app service, the image ID of an image this host had and that no
+    /// registry digest names (built here, never pushed; `pull = "missing"`
+    /// or `"never"`); absent otherwise.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub local: BTreeMap<String, String>,
+}
+
+impl ImageRef {
+    /// The tag with one digest (or none), as every record before
+    /// per-service digests had it.
+    pub fn new(tag: impl Into<String>, digest: Option<String>) -> ImageRef {
+        ImageRef {
+            tag: tag.into(),
+            digest,
+            digests: BTreeMap::new(),
+            local: BTreeMap::new(),
+        }
+    }
 }
 
 /// One record, fields in their fixed order.

@@ -95,24 +95,34 @@ impl History {
             .last()
     }
 
-    /// The digests of `tag`'s successful deploys here, oldest first.
-    pub fn deployed_digests(&self, tag: &str) -> Vec<&str> {
+    /// The image `tag` ran with here, per its last successful deploy,
+    /// promote or rollback that recorded a digest: what a rollback to `tag`
+    /// runs, per service where the record names several.
+    pub fn ref_of(&self, tag: &str) -> Option<&super::ImageRef> {
+        self.deployments()
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| {
+                t.tag == tag && (t.digest.is_some() || !t.digests.is_empty() || !t.local.is_empty())
+            })
+            .last()
+    }
+
+    /// The images of `tag`'s successful deploys here, oldest first.
+    pub fn deployed_refs(&self, tag: &str) -> Vec<&super::ImageRef> {
         self.deployments()
             .filter_map(|r| r.to.as_ref())
             .filter(|t| t.tag == tag)
-            .filter_map(|t| t.digest.as_deref())
             .collect()
     }
 
-    /// A passing `action` record for `tag` with exactly `digest`.
-    pub fn has_evidence_for(&self, action: &str, tag: &str, digest: &str) -> bool {
-        self.records.iter().any(|r| {
-            r.action == action
-                && r.outcome == "success"
-                && r.to
-                    .as_ref()
-                    .is_some_and(|t| t.tag == tag && t.digest.as_deref() == Some(digest))
-        })
+    /// Passing `action` records for `tag`, as their images.
+    pub fn evidence_refs(&self, action: &str, tag: &str) -> Vec<&super::ImageRef> {
+        self.records
+            .iter()
+            .filter(|r| r.action == action && r.outcome == "success")
+            .filter_map(|r| r.to.as_ref())
+            .filter(|t| t.tag == tag)
+            .collect()
     }
 
     /// Is there a passing `action` record (e.g. security-modes-test) for `tag`?
@@ -168,14 +178,8 @@ mod tests {
             env: "staging".into(),
             action: action.into(),
             outcome: outcome.into(),
-            from: from.map(|t| ImageRef {
-                tag: t.into(),
-                digest: None,
-            }),
-            to: Some(ImageRef {
-                tag: to.into(),
-                digest: None,
-            }),
+            from: from.map(|t| ImageRef::new(t, None)),
+            to: Some(ImageRef::new(to, None)),
             git_sha: None,
             actor: String::new(),
             host: String::new(),
@@ -308,13 +312,18 @@ mod tests {
             at("deploy", "v2", Some("sha256:b")),
         ]);
         assert_eq!(hist.digest_of("v1"), Some("sha256:a"));
-        assert_eq!(hist.deployed_digests("v1"), ["sha256:a"]);
+        assert_eq!(
+            hist.ref_of("v1").unwrap().digest.as_deref(),
+            Some("sha256:a")
+        );
+        assert_eq!(hist.deployed_refs("v1").len(), 2);
         assert_eq!(
             hist.current_ref().unwrap().digest.as_deref(),
             Some("sha256:b")
         );
-        assert!(hist.has_evidence_for("security-modes-test", "v1", "sha256:a"));
-        assert!(!hist.has_evidence_for("security-modes-test", "v1", "sha256:c"));
+        let ev = hist.evidence_refs("security-modes-test", "v1");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].digest.as_deref(), Some("sha256:a"));
         assert_eq!(hist.digest_of("v3"), None);
     }
 

@@ -47,13 +47,34 @@ pub(super) fn image(r: &Option<ImageRef>) -> String {
 
 /// `tag@sha256:<12 hex>`: a version as status and history show it (the tag
 /// alone where no digest was recorded). Two images under one tag differ here.
+/// Services whose digests differ (several repositories) are each shown:
+/// `tag[api@sha256:<12 hex>,worker@sha256:<12 hex>]`.
 pub fn shown(i: &ImageRef) -> String {
-    match &i.digest {
-        Some(d) => {
-            let h = d.strip_prefix("sha256:").unwrap_or(d);
-            format!("{}@sha256:{}", i.tag, &h[..h.len().min(12)])
-        }
-        None => i.tag.clone(),
+    let short = |d: &str| {
+        let h = d.strip_prefix("sha256:").unwrap_or(d);
+        format!("sha256:{}", &h[..h.len().min(12)])
+    };
+    // Per service; an image only this host has by its ID (`local:`).
+    let mut each: std::collections::BTreeMap<&str, String> = i
+        .local
+        .iter()
+        .map(|(s, id)| (s.as_str(), format!("local:{}", short(id))))
+        .collect();
+    each.extend(i.digests.iter().map(|(s, d)| (s.as_str(), short(d))));
+    let mut all = each.values();
+    let one = all.next().filter(|d| all.all(|o| o == *d));
+    match (&i.digest, each.is_empty(), one) {
+        (_, false, None) => format!(
+            "{}[{}]",
+            i.tag,
+            each.iter()
+                .map(|(s, d)| format!("{s}@{d}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
+        (_, false, Some(d)) => format!("{}@{d}", i.tag),
+        (Some(d), true, _) => format!("{}@{}", i.tag, short(d)),
+        (None, true, _) => i.tag.clone(),
     }
 }
 
@@ -102,6 +123,30 @@ pub fn line_form_with(r: &Record, max: usize) -> (String, bool) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn an_image_shows_each_services_digest_where_they_differ() {
+        let (a, b) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        let mut i = ImageRef::new("t", Some(a.clone()));
+        assert_eq!(shown(&i), "t@sha256:aaaaaaaaaaaa");
+        i.digests = [("api", &a), ("worker", &a)]
+            .map(|(s, d)| (s.to_string(), d.clone()))
+            .into();
+        assert_eq!(shown(&i), "t@sha256:aaaaaaaaaaaa");
+        i.digests.insert("worker".into(), b.clone());
+        assert_eq!(
+            shown(&i),
+            "t[api@sha256:aaaaaaaaaaaa,worker@sha256:bbbbbbbbbbbb]"
+        );
+        let local = ImageRef {
+            local: [("api".to_string(), b)].into(),
+            ..ImageRef::new("t", None)
+        };
+        assert_eq!(shown(&local), "t@local:sha256:bbbbbbbbbbbb");
+    }
+
     fn rec(reason: &str) -> Record {
         Record {
             seq: 1,
@@ -109,14 +154,8 @@ mod tests {
             env: "staging".into(),
             action: "rollback".into(),
             outcome: "success".into(),
-            from: Some(ImageRef {
-                tag: "sha-abc123".into(),
-                digest: Some("sha256:00".into()),
-            }),
-            to: Some(ImageRef {
-                tag: "sha-def456".into(),
-                digest: None,
-            }),
+            from: Some(ImageRef::new("sha-abc123", Some("sha256:00".into()))),
+            to: Some(ImageRef::new("sha-def456", None)),
             git_sha: None,
             actor: "deploy-user".into(),
             host: "h".into(),

@@ -133,14 +133,8 @@ mod tests {
             env: "staging".into(),
             action: "rollback".into(),
             outcome: "success".into(),
-            from: Some(ImageRef {
-                tag: "sha-abc123".into(),
-                digest: Some("sha256:00".into()),
-            }),
-            to: Some(ImageRef {
-                tag: "sha-def456".into(),
-                digest: None,
-            }),
+            from: Some(ImageRef::new("sha-abc123", Some("sha256:00".into()))),
+            to: Some(ImageRef::new("sha-def456", None)),
             git_sha: None,
             actor: "deploy-user".into(),
             host: "h".into(),

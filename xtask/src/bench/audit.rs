@@ -42,14 +42,8 @@ pub fn synthetic_chain(path: &Path, env: &str, n: u64) -> Result<u64> {
             env: env.into(),
             action: if rollback { "rollback" } else { "deploy" }.into(),
             outcome: "success".into(),
-            from: Some(ImageRef {
-                tag: tag(seq - 1),
-                digest: digest(seq - 1),
-            }),
-            to: Some(ImageRef {
-                tag: tag(seq),
-                digest: digest(seq),
-            }),
+            from: Some(ImageRef::new(tag(seq - 1), digest(seq - 1))),
+            to: Some(ImageRef::new(tag(seq), digest(seq))),
             git_sha: Some(hex(&Sha256::digest(seq.to_be_bytes())[..20])),
             actor: "deploy-bot (GITHUB_ACTOR)".into(),
             host: "ci-runner-07".into(),
@@ -102,14 +96,8 @@ fn appends(log: &Log, n: usize) -> Result<(Duration, Vec<Duration>)> {
     let entry = || Entry {
         action: "deploy".into(),
         outcome: "success".into(),
-        from: Some(ImageRef {
-            tag: "sha-0123456789ab".into(),
-            digest: None,
-        }),
-        to: Some(ImageRef {
-            tag: "sha-ba9876543210".into(),
-            digest: None,
-        }),
+        from: Some(ImageRef::new("sha-0123456789ab", None)),
+        to: Some(ImageRef::new("sha-ba9876543210", None)),
         git_sha: None,
         reason: "benchmark".into(),
         error: None,

@@ -94,6 +94,43 @@ pub struct Command {
     /// The time limit in seconds; unset means [`DEFAULT_LIMIT`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_secs: Option<u64>,
+    /// Files the command reads that the tool renders (a compose override):
+    /// written, owner-only, just before it starts, so a plan that never
+    /// runs (a dry run) writes nothing.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<Rendered>,
+}
+
+/// A file a command reads, rendered by the tool: its path and contents.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rendered {
+    pub path: PathBuf,
+    pub contents: String,
+}
+
+impl Rendered {
+    /// Writes it, mode 0600 whatever the umask, through a temporary file
+    /// and a rename: a command started beside another that writes the same
+    /// file never reads half of it.
+    fn write(&self) -> std::io::Result<()> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static N: AtomicU64 = AtomicU64::new(0);
+        let tmp = self.path.with_extension(format!(
+            "tmp.{}.{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(self.contents.as_bytes())?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, &self.path)
+    }
 }
 
 impl Command {
@@ -105,6 +142,7 @@ impl Command {
             cwd: None,
             effect,
             timeout_secs: None,
+            files: Vec::new(),
         }
     }
     pub fn arg(mut self, a: impl Into<String>) -> Self {
@@ -137,6 +175,14 @@ impl Command {
         self.env.push(EnvVar {
             name: name.into(),
             value,
+        });
+        self
+    }
+    /// A file the command reads, written just before it starts.
+    pub fn file(mut self, path: impl Into<PathBuf>, contents: impl Into<String>) -> Self {
+        self.files.push(Rendered {
+            path: path.into(),
+            contents: contents.into(),
         });
         self
     }
@@ -182,6 +228,10 @@ impl Command {
         }
         if let Some(dir) = &self.cwd {
             e = e.dir(dir);
+        }
+        if !self.files.is_empty() {
+            let files = self.files.clone();
+            e = e.before_spawn(move |_| files.iter().try_for_each(Rendered::write));
         }
         // Its own process group, so a timeout or an interrupt can kill
         // everything it started, and a terminal's Ctrl-C reaches only us:

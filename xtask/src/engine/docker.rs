@@ -18,6 +18,29 @@ pub fn image_present(image: &str) -> bool {
     output(&docker(&["image", "inspect", "--format", "{{.Id}}", image])).is_ok_and(|o| o.success)
 }
 
+/// `image` as this host's store has it (read-only): its image ID and the
+/// registry digest it was pushed or pulled with under its own repository,
+/// if any. `None` when the host lacks it.
+pub fn local_image(image: &str) -> Option<(String, Option<String>)> {
+    let o = output(&docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{.Id}}{{range .RepoDigests}} {{.}}{{end}}",
+        image,
+    ]))
+    .ok()
+    .filter(|o| o.success)?;
+    let mut words = o.stdout.split_whitespace();
+    let id = words.next()?.to_string();
+    let repo = image.rsplit_once(':').map_or(image, |(r, _)| r);
+    let digest = words
+        .filter_map(|w| w.split_once('@'))
+        .find(|(r, _)| *r == repo)
+        .map(|(_, d)| d.to_string());
+    Some((id, digest))
+}
+
 /// Does the registry hold `image`'s manifest (read-only)? `Err` says why
 /// not, in one line: compose's pull of it would fail the same way.
 pub fn manifest(image: &str) -> std::result::Result<(), String> {

@@ -42,6 +42,30 @@ pub fn of_env(env: &crate::config::Env, tag: &str) -> Result<Option<String>> {
         .transpose()
 }
 
+/// Each app service's digest of `tag`, when the environment's app services
+/// use several repositories (what a record's `digests` carries); empty
+/// when they share one ([`of_env`] is then every service's).
+pub fn each_of_env(
+    env: &crate::config::Env,
+    tag: &str,
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut repos: Vec<&String> = env.images.values().collect();
+    repos.sort();
+    repos.dedup();
+    if repos.len() < 2 {
+        return Ok(Default::default());
+    }
+    let mut by_repo = std::collections::BTreeMap::new();
+    for r in repos {
+        by_repo.insert(r, digest(r, tag, env.timeouts.look_up_secs)?);
+    }
+    Ok(env
+        .app_services
+        .iter()
+        .filter_map(|s| Some((s.clone(), by_repo.get(env.images.get(s)?)?.clone())))
+        .collect())
+}
+
 /// `(registry host, repository path)`, as docker reads a reference: the
 /// first component is a host when it has a dot, a colon or is `localhost`.
 fn split(repository: &str) -> (String, String) {

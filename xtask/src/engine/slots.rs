@@ -460,6 +460,7 @@ impl Set {
             "--no-recreate",
             "--no-start",
         ]);
+        c = c.args(self.target.up_pull());
         for (s, n) in scale {
             c = c.arg("--scale").arg(format!("{s}={n}"));
         }

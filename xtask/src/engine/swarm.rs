@@ -40,6 +40,8 @@ fn docker(effect: Effect) -> Command {
 pub fn pull(t: &Target) -> Vec<Command> {
     t.image_refs()
         .into_iter()
+        // `missing`: an image this node has runs as it is (a read-only look-up).
+        .filter(|r| t.pull != crate::config::Pull::Missing || !super::docker::image_present(r))
         .map(|r| docker(Effect::Mutating).args(["pull", "--quiet"]).arg(r))
         .collect()
 }
@@ -55,14 +57,18 @@ pub fn recreate(t: &Target) -> Vec<Command> {
                 // image with this label, not with the running spec; a label
                 // left at the tag the rollback replaced would make the next
                 // deploy of that tag keep the rolled-back image, silently.
-                docker(Effect::Mutating)
-                    .args([
-                        "service",
-                        "update",
-                        "--detach",
-                        "--with-registry-auth",
-                        "--label-add",
-                    ])
+                let c = docker(Effect::Mutating).args([
+                    "service",
+                    "update",
+                    "--detach",
+                    "--with-registry-auth",
+                ]);
+                // `never`: the registry is not asked for the image's digest.
+                let c = match t.pull {
+                    crate::config::Pull::Never => c.arg("--no-resolve-image"),
+                    _ => c,
+                };
+                c.arg("--label-add")
                     .arg(format!("{STACK_IMAGE_LABEL}={image}"))
                     .arg("--image")
                     .arg(image)
@@ -73,16 +79,26 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     // `changed`: only an image whose tag changed is resolved to a registry
     // digest (pinning what every node runs); an unchanged one, like a
     // local-only stateful image, is left exactly as it is.
+    let resolve = match t.pull {
+        crate::config::Pull::Never => "never",
+        _ => "changed",
+    };
     let mut c = docker(Effect::Mutating).args([
         "stack",
         "deploy",
         "--detach=true",
         "--resolve-image",
-        "changed",
+        resolve,
         "--with-registry-auth",
     ]);
     for f in &t.files {
         c = c.arg("--compose-file").arg(f.display().to_string());
+    }
+    if let Some((path, body)) = t.pins_file() {
+        c = c
+            .arg("--compose-file")
+            .arg(path.display().to_string())
+            .file(path, body);
     }
     if let Some(dir) = t.files.first().and_then(|f| f.parent()) {
         c = c.cwd(dir);
@@ -91,7 +107,7 @@ pub fn recreate(t: &Target) -> Vec<Command> {
     for (k, v) in &t.vars {
         c = c.env_value(k, v.clone());
     }
-    vec![c.env(&t.tag_var, t.tag_value())]
+    vec![c.env(&t.tag_var, &t.tag)]
 }
 
 pub fn stop(t: &Target) -> Vec<Command> {
@@ -427,6 +443,9 @@ mod tests {
             images: [("api".to_string(), "r/app".to_string())].into(),
             vars: Default::default(),
             pins: Default::default(),
+            state_dir: None,
+            pull: Default::default(),
+            local: Default::default(),
             image_only: true,
             limits: Default::default(),
             proxy: None,
@@ -438,6 +457,80 @@ mod tests {
             shown.contains("service update --detach --with-registry-auth --label-add com.docker.stack.image=r/app:v1 --image r/app:v1 st_api"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn several_repositories_run_their_digests_through_the_rendered_override() {
+        let (a, w) = (
+            format!("sha256:{}", "a".repeat(64)),
+            format!("sha256:{}", "b".repeat(64)),
+        );
+        let t = Target {
+            env: "staging".into(),
+            engine: crate::config::EngineKind::Swarm,
+            cli: super::super::ComposeCli::V2Plugin,
+            project: "st".into(),
+            files: vec!["/cfg/stack.yml".into()],
+            tag_var: "FETCHML_TAG".into(),
+            tag: "v1".into(),
+            services: vec!["api".into(), "worker".into()],
+            images: [("api", "r/api"), ("worker", "r/worker")]
+                .map(|(s, r)| (s.to_string(), r.to_string()))
+                .into(),
+            vars: Default::default(),
+            pins: Default::default(),
+            state_dir: Some("/state/staging".into()),
+            pull: Default::default(),
+            local: Default::default(),
+            image_only: false,
+            limits: Default::default(),
+            proxy: None,
+        };
+        // Unpinned: the tag alone, and no override.
+        assert!(t.pins_file().is_none());
+        let t = t.pinned_each(
+            [("r/api", &a), ("r/worker", &w)]
+                .map(|(r, d)| (r.to_string(), d.clone()))
+                .into(),
+        );
+        let (path, body) = t.pins_file().unwrap();
+        assert!(path.starts_with("/state/staging") && path.extension().is_some_and(|e| e == "yml"));
+        assert!(
+            body.contains(&format!("\"api\":\n    image: \"r/api:v1@{a}\"")),
+            "{body}"
+        );
+        assert!(
+            body.contains(&format!("\"worker\":\n    image: \"r/worker:v1@{w}\"")),
+            "{body}"
+        );
+        // The stack deploy and compose's up read it after the user's files,
+        // and write it when they start; a look-up neither reads nor writes it.
+        let p = path.display().to_string();
+        for c in [&recreate(&t)[0], &t.compose(Effect::Mutating)] {
+            let at = c
+                .args
+                .iter()
+                .position(|x| x == &p)
+                .expect("the override is passed");
+            assert!(c.args.iter().position(|x| x == "/cfg/stack.yml").unwrap() < at);
+            assert_eq!(c.files.len(), 1);
+            assert!(c
+                .env
+                .iter()
+                .any(|e| e.name == "FETCHML_TAG" && e.value.expose() == "v1"));
+        }
+        assert!(t.compose(Effect::ReadOnly).files.is_empty());
+        // A record names every service's digest, and reads back to the same pins.
+        let r = t.image_ref_record();
+        assert_eq!(r.digest.as_deref(), Some(a.as_str()));
+        assert_eq!(r.digests.len(), 2);
+        assert_eq!(
+            t.on_tag("v1").pinned_ref(Some(&r)).pins_file(),
+            t.pins_file()
+        );
+        // An older record (one digest) pins the first service's repository only.
+        let old = crate::audit::ImageRef::new("v1", Some(a.clone()));
+        assert_eq!(t.record_digests(&old).keys().collect::<Vec<_>>(), ["api"]);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! the operator's reason and the tool's error kept apart, images with their
 //! digests as planned (what ran or was tested), else the local store's.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use anyhow::Result;
@@ -31,13 +32,29 @@ pub(super) fn append(
 ) -> Result<String> {
     // The look-ups are independent and each asks a process or the proxy:
     // asked side by side, the record waits for the slowest alone.
-    let image = |tag: &Option<String>, planned: &Option<String>| {
-        let (tag, planned) = (tag.clone(), planned.clone());
-        move || tag.map(|t| image_ref(r.repository.as_deref(), t, planned))
+    let image = |tag: &Option<String>,
+                 planned: &Option<String>,
+                 each: &BTreeMap<String, String>,
+                 local: &BTreeMap<String, String>| {
+        let (tag, planned, each, local) =
+            (tag.clone(), planned.clone(), each.clone(), local.clone());
+        // An image known by its local ID has no digest to look up.
+        let known = !local.is_empty();
+        move || {
+            tag.map(|t| ImageRef {
+                digests: each,
+                local,
+                ..match known {
+                    true => ImageRef::new(t, planned),
+                    false => image_ref(r.repository.as_deref(), t, planned),
+                }
+            })
+        }
     };
+    let none = BTreeMap::new();
     let (from, to, git_sha, set) = std::thread::scope(|s| {
-        let from = s.spawn(image(&r.from, &r.from_digest));
-        let to = s.spawn(image(&r.to, &r.to_digest));
+        let from = s.spawn(image(&r.from, &r.from_digest, &r.from_digests, &none));
+        let to = s.spawn(image(&r.to, &r.to_digest, &r.to_digests, &r.to_local));
         let set = s.spawn(|| r.sets_of.as_ref().and_then(serving_set));
         let git_sha = crate::repo::git_sha();
         let join = |h: std::thread::ScopedJoinHandle<'_, Option<ImageRef>>| h.join().ok().flatten();
@@ -72,7 +89,7 @@ fn serving_set(t: &crate::engine::Target) -> Option<String> {
 /// planned without one asks the local image store, as records did before.
 fn image_ref(repository: Option<&str>, tag: String, planned: Option<String>) -> ImageRef {
     let digest = planned.or_else(|| repository.and_then(|r| image_digest(&format!("{r}:{tag}"))));
-    ImageRef { tag, digest }
+    ImageRef::new(tag, digest)
 }
 
 /// Tells the record's webhook, if it has one, of the record just

@@ -239,6 +239,16 @@ pub struct RecordSpec {
     pub from_digest: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_digest: Option<String>,
+    /// Per app service, when their images are in several repositories
+    /// (the record's `digests`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub from_digests: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub to_digests: std::collections::BTreeMap<String, String>,
+    /// Per app service, this host's image ID of an image no registry
+    /// digest names (the record's `local`).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub to_local: std::collections::BTreeMap<String, String>,
     pub reason: String,
     /// The image repository whose digests the record carries (first app service).
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -363,8 +363,8 @@ impl Plan {
                 out,
                 "finally, on every outcome: append `{} | <outcome> | from={} | to={} | reason={}` to {}{sink}",
                 r.action,
-                with_digest(&r.from, &r.from_digest),
-                with_digest(&r.to, &r.to_digest),
+                with_digest(&r.from, &r.from_digest, &r.from_digests),
+                with_digest(&r.to, &r.to_digest, &r.to_digests),
                 r.reason,
                 r.log.display()
             );
@@ -399,8 +399,19 @@ impl Plan {
 }
 
 /// `tag@sha256:...` as the record will name it, `-` for none.
-fn with_digest(tag: &Option<String>, digest: &Option<String>) -> String {
+fn with_digest(
+    tag: &Option<String>,
+    digest: &Option<String>,
+    each: &std::collections::BTreeMap<String, String>,
+) -> String {
     match (tag, digest) {
+        (Some(t), _) if !each.is_empty() => format!(
+            "{t}[{}]",
+            each.iter()
+                .map(|(s, d)| format!("{s}@{d}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ),
         (Some(t), Some(d)) => format!("{t}@{d}"),
         (Some(t), None) => t.clone(),
         (None, _) => "-".into(),

@@ -12,6 +12,7 @@ use anyhow::Result;
 
 use crate::audit::{History, ImageRef};
 use crate::config::Config;
+use crate::config::Pull;
 use crate::ctx::Ctx;
 use crate::engine::registry::short;
 use crate::engine::{ComposeCli, Stateful, Target};
@@ -20,8 +21,9 @@ use crate::flags::{Deploy, DeployProd};
 use crate::plan::{AppStep, OnFailure, Plan, Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, compose_checks, consistency, digests, gate, images_check, lock, pin, placement,
-    put_on, record, switch_to, unknown_sets, verified_history, Now, PROXY_WAIT_SECS,
+    absent_check, blue_green, compose_checks, consistency, gate, images_check, lock, other_bytes,
+    pin, placement, put_on, record, resolve, state_dir, switch_to, unknown_sets, verified_history,
+    Now, Resolved, PROXY_WAIT_SECS,
 };
 use crate::validate;
 
@@ -92,7 +94,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let env = cfg.env(&req.env)?;
     let log = ctx.log(cfg, &req.env)?;
     let mut plan = Plan::new(task, Some(&req.env));
-    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?;
+    let target = Target::app(cfg, &req.env, env, &req.tag, cli)?.keeping_state_in(state_dir(&log));
     // The engine look-ups that need no history (the compose render, the
     // swarm's nodes) run while the chain is verified.
     let checks = {
@@ -109,21 +111,29 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         let t = target.clone();
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            (digests(&t), started.elapsed())
+            (resolve(&t), started.elapsed())
         })
     };
     let (history, head) = verified_history(&log, req.force, &mut plan)?;
-    let (looked_up, took) = looked_up.join().unwrap_or_else(|_| {
+    let (resolved, took) = looked_up.join().unwrap_or_else(|_| {
         (
-            Err(anyhow::anyhow!("the registry look-up panicked")),
+            Resolved {
+                pins: Err(anyhow::anyhow!("the registry look-up panicked")),
+                local: Default::default(),
+                absent: Vec::new(),
+            },
             Default::default(),
         )
     });
     if ctx.global.verbose {
         eprintln!("digest look-up: {} ms", took.as_millis());
     }
-    let target = pin(&target, &looked_up, &mut plan);
-    let digest = target.digest().map(str::to_string);
+    let Resolved {
+        pins: looked_up,
+        local,
+        absent,
+    } = resolved;
+    let target = pin(&target.with_local(local), &looked_up, &mut plan);
     let current = history.current().map(str::to_string);
     plan.fact(
         "current version",
@@ -144,10 +154,9 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
             &source,
             &history,
             from,
-            &req.tag,
+            &target,
             &env.require_evidence,
             &looked_up,
-            digest.as_deref(),
         );
         let overridden = if req.force {
             std::mem::take(&mut missing)
@@ -183,20 +192,31 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     // refusal's words (a tag it lacks, a registry it cannot reach): one
     // registry round trip per deploy, not two.
     if looked_up.is_err() {
-        if let Some(missing) = images_check(&target, false) {
+        if let Some(missing) = images_check(&target, target.pull() != Pull::Always) {
             plan.step(missing);
         }
+    }
+    if let Some(refusal) = absent_check(&target, &absent) {
+        plan.step(refusal);
     }
     if let Some(refusal) = consistency(&req.env, env) {
         plan.step(refusal);
     }
     plan.step(lock(&req.env, &log, req.lock_wait, task, head));
-    plan.step(
-        AppStep::Pull {
-            target: target.clone(),
-        }
-        .into(),
-    );
+    if target.pull() == Pull::Never {
+        plan.fact(
+            "pull",
+            "never: the images on this host run as they are",
+            "the config (pull)",
+        );
+    } else {
+        plan.step(
+            AppStep::Pull {
+                target: target.clone(),
+            }
+            .into(),
+        );
+    }
     let stateful = Stateful::of(&target, env);
     if stateful.start_commands().is_empty() {
         // Swarm: the stack deploy starts what is missing.
@@ -238,7 +258,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     let serving = now.serving_ref();
     let back_ref = serving
         .clone()
-        .filter(|c| c.tag != req.tag || (c.digest.is_some() && c.digest != digest));
+        .filter(|c| c.tag != req.tag || other_bytes(c, &target.image_ref_record()));
     let back = back_ref.as_ref().map(|b| b.tag.clone());
     plan.on_failure = if req.no_auto_rollback {
         let to = back
@@ -263,9 +283,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
                 // itself, this redeploy of the previous tag changes nothing
                 // (same spec) and the steps only verify it.
                 steps: switch_to(
-                    &target
-                        .on_tag(prev)
-                        .pinned(back_ref.as_ref().and_then(|b| b.digest.as_deref())),
+                    &target.on_tag(prev).pinned_ref(back_ref.as_ref()),
                     env,
                     env.rollback_timeout_secs,
                 ),
@@ -290,10 +308,7 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
         &log,
         action,
         serving,
-        Some(ImageRef {
-            tag: req.tag.clone(),
-            digest,
-        }),
+        Some(target.image_ref_record()),
         &req.reason,
         req.force,
     );
@@ -307,25 +322,27 @@ pub fn plan(ctx: &Ctx, cfg: &Config, req: &Request, task: &str, cli: ComposeCli)
     Ok(plan)
 }
 
-/// What the promotion gate misses for `tag` at `digest` (the one prod
-/// would run): a successful deploy of that digest in `from`, and each
-/// required piece of evidence for it. A tag the registry moved since
-/// `from` tested it comes first, naming both digests.
+/// What the promotion gate misses for `target` (its tag at the digests
+/// prod would run, one per app service): a successful deploy of exactly
+/// those digests in `from`, and each required piece of evidence for them.
+/// A tag the registry moved since `from` tested it comes first, naming the
+/// service and both digests.
 fn promotion_gaps(
     source: &History,
     here: &History,
     from: &str,
-    tag: &str,
+    target: &Target,
     evidence: &[String],
     looked_up: &Result<std::collections::BTreeMap<String, String>>,
-    digest: Option<&str>,
 ) -> Vec<String> {
+    let tag = target.tag();
     let mut missing = Vec::new();
-    let Some(d) = digest else {
+    let want = target.identity();
+    if !target.fully_pinned() || want.is_empty() {
         // Nothing to compare with: the gate cannot say what it promotes.
         let why = match looked_up {
             Err(e) => format!("{e:#}"),
-            Ok(_) => "the config names no image for its first app service".into(),
+            Ok(_) => "the config names no image for an app service".into(),
         };
         missing.push(format!(
             "the registry's digest of {tag} to compare with what {from} tested ({why})"
@@ -339,25 +356,57 @@ fn promotion_gaps(
             }
         }
         return missing;
+    }
+    let several = target.repositories().len() > 1;
+    // One repository: its one digest; several: each service's.
+    let pins = |m: &std::collections::BTreeMap<String, String>| match several {
+        true => m
+            .iter()
+            .map(|(s, d)| format!("{s}@{}", short(d)))
+            .collect::<Vec<_>>()
+            .join(", "),
+        false => m.values().next().map(|d| short(d)).unwrap_or_default(),
     };
-    let tested = source.deployed_digests(tag);
-    if !tested.contains(&d) {
-        missing.push(match tested.last() {
-            Some(t) => format!(
-                "{tag} at the digest {from} tested: the registry's {tag} now points to {} but {from} tested {}; deploy it to {from} and gather its evidence first (or pass --force, which is recorded)",
-                short(d),
-                short(t)
-            ),
+    let matches = |r: &&ImageRef| target.record_identity(r) == want;
+    let tested = source.deployed_refs(tag);
+    if !tested.iter().any(matches) {
+        let last = tested.last().map(|r| target.record_identity(r));
+        // The first service whose digest moved, as the last deploy of `from` recorded it.
+        let moved = last.as_ref().and_then(|l| {
+            want.iter()
+                .find_map(|(s, d)| l.get(s).filter(|t| *t != d).map(|t| (s, d, t)))
+        });
+        missing.push(match moved {
+            Some((s, d, t)) => {
+                let which = if several {
+                    format!(" for {s} ({})", target.image_of(s))
+                } else {
+                    String::new()
+                };
+                format!(
+                    "{tag} at the digest {from} tested{which}: the registry's {tag} now points to {} but {from} tested {}; deploy it to {from} and gather its evidence first (or pass --force, which is recorded)",
+                    short(d),
+                    short(t)
+                )
+            }
             None if source.deployed_ok(tag) => format!(
-                "a successful {from} deploy of {tag} at {} ({from}'s records of {tag} name no digest)",
-                short(d)
+                "a successful {from} deploy of {tag} at {} ({from}'s records of {tag} name no digest for every service)",
+                pins(&want)
             ),
             None => format!("a successful {from} deploy of {tag}"),
         });
     }
     for ev in evidence {
-        if !source.has_evidence_for(ev, tag, d) && !here.has_evidence_for(ev, tag, d) {
-            missing.push(format!("a passing {ev} record for {tag} at {}", short(d)));
+        let found = source
+            .evidence_refs(ev, tag)
+            .into_iter()
+            .chain(here.evidence_refs(ev, tag))
+            .any(|r| matches(&r));
+        if !found {
+            missing.push(format!(
+                "a passing {ev} record for {tag} at {}",
+                pins(&want)
+            ));
         }
     }
     missing

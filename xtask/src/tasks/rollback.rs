@@ -19,8 +19,9 @@ use crate::plan::{AppStep, OnFailure, Plan};
 use crate::plan::{Refusal, Step};
 use crate::preflight::Tool;
 use crate::rollout::{
-    blue_green, compose_checks, default_target, images_check, lock, placement, record,
-    standby_with, switch_to, unknown_sets, verified_history, Now, PROXY_RECHECK_SECS,
+    blue_green, compose_checks, default_target, images_check, lock, other_bytes, placement, record,
+    show_pins, standby_with, state_dir, switch_to, unknown_sets, verified_history, Now,
+    PROXY_RECHECK_SECS,
 };
 use crate::validate;
 
@@ -95,7 +96,7 @@ pub fn build(
     {
         plan.step(refusal);
     }
-    let (target_tag, digest) = match choose(args, &history, &now, &mut plan)? {
+    let (target_tag, recorded) = match choose(args, &history, &now, &mut plan)? {
         Ok(t) => t,
         Err(why) => {
             // Refused before anything is touched, and recorded.
@@ -121,17 +122,19 @@ pub fn build(
         plan.fact("rollback target", target_tag.clone(), "audit history");
     }
     // The bytes that ran, never what the tag points to now.
-    plan.fact(
-        "rollback digest",
-        match &digest {
-            Some(d) => d.clone(),
-            None => format!("none recorded for {target_tag} (a record older than digests): runs what the tag points to now"),
-        },
-        "audit history",
-    );
     let target = Target::app(cfg, &args.env, env, &target_tag, cli)?
         .image_only()
-        .pinned(digest.as_deref());
+        .keeping_state_in(state_dir(&log))
+        .pinned_ref(recorded.as_ref());
+    if target.service_digests().is_empty() {
+        plan.fact(
+            "rollback digest",
+            format!("none recorded for {target_tag} (a record older than digests): runs what the tag points to now"),
+            "audit history",
+        );
+    } else {
+        show_pins(&target, "audit history: the digests it ran with", &mut plan);
+    }
     // Built from app steps alone: the lock is the one other step. A
     // standby set on the target runs its images: nothing to check.
     if standby_with(&target, &now, &target_tag).is_none() {
@@ -167,13 +170,14 @@ pub fn build(
         }
         // Interrupted or failed after the recreate began, the rollback puts
         // back what served before it, so it never leaves a half-switched stack.
+        let to = target.image_ref_record();
         let before = now
             .serving_ref()
-            .filter(|s| s.tag != target_tag || (s.digest.is_some() && s.digest != digest));
+            .filter(|s| s.tag != target_tag || other_bytes(s, &to));
         plan.on_failure = match before {
             Some(before) => OnFailure::Recover {
                 steps: switch_to(
-                    &target.on_tag(&before.tag).pinned(before.digest.as_deref()),
+                    &target.on_tag(&before.tag).pinned_ref(Some(&before)),
                     env,
                     env.rollback_timeout_secs,
                 ),
@@ -188,10 +192,7 @@ pub fn build(
         &log,
         "rollback",
         now.serving_ref(),
-        Some(ImageRef {
-            tag: target_tag.clone(),
-            digest,
-        }),
+        Some(target.image_ref_record()),
         &args.reason,
         args.force,
     );
@@ -211,10 +212,10 @@ fn choose(
     history: &History,
     now: &Now,
     plan: &mut Plan,
-) -> Result<std::result::Result<(String, Option<String>), String>> {
+) -> Result<std::result::Result<(String, Option<ImageRef>), String>> {
     let env = &args.env;
     let with_digest = |t: String| {
-        let d = history.digest_of(&t).map(str::to_string);
+        let d = history.ref_of(&t).cloned();
         (t, d)
     };
     let Some(to) = &args.to else {
@@ -248,7 +249,9 @@ fn choose(
                 format!("{t}, from the record at line {line}"),
                 "audit history",
             );
-            recorded = r.to.as_ref().and_then(|t| t.digest.clone());
+            recorded =
+                r.to.clone()
+                    .filter(|t| t.digest.is_some() || !t.digests.is_empty());
             t
         }
         None => to.clone(),
@@ -269,8 +272,10 @@ fn choose(
         None => with_digest(tag),
     };
     // The same tag with other bytes (re-pushed) is not what runs.
-    let runs = now.serving_ref().and_then(|r| r.digest);
-    let same = digest.is_none() || runs.is_none() || runs == digest;
+    let same = match (now.serving_ref(), &digest) {
+        (Some(runs), Some(d)) => !other_bytes(&runs, d),
+        _ => true,
+    };
     if now.running() == Some(tag.as_str()) && same && !args.force {
         return Ok(Err(format!("{tag} is already running in {env}; nothing to roll back (pass --force to recreate it anyway)")));
     }

@@ -88,10 +88,7 @@ fn seed(ctx: &Ctx, cfg: &Config, env: &str, tags: &[&str]) {
             action: "deploy".into(),
             outcome: "success".into(),
             from: None,
-            to: Some(ImageRef {
-                tag: t.to_string(),
-                digest: None,
-            }),
+            to: Some(ImageRef::new(t.to_string(), None)),
             git_sha: None,
             reason: "seed".into(),
             error: None,

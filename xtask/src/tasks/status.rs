@@ -248,12 +248,13 @@ fn live_lines(live: &live::Live) -> Vec<String> {
     out
 }
 
-/// `tag@sha256:<12 hex>`, with the digest `tag` last ran with here.
+/// `tag@sha256:<12 hex>`, with the digest `tag` last ran with here (each
+/// service's, where they differ).
 fn version(h: &History, tag: &str) -> String {
-    crate::audit::shown(&crate::audit::ImageRef {
-        tag: tag.into(),
-        digest: h.digest_of(tag).map(Into::into),
-    })
+    match h.ref_of(tag) {
+        Some(r) => crate::audit::shown(r),
+        None => tag.to_string(),
+    }
 }
 
 /// The text of `status`, every line at most [`WIDTH`] columns. The lock
@@ -362,12 +363,7 @@ mod tests {
     use crate::audit::{columns, ImageRef};
 
     fn rec(ts: &str, reason: &str) -> Record {
-        let tag = |t: &str| {
-            Some(ImageRef {
-                tag: t.into(),
-                digest: None,
-            })
-        };
+        let tag = |t: &str| Some(ImageRef::new(t, None));
         Record {
             seq: 1,
             ts: ts.into(),

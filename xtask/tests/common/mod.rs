@@ -156,6 +156,11 @@ pub struct Opts {
     pub blue_green: bool,
     pub drain_secs: u64,
     pub keep_previous: &'static str,
+    /// The api's and the worker's repositories, when they differ (else both
+    /// run the testbed's).
+    pub repos: Option<(String, String)>,
+    /// Every environment's `pull` key, when set.
+    pub pull: Option<&'static str>,
 }
 
 impl Default for Opts {
@@ -169,6 +174,8 @@ impl Default for Opts {
             blue_green: false,
             drain_secs: 1,
             keep_previous: "warm",
+            repos: None,
+            pull: None,
         }
     }
 }
@@ -211,6 +218,17 @@ impl Stack {
                 ("\"redis\", \"proxy\"".to_string(), String::new())
             };
             let repo = format!("{}/fetchml/testbed", o.registry);
+            let (api_repo, worker_repo) = o.repos.clone().unwrap_or((repo.clone(), repo));
+            let mut extra = format!(
+                "TESTBED_API_REPO = \"{api_repo}\", TESTBED_WORKER_REPO = \"{worker_repo}\", "
+            );
+            if o.repos.is_none() {
+                extra.clear();
+            }
+            let pull = o
+                .pull
+                .map(|p| format!("pull = \"{p}\"\n"))
+                .unwrap_or_default();
             let promote = if *env == "prod" {
                 format!(
                     "promote_from = \"staging\"\nrequire_evidence = [{}]\n",
@@ -226,14 +244,14 @@ project = "{unique}-{env}"
 compose_files = ["{compose}"]
 app_services = ["api", "worker"]
 stateful_services = [{stateful}]
-images = {{ api = "{repo}", worker = "{repo}" }}
+images = {{ api = "{api_repo}", worker = "{worker_repo}" }}
 health_urls = ["http://127.0.0.1:{api}/health"]
 compliance_mode = "{mode}"
 health_timeout_secs = {gate}
 rollback_timeout_secs = 30
 audit_sink = "sink"
-vars = {{ API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "{mode}", TESTBED_REGISTRY = "{registry}" }}
-{proxy}{promote}"#,
+vars = {{ {extra}API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MODE = "{mode}", TESTBED_REGISTRY = "{registry}" }}
+{pull}{proxy}{promote}"#,
                 compose = compose.display(),
                 gate = o.gate_secs,
                 registry = o.registry,
@@ -564,10 +582,7 @@ pub fn bind_mounts(project: &str) -> Vec<(String, String)> {
 pub fn seed_deploys(log: &Log, tags: &[&str]) {
     let mut from = None;
     for t in tags {
-        let to = xtask::audit::ImageRef {
-            tag: t.to_string(),
-            digest: None,
-        };
+        let to = xtask::audit::ImageRef::new(t.to_string(), None);
         log.append(
             xtask::audit::Entry {
                 action: "deploy".into(),
@@ -608,4 +623,83 @@ pub fn assert_bad_input(o: &Output, what: &str) {
         text(o)
     );
     assert!(stdout(o).is_empty(), "{}", text(o));
+}
+
+/// Builds `repo:tag` from the testbed's v1 image with `APP_VERSION=tag` and
+/// a label that makes each variant other bytes (the health gate cannot
+/// tell them apart); pushed when `push`, returning the registry's digest
+/// (or an empty string for an image only this host has).
+pub fn variant(repo: &str, tag: &str, variant: &str, push: bool) -> String {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let from = format!("127.0.0.1:5000/fetchml/testbed:{}", images().v1);
+    let dockerfile =
+        format!("FROM {from}\nENV APP_VERSION={tag}\nLABEL digest-e2e.variant={variant}\n");
+    let image = format!("{repo}:{tag}");
+    let mut build = Command::new("docker")
+        .args(["build", "-q", "-t", &image, "-"])
+        .env("DOCKER_BUILDKIT", "0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    build
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(dockerfile.as_bytes())
+        .unwrap();
+    let o = build.wait_with_output().unwrap();
+    assert!(o.status.success(), "docker build {image}: {}", text(&o));
+    if !push {
+        return String::new();
+    }
+    let o = Command::new("docker")
+        .args(["push", "--quiet", &image])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "docker push {image}: {}", text(&o));
+    xtask::engine::registry::digest(repo, tag, 10).unwrap()
+}
+
+/// `(container ID, image ID, configured image)` of the running `service`
+/// container of `env` (as `docker inspect` reports it).
+pub fn app_container(s: &Stack, env: &str, service: &str) -> (String, String, String) {
+    let id = s.container_id(env, service);
+    assert!(!id.is_empty(), "no {service} container in {env}");
+    let o = Command::new("docker")
+        .args(["inspect", "--format", "{{.Image}} {{.Config.Image}}", &id])
+        .output()
+        .unwrap();
+    let t = stdout(&o);
+    let (img, cfg) = t.trim().split_once(' ').unwrap();
+    (id, img.to_string(), cfg.to_string())
+}
+
+/// The local image ID of `reference` (`repo@digest`, `repo:tag`).
+pub fn image_id(reference: &str) -> String {
+    let o = Command::new("docker")
+        .args(["image", "inspect", "--format", "{{.Id}}", reference])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    stdout(&o).trim().to_string()
+}
+
+/// Removes this host's `repo:tag` images a test built (the registry keeps its copy).
+pub fn remove_images(refs: &[String]) {
+    let _ = Command::new("docker")
+        .args(["image", "rm"])
+        .args(refs)
+        .output();
+}
+
+/// The first `error: ` line of stderr.
+pub fn first_error_line(o: &Output) -> String {
+    stderr(o)
+        .lines()
+        .find(|l| l.starts_with("error: "))
+        .unwrap_or_default()
+        .to_string()
 }

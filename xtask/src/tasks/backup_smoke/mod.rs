@@ -83,10 +83,19 @@ pub fn plan(ctx: &Ctx, args: &BackupSmoke) -> Result<(Plan, Smoke)> {
     if let (Some(tag), Some(rec)) = (&args.tag, plan.record.as_mut()) {
         let cfg = ctx.config()?;
         let env = cfg.env(&rec.env)?;
-        match crate::engine::registry::of_env(env, tag) {
-            Ok(d) => {
+        let each = crate::engine::registry::each_of_env(env, tag);
+        match crate::engine::registry::of_env(env, tag).and_then(|d| Ok((d, each?))) {
+            Ok((d, each)) => {
                 rec.to_digest = d.clone();
-                if let Some(d) = d {
+                rec.to_digests = each.clone();
+                for (s, d) in &each {
+                    plan.fact(
+                        "digest under test",
+                        format!("{s}: {d}"),
+                        "the registry (read-only)",
+                    );
+                }
+                if let Some(d) = d.filter(|_| each.is_empty()) {
                     plan.fact("digest under test", d, "the registry (read-only)");
                 }
             }
@@ -134,6 +143,9 @@ fn build(
             },
             from_digest: None,
             to_digest: None,
+            from_digests: Default::default(),
+            to_digests: Default::default(),
+            to_local: Default::default(),
             repository: None,
             force: false,
             sets_of: None,

@@ -118,6 +118,21 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
     if let Some(d) = &digest {
         plan.fact("digest under test", d.clone(), "the registry (read-only)");
     }
+    // Several repositories: each service's digest, so the promotion gate
+    // compares every one prod would run.
+    let each = match (&digest, &cfg) {
+        (Some(_), Some(cfg)) => {
+            crate::engine::registry::each_of_env(cfg.env(&args.env)?, &tag).unwrap_or_default()
+        }
+        _ => Default::default(),
+    };
+    for (s, d) in &each {
+        plan.fact(
+            "digest under test",
+            format!("{s}: {d}"),
+            "the registry (read-only)",
+        );
+    }
     // One tag variable pins one repository's digest; an environment whose
     // app services use several boots by tag.
     let one_repo = cfg
@@ -157,6 +172,9 @@ pub fn run(ctx: &Ctx, args: SecurityModes) -> Result<()> {
             reason: format!("modes {}: static and dynamic", names.join(", ")),
             from_digest: None,
             to_digest: digest.clone(),
+            from_digests: Default::default(),
+            to_digests: each,
+            to_local: Default::default(),
             repository: None,
             force: false,
             sets_of: None,

@@ -233,16 +233,16 @@ pub fn check(
             .zip(now)
             .map(|(t, n)| s.spawn(move || standby(t, env, n, rollback)));
         let serving = serving.map(|v| {
-            // Plain 2xx: the serving set's containers, on the digest the
-            // chain recorded for the version (one repository: one digest).
+            // Plain 2xx: the serving set's containers, on the digests the
+            // chain recorded for the version.
             let on = target.map(|t| {
                 let t = t.on_tag(v);
                 match now
                     .filter(|n| n.chain.as_deref() == Some(v))
-                    .and_then(Now::chain_digest)
+                    .and_then(Now::chain_ref)
                 {
-                    Some(d) if t.repositories().len() == 1 => t.pinned(Some(d)),
-                    _ => t,
+                    Some(r) => t.pinned_ref(Some(r)),
+                    None => t,
                 }
             });
             let mut g = gate(env.health_urls.clone(), v, env, on.as_ref());
