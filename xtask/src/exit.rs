@@ -86,10 +86,13 @@ pub enum Refusal {
     UnknownSets,
     /// Rollback: no version to roll back to, or the one asked for is not one.
     NoTarget,
+    /// The inherited `DOCKER_HOST`/`DOCKER_CONTEXT` names another engine
+    /// than the environment declares (`host`/`context`, or this machine).
+    ForeignEngine,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 15] = [
+    pub const ALL: [Refusal; 16] = [
         Refusal::Locked,
         Refusal::Held,
         Refusal::StalePlan,
@@ -105,6 +108,7 @@ impl Refusal {
         Refusal::BlueGreen,
         Refusal::UnknownSets,
         Refusal::NoTarget,
+        Refusal::ForeignEngine,
     ];
 }
 

@@ -44,7 +44,10 @@ pub struct Health {
 
 /// One probe of one URL: the parsed body, or why it did not count.
 pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Result<Health, String> {
-    let resp = client.get(url).send().map_err(|e| one_line(&e))?;
+    // On the environment's host: through the operation's SSH tunnel when
+    // the environment is remote, never this machine's loopback by accident.
+    let url = crate::cmd::remote::reach_url(url).map_err(|e| format!("{e:#}"))?;
+    let resp = client.get(&url).send().map_err(|e| one_line(&e))?;
     let code = resp.status();
     let body = resp.text().map_err(|e| one_line(&e))?;
     match serde_json::from_str::<Health>(&body) {

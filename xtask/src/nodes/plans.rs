@@ -4,9 +4,9 @@
 use std::path::Path;
 
 use super::{
-    docker, host, ip, ssh, look, manager_swarm, netns_path, network_present, node_docker, node_pids,
-    node_swarm, owned_path, read_owned, unusable, DATA_DIR, HOST_ADDR, NETNS, NETWORK, NODE_ADDR,
-    NODE_HOST, PREFIX, READY_SECS, RUN_DIR, VETH_HOST, VETH_NODE,
+    docker, host, ip, look, manager_swarm, netns_path, network_present, node_docker, node_pids,
+    node_swarm, owned_path, read_owned, ssh, unusable, DATA_DIR, HOST_ADDR, NETNS, NETWORK,
+    NODE_ADDR, NODE_HOST, PREFIX, READY_SECS, RUN_DIR, VETH_HOST, VETH_NODE,
 };
 use crate::cmd::Effect;
 use crate::plan::{Plan, Refusal, Step};
@@ -315,7 +315,11 @@ pub fn plan_down() -> Plan {
     if Path::new(ssh::CLIENT_CONFIG).exists() {
         plan.step(Step::action(
             "remove-ssh-config",
-            format!("remove {} (the keys stay in {})", ssh::CLIENT_CONFIG, ssh::SSH_DIR),
+            format!(
+                "remove {} (the keys stay in {})",
+                ssh::CLIENT_CONFIG,
+                ssh::SSH_DIR
+            ),
             Effect::Mutating,
         ));
     }

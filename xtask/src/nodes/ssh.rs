@@ -185,8 +185,12 @@ pub fn start_sshd() -> Result<()> {
         .args([netns.as_str(), "/usr/sbin/sshd", "-D", "-e", "-f"])
         .arg(p("sshd_config").display().to_string());
     crate::cmd::spawn_detached(&c, &Path::new(DATA_DIR).join("sshd.log"))?;
-    wait_for("sshd in the namespace", Duration::from_secs(20), sshd_answers)
-        .with_context(|| format!("see {DATA_DIR}/sshd.log"))?;
+    wait_for(
+        "sshd in the namespace",
+        Duration::from_secs(20),
+        sshd_answers,
+    )
+    .with_context(|| format!("see {DATA_DIR}/sshd.log"))?;
     let info = Command::new("docker", Effect::ReadOnly)
         .args(["-H", &ssh_url(), "info", "--format", "{{.Name}}"])
         .timeout(30);
