@@ -197,7 +197,9 @@ fn staging_on_another_host_deploys_fails_and_rolls_back_over_ssh() {
     let plan = stdout(&o);
     assert!(plan.contains("engine: ssh://root@10.77.0.2:2222"), "{plan}");
     assert!(
-        plan.contains("DOCKER_HOST=ssh://root@10.77.0.2:2222 docker compose"),
+        plan.contains(
+            "environment for every command below: DOCKER_HOST=ssh://root@10.77.0.2:2222 "
+        ),
         "{plan}"
     );
 
