@@ -168,14 +168,13 @@ fn bg() -> Opts {
     }
 }
 
-#[test]
-fn staging_on_another_host_deploys_fails_and_rolls_back_over_ssh() {
-    let img = images();
+/// The second node up, and a stack whose staging lives there.
+fn remote_stack(name: &str) -> (Node, Stack) {
     let mut node = Node::up();
     let haproxy = publish(xtask::provision::HAPROXY_IMAGE);
     let redis = publish("fetchml/testbed-redis:local");
 
-    let s = Stack::with("remote", bg());
+    let s = Stack::with(name, bg());
     node.projects.push(s.project("staging"));
     let cfg = std::fs::read_to_string(&s.config).unwrap();
     let cfg = cfg
@@ -190,6 +189,13 @@ fn staging_on_another_host_deploys_fails_and_rolls_back_over_ssh() {
             1,
         );
     std::fs::write(&s.config, cfg).unwrap();
+    (node, s)
+}
+
+#[test]
+fn staging_on_another_host_deploys_fails_and_rolls_back_over_ssh() {
+    let img = images();
+    let (_node, s) = remote_stack("remote");
     let port = s.ports[0].0;
 
     // The dry run names the engine, and every docker command carries it.
@@ -285,5 +291,104 @@ fn staging_on_another_host_deploys_fails_and_rolls_back_over_ssh() {
         rollback.as_secs_f64(),
         l_rollback.as_secs_f64(),
         broken.as_secs_f64(),
+    );
+}
+
+/// Every sshd process in the node's namespace (the listener and each
+/// session's), killed at once: the link is lost as a host that vanished.
+fn kill_sshd() -> usize {
+    let pids: Vec<i32> = xtask::nodes::node_pids()
+        .into_iter()
+        .filter(|(_, c)| c.contains("sshd"))
+        .map(|(p, _)| p)
+        .collect();
+    for &p in &pids {
+        // SAFETY: kill(2) of sshd processes in the test's own node.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    pids.len()
+}
+
+#[test]
+fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
+    let img = images();
+    let (_node, s) = remote_stack("remote-cut");
+    let port = s.ports[0].0;
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let load = HostLoad::start(port);
+    // The broken version's gate runs its whole 30 s: the link goes while it does.
+    let started = Instant::now();
+    let child = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let node_ps = || {
+        let o = std::process::Command::new("docker")
+            .args([
+                "-H",
+                xtask::nodes::NODE_HOST,
+                "ps",
+                "--format",
+                "{{.Image}}",
+            ])
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    while !node_ps().contains(&img.bad) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the broken set never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(kill_sshd() > 0, "no sshd ran in the namespace");
+    let o = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    // Bounded: the gate's 30 s plus the rollback's attempts, not a hang.
+    assert!(took < Duration::from_secs(150), "took {took:?}");
+    let code = exit_code(&o);
+    assert!(code == 3 || code == 4, "exit {code}: {}", text(&o));
+    // Recorded: the chain's last record is this deploy, not a success.
+    let recs = s.records("staging");
+    let last = recs.last().unwrap();
+    assert_eq!(last.action, "deploy");
+    assert_ne!(last.outcome, "success", "{last:?}");
+    // Nothing half-deployed: the proxy never switched; v1 serves on the host.
+    let (answered, failed) = load.stop();
+    assert_eq!(
+        failed,
+        0,
+        "failed requests on the host: {failed} of {}",
+        answered + failed
+    );
+    xtask::nodes::ssh::start_sshd().expect("starting sshd again");
+    let o = s.run(&["status", "staging"]);
+    println!(
+        "sshd killed during the gate: exit {code} after {:.1}s, recorded `{}`; status then exits {}",
+        took.as_secs_f64(),
+        last.outcome,
+        exit_code(&o)
+    );
+    let serving = std::process::Command::new("ssh")
+        .args([
+            "-p",
+            "2222",
+            "root@10.77.0.2",
+            "--",
+            "wget",
+            "-qO-",
+            &format!("http://127.0.0.1:{port}/health"),
+        ])
+        .output()
+        .unwrap();
+    let body = stdout(&serving);
+    assert!(
+        body.contains(&img.v1),
+        "the host serves: {body} {}",
+        text(&serving)
     );
 }
