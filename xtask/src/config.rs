@@ -204,6 +204,17 @@ pub struct Env {
     /// A webhook told of every deploy, promote and rollback outcome
     /// (`[env.NAME.notify]`): its audit record and the new chain head.
     pub notify: Option<Notify>,
+    /// Where the environment's engine lives, when not on this machine:
+    /// `ssh://user@host[:port]` (docker's own SSH transport). Every engine
+    /// command of the environment runs there, and its health URLs and
+    /// proxy admin socket are reached there through an SSH tunnel the tool
+    /// opens for the operation (docs/architecture.md, "Remote hosts").
+    #[schemars(example = &"ssh://deploy@staging.example:22")]
+    pub host: Option<String>,
+    /// A docker context to run the environment's engine commands in
+    /// (`docker context ls`); the other way to say where it lives.
+    #[schemars(example = &"staging")]
+    pub context: Option<String>,
 }
 
 /// An environment's webhook. Per environment, because staging and
@@ -667,8 +678,25 @@ impl Config {
 }
 
 impl Env {
+    /// Where the environment's engine lives (`host` or `context`, or here).
+    pub fn location(&self) -> Result<crate::cmd::remote::Where> {
+        use crate::cmd::remote::Where;
+        match (&self.host, &self.context) {
+            (Some(_), Some(_)) => {
+                bail!("`host` and `context` both say where the environment lives: keep one")
+            }
+            (Some(h), None) => Where::parse_host(h),
+            (None, Some(c)) if validate::project_name(c).is_err() => {
+                bail!("context `{c}` is not a docker context name")
+            }
+            (None, Some(c)) => Ok(Where::Context(c.clone())),
+            (None, None) => Ok(Where::Local),
+        }
+    }
+
     fn validate(&self, name: &str, cfg: &Config) -> Result<()> {
         validate::project_name(&self.project)?;
+        self.location()?;
         validate::var_name(&self.tag_var)?;
         if self.compose_files.is_empty() {
             bail!("compose_files is empty");

@@ -6,9 +6,11 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::audit;
+use crate::cmd::remote;
 use crate::config::Config;
 use crate::engine::ComposeCli;
 use crate::exec::{self, Actions};
+use crate::exit::Refusal;
 use crate::flags::{Format, Global};
 use crate::plan::Plan;
 use crate::preflight::{self, Tool};
@@ -48,6 +50,35 @@ impl Ctx {
         let log = audit::Log::new(&dir, env, sink.as_deref());
         log.refuse_loose()?;
         Ok(log)
+    }
+
+    /// Points every engine command of this process at `env`'s engine
+    /// (its `host` or `context`), shown as a fact of `plan`. Called before
+    /// preflight, so preflight asks that engine.
+    pub fn locate(&self, cfg: &Config, env: &str, plan: &mut Plan) -> Result<()> {
+        let at = cfg.env(env)?.location()?;
+        plan.fact("engine", at.to_string(), "config host/context");
+        remote::set_target(at);
+        Ok(())
+    }
+
+    /// After preflight: refuses (exit 5, both modes) an inherited
+    /// `DOCKER_HOST`/`DOCKER_CONTEXT` that names another engine than `env`
+    /// declares, and opens the SSH tunnel to a remote host (exit 2 when it
+    /// cannot be reached). Nothing is touched before either.
+    pub fn reach(&self, env: &str) -> Result<()> {
+        let var = |n: &str| std::env::var(n).ok();
+        let at = remote::target();
+        if let Some(why) = remote::inherited_conflict(
+            env,
+            &at,
+            var("DOCKER_HOST").as_deref(),
+            var("DOCKER_CONTEXT").as_deref(),
+        ) {
+            return Err(crate::exit::refuse(Refusal::ForeignEngine, why));
+        }
+        remote::open()
+            .map_err(|e| crate::exit::fail(crate::exit::Code::Preflight, format!("{e:#}")))
     }
 
     /// Preflight for `tools`: a real run fails with exit 2; a dry run warns.

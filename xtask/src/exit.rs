@@ -88,10 +88,13 @@ pub enum Refusal {
     NoTarget,
     /// `pull = "never"`: an app service's image is not on this host.
     NotLocal,
+    /// The inherited `DOCKER_HOST`/`DOCKER_CONTEXT` names another engine
+    /// than the environment declares (`host`/`context`, or this machine).
+    ForeignEngine,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 16] = [
+    pub const ALL: [Refusal; 17] = [
         Refusal::Locked,
         Refusal::Held,
         Refusal::StalePlan,
@@ -108,6 +111,7 @@ impl Refusal {
         Refusal::UnknownSets,
         Refusal::NoTarget,
         Refusal::NotLocal,
+        Refusal::ForeignEngine,
     ];
 }
 

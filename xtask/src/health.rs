@@ -117,7 +117,10 @@ impl Gate {
 
 /// One request to one URL: its answer, or why there was none.
 pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Result<Answer, String> {
-    let resp = client.get(url).send().map_err(|e| one_line(&e))?;
+    // On the environment's host: through the operation's SSH tunnel when
+    // the environment is remote, never this machine's loopback by accident.
+    let url = crate::cmd::remote::reach_url(url).map_err(|e| format!("{e:#}"))?;
+    let resp = client.get(&url).send().map_err(|e| one_line(&e))?;
     let code = resp.status().as_u16();
     let body = resp.text().map_err(|e| one_line(&e))?;
     Ok(Answer { code, body })

@@ -89,6 +89,8 @@ fn main() -> ExitCode {
         Task::Lint => tasks::lint::run(&ctx),
         Task::Bench(a) => tasks::bench::run(&ctx, a),
     };
+    // The operation's SSH master connection, if a remote environment opened one.
+    xtask::cmd::remote::close();
     match result {
         Ok(()) => {
             xtask::out::finish(0, None);

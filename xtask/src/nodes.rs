@@ -29,6 +29,7 @@ use crate::ctx::Ctx;
 mod daemons;
 mod host;
 mod plans;
+pub mod ssh;
 
 pub use daemons::{node_id, restart_node, wait_ready};
 pub use host::{kill_node, node_pids};

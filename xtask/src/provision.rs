@@ -40,7 +40,7 @@ const STATE: &str = "/var/lib/fetchml-xtask";
 const PLUGIN: &str = "/usr/local/lib/docker/cli-plugins/docker-compose";
 
 /// Debian packages and the file that shows each is installed.
-const PACKAGES: [(&str, &str); 8] = [
+const PACKAGES: [(&str, &str); 9] = [
     ("docker.io", "/usr/sbin/dockerd"),
     ("docker-registry", "/usr/bin/docker-registry"),
     ("postgresql-15", "/usr/lib/postgresql/15/bin/initdb"),
@@ -49,6 +49,8 @@ const PACKAGES: [(&str, &str); 8] = [
     ("haproxy", "/usr/sbin/haproxy"),
     ("busybox-static", "/bin/busybox"),
     ("shellcheck", "/usr/bin/shellcheck"),
+    // sshd for the second node, a remote host rehearsed on one machine.
+    ("openssh-server", "/usr/sbin/sshd"),
 ];
 
 /// Plans what is missing and applies it; with `check`, only reports it (exit 2).

@@ -146,6 +146,17 @@ fn case(r: Refusal, imgs: &Images) -> Option<Case> {
             &["rollback", "staging", "--reason", "parity"],
             "error: refused: no previous successful version of staging to roll back to",
         ),
+        // A working engine under another name than the local environment's:
+        // preflight passes, and the refusal names the variable.
+        Refusal::ForeignEngine => {
+            let link = std::env::temp_dir().join(format!("parity-engine-{}.sock", std::process::id()));
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink("/var/run/docker.sock", &link).unwrap();
+            Case {
+                env: vec![("DOCKER_HOST", format!("unix://{}", link.display()))],
+                ..base(&deploy, "error: the inherited DOCKER_HOST=unix://")
+            }
+        }
     })
 }
 

@@ -23,6 +23,7 @@ use serde::Serialize;
 pub const DEFAULT_LIMIT: Duration = Duration::from_secs(600);
 
 pub mod redact;
+pub mod remote;
 mod run;
 mod signal;
 
@@ -134,11 +135,20 @@ impl Rendered {
 }
 
 impl Command {
+    /// A docker command runs against the environment's engine
+    /// ([`remote::set_target`]), named in its env so the plan shows it.
     pub fn new(program: &str, effect: Effect) -> Self {
+        let env = remote::docker_env_for(program)
+            .map(|(name, value)| EnvVar {
+                name: name.into(),
+                value: Secretable::Plain(value),
+            })
+            .into_iter()
+            .collect();
         Command {
             program: program.into(),
             args: Vec::new(),
-            env: Vec::new(),
+            env,
             cwd: None,
             effect,
             timeout_secs: None,

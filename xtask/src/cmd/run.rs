@@ -117,6 +117,17 @@ impl Running {
         checked(&display, out, verbose)
     }
 
+    /// Has it ended?
+    pub fn finished(&self) -> bool {
+        matches!(self.handle.try_wait(), Ok(Some(_)))
+    }
+
+    /// Ends a command meant to run until told (a tunnel): TERM to its
+    /// group, then KILL after a grace period.
+    pub fn stop(self) {
+        self.kill_group();
+    }
+
     /// TERM to the group, then KILL after a grace period; reaps the child.
     fn kill_group(&self) {
         for pid in self.handle.pids() {

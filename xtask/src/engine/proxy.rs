@@ -22,6 +22,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
+use crate::cmd::{remote, Effect};
+
 /// The socket's file name in the admin directory.
 pub const SOCKET: &str = "admin.sock";
 /// The server-state file in the admin directory, loaded by a restarted proxy.
@@ -73,7 +75,13 @@ fn socket(admin: &str) -> PathBuf {
 /// until the proxy closes. The API answers in well under a millisecond; a
 /// proxy that takes seconds is treated as down.
 fn converse(admin: &str, line: &str) -> Result<String> {
-    let path = socket(admin);
+    // The socket is on the environment's host: a forward of the operation's
+    // SSH tunnel when that host is not this machine.
+    let path = remote::reach_socket(&socket(admin)).map_err(|e| {
+        anyhow::Error::new(Unreachable).context(format!(
+            "the proxy's admin socket on the environment's host cannot be reached: {e:#}"
+        ))
+    })?;
     let limit = Some(Duration::from_secs(2));
     let talk = || -> std::io::Result<String> {
         let mut s = UnixStream::connect(&path)?;
@@ -274,6 +282,16 @@ pub fn point(admin: &str, service: &str, dials: &[String]) -> Result<()> {
 fn save_state(admin: &str, state: &str) -> Result<()> {
     use std::os::unix::fs::MetadataExt;
     let dir = Path::new(admin);
+    let script = r#"printf '%s' "$1" > "$2/$3.tmp" && chown --reference="$2" "$2/$3.tmp" && mv "$2/$3.tmp" "$2/$3""#;
+    if let Some(c) = remote::on_host(
+        Effect::Mutating,
+        &["sh", "-c", script, "sh", state, admin, STATE],
+        15,
+    ) {
+        return crate::cmd::run(&c, false)
+            .map(drop)
+            .with_context(|| format!("writing {admin}/{STATE} on the environment's host"));
+    }
     let tmp = dir.join(format!("{STATE}.tmp"));
     let path = dir.join(STATE);
     std::fs::write(&tmp, state).with_context(|| format!("writing {}", tmp.display()))?;
@@ -299,10 +317,22 @@ pub fn user() -> (u32, u32) {
 /// before the proxy starts: docker would create a missing one as root.
 pub fn prepare_dir(admin: &Path) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
+    let (uid, gid) = user();
+    let d = admin.display().to_string();
+    let owner = format!("{uid}:{gid}");
+    let script = r#"mkdir -p "$1" && chmod 700 "$1" && chown "$2" "$1""#;
+    if let Some(c) = remote::on_host(
+        Effect::Mutating,
+        &["sh", "-c", script, "sh", &d, &owner],
+        15,
+    ) {
+        return crate::cmd::run(&c, false)
+            .map(drop)
+            .with_context(|| format!("preparing {d} on the environment's host"));
+    }
     std::fs::create_dir_all(admin).with_context(|| format!("creating {}", admin.display()))?;
     std::fs::set_permissions(admin, std::fs::Permissions::from_mode(0o700))
         .with_context(|| format!("making {} private", admin.display()))?;
-    let (uid, gid) = user();
     std::os::unix::fs::chown(admin, Some(uid), Some(gid))
         .with_context(|| format!("giving {} to the proxy's user {uid}", admin.display()))
 }

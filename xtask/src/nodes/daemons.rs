@@ -47,6 +47,9 @@ impl Actions for NodeActions {
         match id {
             "start-node-registry" => start_registry(&self.registry_root),
             "start-node-dockerd" => start_dockerd(),
+            "ssh-keys" => super::ssh::make_keys(),
+            "start-node-sshd" => super::ssh::start_sshd(),
+            "remove-ssh-config" => super::ssh::remove_client_config(),
             // Each action looks again first: a plan made a moment ago may
             // be stale (a restarted engine rejoins by itself).
             "swarm-init" => match manager_swarm() {
@@ -160,7 +163,12 @@ pub fn restart_node() -> Result<()> {
     if !netns_path().exists() {
         bail!("network namespace {NETNS} is missing: run `cargo xtask setup --swarm-nodes 2`");
     }
-    start_dockerd()
+    start_dockerd()?;
+    // A crash takes sshd with it; a host that comes back runs it again.
+    if super::ssh::keys_present() && !super::ssh::sshd_answers() {
+        super::ssh::start_sshd()?;
+    }
+    Ok(())
 }
 
 fn join(verbose: bool) -> Result<()> {

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use super::{
     docker, host, ip, look, manager_swarm, netns_path, network_present, node_docker, node_pids,
-    node_swarm, owned_path, read_owned, unusable, DATA_DIR, HOST_ADDR, NETNS, NETWORK, NODE_ADDR,
-    NODE_HOST, PREFIX, READY_SECS, RUN_DIR, VETH_HOST, VETH_NODE,
+    node_swarm, owned_path, read_owned, ssh, unusable, DATA_DIR, HOST_ADDR, NETNS, NETWORK,
+    NODE_ADDR, NODE_HOST, PREFIX, READY_SECS, RUN_DIR, VETH_HOST, VETH_NODE,
 };
 use crate::cmd::Effect;
 use crate::plan::{Plan, Refusal, Step};
@@ -138,6 +138,39 @@ pub fn plan_up(registry_root: &Path) -> Plan {
         plan.step(Step::action(
             "start-node-dockerd",
             format!("start dockerd in {NETNS} (data {DATA_DIR}/data, socket {NODE_HOST}) and wait for docker info"),
+            Effect::Mutating,
+        ));
+    }
+    let keys = ssh::keys_present();
+    let sshd = netns && ssh::sshd_answers();
+    plan.fact(
+        "sshd in the namespace",
+        match (keys, sshd) {
+            (true, true) => format!("answering on {}", ssh::ssh_url()),
+            (false, _) => format!("no keys in {}", ssh::SSH_DIR),
+            (true, false) => "down".into(),
+        },
+        "files, and the SSH banner on the node's address",
+    );
+    if !keys {
+        plan.step(Step::action(
+            "ssh-keys",
+            format!(
+                "generate the node's host key and a client key pair in {} (0700), authorize the key (with DOCKER_HOST={NODE_HOST} only), pin the host key, and write {}",
+                ssh::SSH_DIR,
+                ssh::CLIENT_CONFIG
+            ),
+            Effect::Mutating,
+        ));
+    }
+    if !sshd {
+        plan.step(Step::action(
+            "start-node-sshd",
+            format!(
+                "start sshd in {NETNS} on {NODE_ADDR}:{} (key authentication only) and wait for `docker -H {} info`",
+                ssh::SSH_PORT,
+                ssh::ssh_url()
+            ),
             Effect::Mutating,
         ));
     }
@@ -277,6 +310,17 @@ pub fn plan_down() -> Plan {
         plan.step(Step::run(
             "remove the network namespace",
             ip(&format!("netns del {NETNS}")),
+        ));
+    }
+    if Path::new(ssh::CLIENT_CONFIG).exists() {
+        plan.step(Step::action(
+            "remove-ssh-config",
+            format!(
+                "remove {} (the keys stay in {})",
+                ssh::CLIENT_CONFIG,
+                ssh::SSH_DIR
+            ),
+            Effect::Mutating,
         ));
     }
     if Path::new(RUN_DIR).exists() || Path::new(DATA_DIR).join("data").exists() {

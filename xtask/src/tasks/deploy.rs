@@ -83,9 +83,12 @@ fn run(ctx: &Ctx, req: Request, task: &str) -> Result<()> {
     let cfg = ctx.config()?;
     cfg.env(&req.env)?;
     let mut pre = Plan::new(task, Some(&req.env));
+    ctx.locate(&cfg, &req.env, &mut pre)?;
     let cli = ctx.preflight(&mut pre, &[Tool::Docker, Tool::Compose], true)?;
+    ctx.reach(&req.env)?;
     let mut plan = plan(ctx, &cfg, &req, task, cli)?;
     plan.warnings = pre.warnings;
+    plan.facts.splice(0..0, pre.facts);
     ctx.finish(&plan, &mut NoActions)
 }
 

@@ -33,7 +33,9 @@ pub fn run(ctx: &Ctx, args: Rollback) -> Result<()> {
     let cfg = ctx.config()?;
     cfg.env(&args.env)?;
     let mut plan = Plan::new("rollback", Some(&args.env));
+    ctx.locate(&cfg, &args.env, &mut plan)?;
     let cli = ctx.preflight(&mut plan, &[Tool::Docker, Tool::Compose], true)?;
+    ctx.reach(&args.env)?;
     let plan = build(ctx, &cfg, &args, cli, plan)?;
     ctx.finish(&plan, &mut Checklist(&plan.checklist))
 }

@@ -97,6 +97,10 @@ pub fn status(ctx: &Ctx, env: &str) -> Result<()> {
     let cfg = ctx.config()?;
     cfg.env(env)?;
     crate::out::set("env", env);
+    // What the engine and the health endpoints say now, asked where the
+    // environment lives.
+    ctx.locate(&cfg, env, &mut crate::plan::Plan::new("status", Some(env)))?;
+    ctx.reach(env)?;
     let (log, tip, h, problems) = load(ctx, &cfg, env)?;
     let (set_target, now) = engine_now(&cfg, env, &h);
     let drift = now.as_ref().ok().and_then(Now::drift);

@@ -1,0 +1,394 @@
+//! An environment on another host, over real SSH: staging declares
+//! `host = "ssh://root@10.77.0.2:2222"` (the second node of `cargo xtask
+//! setup --swarm-nodes 2`, a dockerd and an sshd in a network namespace),
+//! and the tool, run on this machine, deploys, fails a broken version's
+//! gate (exit 3) and rolls back there, with its gate and proxy switch
+//! reached through its SSH tunnel. A client on that host (a thread in the
+//! namespace) sees 0 failed requests throughout, and nothing of the stack
+//! listens on this machine's loopback. An inherited `DOCKER_HOST` naming
+//! another engine is refused (exit 5) before anything is touched.
+//!
+//! The test holds the machine-wide swarm session lock while the second node
+//! is up (as `swarm_nodes` does) and removes the node on every path.
+
+mod common;
+
+use std::fs::File;
+use std::io::{Read as _, Write as _};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use xtask::nodes::{ssh, NETNS};
+
+/// The second node, up for the test, removed on drop.
+struct Node {
+    _lock: File,
+    projects: Vec<String>,
+}
+
+impl Node {
+    fn up() -> Node {
+        let path = xtask::engine::cluster::lock_path();
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .unwrap();
+        if lock.try_lock().is_err() {
+            eprintln!("waiting for the swarm session lock {}", path.display());
+            lock.lock().unwrap();
+        }
+        let o = xtask_bin()
+            .args(["setup", "--swarm-nodes", "2"])
+            .output()
+            .expect("running xtask setup --swarm-nodes 2");
+        let node = Node {
+            _lock: lock,
+            projects: Vec::new(),
+        };
+        assert!(
+            o.status.success(),
+            "the remote host is the second node with its sshd, and `cargo xtask setup --swarm-nodes 2` failed:\n{}",
+            text(&o)
+        );
+        node
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        for p in &self.projects {
+            let _ = std::process::Command::new("docker")
+                .args(["-H", &ssh::ssh_url(), "compose", "-p", p, "down", "-t", "1"])
+                .output();
+        }
+        let o = xtask_bin()
+            .args(["setup", "--swarm-nodes", "1"])
+            .output()
+            .expect("running xtask setup --swarm-nodes 1");
+        if !o.status.success() {
+            eprintln!("teardown of the second node failed:\n{}", text(&o));
+        }
+    }
+}
+
+/// Pushes a local-only image into the registry, so the second engine can pull it.
+fn publish(local: &str) -> String {
+    let r = format!("127.0.0.1:5000/{local}");
+    for args in [vec!["tag", local, &r], vec!["push", &r]] {
+        let o = std::process::Command::new("docker")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "docker {args:?}:\n{}", text(&o));
+    }
+    r
+}
+
+/// GETs `/health` on the node's loopback, a new connection each time,
+/// from a thread inside the node's network namespace: the host's view.
+struct HostLoad {
+    stop: Arc<AtomicBool>,
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HostLoad {
+    fn start(port: u16) -> HostLoad {
+        let (stop, ok, failed) = Default::default();
+        let (s, o, f): (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) =
+            (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+        let thread = std::thread::spawn(move || {
+            use std::os::fd::AsRawFd as _;
+            let ns = File::open(format!("/run/netns/{NETNS}")).unwrap();
+            // SAFETY: setns on an fd we hold; it changes this thread only.
+            assert_eq!(
+                unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) },
+                0
+            );
+            while !s.load(Ordering::Relaxed) {
+                if get(port) {
+                    o.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    f.fetch_add(1, Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        HostLoad {
+            stop,
+            ok,
+            failed,
+            thread: Some(thread),
+        }
+    }
+
+    /// (answered, failed)
+    fn stop(mut self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.take().unwrap().join().unwrap();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+fn get(port: u16) -> bool {
+    let t = Duration::from_secs(2);
+    let Ok(mut s) = std::net::TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), t) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(t));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: x\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")
+}
+
+fn timed(s: &Stack, args: &[&str]) -> (std::process::Output, Duration) {
+    let t = Instant::now();
+    let o = s.run(args);
+    (o, t.elapsed())
+}
+
+fn bg() -> Opts {
+    Opts {
+        blue_green: true,
+        gate_secs: 30,
+        ..Opts::default()
+    }
+}
+
+/// The second node up, and a stack whose staging lives there.
+fn remote_stack(name: &str) -> (Node, Stack) {
+    let mut node = Node::up();
+    let haproxy = publish(xtask::provision::HAPROXY_IMAGE);
+    let redis = publish("fetchml/testbed-redis:local");
+
+    let s = Stack::with(name, bg());
+    node.projects.push(s.project("staging"));
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    let cfg = cfg
+        .replacen(
+            "[env.staging]\n",
+            &format!("[env.staging]\nhost = \"{}\"\n", ssh::ssh_url()),
+            1,
+        )
+        .replacen(
+            "vars = { ",
+            &format!("vars = {{ TESTBED_HAPROXY_IMAGE = \"{haproxy}\", TESTBED_REDIS_IMAGE = \"{redis}\", "),
+            1,
+        );
+    std::fs::write(&s.config, cfg).unwrap();
+    (node, s)
+}
+
+#[test]
+fn staging_on_another_host_deploys_fails_and_rolls_back_over_ssh() {
+    let img = images();
+    let (_node, s) = remote_stack("remote");
+    let port = s.ports[0].0;
+
+    // The dry run names the engine, and every docker command carries it.
+    let o = s.ok(&["--dry-run", "deploy-staging", "--tag", &img.v1]);
+    let plan = stdout(&o);
+    assert!(plan.contains("engine: ssh://root@10.77.0.2:2222"), "{plan}");
+    assert!(
+        plan.contains(
+            "environment for every command below: DOCKER_HOST=ssh://root@10.77.0.2:2222 "
+        ),
+        "{plan}"
+    );
+
+    // An inherited DOCKER_HOST naming another engine: refused, one line, nothing written.
+    let o = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v1])
+        .env("DOCKER_HOST", "unix:///var/run/docker.sock")
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    let e = stderr(&o);
+    assert!(
+        e.lines().any(|l| l.starts_with("error: the inherited DOCKER_HOST=unix:///var/run/docker.sock names another engine than environment `staging` declares (ssh://root@10.77.0.2:2222)")),
+        "{e}"
+    );
+    assert!(
+        !s.state.join("staging").exists(),
+        "a refused run wrote state"
+    );
+
+    // First deploy, then v2 under load measured on the host.
+    let (o, first) = timed(&s, &["deploy-staging", "--tag", &img.v1]);
+    assert!(o.status.success(), "{}", text(&o));
+    let load = HostLoad::start(port);
+    let (o, deploy) = timed(&s, &["deploy-staging", "--tag", &img.v2]);
+    assert!(o.status.success(), "{}", text(&o));
+    // The stack is on the host, not here: nothing listens on our loopback.
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the api port {port} answers on this machine's loopback"
+    );
+    let (o, broken) = timed(&s, &["deploy-staging", "--tag", &img.bad]);
+    assert_eq!(exit_code(&o), 3, "{}", text(&o));
+    let (o, rollback) = timed(&s, &["rollback", "staging", "--reason", "remote e2e"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (answered, failed) = load.stop();
+    assert!(answered > 20, "the host's client got {answered} answers");
+    assert_eq!(
+        failed,
+        0,
+        "failed requests on the host: {failed} of {}",
+        answered + failed
+    );
+    let h = s.history("staging");
+    assert_eq!(
+        h.current(),
+        Some(img.v1.as_str()),
+        "rollback went back to v1"
+    );
+    // The host serves v1 now (asked there).
+    let remote = std::process::Command::new("ssh")
+        .args([
+            "-p",
+            "2222",
+            "root@10.77.0.2",
+            "--",
+            "docker",
+            "ps",
+            "--format",
+            "{{.Image}}",
+        ])
+        .output()
+        .unwrap();
+    let imgs = stdout(&remote);
+    assert!(imgs.contains(&img.v1), "{imgs}");
+
+    // The same operations on this machine, same run, for the figures.
+    let l = Stack::with("remote-local", bg());
+    let (o, l_first) = timed(&l, &["deploy-staging", "--tag", &img.v1]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, l_deploy) = timed(&l, &["deploy-staging", "--tag", &img.v2]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (o, l_rollback) = timed(&l, &["rollback", "staging", "--reason", "remote e2e"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let _ = l.compose("staging", &["down", "-t", "1"]);
+    println!(
+        "remote vs local: first deploy {:.1}s vs {:.1}s; deploy {:.1}s vs {:.1}s; rollback (time to recover) {:.1}s vs {:.1}s; broken deploy rolled back (remote) {:.1}s; host client {answered} answers, {failed} failed",
+        first.as_secs_f64(),
+        l_first.as_secs_f64(),
+        deploy.as_secs_f64(),
+        l_deploy.as_secs_f64(),
+        rollback.as_secs_f64(),
+        l_rollback.as_secs_f64(),
+        broken.as_secs_f64(),
+    );
+}
+
+/// Every sshd process in the node's namespace (the listener and each
+/// session's), killed at once: the link is lost as a host that vanished.
+fn kill_sshd() -> usize {
+    let pids: Vec<i32> = xtask::nodes::node_pids()
+        .into_iter()
+        .filter(|(_, c)| c.contains("sshd"))
+        .map(|(p, _)| p)
+        .collect();
+    for &p in &pids {
+        // SAFETY: kill(2) of sshd processes in the test's own node.
+        unsafe { libc::kill(p, libc::SIGKILL) };
+    }
+    pids.len()
+}
+
+#[test]
+fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
+    let img = images();
+    let (_node, s) = remote_stack("remote-cut");
+    let port = s.ports[0].0;
+    s.ok(&["deploy-staging", "--tag", &img.v1]);
+    let load = HostLoad::start(port);
+    // The broken version's gate runs its whole 30 s: the link goes while it does.
+    let started = Instant::now();
+    let child = s
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.bad])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let node_ps = || {
+        let o = std::process::Command::new("docker")
+            .args([
+                "-H",
+                xtask::nodes::NODE_HOST,
+                "ps",
+                "--format",
+                "{{.Image}}",
+            ])
+            .output()
+            .unwrap();
+        stdout(&o)
+    };
+    while !node_ps().contains(&img.bad) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the broken set never started"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(kill_sshd() > 0, "no sshd ran in the namespace");
+    let o = child.wait_with_output().unwrap();
+    let took = started.elapsed();
+    // Bounded: the gate's 30 s plus the rollback's attempts, not a hang.
+    assert!(took < Duration::from_secs(150), "took {took:?}");
+    let code = exit_code(&o);
+    assert!(code == 3 || code == 4, "exit {code}: {}", text(&o));
+    // Recorded: the chain's last record is this deploy, not a success.
+    let recs = s.records("staging");
+    let last = recs.last().unwrap();
+    assert_eq!(last.action, "deploy");
+    assert_ne!(last.outcome, "success", "{last:?}");
+    // Nothing half-deployed: the proxy never switched; v1 serves on the host.
+    let (answered, failed) = load.stop();
+    assert_eq!(
+        failed,
+        0,
+        "failed requests on the host: {failed} of {}",
+        answered + failed
+    );
+    xtask::nodes::ssh::start_sshd().expect("starting sshd again");
+    let o = s.run(&["status", "staging"]);
+    println!(
+        "sshd killed during the gate: exit {code} after {:.1}s, recorded `{}`; status then exits {}",
+        took.as_secs_f64(),
+        last.outcome,
+        exit_code(&o)
+    );
+    let serving = std::process::Command::new("ssh")
+        .args([
+            "-p",
+            "2222",
+            "root@10.77.0.2",
+            "--",
+            "wget",
+            "-qO-",
+            &format!("http://127.0.0.1:{port}/health"),
+        ])
+        .output()
+        .unwrap();
+    let body = stdout(&serving);
+    assert!(
+        body.contains(&img.v1),
+        "the host serves: {body} {}",
+        text(&serving)
+    );
+}
