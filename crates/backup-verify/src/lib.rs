@@ -61,31 +61,32 @@ const BLOCK: usize = 8 << 20;
 /// time, in the export's order. Parse errors name the export's line.
 fn for_each_block(form: Form, path: &Path, mut each: impl FnMut(&[Link<'_>])) -> Result<u64> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
-    let mut lines = 0u64;
-    let mut eof = false;
+    // One buffer for the whole file: zeroed once, the unparsed tail of a
+    // block moved to its front before the next read.
+    let mut buf = vec![0u8; BLOCK];
+    let (mut filled, mut lines, mut eof) = (0, 0u64, false);
     while !eof {
-        let mut got = buf.len();
-        buf.resize(got + BLOCK, 0);
         // Fill the block (a read may return less than asked).
-        while got < buf.len() {
+        while filled < buf.len() {
             let n = f
-                .read(&mut buf[got..])
+                .read(&mut buf[filled..])
                 .with_context(|| format!("reading {}", path.display()))?;
             if n == 0 {
                 eof = true;
                 break;
             }
-            got += n;
+            filled += n;
         }
-        buf.truncate(got);
         let end = if eof {
-            buf.len()
+            filled
         } else {
-            match memchr::memrchr(b'\n', &buf) {
+            match memchr::memrchr(b'\n', &buf[..filled]) {
                 Some(i) => i + 1,
                 // One row longer than the block: read on.
-                None => continue,
+                None => {
+                    buf.resize(buf.len() * 2, 0);
+                    continue;
+                }
             }
         };
         let links = parse_and_check(form, &buf[..end])
@@ -93,7 +94,8 @@ fn for_each_block(form: Form, path: &Path, mut each: impl FnMut(&[Link<'_>])) ->
         lines += links.len() as u64;
         each(&links);
         drop(links);
-        buf.drain(..end);
+        buf.copy_within(end..filled, 0);
+        filled -= end;
     }
     Ok(lines)
 }

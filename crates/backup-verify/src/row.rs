@@ -169,11 +169,12 @@ fn threads() -> usize {
 fn check_piece(form: Form, piece: &[u8]) -> Result<Vec<Link<'_>>> {
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(piece.len() / 200);
-    for line in copy::lines(piece) {
-        let r = Row::new(copy::fields(line)?)?;
+    copy::each_line(piece, |cols| {
+        let r = Row::new(cols)?;
         let ok = matches(form, &r, &mut buf);
         out.push(Link::of(r, ok, &mut buf));
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 

@@ -64,10 +64,15 @@ impl Mark {
     }
 }
 
-/// `text(b)` into `s`, reusing its allocation.
+/// `text(b)` into `s`, reusing its allocation. Runs for every walked row:
+/// the exported hashes and ids are valid UTF-8, checked without the
+/// slower lossy conversion.
 fn set_text(s: &mut String, b: &[u8]) {
     s.clear();
-    s.push_str(&String::from_utf8_lossy(b));
+    match std::str::from_utf8(b) {
+        Ok(t) => s.push_str(t),
+        Err(_) => s.push_str(&String::from_utf8_lossy(b)),
+    }
 }
 
 /// The few rows of the chain the negative controls need, in chain order:
@@ -100,13 +105,16 @@ impl Landmarks {
         if self.checkpoint_at == Some(self.n + 1) {
             self.at_checkpoint = Some(Mark::of(l));
         }
-        let mut m = if self.last.len() == 3 {
-            self.last.remove(0)
+        // The last three, in a ring of three reused marks: the oldest is
+        // overwritten, then rotated to the end (no allocation per row).
+        if self.last.len() < 3 {
+            self.last.push(Mark::default());
         } else {
-            Mark::default()
-        };
-        m.fill(l);
-        self.last.push(m);
+            self.last.rotate_left(1);
+        }
+        if let Some(m) = self.last.last_mut() {
+            m.fill(l);
+        }
         self.n += 1;
     }
 }
