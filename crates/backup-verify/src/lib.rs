@@ -89,11 +89,8 @@ fn for_each_block(form: Form, path: &Path, mut each: impl FnMut(&[Link<'_>])) ->
                 }
             }
         };
-        let links = parse_and_check(form, &buf[..end])
+        lines += row::for_each_piece(form, &buf[..end], &mut each)
             .with_context(|| format!("in the rows after exported row {lines}"))?;
-        lines += links.len() as u64;
-        each(&links);
-        drop(links);
         buf.copy_within(end..filled, 0);
         filled -= end;
     }
@@ -137,7 +134,7 @@ pub fn verify_file(
     if w.needs_second_pass() {
         for_each_block(form, rows, |links| links.iter().for_each(|l| w.second(l)))?;
     }
-    let landmarks = std::mem::take(&mut w.landmarks);
+    let landmarks = w.take_landmarks();
     Ok((w.finish(), landmarks))
 }
 
