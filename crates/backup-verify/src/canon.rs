@@ -4,7 +4,7 @@
 
 use sha2::Digest;
 
-use crate::row::{col, Row};
+use crate::row::{col, Cols, Row};
 use crate::Form;
 
 /// Parses PostgreSQL's ISO output (`DateStyle = ISO`) of a timestamptz,
@@ -166,14 +166,27 @@ fn push_ns_int(out: &mut Vec<u8>, v: i64) {
 
 /// The canonical payload of `r` in `form` (what its row_hash is the SHA-256 of).
 pub fn payload(form: Form, r: &Row<'_>, out: &mut Vec<u8>) {
+    payload_of(form, r.seq, r.ts_micros, &r.cols, out);
+}
+
+/// [`payload`] of a row's parts, so the per-row pass needs no [`Row`].
+pub(crate) fn payload_of(
+    form: Form,
+    seq: Option<i64>,
+    ts_micros: i64,
+    cols: &Cols<'_>,
+    out: &mut Vec<u8>,
+) {
+    let get = |c: usize| cols[c].as_deref();
+    let text = |c: usize| get(c).unwrap_or_default();
     out.clear();
     match form {
         Form::Default => {
             push_ns(out, Some(b"fetchml.audit_events.v1"));
-            push_ns_int(out, r.seq.unwrap_or_default());
-            push_ns(out, r.get(col::PREV));
-            push_ns(out, r.get(col::ID));
-            push_ns_int(out, r.ts_micros);
+            push_ns_int(out, seq.unwrap_or_default());
+            push_ns(out, get(col::PREV));
+            push_ns(out, get(col::ID));
+            push_ns_int(out, ts_micros);
             for c in [
                 col::ACTOR,
                 col::ACTOR_TYPE,
@@ -183,11 +196,11 @@ pub fn payload(form: Form, r: &Row<'_>, out: &mut Vec<u8>) {
                 col::DETAILS,
                 col::CATEGORY,
             ] {
-                push_ns(out, r.get(c));
+                push_ns(out, get(c));
             }
         }
         Form::Certctl => {
-            out.extend_from_slice(r.text(col::PREV));
+            out.extend_from_slice(text(col::PREV));
             for c in [
                 col::ID,
                 col::ACTOR,
@@ -198,12 +211,12 @@ pub fn payload(form: Form, r: &Row<'_>, out: &mut Vec<u8>) {
                 col::DETAILS,
             ] {
                 out.push(b'|');
-                out.extend_from_slice(r.text(c));
+                out.extend_from_slice(text(c));
             }
             out.push(b'|');
-            certctl_ts(r.ts_micros, out);
+            certctl_ts(ts_micros, out);
             out.push(b'|');
-            out.extend_from_slice(r.text(col::CATEGORY));
+            out.extend_from_slice(text(col::CATEGORY));
         }
     }
 }

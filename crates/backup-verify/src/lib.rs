@@ -53,49 +53,74 @@ pub fn verify(form: Form, rows: &[Row<'_>], head: Option<&Head>) -> Outcome {
     walk(form, &links, head)
 }
 
-/// How much of a row export is read at a time: memory stays at about this
-/// much (times two while a block is parsed), whatever the table's size.
+/// How much of a row export is read at a time: memory stays at about
+/// twice this (the block being parsed and the next one being read),
+/// whatever the table's size.
 const BLOCK: usize = 8 << 20;
+
+/// Reads `f` into `buf[filled..]` until `buf` is full or the file ends:
+/// the new fill, and whether the file ended.
+fn fill(
+    f: &mut std::fs::File,
+    buf: &mut [u8],
+    mut filled: usize,
+    path: &Path,
+) -> Result<(usize, bool)> {
+    while filled < buf.len() {
+        let n = f
+            .read(&mut buf[filled..])
+            .with_context(|| format!("reading {}", path.display()))?;
+        if n == 0 {
+            return Ok((filled, true));
+        }
+        filled += n;
+    }
+    Ok((filled, false))
+}
 
 /// Calls `each` with the export's rows, parsed and hashed, a block at a
 /// time, in the export's order. Parse errors name the export's line.
 fn for_each_block(form: Form, path: &Path, mut each: impl FnMut(&[Link<'_>])) -> Result<u64> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf: Vec<u8> = Vec::with_capacity(BLOCK);
+    // Two buffers, each zeroed once: the next block is read (by another
+    // thread) while this one is parsed and walked, so the parsing threads
+    // never wait for the disk or the page cache.
+    let (mut cur, mut next) = (vec![0u8; BLOCK], vec![0u8; BLOCK]);
+    let (mut filled, mut eof) = fill(&mut f, &mut cur, 0, path)?;
     let mut lines = 0u64;
-    let mut eof = false;
-    while !eof {
-        let mut got = buf.len();
-        buf.resize(got + BLOCK, 0);
-        // Fill the block (a read may return less than asked).
-        while got < buf.len() {
-            let n = f
-                .read(&mut buf[got..])
-                .with_context(|| format!("reading {}", path.display()))?;
-            if n == 0 {
-                eof = true;
-                break;
-            }
-            got += n;
-        }
-        buf.truncate(got);
+    loop {
         let end = if eof {
-            buf.len()
+            filled
         } else {
-            match memchr::memrchr(b'\n', &buf) {
+            match memchr::memrchr(b'\n', &cur[..filled]) {
                 Some(i) => i + 1,
                 // One row longer than the block: read on.
-                None => continue,
+                None => {
+                    cur.resize(cur.len() * 2, 0);
+                    (filled, eof) = fill(&mut f, &mut cur, filled, path)?;
+                    continue;
+                }
             }
         };
-        let links = parse_and_check(form, &buf[..end])
-            .with_context(|| format!("in the rows after exported row {lines}"))?;
-        lines += links.len() as u64;
-        each(&links);
-        drop(links);
-        buf.drain(..end);
+        // The unparsed tail of this block starts the next one.
+        let tail = filled - end;
+        if next.len() < cur.len() {
+            next.resize(cur.len(), 0);
+        }
+        next[..tail].copy_from_slice(&cur[end..filled]);
+        let (walked, read) = std::thread::scope(|s| {
+            let reader = (!eof).then(|| s.spawn(|| fill(&mut f, &mut next, tail, path)));
+            let walked = row::for_each_piece(form, &cur[..end], &mut each);
+            (walked, reader.map(|r| r.join()))
+        });
+        lines += walked.with_context(|| format!("in the rows after exported row {lines}"))?;
+        match read {
+            None => return Ok(lines),
+            Some(Ok(r)) => (filled, eof) = r?,
+            Some(Err(_)) => anyhow::bail!("the thread reading {} panicked", path.display()),
+        }
+        std::mem::swap(&mut cur, &mut next);
     }
-    Ok(lines)
 }
 
 /// Counts the rows of an export (its lines), streamed.
@@ -128,15 +153,32 @@ pub fn verify_file(
     checkpoint_at: Option<u64>,
 ) -> Result<(Outcome, Landmarks)> {
     let head = parse_head(head)?;
-    let n = count_rows(rows)?;
-    let mut w = Walker::new(form, head, Landmarks::middle_for(n));
-    w.landmarks.checkpoint_at = checkpoint_at;
-    for_each_block(form, rows, |links| links.iter().for_each(|l| w.push(l)))?;
-    if w.needs_second_pass() {
-        for_each_block(form, rows, |links| links.iter().for_each(|l| w.second(l)))?;
-    }
-    let landmarks = std::mem::take(&mut w.landmarks);
-    Ok((w.finish(), landmarks))
+    // The rows are counted (for the landmarks' middle) by another thread
+    // while the first block is read and parsed, not in a pass before it.
+    std::thread::scope(|s| {
+        let mut counting = Some(s.spawn(|| count_rows(rows)));
+        let mut w = Walker::new(form, head, u64::MAX);
+        w.landmarks.checkpoint_at = checkpoint_at;
+        let mut counted = Ok(());
+        for_each_block(form, rows, |links| {
+            if let Some(c) = counting.take() {
+                match c.join() {
+                    Ok(Ok(n)) => w.landmarks.middle_at = Landmarks::middle_for(n),
+                    Ok(Err(e)) => counted = Err(e),
+                    Err(_) => {
+                        counted = Err(anyhow::anyhow!("the thread counting the rows panicked"))
+                    }
+                }
+            }
+            links.iter().for_each(|l| w.push(l))
+        })?;
+        counted?;
+        if w.needs_second_pass() {
+            for_each_block(form, rows, |links| links.iter().for_each(|l| w.second(l)))?;
+        }
+        let landmarks = w.take_landmarks();
+        Ok((w.finish(), landmarks))
+    })
 }
 
 /// Parses both exports and verifies.

@@ -170,3 +170,72 @@ fn certctl_walks_links_not_timestamps() {
         Some(("orphan".into(), Some("a".into())))
     );
 }
+
+/// `rows` as a COPY text export.
+fn export(rows: &[Row<'_>]) -> String {
+    let mut out = String::new();
+    for r in rows {
+        for (i, c) in r.cols.iter().enumerate() {
+            if i > 0 {
+                out.push('\t');
+            }
+            copy::push_field(
+                &mut out,
+                c.as_deref().map(|b| std::str::from_utf8(b).unwrap()),
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[test]
+fn the_streamed_file_walk_gives_the_in_memory_verdict_landmarks_and_line_errors() {
+    let (mut rows, head) = chain(200);
+    for r in &mut rows {
+        let mut ts = Vec::new();
+        certctl_ts(r.ts_micros, &mut ts);
+        let ts = text(&ts).replace('T', " ").replace('Z', "+00");
+        r.set(col::TS, Some(&ts));
+    }
+    // An escaped value takes the slow split; the hash is over the unescaped bytes.
+    rows[7].set(col::DETAILS, Some("{\"a\":\"tab\\there\"}\n"));
+    let h = seal(Form::Default, &mut rows[7]);
+    rows[8].set(col::PREV, Some(&h));
+    for i in 8..rows.len() {
+        let h = seal(Form::Default, &mut rows[i]);
+        if let Some(next) = rows.get_mut(i + 1) {
+            next.set(col::PREV, Some(&h));
+        }
+    }
+    let head = Head {
+        hash: text(rows[199].get(col::ROW_HASH).unwrap()),
+        ..head
+    };
+    let dir = std::env::temp_dir().join(format!("backup-verify-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("rows.copy");
+    let head_line = format!("200\t{}\n", head.hash);
+
+    std::fs::write(&file, export(&rows)).unwrap();
+    let (o, lm) = verify_file(Form::Default, &file, head_line.as_bytes(), Some(150)).unwrap();
+    assert!(o.clean(), "{o:?}");
+    assert_eq!(o, verify(Form::Default, &rows, Some(&head)));
+    assert_eq!(lm.n, 200);
+    assert_eq!(lm.first.as_ref().map(|m| m.seq), Some(Some(1)));
+    assert_eq!(lm.middle_at, 99);
+    assert_eq!(lm.middle.first().map(|m| m.seq), Some(Some(100)));
+    assert_eq!(lm.middle.len(), 64);
+    let last: Vec<_> = lm.last.iter().map(|m| m.seq).collect();
+    assert_eq!(last, [Some(198), Some(199), Some(200)]);
+    assert_eq!(lm.last[2].row_hash, head.hash);
+    assert_eq!(lm.at_checkpoint.as_ref().map(|m| m.seq), Some(Some(150)));
+
+    let mut bad = export(&rows);
+    let line_120 = bad.lines().nth(119).unwrap().to_string();
+    bad = bad.replace(&line_120, &line_120.replacen('\t', " ", 1));
+    std::fs::write(&file, bad).unwrap();
+    let e = verify_file(Form::Default, &file, head_line.as_bytes(), None).unwrap_err();
+    assert!(format!("{e:#}").contains("exported row 120"), "{e:#}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -64,10 +64,15 @@ impl Mark {
     }
 }
 
-/// `text(b)` into `s`, reusing its allocation.
+/// `text(b)` into `s`, reusing its allocation. Runs for every walked row:
+/// the exported hashes and ids are valid UTF-8, checked without the
+/// slower lossy conversion.
 fn set_text(s: &mut String, b: &[u8]) {
     s.clear();
-    s.push_str(&String::from_utf8_lossy(b));
+    match std::str::from_utf8(b) {
+        Ok(t) => s.push_str(t),
+        Err(_) => s.push_str(&String::from_utf8_lossy(b)),
+    }
 }
 
 /// The few rows of the chain the negative controls need, in chain order:
@@ -90,6 +95,7 @@ impl Landmarks {
     pub fn middle_for(rows: u64) -> u64 {
         (rows / 2).saturating_sub(1)
     }
+    /// Every landmark but the last three (see [`Walker::take_landmarks`]).
     fn add(&mut self, l: &Link<'_>) {
         if self.n == 0 {
             self.first = Some(Mark::of(l));
@@ -100,14 +106,36 @@ impl Landmarks {
         if self.checkpoint_at == Some(self.n + 1) {
             self.at_checkpoint = Some(Mark::of(l));
         }
-        let mut m = if self.last.len() == 3 {
-            self.last.remove(0)
-        } else {
-            Mark::default()
-        };
-        m.fill(l);
-        self.last.push(m);
         self.n += 1;
+    }
+}
+
+/// A walked row's bytes, kept in a ring of the last three: copied bytes
+/// per row, made text only once at the end.
+#[derive(Default)]
+struct Raw {
+    id: Vec<u8>,
+    seq: Option<i64>,
+    ts_micros: i64,
+    row_hash: Vec<u8>,
+}
+
+impl Raw {
+    fn fill(&mut self, l: &Link<'_>) {
+        self.id.clear();
+        self.id.extend_from_slice(&l.id);
+        self.row_hash.clear();
+        self.row_hash.extend_from_slice(&l.row_hash);
+        self.seq = l.seq;
+        self.ts_micros = l.ts_micros;
+    }
+    fn mark(&self) -> Mark {
+        Mark {
+            id: text(&self.id),
+            seq: self.seq,
+            ts_micros: self.ts_micros,
+            row_hash: text(&self.row_hash),
+        }
     }
 }
 
@@ -151,8 +179,12 @@ pub struct Walker {
     /// certctl: SHA-256 over the leaves of every row in published order
     /// (folded into the digest when not every row was walked).
     all: Sha256,
-    /// The last walked row (default: seq and hash; certctl: hash).
+    /// The last walked row (default: seq and hash; certctl: hash); its
+    /// hash is kept as bytes in `last_hash` while walking.
     last: Head,
+    last_hash: Vec<u8>,
+    /// The last three walked rows, a ring indexed by walked count.
+    tail: [Raw; 3],
     /// The last row that arrived (default: its seq, to check the order).
     prev_seq: Option<i64>,
     /// certctl: the row_hash of the row before this one in published order.
@@ -187,6 +219,8 @@ impl Walker {
         Walker {
             form,
             head,
+            last_hash: last.hash.as_bytes().to_vec(),
+            tail: Default::default(),
             total: 0,
             walked: 0,
             found: None,
@@ -220,7 +254,7 @@ impl Walker {
 
     fn push_by_seq(&mut self, r: &Link<'_>) {
         self.digest.update(r.leaf);
-        self.landmarks.add(r);
+        self.mark(r);
         let seq = r.seq.unwrap_or(i64::MIN);
         let out_of_order = self.prev_seq.is_some_and(|p| seq < p);
         self.prev_seq = Some(seq);
@@ -242,12 +276,13 @@ impl Walker {
         let prev_want: &[u8] = if self.walked == 0 {
             ZEROS.as_bytes()
         } else {
-            self.last.hash.as_bytes()
+            &self.last_hash
         };
         if seq == want && r.ok && r.prev_hash.as_deref() == Some(prev_want) {
             self.walked += 1;
             self.last.seq = r.seq;
-            set_text(&mut self.last.hash, &r.row_hash);
+            self.last_hash.clear();
+            self.last_hash.extend_from_slice(&r.row_hash);
             return;
         }
         self.found = if seq != want {
@@ -302,7 +337,7 @@ impl Walker {
         if self.found.is_some() {
             return;
         }
-        if r.prev() == self.last.hash.as_bytes() {
+        if r.prev() == self.last_hash.as_slice() {
             self.step(r);
             self.unpark();
         } else if self.parked_rows < PARKED_CAP {
@@ -339,18 +374,19 @@ impl Walker {
         }
         self.walked += 1;
         self.digest.update(r.leaf);
-        self.landmarks.add(r);
-        set_text(&mut self.last.hash, &r.row_hash);
+        self.mark(r);
+        self.last_hash.clear();
+        self.last_hash.extend_from_slice(&r.row_hash);
     }
 
     /// Walks on through parked rows that follow the last walked one.
     fn unpark(&mut self) {
         while self.found.is_none() {
-            let Some(next) = self.parked.remove(self.last.hash.as_bytes()) else {
+            let Some(next) = self.parked.remove(self.last_hash.as_slice()) else {
                 return;
             };
             self.parked_rows -= next.len();
-            let from = self.last.hash.clone();
+            let from = text(&self.last_hash);
             if let Some(j) = next.get(1) {
                 let (i, j) = (text(&next[0].id), text(&j.id));
                 self.found = brk(
@@ -381,7 +417,23 @@ impl Walker {
         }
     }
 
+    /// A walked row: the landmarks, and the ring of the last three.
+    fn mark(&mut self, r: &Link<'_>) {
+        self.tail[(self.landmarks.n % 3) as usize].fill(r);
+        self.landmarks.add(r);
+    }
+
+    /// The landmarks of the rows walked so far, with the last three.
+    pub fn take_landmarks(&mut self) -> Landmarks {
+        let n = self.landmarks.n;
+        self.landmarks.last = (n.saturating_sub(3)..n)
+            .map(|i| self.tail[(i % 3) as usize].mark())
+            .collect();
+        std::mem::take(&mut self.landmarks)
+    }
+
     pub fn finish(mut self) -> Outcome {
+        set_text(&mut self.last.hash, &self.last_hash);
         let total = self.total;
         let published_order_breaks = (self.form == Form::Certctl).then_some(self.published_breaks);
         if self.form == Form::Certctl && self.found.is_none() && self.walked < total {

@@ -73,9 +73,24 @@ impl Setup {
     pub fn kat_sql(&self) -> PathBuf {
         self.sql_dir.join("known_answer.sql")
     }
+    /// The time limit of every client command, whose work (a workload, a
+    /// dump, a restore, an export, a scratch copy) grows with the table:
+    /// the default for up to 100k rows, then a millisecond more a row (10M
+    /// rows: about 3 hours, for a loaded machine). With `--dump`, the rows
+    /// are counted as about one per 100 bytes of the dump.
+    pub fn limit_secs(&self) -> u64 {
+        let rows = match &self.dump {
+            Some(d) => std::fs::metadata(d).map_or(0, |m| m.len() / 100),
+            None => u64::from(self.rows),
+        };
+        crate::cmd::DEFAULT_LIMIT.as_secs() + rows.saturating_sub(100_000) / 1000
+    }
     /// psql running statements in `db` under session TimeZone `tz`.
     pub fn psql_tz(&self, db: &str, tz: &str, effect: Effect, sql: &[&str]) -> Command {
-        self.conn.psql(&self.psql, db, effect, sql).env("PGTZ", tz)
+        self.conn
+            .psql(&self.psql, db, effect, sql)
+            .env("PGTZ", tz)
+            .timeout(self.limit_secs())
     }
     pub fn psql(&self, db: &str, effect: Effect, sql: &[&str]) -> Command {
         self.psql_tz(db, "UTC", effect, sql)
@@ -84,7 +99,10 @@ impl Setup {
         self.files_tz(db, "UTC", files)
     }
     pub fn files_tz(&self, db: &str, tz: &str, files: &[PathBuf]) -> Command {
-        self.conn.psql_files(&self.psql, db, files).env("PGTZ", tz)
+        self.conn
+            .psql_files(&self.psql, db, files)
+            .env("PGTZ", tz)
+            .timeout(self.limit_secs())
     }
     pub fn create_db(&self, name: &str) -> Command {
         let sql = format!(
@@ -104,6 +122,7 @@ impl Setup {
             .cmd(&self.pg_dump, db, Effect::Mutating)
             .args(["--format=custom", "--no-owner", "--no-acl", "--file"])
             .arg(self.dump_file().display().to_string())
+            .timeout(self.limit_secs())
     }
     pub fn pg_restore_list(&self) -> Command {
         Command::new(&self.pg_restore, Effect::ReadOnly)
@@ -115,6 +134,7 @@ impl Setup {
             .cmd(&self.pg_restore, db, Effect::Mutating)
             .args(["--exit-on-error", "--no-owner", "--no-acl"])
             .arg(self.dump_file().display().to_string())
+            .timeout(self.limit_secs())
     }
     /// The dump's database as SQL, its collation included (no data read).
     pub fn source_ddl(&self) -> Command {
