@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 
+use crate::cmd::one_line;
 use crate::cmd::{Command, Effect};
 use crate::config::{Check, ContractKind, HealthContract};
 
@@ -124,18 +125,6 @@ pub fn probe(client: &reqwest::blocking::Client, url: &str) -> std::result::Resu
     let code = resp.status().as_u16();
     let body = resp.text().map_err(|e| one_line(&e))?;
     Ok(Answer { code, body })
-}
-
-/// An error and its sources on one line.
-pub fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s.replace('\n', " ")
 }
 
 pub fn client() -> reqwest::blocking::Client {

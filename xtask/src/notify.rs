@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cmd::one_line;
 use crate::cmd::redact::{redact, redact_json, register};
 
 /// The first pause between attempts; each later one doubles it.
@@ -148,18 +149,6 @@ impl Hook {
             error,
         })
     }
-}
-
-/// An error and its sources in one line.
-fn one_line(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s.replace('\n', " ")
 }
 
 /// Appends `note` (one JSON line) to `dir`/[`FAILURES`], created 0600.

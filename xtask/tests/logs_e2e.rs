@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::follow::follow_then_signal;
+use common::follow::follow_the_api_then_stop;
 use common::*;
 use time::format_description::well_known::Rfc3339;
 
@@ -112,29 +112,5 @@ fn logs_of_the_serving_and_standby_sets_with_tail_since_and_a_follow_stopped_by_
 
     // -f: a line logged after it started arrives; SIGTERM ends it with 143,
     // and the docker processes it started are gone.
-    let mut c = s.cmd();
-    c.args(["logs", "staging", "api", "-f", "-n", "1"]);
-    let f = follow_then_signal(
-        c,
-        "GET /follow-marker -> 404",
-        || s.mark("staging", "follow-marker"),
-        libc::SIGTERM,
-    );
-    assert!(
-        f.lines
-            .iter()
-            .any(|l| l.contains("GET /follow-marker -> 404")),
-        "{:?}\n{}",
-        f.lines,
-        f.stderr
-    );
-    assert_eq!(f.code, Some(143), "{}", f.stderr);
-    assert!(!f.children.is_empty(), "no docker process was seen");
-    assert!(f.left.is_empty(), "left running: {:?}", f.left);
-    assert!(f.took.as_secs() < 5, "took {:?}", f.took);
-    assert!(f.stderr.contains("interrupted by SIGTERM"), "{}", f.stderr);
-    eprintln!(
-        "logs -f on compose: SIGTERM to exit in {} ms",
-        f.took.as_millis()
-    );
+    follow_the_api_then_stop(&s, "follow-marker", "compose");
 }

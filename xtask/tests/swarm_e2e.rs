@@ -184,29 +184,7 @@ fn swarm_logs_of_each_service_with_tail_since_and_a_follow_stopped_by_sigterm() 
             "runs one set",
         );
 
-        let mut c = s.cmd();
-        c.args(["logs", "staging", "api", "-f", "-n", "1"]);
-        let f = common::follow::follow_then_signal(
-            c,
-            "GET /swarm-follow-marker -> 404",
-            || s.mark("staging", "swarm-follow-marker"),
-            libc::SIGTERM,
-        );
-        assert!(
-            f.lines
-                .iter()
-                .any(|l| l.contains("GET /swarm-follow-marker -> 404")),
-            "{:?}\n{}",
-            f.lines,
-            f.stderr
-        );
-        assert_eq!(f.code, Some(143), "{}", f.stderr);
-        assert!(!f.children.is_empty(), "no docker process was seen");
-        assert!(f.left.is_empty(), "left running: {:?}", f.left);
-        eprintln!(
-            "logs -f on swarm: SIGTERM to exit in {} ms",
-            f.took.as_millis()
-        );
+        common::follow::follow_the_api_then_stop(&s, "swarm-follow-marker", "swarm");
     });
 }
 

@@ -266,6 +266,18 @@ pub fn quote(s: &str) -> String {
     }
 }
 
+/// An error and its sources on one line.
+pub fn one_line(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s.replace('\n', " ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,7 +347,11 @@ mod tests {
         while running() && killed.elapsed() < Duration::from_secs(3) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!running(), "the grandchild {} outlived the kill", pid.trim());
+        assert!(
+            !running(),
+            "the grandchild {} outlived the kill",
+            pid.trim()
+        );
     }
 
     #[test]

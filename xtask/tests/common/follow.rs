@@ -104,3 +104,28 @@ pub fn follow_then_signal(
         took,
     }
 }
+
+/// `logs staging api -f` on `s`: a line the api logs after the follow
+/// started (a request for `/<marker>`) arrives, SIGTERM ends it with 143
+/// within 5 s, and every docker process it started is gone.
+pub fn follow_the_api_then_stop(s: &super::Stack, marker: &str, engine: &str) {
+    let want = format!("GET /{marker} -> 404");
+    let mut c = s.cmd();
+    c.args(["logs", "staging", "api", "-f", "-n", "1"]);
+    let f = follow_then_signal(c, &want, || s.mark("staging", marker), libc::SIGTERM);
+    assert!(
+        f.lines.iter().any(|l| l.contains(&want)),
+        "{:?}\n{}",
+        f.lines,
+        f.stderr
+    );
+    assert_eq!(f.code, Some(143), "{}", f.stderr);
+    assert!(!f.children.is_empty(), "no docker process was seen");
+    assert!(f.left.is_empty(), "left running: {:?}", f.left);
+    assert!(f.took.as_secs() < 5, "took {:?}", f.took);
+    assert!(f.stderr.contains("interrupted by SIGTERM"), "{}", f.stderr);
+    eprintln!(
+        "logs -f on {engine}: SIGTERM to exit in {} ms",
+        f.took.as_millis()
+    );
+}

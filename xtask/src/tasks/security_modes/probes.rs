@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::policy::{substitute, JsonCheck, Probe};
 use super::proc::{self, Command};
-use crate::health::one_line;
+use crate::cmd::one_line;
 
 /// A compose project this run started. Dropping it runs `down -v` of that
 /// project (and nothing else) unless [`Booted::down`] already did, so an
