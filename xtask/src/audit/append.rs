@@ -14,6 +14,7 @@ use super::file::{
 };
 use super::sink::SinkState;
 use super::{actor, hostname, now_rfc3339, one_line, Entry, Log, Record};
+use crate::cmd::remote::{self, HostState};
 use crate::exit::{fail, Code};
 
 impl Log {
@@ -227,6 +228,7 @@ impl Log {
             prev: hex(&prev),
         };
         let mut line = serde_json::to_vec(&rec).context("encoding the audit record")?;
+        self.append_on_host(len, &line)?;
         line.push(b'\n');
         write_durably(&mut file, &self.path, &line, len)?;
         let head: [u8; 32] = Sha256::digest(&line[..line.len() - 1]).into();
@@ -257,5 +259,117 @@ impl Log {
             forget(&self.path);
         }
         Ok(hex(&head))
+    }
+
+    /// The host keeping this log's chain, if its environment is on one.
+    fn host(&self) -> Option<HostState> {
+        remote::host_state(self.path.parent()?)
+    }
+
+    /// For a chain kept on the environment's host: appends the record
+    /// there first (the host's chain is the chain; this file mirrors it).
+    /// A host that refuses (its chain moved) fails the append with nothing
+    /// written; a host that cannot be reached leaves the record in the
+    /// mirror only, and the next locked sync ([`Log::sync_host`]) uploads it.
+    fn append_on_host(&self, len: u64, line: &[u8]) -> Result<()> {
+        let Some(h) = self.host() else {
+            return Ok(());
+        };
+        let text = std::str::from_utf8(line).context("encoding the audit record")?;
+        match h.append_chain(len, text) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(fail(
+                Code::Verify,
+                format!(
+                    "refusing to append to the audit chain of `{}` on {}: {why}; nothing was recorded: re-run",
+                    self.env, h.at
+                ),
+            )),
+            Err(e) => {
+                eprintln!(
+                    "warning: the record could not be written on {} ({e:#}); it is kept in {}, and the next deploy or rollback of `{}` uploads it",
+                    h.at,
+                    self.path.display(),
+                    self.env
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Brings this machine's mirror (and its sink) up to the chain on the
+    /// environment's host: the host's chain must verify and extend the
+    /// mirror, else exit 6 with nothing changed. Records only the mirror
+    /// has (written while the host could not be reached) are uploaded when
+    /// `locked` (the deploy lock on the host is ours), else only reported.
+    /// A no-op for a log kept on this machine.
+    pub fn sync_host(&self, locked: bool) -> Result<()> {
+        let Some(h) = self.host() else {
+            return Ok(());
+        };
+        let on_host = h.read_chain().with_context(|| {
+            format!(
+                "the audit chain of `{}` lives on {}; nothing was changed: check the host and its sshd",
+                self.env, h.at
+            )
+        })?;
+        let where_ = format!("{}/audit.jsonl on {}", h.dir, h.at);
+        if let Err(b) = chain::check(&on_host) {
+            return Err(fail(
+                Code::Verify,
+                format!(
+                    "the audit chain {where_} does not verify: {b}; nothing was changed: investigate on the host"
+                ),
+            ));
+        }
+        let Some(mut f) = open_locked(&self.path, "state directory", !on_host.is_empty())? else {
+            return Ok(());
+        };
+        let mine = read_all(&mut f, &self.path)?;
+        if on_host.starts_with(&mine) {
+            if on_host.len() > mine.len() {
+                write_durably(&mut f, &self.path, &on_host[mine.len()..], mine.len() as u64)?;
+                forget(&self.path);
+            }
+        } else if mine.starts_with(&on_host) && chain::check(&mine).is_ok() {
+            let extra = &mine[on_host.len()..];
+            let n = extra.iter().filter(|&&c| c == b'\n').count();
+            if !locked {
+                eprintln!(
+                    "warning: {n} record(s) of {} are not on {} yet (written while it could not be reached); the next deploy or rollback of `{}` uploads them",
+                    self.path.display(),
+                    h.at,
+                    self.env
+                );
+                return Ok(());
+            }
+            let mut at = on_host.len() as u64;
+            for l in extra.split_inclusive(|&c| c == b'\n') {
+                let body = l.strip_suffix(b"\n").unwrap_or(l);
+                let text = std::str::from_utf8(body).context("reading the mirror")?;
+                if let Err(why) = h.append_chain(at, text)? {
+                    return Err(fail(
+                        Code::Verify,
+                        format!("uploading the records {where_} lacks: {why}; re-run"),
+                    ));
+                }
+                at += l.len() as u64;
+            }
+            eprintln!("uploaded {n} record(s) to {where_} (written while it could not be reached)");
+        } else {
+            return Err(fail(
+                Code::Verify,
+                format!(
+                    "this machine's mirror {} is not a prefix of the audit chain {where_}: they diverged (tampering, or another host or host_state_dir); nothing was changed: compare them, and move the mirror aside to start again from the host's chain",
+                    self.path.display()
+                ),
+            ));
+        }
+        drop(f);
+        if self.sink.is_some() {
+            self.catch_up_sink()?;
+        }
+        remote::mark_synced(self.path.parent().unwrap_or(&self.path));
+        Ok(())
     }
 }

@@ -28,7 +28,8 @@ mod run;
 mod signal;
 
 pub use run::{
-    explain, lines, output, probe, run, run_to_file, spawn_detached, start, stream, Output, Running,
+    explain, hold, lines, output, probe, run, run_to_file, spawn_detached, start, stream, Held,
+    Output, Running,
 };
 pub use signal::{
     check_interrupt, install_signal_handlers, interrupts, last_signal, signal_exit_code, since_now,
