@@ -168,6 +168,12 @@ fn bg() -> Opts {
     }
 }
 
+/// The directory on the host (the namespace shares this filesystem) that
+/// keeps the stack's remote lock and chain, `<it>/<env>`.
+fn host_state(s: &Stack) -> std::path::PathBuf {
+    s.dir.path().join("on-host")
+}
+
 /// The second node up, and a stack whose staging lives there.
 fn remote_stack(name: &str) -> (Node, Stack) {
     let mut node = Node::up();
@@ -180,7 +186,11 @@ fn remote_stack(name: &str) -> (Node, Stack) {
     let cfg = cfg
         .replacen(
             "[env.staging]\n",
-            &format!("[env.staging]\nhost = \"{}\"\n", ssh::ssh_url()),
+            &format!(
+                "[env.staging]\nhost = \"{}\"\nhost_state_dir = \"{}\"\n",
+                ssh::ssh_url(),
+                host_state(&s).display()
+            ),
             1,
         )
         .replacen(
@@ -390,5 +400,155 @@ fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
         body.contains(&img.v1),
         "the host serves: {body} {}",
         text(&serving)
+    );
+}
+
+/// `audit verify ENV`'s head, from one operator's checkout.
+fn head(s: &Stack, env: &str) -> String {
+    let o = s.ok(&["audit", "verify", env]);
+    let out = stdout(&o);
+    out.split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no head in: {out}"))
+        .to_string()
+}
+
+#[test]
+fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host() {
+    let img = images();
+    let (_node, a) = remote_stack("remote-ops");
+    let b = a.another_checkout();
+    let on_host = host_state(&a).join("staging");
+    let lock = on_host.join("deploy.lock");
+
+    // A deploys; while A holds the lock on the host, B (its own state
+    // directory, its own config copy) is refused, naming A as the holder.
+    let mut deploying = a
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v1])
+        .env("USER", "operator-a")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(&lock).unwrap_or_default().is_empty() {
+        assert!(
+            deploying.try_wait().unwrap().is_none(),
+            "A's deploy ended before it held the host's lock"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "A never took the lock on the host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = b
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v2])
+        .env("USER", "operator-b")
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    let e = first_error_line(&o);
+    assert!(
+        e.contains("environment `staging` is locked by operator-a (USER) (pid ")
+            && e.contains("running deploy-staging) on ssh://root@10.77.0.2:2222"),
+        "{e}"
+    );
+    let o = deploying.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        "",
+        "the holder is cleared when A lets go"
+    );
+
+    // One chain: the host's, mirrored by both; B sees A's record.
+    let chain = std::fs::read(on_host.join("audit.jsonl")).unwrap();
+    assert_eq!(head(&b, "staging"), head(&a, "staging"));
+    assert_eq!(std::fs::read(b.state.join("staging/audit.jsonl")).unwrap(), chain);
+    assert_eq!(b.history("staging").current(), Some(img.v1.as_str()));
+    let o = b.ok(&["history", "staging"]);
+    assert!(stdout(&o).contains("operator-a"), "{}", text(&o));
+
+    // B deploys on top of A's record; A then reads B's.
+    let o = b
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v2])
+        .env("USER", "operator-b")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = a.ok(&["status", "staging"]);
+    assert!(stdout(&o).contains(&img.v2), "{}", text(&o));
+    assert_eq!(a.history("staging").current(), Some(img.v2.as_str()));
+    let recs = a.records("staging");
+    let last = recs.last().unwrap();
+    assert!(
+        last.actor.starts_with("operator-b") && last.outcome == "success",
+        "{recs:?}"
+    );
+    println!(
+        "one chain, from either checkout: {:?}",
+        recs.iter()
+            .map(|r| format!("{} {} {}", r.actor, r.action, r.outcome))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(head(&a, "staging"), head(&b, "staging"));
+
+    // A host chain that no longer extends a mirror (its last record
+    // rewritten there) is refused, exit 6, with nothing changed.
+    let path = on_host.join("audit.jsonl");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mine = std::fs::read(a.state.join("staging/audit.jsonl")).unwrap();
+    let (before, last) = good.trim_end().rsplit_once('\n').unwrap();
+    let rewritten = format!("{before}\n{}\n", last.replace("operator-b", "operator-x"));
+    std::fs::write(&path, rewritten).unwrap();
+    let o = a.run(&["history", "staging"]);
+    assert_eq!(exit_code(&o), 6, "{}", text(&o));
+    assert!(first_error_line(&o).contains("diverged"), "{}", text(&o));
+    assert_eq!(std::fs::read(a.state.join("staging/audit.jsonl")).unwrap(), mine);
+    std::fs::write(&path, good).unwrap();
+
+    // The cost of keeping the lock and the chain on the host, per
+    // operation, through one master connection as a deploy has it.
+    use xtask::cmd::remote;
+    remote::set_target(remote::Where::parse_host(&ssh::ssh_url()).unwrap());
+    remote::open().unwrap();
+    let probe = tempfile::tempdir().unwrap();
+    let dir = probe.path().join("on-host");
+    remote::keep_state_on_host(
+        probe.path(),
+        remote::target(),
+        dir.display().to_string(),
+        None,
+    );
+    let h = remote::host_state(probe.path()).unwrap();
+    let t = Instant::now();
+    let held = h.lock("probe").unwrap().expect("a free lock is taken");
+    let lock_ms = t.elapsed().as_millis();
+    assert_eq!(
+        h.lock("second").unwrap().err().as_deref(),
+        Some("probe"),
+        "a held lock is refused, naming its holder"
+    );
+    let t = Instant::now();
+    h.read_chain().unwrap();
+    let read_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    h.append_chain(0, "{}").unwrap().unwrap();
+    let append_ms = t.elapsed().as_millis();
+    assert_eq!(
+        h.append_chain(0, "{}").unwrap(),
+        Err("the chain there is 3 bytes, this run expected 0".into()),
+        "an append on a chain that moved is refused"
+    );
+    let t = Instant::now();
+    held.release();
+    let release_ms = t.elapsed().as_millis();
+    remote::close();
+    println!(
+        "remote lock and chain per operation: lock {lock_ms} ms, read chain {read_ms} ms, append a record {append_ms} ms, release {release_ms} ms"
     );
 }

@@ -107,6 +107,33 @@ impl Log {
     /// unless `force`, and then says so in the record's reason. A torn last
     /// line is refused even with `force`: `audit repair` comes first.
     pub fn append(&self, entry: Entry, force: bool) -> Result<String> {
+        let Some(h) = self.host() else {
+            return self.append_here(entry, force);
+        };
+        // The host's chain is the chain: the record goes on its newest
+        // line, as a local append goes on the file's, even when another
+        // run (a refused one records too) appended since this one read it.
+        // Under the lock the mirror was brought up to it, so the first
+        // try usually lands; a refused one reads the host's chain again.
+        let mut moved = None;
+        for _ in 0..3 {
+            match self.append_here(entry.clone(), force) {
+                Err(e) if e.downcast_ref::<Moved>().is_some() => moved = Some(e),
+                r => return r,
+            }
+            self.sync_host(false)?;
+        }
+        let why = moved.map_or(String::new(), |e| format!("{e:#}"));
+        Err(fail(
+            Code::Verify,
+            format!(
+                "refusing to append to the audit chain of `{}` on {}: {why}, three times; nothing was recorded: re-run",
+                self.env, h.at
+            ),
+        ))
+    }
+
+    fn append_here(&self, entry: Entry, force: bool) -> Result<String> {
         let mut file =
             open_locked(&self.path, "state directory", true)?.context("opening the audit log")?;
         let meta = file
@@ -278,13 +305,7 @@ impl Log {
         let text = std::str::from_utf8(line).context("encoding the audit record")?;
         match h.append_chain(len, text) {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(why)) => Err(fail(
-                Code::Verify,
-                format!(
-                    "refusing to append to the audit chain of `{}` on {}: {why}; nothing was recorded: re-run",
-                    self.env, h.at
-                ),
-            )),
+            Ok(Err(why)) => Err(anyhow::Error::new(Moved(why))),
             Err(e) => {
                 eprintln!(
                     "warning: the record could not be written on {} ({e:#}); it is kept in {}, and the next deploy or rollback of `{}` uploads it",
@@ -313,6 +334,10 @@ impl Log {
                 self.env, h.at
             )
         })?;
+        self.sync_from(&h, on_host, locked)
+    }
+
+    fn sync_from(&self, h: &HostState, on_host: Vec<u8>, locked: bool) -> Result<()> {
         let where_ = format!("{}/audit.jsonl on {}", h.dir, h.at);
         if let Err(b) = chain::check(&on_host) {
             return Err(fail(
@@ -373,3 +398,15 @@ impl Log {
         Ok(())
     }
 }
+
+/// The host's chain moved since this run read it (another run appended).
+#[derive(Debug)]
+struct Moved(String);
+
+impl std::fmt::Display for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Moved {}
