@@ -273,8 +273,13 @@ fn acquire_on_host(
 /// `acquire` would now, from the kernel's lock table and the hold file,
 /// without opening the lock (which could refuse a deploy starting now).
 pub fn peek(path: &Path, env: &str, task: &str) -> Result<()> {
+    let on_host = match path.parent().and_then(crate::cmd::remote::host_state) {
+        Some(h) => h.peek()?.map(|holder| format!("{holder} on {}", h.at)),
+        None => None,
+    };
     let (why, what, then) = match running(path) {
         Running::Held { holder, .. } => locked(env, &holder),
+        _ if on_host.is_some() => locked(env, on_host.as_deref().unwrap_or_default()),
         // Free, or the table unreadable: the hold decides, as it would
         // once `acquire` has the lock.
         _ => match held_for_maintenance(path, env, task) {

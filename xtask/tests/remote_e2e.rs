@@ -376,7 +376,21 @@ fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
         answered + failed
     );
     xtask::nodes::ssh::start_sshd().expect("starting sshd again");
+    // The host could not take the record: the mirror keeps it, a look-up
+    // says so, and the next run that writes uploads it.
+    let on_host = host_state(&s).join("staging/audit.jsonl");
+    let mirror = s.state.join("staging/audit.jsonl");
     let o = s.run(&["status", "staging"]);
+    assert!(
+        stderr(&o).contains("1 record(s) of") && stderr(&o).contains("are not on ssh://"),
+        "{}",
+        text(&o)
+    );
+    assert_ne!(std::fs::read(&on_host).unwrap(), std::fs::read(&mirror).unwrap());
+    let again = s.run(&["deploy-staging", "--tag", &img.v1]);
+    let chain = std::fs::read_to_string(&on_host).unwrap();
+    assert_eq!(chain.as_bytes(), std::fs::read(&mirror).unwrap(), "{}", text(&again));
+    assert!(chain.contains(&format!("\"outcome\":\"{}\"", last.outcome)), "{chain}");
     println!(
         "sshd killed during the gate: exit {code} after {:.1}s, recorded `{}`; status then exits {}",
         took.as_secs_f64(),
@@ -512,41 +526,51 @@ fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host(
     std::fs::write(&path, good).unwrap();
 
     // The cost of keeping the lock and the chain on the host, per
-    // operation, through one master connection as a deploy has it.
+    // operation, through one master connection as a deploy has it; and,
+    // while this process holds the stack's lock there, B's dry run refuses
+    // as B's real run does, with the same line.
     use xtask::cmd::remote;
     remote::set_target(remote::Where::parse_host(&ssh::ssh_url()).unwrap());
     remote::open().unwrap();
+    let on = |local: &std::path::Path, dir: &std::path::Path| {
+        remote::keep_state_on_host(local, remote::target(), dir.display().to_string(), None);
+        remote::host_state(local).unwrap()
+    };
     let probe = tempfile::tempdir().unwrap();
-    let dir = probe.path().join("on-host");
-    remote::keep_state_on_host(
-        probe.path(),
-        remote::target(),
-        dir.display().to_string(),
-        None,
-    );
-    let h = remote::host_state(probe.path()).unwrap();
+    let shared = on(&probe.path().join("shared"), &on_host);
     let t = Instant::now();
-    let held = h.lock("probe").unwrap().expect("a free lock is taken");
+    let held = shared.lock("the e2e probe").unwrap().expect("a free lock is taken");
     let lock_ms = t.elapsed().as_millis();
     assert_eq!(
-        h.lock("second").unwrap().err().as_deref(),
-        Some("probe"),
+        shared.lock("second").unwrap().err().as_deref(),
+        Some("the e2e probe"),
         "a held lock is refused, naming its holder"
     );
-    let t = Instant::now();
-    h.read_chain().unwrap();
-    let read_ms = t.elapsed().as_millis();
-    let t = Instant::now();
-    h.append_chain(0, "{}").unwrap().unwrap();
-    let append_ms = t.elapsed().as_millis();
-    assert_eq!(
-        h.append_chain(0, "{}").unwrap(),
-        Err("the chain there is 3 bytes, this run expected 0".into()),
-        "an append on a chain that moved is refused"
+    let dry = b.run(&["--dry-run", "deploy-staging", "--tag", &img.v1]);
+    let real = b.run(&["deploy-staging", "--tag", &img.v1]);
+    assert_eq!(exit_code(&dry), 5, "{}", text(&dry));
+    assert_eq!(exit_code(&real), 5, "{}", text(&real));
+    assert_eq!(first_error_line(&dry), first_error_line(&real));
+    assert!(
+        first_error_line(&real).contains("locked by the e2e probe on ssh://"),
+        "{}",
+        text(&real)
     );
     let t = Instant::now();
     held.release();
     let release_ms = t.elapsed().as_millis();
+    let scratch = on(&probe.path().join("scratch"), &probe.path().join("on-host"));
+    let t = Instant::now();
+    scratch.read_chain().unwrap();
+    let read_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    scratch.append_chain(0, "{}").unwrap().unwrap();
+    let append_ms = t.elapsed().as_millis();
+    assert_eq!(
+        scratch.append_chain(0, "{}").unwrap(),
+        Err("the chain there is 3 bytes, this run expected 0".into()),
+        "an append on a chain that moved is refused"
+    );
     remote::close();
     println!(
         "remote lock and chain per operation: lock {lock_ms} ms, read chain {read_ms} ms, append a record {append_ms} ms, release {release_ms} ms"

@@ -121,7 +121,9 @@ impl Log {
                 Err(e) if e.downcast_ref::<Moved>().is_some() => moved = Some(e),
                 r => return r,
             }
-            self.sync_host(false)?;
+            // An append writes anyway: records the mirror kept while the
+            // host could not be reached go up first.
+            self.sync_host(true)?;
         }
         let why = moved.map_or(String::new(), |e| format!("{e:#}"));
         Err(fail(
@@ -322,7 +324,8 @@ impl Log {
     /// environment's host: the host's chain must verify and extend the
     /// mirror, else exit 6 with nothing changed. Records only the mirror
     /// has (written while the host could not be reached) are uploaded when
-    /// `locked` (the deploy lock on the host is ours), else only reported.
+    /// `locked` (a run that writes: under the deploy lock, or appending),
+    /// else only reported (a look-up stays read-only on the host).
     /// A no-op for a log kept on this machine.
     pub fn sync_host(&self, locked: bool) -> Result<()> {
         let Some(h) = self.host() else {

@@ -455,6 +455,12 @@ else
   printf 'held %s\n' "$(cat "$d/deploy.lock")"
 fi"#;
 
+/// Who holds the lock, from the kernel's table (`/proc/locks`), without
+/// trying it: even a brief try would refuse a deploy starting then.
+const PEEK_SH: &str = r#"f=$1/deploy.lock; [ -e "$f" ] || { echo free; exit 0; }
+i=$(stat -c %i "$f") || exit 70
+if grep -q "FLOCK .*:$i " /proc/locks; then printf 'held %s\n' "$(cat "$f")"; else echo free; fi"#;
+
 /// Reads the chain under a shared `flock` (never half an append).
 const READ_SH: &str = r#"f=$1/audit.jsonl; [ -e "$f" ] || exit 0; exec flock -s "$f" cat "$f""#;
 
@@ -516,6 +522,18 @@ impl HostState {
                 super::explain(&o.stderr)
             ),
         }
+    }
+
+    /// The dry run's look at the host's lock: what its holder wrote, if
+    /// anyone holds it.
+    pub fn peek(&self) -> Result<Option<String>> {
+        let c = self.sh(Effect::ReadOnly, PEEK_SH, &[], 30)?;
+        let out = super::run(&c, false)
+            .with_context(|| format!("asking {} who holds the lock in {}", self.at, self.dir))?;
+        Ok(out
+            .trim()
+            .strip_prefix("held")
+            .map(|h| h.trim().to_string()))
     }
 
     /// The chain's bytes on the host (empty when it has none yet).
