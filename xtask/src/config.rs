@@ -488,7 +488,9 @@ pub enum ContractKind {
 }
 
 /// One check of the JSON health contract.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Check {
     Status,
@@ -834,7 +836,10 @@ impl Env {
         }
         let d = self.host_state_dir.trim_end_matches('/');
         if d.is_empty() || d.chars().any(|c| c.is_control()) {
-            bail!("host_state_dir `{}` is not a directory path", self.host_state_dir);
+            bail!(
+                "host_state_dir `{}` is not a directory path",
+                self.host_state_dir
+            );
         }
         Ok(Some((at, format!("{d}/{name}"))))
     }

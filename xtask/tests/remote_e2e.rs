@@ -386,11 +386,22 @@ fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
         "{}",
         text(&o)
     );
-    assert_ne!(std::fs::read(&on_host).unwrap(), std::fs::read(&mirror).unwrap());
+    assert_ne!(
+        std::fs::read(&on_host).unwrap(),
+        std::fs::read(&mirror).unwrap()
+    );
     let again = s.run(&["deploy-staging", "--tag", &img.v1]);
     let chain = std::fs::read_to_string(&on_host).unwrap();
-    assert_eq!(chain.as_bytes(), std::fs::read(&mirror).unwrap(), "{}", text(&again));
-    assert!(chain.contains(&format!("\"outcome\":\"{}\"", last.outcome)), "{chain}");
+    assert_eq!(
+        chain.as_bytes(),
+        std::fs::read(&mirror).unwrap(),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        chain.contains(&format!("\"outcome\":\"{}\"", last.outcome)),
+        "{chain}"
+    );
     println!(
         "sshd killed during the gate: exit {code} after {:.1}s, recorded `{}`; status then exits {}",
         took.as_secs_f64(),
@@ -446,7 +457,10 @@ fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host(
         .spawn()
         .unwrap();
     let started = Instant::now();
-    while std::fs::read_to_string(&lock).unwrap_or_default().is_empty() {
+    while std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .is_empty()
+    {
         assert!(
             deploying.try_wait().unwrap().is_none(),
             "A's deploy ended before it held the host's lock"
@@ -481,7 +495,10 @@ fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host(
     // One chain: the host's, mirrored by both; B sees A's record.
     let chain = std::fs::read(on_host.join("audit.jsonl")).unwrap();
     assert_eq!(head(&b, "staging"), head(&a, "staging"));
-    assert_eq!(std::fs::read(b.state.join("staging/audit.jsonl")).unwrap(), chain);
+    assert_eq!(
+        std::fs::read(b.state.join("staging/audit.jsonl")).unwrap(),
+        chain
+    );
     assert_eq!(b.history("staging").current(), Some(img.v1.as_str()));
     let o = b.ok(&["history", "staging"]);
     assert!(stdout(&o).contains("operator-a"), "{}", text(&o));
@@ -522,7 +539,10 @@ fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host(
     let o = a.run(&["history", "staging"]);
     assert_eq!(exit_code(&o), 6, "{}", text(&o));
     assert!(first_error_line(&o).contains("diverged"), "{}", text(&o));
-    assert_eq!(std::fs::read(a.state.join("staging/audit.jsonl")).unwrap(), mine);
+    assert_eq!(
+        std::fs::read(a.state.join("staging/audit.jsonl")).unwrap(),
+        mine
+    );
     std::fs::write(&path, good).unwrap();
 
     // The cost of keeping the lock and the chain on the host, per
@@ -539,7 +559,10 @@ fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host(
     let probe = tempfile::tempdir().unwrap();
     let shared = on(&probe.path().join("shared"), &on_host);
     let t = Instant::now();
-    let held = shared.lock("the e2e probe").unwrap().expect("a free lock is taken");
+    let held = shared
+        .lock("the e2e probe")
+        .unwrap()
+        .expect("a free lock is taken");
     let lock_ms = t.elapsed().as_millis();
     assert_eq!(
         shared.lock("second").unwrap().err().as_deref(),

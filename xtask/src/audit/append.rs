@@ -356,7 +356,12 @@ impl Log {
         let mine = read_all(&mut f, &self.path)?;
         if on_host.starts_with(&mine) {
             if on_host.len() > mine.len() {
-                write_durably(&mut f, &self.path, &on_host[mine.len()..], mine.len() as u64)?;
+                write_durably(
+                    &mut f,
+                    &self.path,
+                    &on_host[mine.len()..],
+                    mine.len() as u64,
+                )?;
                 forget(&self.path);
             }
         } else if mine.starts_with(&on_host) && chain::check(&mine).is_ok() {

@@ -336,7 +336,11 @@ mod tests {
         while running() && killed.elapsed() < Duration::from_secs(3) {
             std::thread::sleep(Duration::from_millis(20));
         }
-        assert!(!running(), "the grandchild {} outlived the kill", pid.trim());
+        assert!(
+            !running(),
+            "the grandchild {} outlived the kill",
+            pid.trim()
+        );
     }
 
     #[test]

@@ -555,12 +555,7 @@ impl HostState {
     /// chain there is still `len` bytes long. `Ok(Err(why))`: the host
     /// answered and refused (the chain moved); `Err`: it was not reached.
     pub fn append_chain(&self, len: u64, line: &str) -> Result<std::result::Result<(), String>> {
-        let c = self.sh(
-            Effect::Mutating,
-            APPEND_SH,
-            &[&len.to_string(), line],
-            30,
-        )?;
+        let c = self.sh(Effect::Mutating, APPEND_SH, &[&len.to_string(), line], 30)?;
         let o = super::output(&c)?;
         match o.code {
             Some(0) => Ok(Ok(())),

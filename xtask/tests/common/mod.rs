@@ -5,9 +5,9 @@
 //! loopback ports and state dirs, taken down (its own projects only) on drop.
 #![allow(dead_code)]
 
-pub mod schema;
 pub mod follow;
 pub mod receiver;
+pub mod schema;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
