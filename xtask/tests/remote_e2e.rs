@@ -599,3 +599,25 @@ fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host(
         "remote lock and chain per operation: lock {lock_ms} ms, read chain {read_ms} ms, append a record {append_ms} ms, release {release_ms} ms"
     );
 }
+
+#[test]
+fn a_chain_on_a_host_that_cannot_be_reached_is_refused_with_nothing_written() {
+    let s = Stack::new("remote-away");
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[env.staging]\n",
+        "[env.staging]\nhost = \"ssh://nobody@127.0.0.1:1\"\n",
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    for args in [&["history", "staging"][..], &["audit", "verify", "staging"]] {
+        let o = s.run(args);
+        assert_eq!(exit_code(&o), 2, "{args:?}: {}", text(&o));
+        let e = first_error_line(&o);
+        assert!(
+            e.starts_with("error: the audit chain of `staging` lives on ssh://nobody@127.0.0.1:1, which cannot be reached (")
+                && e.ends_with("nothing was changed: check the host, its sshd and your ssh keys"),
+            "{e}"
+        );
+    }
+    assert!(!s.state.exists(), "a refused look-up wrote state");
+}

@@ -331,10 +331,13 @@ impl Log {
         let Some(h) = self.host() else {
             return Ok(());
         };
-        let on_host = h.read_chain().with_context(|| {
-            format!(
-                "the audit chain of `{}` lives on {}; nothing was changed: check the host and its sshd",
-                self.env, h.at
+        let on_host = h.read_chain().map_err(|e| {
+            fail(
+                Code::Preflight,
+                format!(
+                    "the audit chain of `{}` lives on {}, which cannot be reached ({e:#}); nothing was changed: check the host, its sshd and your ssh keys",
+                    self.env, h.at
+                ),
             )
         })?;
         self.sync_from(&h, on_host, locked)
