@@ -215,6 +215,18 @@ pub struct Env {
     /// (`docker context ls`); the other way to say where it lives.
     #[schemars(example = &"staging")]
     pub context: Option<String>,
+    /// For an environment on an SSH host (`host`): the directory on that
+    /// host holding its deploy lock and audit chain, as `<dir>/<env>`;
+    /// relative to the SSH user's home unless absolute. Operators on
+    /// different machines take this one lock and append to this one chain;
+    /// each machine keeps a mirror of the chain in its own `state_dir`.
+    #[serde(default = "default_host_state_dir")]
+    #[schemars(example = &".fetchml-xtask/state")]
+    pub host_state_dir: String,
+}
+
+fn default_host_state_dir() -> String {
+    ".fetchml-xtask/state".into()
 }
 
 /// An environment's webhook. Per environment, because staging and
@@ -813,6 +825,23 @@ impl Env {
             .iter()
             .map(|s| s.replace("{env}", name))
             .collect()
+    }
+
+    /// The directory on the environment's SSH host holding its lock and
+    /// chain, or `None` when they are kept on this machine (no `host`).
+    pub fn host_state(&self, name: &str) -> Result<Option<(crate::cmd::remote::Where, String)>> {
+        let at = self.location()?;
+        if !matches!(at, crate::cmd::remote::Where::Ssh { .. }) {
+            return Ok(None);
+        }
+        let d = self.host_state_dir.trim_end_matches('/');
+        if d.is_empty() || d.chars().any(|c| c.is_control()) {
+            bail!(
+                "host_state_dir `{}` is not a directory path",
+                self.host_state_dir
+            );
+        }
+        Ok(Some((at, format!("{d}/{name}"))))
     }
 
     /// The directory holding this environment's audit log and lock.

@@ -49,6 +49,14 @@ impl Ctx {
         });
         let log = audit::Log::new(&dir, env, sink.as_deref());
         log.refuse_loose()?;
+        if let Some((at, host_dir)) = e.host_state(env)? {
+            // The chain lives on the environment's host; this process
+            // reads it from there once (and again under the lock).
+            remote::keep_state_on_host(&dir, at, host_dir, log.sink.clone());
+            if !remote::host_state(&dir).is_some_and(|h| h.synced) {
+                log.sync_host(false)?;
+            }
+        }
         Ok(log)
     }
 

@@ -37,14 +37,28 @@ pub const PASSES_HOLD: [&str; 2] = [RELEASE_TASK, "audit repair"];
 pub const RELEASE_TASK: &str = "lock release";
 
 /// A held lock; released when dropped (or when the process dies).
-#[derive(Debug)]
 pub struct LockGuard {
     file: File,
     pub path: PathBuf,
+    /// The same lock on the environment's host, for an environment kept
+    /// there: a process on the host holding it while our pipe is open.
+    host: Option<crate::cmd::Held>,
+}
+
+impl std::fmt::Debug for LockGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LockGuard")
+            .field("path", &self.path)
+            .field("on_host", &self.host.is_some())
+            .finish()
+    }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        if let Some(h) = self.host.take() {
+            h.release();
+        }
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
@@ -198,18 +212,74 @@ pub fn acquire(path: &Path, env: &str, task: &str, wait: Duration) -> Result<Loc
     file.seek(SeekFrom::Start(0))?;
     file.write_all(who.as_bytes())
         .with_context(|| format!("writing lock holder to {}", path.display()))?;
-    Ok(LockGuard {
+    let mut guard = LockGuard {
         file,
         path: path.to_path_buf(),
-    })
+        host: None,
+    };
+    if let Some(h) = path.parent().and_then(crate::cmd::remote::host_state) {
+        guard.host = Some(acquire_on_host(&h, env, &who, wait, start)?);
+        // Under the lock, the mirror catches up with the host's chain, so
+        // what this task checks and appends to is the chain.
+        let log = crate::audit::Log {
+            env: env.to_string(),
+            path: path.with_file_name("audit.jsonl"),
+            sink: h.sink.clone(),
+        };
+        log.sync_host(true)?;
+    }
+    Ok(guard)
+}
+
+/// The environment's lock on its host (after ours here, so two runs on
+/// this machine never both ask the host): refused as locally, exit 5,
+/// naming the holder the host's lock file names, once `wait` is over.
+fn acquire_on_host(
+    h: &crate::cmd::remote::HostState,
+    env: &str,
+    who: &str,
+    wait: Duration,
+    start: Instant,
+) -> Result<crate::cmd::Held> {
+    let since = crate::cmd::since_now();
+    let who = format!("{} ({who})", crate::audit::actor());
+    loop {
+        let holder = match h.lock(&who) {
+            Ok(Ok(held)) => return Ok(held),
+            Ok(Err(holder)) => holder,
+            Err(e) => {
+                return Err(crate::exit::fail(
+                    crate::exit::Code::Preflight,
+                    format!("{e:#}"),
+                ))
+            }
+        };
+        if start.elapsed() >= wait {
+            let (why, what, then) = locked(env, &format!("{holder} on {}", h.at));
+            let waited = if wait.is_zero() {
+                String::new()
+            } else {
+                format!(" after waiting {}s", wait.as_secs())
+            };
+            return Err(refuse(why, format!("{what}{waited}{then}")));
+        }
+        crate::cmd::check_interrupt(since)
+            .with_context(|| format!("waiting for the lock of `{env}` on {}", h.at))?;
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 /// The dry run's twin of [`acquire`] with no wait, read-only: refuses as
 /// `acquire` would now, from the kernel's lock table and the hold file,
 /// without opening the lock (which could refuse a deploy starting now).
 pub fn peek(path: &Path, env: &str, task: &str) -> Result<()> {
+    let on_host = match path.parent().and_then(crate::cmd::remote::host_state) {
+        Some(h) => h.peek()?.map(|holder| format!("{holder} on {}", h.at)),
+        None => None,
+    };
     let (why, what, then) = match running(path) {
         Running::Held { holder, .. } => locked(env, &holder),
+        _ if on_host.is_some() => locked(env, on_host.as_deref().unwrap_or_default()),
         // Free, or the table unreadable: the hold decides, as it would
         // once `acquire` has the lock.
         _ => match held_for_maintenance(path, env, task) {

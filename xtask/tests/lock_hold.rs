@@ -330,3 +330,21 @@ fn a_hold_change_that_cannot_be_recorded_is_undone() {
     assert_eq!(std::fs::read(&log.path).unwrap(), before);
     log.verify().unwrap();
 }
+
+#[test]
+fn a_maintenance_hold_on_an_environment_kept_on_another_host_is_refused() {
+    let s = Stack::new("hold-remote");
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[env.staging]\n",
+        "[env.staging]\nhost = \"ssh://ops@10.255.0.9\"\n",
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    let o = s.run(&["lock", "acquire", "staging", "-m", "db migration"]);
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    assert_eq!(
+        first_error_line(&o),
+        "error: `staging` keeps its deploy lock on ssh://ops@10.255.0.9, and maintenance holds are kept on this machine only, so another operator would not see one; not supported for an environment on an SSH host yet (nothing was changed)"
+    );
+    assert!(!s.state.exists(), "a refused hold wrote state");
+}

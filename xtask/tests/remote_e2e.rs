@@ -168,6 +168,12 @@ fn bg() -> Opts {
     }
 }
 
+/// The directory on the host (the namespace shares this filesystem) that
+/// keeps the stack's remote lock and chain, `<it>/<env>`.
+fn host_state(s: &Stack) -> std::path::PathBuf {
+    s.dir.path().join("on-host")
+}
+
 /// The second node up, and a stack whose staging lives there.
 fn remote_stack(name: &str) -> (Node, Stack) {
     let mut node = Node::up();
@@ -180,7 +186,11 @@ fn remote_stack(name: &str) -> (Node, Stack) {
     let cfg = cfg
         .replacen(
             "[env.staging]\n",
-            &format!("[env.staging]\nhost = \"{}\"\n", ssh::ssh_url()),
+            &format!(
+                "[env.staging]\nhost = \"{}\"\nhost_state_dir = \"{}\"\n",
+                ssh::ssh_url(),
+                host_state(&s).display()
+            ),
             1,
         )
         .replacen(
@@ -366,7 +376,32 @@ fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
         answered + failed
     );
     xtask::nodes::ssh::start_sshd().expect("starting sshd again");
+    // The host could not take the record: the mirror keeps it, a look-up
+    // says so, and the next run that writes uploads it.
+    let on_host = host_state(&s).join("staging/audit.jsonl");
+    let mirror = s.state.join("staging/audit.jsonl");
     let o = s.run(&["status", "staging"]);
+    assert!(
+        stderr(&o).contains("1 record(s) of") && stderr(&o).contains("are not on ssh://"),
+        "{}",
+        text(&o)
+    );
+    assert_ne!(
+        std::fs::read(&on_host).unwrap(),
+        std::fs::read(&mirror).unwrap()
+    );
+    let again = s.run(&["deploy-staging", "--tag", &img.v1]);
+    let chain = std::fs::read_to_string(&on_host).unwrap();
+    assert_eq!(
+        chain.as_bytes(),
+        std::fs::read(&mirror).unwrap(),
+        "{}",
+        text(&again)
+    );
+    assert!(
+        chain.contains(&format!("\"outcome\":\"{}\"", last.outcome)),
+        "{chain}"
+    );
     println!(
         "sshd killed during the gate: exit {code} after {:.1}s, recorded `{}`; status then exits {}",
         took.as_secs_f64(),
@@ -391,4 +426,198 @@ fn sshd_killed_during_the_gate_is_bounded_and_leaves_the_old_version_serving() {
         "the host serves: {body} {}",
         text(&serving)
     );
+}
+
+/// `audit verify ENV`'s head, from one operator's checkout.
+fn head(s: &Stack, env: &str) -> String {
+    let o = s.ok(&["audit", "verify", env]);
+    let out = stdout(&o);
+    out.split_whitespace()
+        .find(|w| w.len() == 64 && w.chars().all(|c| c.is_ascii_hexdigit()))
+        .unwrap_or_else(|| panic!("no head in: {out}"))
+        .to_string()
+}
+
+#[test]
+fn two_operators_on_two_checkouts_take_one_lock_and_share_one_chain_on_the_host() {
+    let img = images();
+    let (_node, a) = remote_stack("remote-ops");
+    let b = a.another_checkout();
+    let on_host = host_state(&a).join("staging");
+    let lock = on_host.join("deploy.lock");
+
+    // A deploys; while A holds the lock on the host, B (its own state
+    // directory, its own config copy) is refused, naming A as the holder.
+    let mut deploying = a
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v1])
+        .env("USER", "operator-a")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::fs::read_to_string(&lock)
+        .unwrap_or_default()
+        .is_empty()
+    {
+        assert!(
+            deploying.try_wait().unwrap().is_none(),
+            "A's deploy ended before it held the host's lock"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "A never took the lock on the host"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let o = b
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v2])
+        .env("USER", "operator-b")
+        .output()
+        .unwrap();
+    assert_eq!(exit_code(&o), 5, "{}", text(&o));
+    let e = first_error_line(&o);
+    assert!(
+        e.contains("environment `staging` is locked by operator-a (USER) (pid ")
+            && e.contains("running deploy-staging) on ssh://root@10.77.0.2:2222"),
+        "{e}"
+    );
+    let o = deploying.wait_with_output().unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        std::fs::read_to_string(&lock).unwrap(),
+        "",
+        "the holder is cleared when A lets go"
+    );
+
+    // One chain: the host's, mirrored by both; B sees A's record.
+    let chain = std::fs::read(on_host.join("audit.jsonl")).unwrap();
+    assert_eq!(head(&b, "staging"), head(&a, "staging"));
+    assert_eq!(
+        std::fs::read(b.state.join("staging/audit.jsonl")).unwrap(),
+        chain
+    );
+    assert_eq!(b.history("staging").current(), Some(img.v1.as_str()));
+    let o = b.ok(&["history", "staging"]);
+    assert!(stdout(&o).contains("operator-a"), "{}", text(&o));
+
+    // B deploys on top of A's record; A then reads B's.
+    let o = b
+        .cmd()
+        .args(["deploy-staging", "--tag", &img.v2])
+        .env("USER", "operator-b")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let o = a.ok(&["status", "staging"]);
+    assert!(stdout(&o).contains(&img.v2), "{}", text(&o));
+    assert_eq!(a.history("staging").current(), Some(img.v2.as_str()));
+    let recs = a.records("staging");
+    let last = recs.last().unwrap();
+    assert!(
+        last.actor.starts_with("operator-b") && last.outcome == "success",
+        "{recs:?}"
+    );
+    println!(
+        "one chain, from either checkout: {:?}",
+        recs.iter()
+            .map(|r| format!("{} {} {}", r.actor, r.action, r.outcome))
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(head(&a, "staging"), head(&b, "staging"));
+
+    // A host chain that no longer extends a mirror (its last record
+    // rewritten there) is refused, exit 6, with nothing changed.
+    let path = on_host.join("audit.jsonl");
+    let good = std::fs::read_to_string(&path).unwrap();
+    let mine = std::fs::read(a.state.join("staging/audit.jsonl")).unwrap();
+    let (before, last) = good.trim_end().rsplit_once('\n').unwrap();
+    let rewritten = format!("{before}\n{}\n", last.replace("operator-b", "operator-x"));
+    std::fs::write(&path, rewritten).unwrap();
+    let o = a.run(&["history", "staging"]);
+    assert_eq!(exit_code(&o), 6, "{}", text(&o));
+    assert!(first_error_line(&o).contains("diverged"), "{}", text(&o));
+    assert_eq!(
+        std::fs::read(a.state.join("staging/audit.jsonl")).unwrap(),
+        mine
+    );
+    std::fs::write(&path, good).unwrap();
+
+    // The cost of keeping the lock and the chain on the host, per
+    // operation, through one master connection as a deploy has it; and,
+    // while this process holds the stack's lock there, B's dry run refuses
+    // as B's real run does, with the same line.
+    use xtask::cmd::remote;
+    remote::set_target(remote::Where::parse_host(&ssh::ssh_url()).unwrap());
+    remote::open().unwrap();
+    let on = |local: &std::path::Path, dir: &std::path::Path| {
+        remote::keep_state_on_host(local, remote::target(), dir.display().to_string(), None);
+        remote::host_state(local).unwrap()
+    };
+    let probe = tempfile::tempdir().unwrap();
+    let shared = on(&probe.path().join("shared"), &on_host);
+    let t = Instant::now();
+    let held = shared
+        .lock("the e2e probe")
+        .unwrap()
+        .expect("a free lock is taken");
+    let lock_ms = t.elapsed().as_millis();
+    assert_eq!(
+        shared.lock("second").unwrap().err().as_deref(),
+        Some("the e2e probe"),
+        "a held lock is refused, naming its holder"
+    );
+    let dry = b.run(&["--dry-run", "deploy-staging", "--tag", &img.v1]);
+    let real = b.run(&["deploy-staging", "--tag", &img.v1]);
+    assert_eq!(exit_code(&dry), 5, "{}", text(&dry));
+    assert_eq!(exit_code(&real), 5, "{}", text(&real));
+    assert_eq!(first_error_line(&dry), first_error_line(&real));
+    assert!(
+        first_error_line(&real).contains("locked by the e2e probe on ssh://"),
+        "{}",
+        text(&real)
+    );
+    let t = Instant::now();
+    held.release();
+    let release_ms = t.elapsed().as_millis();
+    let scratch = on(&probe.path().join("scratch"), &probe.path().join("on-host"));
+    let t = Instant::now();
+    scratch.read_chain().unwrap();
+    let read_ms = t.elapsed().as_millis();
+    let t = Instant::now();
+    scratch.append_chain(0, "{}").unwrap().unwrap();
+    let append_ms = t.elapsed().as_millis();
+    assert_eq!(
+        scratch.append_chain(0, "{}").unwrap(),
+        Err("the chain there is 3 bytes, this run expected 0".into()),
+        "an append on a chain that moved is refused"
+    );
+    remote::close();
+    println!(
+        "remote lock and chain per operation: lock {lock_ms} ms, read chain {read_ms} ms, append a record {append_ms} ms, release {release_ms} ms"
+    );
+}
+
+#[test]
+fn a_chain_on_a_host_that_cannot_be_reached_is_refused_with_nothing_written() {
+    let s = Stack::new("remote-away");
+    let cfg = std::fs::read_to_string(&s.config).unwrap().replacen(
+        "[env.staging]\n",
+        "[env.staging]\nhost = \"ssh://nobody@127.0.0.1:1\"\n",
+        1,
+    );
+    std::fs::write(&s.config, cfg).unwrap();
+    for args in [&["history", "staging"][..], &["audit", "verify", "staging"]] {
+        let o = s.run(args);
+        assert_eq!(exit_code(&o), 2, "{args:?}: {}", text(&o));
+        let e = first_error_line(&o);
+        assert!(
+            e.starts_with("error: the audit chain of `staging` lives on ssh://nobody@127.0.0.1:1, which cannot be reached (")
+                && e.ends_with("nothing was changed: check the host, its sshd and your ssh keys"),
+            "{e}"
+        );
+    }
+    assert!(!s.state.exists(), "a refused look-up wrote state");
 }

@@ -14,6 +14,7 @@ use super::file::{
 };
 use super::sink::SinkState;
 use super::{actor, hostname, now_rfc3339, one_line, Entry, Log, Record};
+use crate::cmd::remote::{self, HostState};
 use crate::exit::{fail, Code};
 
 impl Log {
@@ -106,6 +107,35 @@ impl Log {
     /// unless `force`, and then says so in the record's reason. A torn last
     /// line is refused even with `force`: `audit repair` comes first.
     pub fn append(&self, entry: Entry, force: bool) -> Result<String> {
+        let Some(h) = self.host() else {
+            return self.append_here(entry, force);
+        };
+        // The host's chain is the chain: the record goes on its newest
+        // line, as a local append goes on the file's, even when another
+        // run (a refused one records too) appended since this one read it.
+        // Under the lock the mirror was brought up to it, so the first
+        // try usually lands; a refused one reads the host's chain again.
+        let mut moved = None;
+        for _ in 0..3 {
+            match self.append_here(entry.clone(), force) {
+                Err(e) if e.downcast_ref::<Moved>().is_some() => moved = Some(e),
+                r => return r,
+            }
+            // An append writes anyway: records the mirror kept while the
+            // host could not be reached go up first.
+            self.sync_host(true)?;
+        }
+        let why = moved.map_or(String::new(), |e| format!("{e:#}"));
+        Err(fail(
+            Code::Verify,
+            format!(
+                "refusing to append to the audit chain of `{}` on {}: {why}, three times; nothing was recorded: re-run",
+                self.env, h.at
+            ),
+        ))
+    }
+
+    fn append_here(&self, entry: Entry, force: bool) -> Result<String> {
         let mut file =
             open_locked(&self.path, "state directory", true)?.context("opening the audit log")?;
         let meta = file
@@ -227,6 +257,7 @@ impl Log {
             prev: hex(&prev),
         };
         let mut line = serde_json::to_vec(&rec).context("encoding the audit record")?;
+        self.append_on_host(len, &line)?;
         line.push(b'\n');
         write_durably(&mut file, &self.path, &line, len)?;
         let head: [u8; 32] = Sha256::digest(&line[..line.len() - 1]).into();
@@ -258,4 +289,135 @@ impl Log {
         }
         Ok(hex(&head))
     }
+
+    /// The host keeping this log's chain, if its environment is on one.
+    fn host(&self) -> Option<HostState> {
+        remote::host_state(self.path.parent()?)
+    }
+
+    /// For a chain kept on the environment's host: appends the record
+    /// there first (the host's chain is the chain; this file mirrors it).
+    /// A host that refuses (its chain moved) fails the append with nothing
+    /// written; a host that cannot be reached leaves the record in the
+    /// mirror only, and the next locked sync ([`Log::sync_host`]) uploads it.
+    fn append_on_host(&self, len: u64, line: &[u8]) -> Result<()> {
+        let Some(h) = self.host() else {
+            return Ok(());
+        };
+        let text = std::str::from_utf8(line).context("encoding the audit record")?;
+        match h.append_chain(len, text) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(anyhow::Error::new(Moved(why))),
+            Err(e) => {
+                eprintln!(
+                    "warning: the record could not be written on {} ({e:#}); it is kept in {}, and the next deploy or rollback of `{}` uploads it",
+                    h.at,
+                    self.path.display(),
+                    self.env
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// Brings this machine's mirror (and its sink) up to the chain on the
+    /// environment's host: the host's chain must verify and extend the
+    /// mirror, else exit 6 with nothing changed. Records only the mirror
+    /// has (written while the host could not be reached) are uploaded when
+    /// `locked` (a run that writes: under the deploy lock, or appending),
+    /// else only reported (a look-up stays read-only on the host).
+    /// A no-op for a log kept on this machine.
+    pub fn sync_host(&self, locked: bool) -> Result<()> {
+        let Some(h) = self.host() else {
+            return Ok(());
+        };
+        let on_host = h.read_chain().map_err(|e| {
+            fail(
+                Code::Preflight,
+                format!(
+                    "the audit chain of `{}` lives on {}, which cannot be reached ({e:#}); nothing was changed: check the host, its sshd and your ssh keys",
+                    self.env, h.at
+                ),
+            )
+        })?;
+        self.sync_from(&h, on_host, locked)
+    }
+
+    fn sync_from(&self, h: &HostState, on_host: Vec<u8>, locked: bool) -> Result<()> {
+        let where_ = format!("{}/audit.jsonl on {}", h.dir, h.at);
+        if let Err(b) = chain::check(&on_host) {
+            return Err(fail(
+                Code::Verify,
+                format!(
+                    "the audit chain {where_} does not verify: {b}; nothing was changed: investigate on the host"
+                ),
+            ));
+        }
+        let Some(mut f) = open_locked(&self.path, "state directory", !on_host.is_empty())? else {
+            return Ok(());
+        };
+        let mine = read_all(&mut f, &self.path)?;
+        if on_host.starts_with(&mine) {
+            if on_host.len() > mine.len() {
+                write_durably(
+                    &mut f,
+                    &self.path,
+                    &on_host[mine.len()..],
+                    mine.len() as u64,
+                )?;
+                forget(&self.path);
+            }
+        } else if mine.starts_with(&on_host) && chain::check(&mine).is_ok() {
+            let extra = &mine[on_host.len()..];
+            let n = extra.iter().filter(|&&c| c == b'\n').count();
+            if !locked {
+                eprintln!(
+                    "warning: {n} record(s) of {} are not on {} yet (written while it could not be reached); the next deploy or rollback of `{}` uploads them",
+                    self.path.display(),
+                    h.at,
+                    self.env
+                );
+                return Ok(());
+            }
+            let mut at = on_host.len() as u64;
+            for l in extra.split_inclusive(|&c| c == b'\n') {
+                let body = l.strip_suffix(b"\n").unwrap_or(l);
+                let text = std::str::from_utf8(body).context("reading the mirror")?;
+                if let Err(why) = h.append_chain(at, text)? {
+                    return Err(fail(
+                        Code::Verify,
+                        format!("uploading the records {where_} lacks: {why}; re-run"),
+                    ));
+                }
+                at += l.len() as u64;
+            }
+            eprintln!("uploaded {n} record(s) to {where_} (written while it could not be reached)");
+        } else {
+            return Err(fail(
+                Code::Verify,
+                format!(
+                    "this machine's mirror {} is not a prefix of the audit chain {where_}: they diverged (tampering, or another host or host_state_dir); nothing was changed: compare them, and move the mirror aside to start again from the host's chain",
+                    self.path.display()
+                ),
+            ));
+        }
+        drop(f);
+        if self.sink.is_some() {
+            self.catch_up_sink()?;
+        }
+        remote::mark_synced(self.path.parent().unwrap_or(&self.path));
+        Ok(())
+    }
 }
+
+/// The host's chain moved since this run read it (another run appended).
+#[derive(Debug)]
+struct Moved(String);
+
+impl std::fmt::Display for Moved {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Moved {}

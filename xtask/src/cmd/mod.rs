@@ -28,7 +28,8 @@ mod run;
 mod signal;
 
 pub use run::{
-    explain, lines, output, probe, run, run_to_file, spawn_detached, start, stream, Output, Running,
+    explain, hold, lines, output, probe, run, run_to_file, spawn_detached, start, stream, Held,
+    Output, Running,
 };
 pub use signal::{
     check_interrupt, install_signal_handlers, interrupts, last_signal, signal_exit_code, since_now,
@@ -352,6 +353,30 @@ mod tests {
             "the grandchild {} outlived the kill",
             pid.trim()
         );
+    }
+
+    #[test]
+    fn a_held_child_runs_until_let_go_and_one_that_ends_says_how() {
+        let dir = tempfile::tempdir().unwrap();
+        let done = dir.path().join("done");
+        let c = Command::new("sh", Effect::ReadOnly)
+            .args([
+                "-c",
+                &format!("echo ready; cat >/dev/null; touch {}", done.display()),
+            ])
+            .timeout(10);
+        let (held, line) = hold(&c).unwrap().ok().expect("it printed a line");
+        assert_eq!(line, "ready");
+        assert!(!held.finished(), "it ended before its stdin closed");
+        assert!(!done.exists());
+        held.release();
+        assert!(done.exists(), "released before it saw end-of-file");
+        let c = Command::new("sh", Effect::ReadOnly)
+            .args(["-c", "echo nope >&2; exit 3"])
+            .timeout(10);
+        let o = hold(&c).unwrap().err().expect("it printed no line");
+        assert_eq!(o.code, Some(3));
+        assert!(o.stderr.contains("nope"), "{}", o.stderr);
     }
 
     #[test]

@@ -390,6 +390,186 @@ pub fn on_host(effect: Effect, argv: &[&str], secs: u64) -> Option<Command> {
     Some(c.timeout(secs))
 }
 
+/// An environment whose deploy lock and audit chain live on its SSH host:
+/// the directory there (`host_state_dir/<env>`, relative to the SSH
+/// user's home unless absolute), and what this machine keeps of it.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    pub at: Where,
+    pub dir: String,
+    /// The local audit sink of this machine's mirror, caught up with it.
+    pub sink: Option<PathBuf>,
+    /// Has this process brought its mirror up to the host's chain yet?
+    pub synced: bool,
+}
+
+/// Local state directory -> the host keeping that environment's state.
+static HOST_STATES: Mutex<BTreeMap<PathBuf, HostState>> = Mutex::new(BTreeMap::new());
+
+/// Says that the environment whose local state directory is `local` keeps
+/// its lock and chain on a host (`local` keeps the mirror).
+pub fn keep_state_on_host(local: &Path, at: Where, dir: String, sink: Option<PathBuf>) {
+    let mut m = HOST_STATES.lock().unwrap_or_else(|p| p.into_inner());
+    let synced = m.get(local).is_some_and(|h| h.synced);
+    m.insert(
+        local.to_path_buf(),
+        HostState {
+            at,
+            dir,
+            sink,
+            synced,
+        },
+    );
+}
+
+/// The host keeping the state whose local directory is `local`, if any.
+pub fn host_state(local: &Path) -> Option<HostState> {
+    HOST_STATES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(local)
+        .cloned()
+}
+
+/// Notes that this process's mirror of `local` matches the host now.
+pub fn mark_synced(local: &Path) {
+    if let Some(h) = HOST_STATES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get_mut(local)
+    {
+        h.synced = true;
+    }
+}
+
+/// The lock script: `flock` on `DIR/deploy.lock` held by a shell whose
+/// stdin is ours, so it drops when we close it, die, or lose the link.
+/// It prints `locked`, or `held HOLDER` with what the holder wrote.
+const LOCK_SH: &str = r#"umask 077; d=$1; mkdir -p "$d" || exit 70
+exec 9>>"$d/deploy.lock" || exit 70
+if flock -n 9; then
+  printf '%s' "$2" > "$d/deploy.lock"; echo locked
+  cat >/dev/null
+  : > "$d/deploy.lock"
+else
+  printf 'held %s\n' "$(cat "$d/deploy.lock")"
+fi"#;
+
+/// Who holds the lock, from the kernel's table (`/proc/locks`), without
+/// trying it: even a brief try would refuse a deploy starting then.
+const PEEK_SH: &str = r#"f=$1/deploy.lock; [ -e "$f" ] || { echo free; exit 0; }
+i=$(stat -c %i "$f") || exit 70
+if grep -q "FLOCK .*:$i " /proc/locks; then printf 'held %s\n' "$(cat "$f")"; else echo free; fi"#;
+
+/// Reads the chain under a shared `flock` (never half an append).
+const READ_SH: &str = r#"f=$1/audit.jsonl; [ -e "$f" ] || exit 0; exec flock -s "$f" cat "$f""#;
+
+/// Appends one line under an exclusive `flock`, only if the chain is still
+/// the length this run read (75 otherwise), then fsyncs it.
+const APPEND_SH: &str = r#"umask 077; d=$1; mkdir -p "$d" || exit 70
+f=$d/audit.jsonl; exec 9>>"$f" || exit 70; flock 9 || exit 70
+n=$(stat -c %s "$f") || exit 70
+if [ "$n" != "$2" ]; then echo "the chain there is $n bytes, this run expected $2" >&2; exit 75; fi
+printf '%s\n' "$3" >&9 && sync "$f""#;
+
+impl HostState {
+    /// `ssh ... -- sh -c SCRIPT sh DIR ARGS...` through the operation's
+    /// master when it goes to this host, else a connection of its own
+    /// (the promotion gate reading staging's chain while working on prod).
+    fn sh(&self, effect: Effect, script: &str, args: &[&str], secs: u64) -> Result<Command> {
+        let mut argv = vec!["sh", "-c", script, "sh", &self.dir];
+        argv.extend_from_slice(args);
+        let quoted = argv.iter().map(|a| super::quote(a));
+        let slot = TUNNEL.lock().unwrap_or_else(|p| p.into_inner());
+        let c = match slot.as_ref() {
+            Some(t) if t.to == self.at => t.ssh(&["-T"]),
+            _ => {
+                let (opts, dest) = self
+                    .at
+                    .ssh_args()
+                    .with_context(|| format!("{} is not an SSH host", self.at))?;
+                Command::new("ssh", effect)
+                    .args(["-T", "-o", "BatchMode=yes", "-o"])
+                    .arg(format!("ConnectTimeout={CONNECT_SECS}"))
+                    .args(["-o", "ServerAliveInterval=2", "-o", "ServerAliveCountMax=3"])
+                    .args(opts)
+                    .arg(dest)
+            }
+        };
+        let mut c = c.arg("--").args(quoted);
+        c.effect = effect;
+        Ok(c.timeout(secs))
+    }
+
+    /// Takes the deploy lock on the host, writing `holder` into it: the
+    /// held lock, or (`Err`) what the current holder wrote.
+    pub fn lock(&self, holder: &str) -> Result<std::result::Result<super::Held, String>> {
+        let c = self.sh(Effect::Mutating, LOCK_SH, &[holder], CONNECT_SECS + 10)?;
+        match super::hold(&c)? {
+            Ok((held, line)) if line == "locked" && !held.finished() => Ok(Ok(held)),
+            Ok((_, line)) if line.starts_with("held") => {
+                Ok(Err(line.trim_start_matches("held").trim().to_string()))
+            }
+            Ok((_, line)) => bail!(
+                "taking the deploy lock in {} on {} answered `{line}`",
+                self.dir,
+                self.at
+            ),
+            Err(o) => bail!(
+                "taking the deploy lock in {} on {} failed: {}; nothing was changed: check the host and its sshd",
+                self.dir,
+                self.at,
+                super::explain(&o.stderr)
+            ),
+        }
+    }
+
+    /// The dry run's look at the host's lock: what its holder wrote, if
+    /// anyone holds it.
+    pub fn peek(&self) -> Result<Option<String>> {
+        let c = self.sh(Effect::ReadOnly, PEEK_SH, &[], 30)?;
+        let out = super::run(&c, false)
+            .with_context(|| format!("asking {} who holds the lock in {}", self.at, self.dir))?;
+        Ok(out
+            .trim()
+            .strip_prefix("held")
+            .map(|h| h.trim().to_string()))
+    }
+
+    /// The chain's bytes on the host (empty when it has none yet).
+    pub fn read_chain(&self) -> Result<Vec<u8>> {
+        let c = self.sh(Effect::ReadOnly, READ_SH, &[], 30)?;
+        let o = super::output(&c)?;
+        if !o.success {
+            bail!(
+                "reading the audit chain in {} on {}: {}",
+                self.dir,
+                self.at,
+                super::explain(&o.stderr)
+            );
+        }
+        Ok(o.stdout.into_bytes())
+    }
+
+    /// Appends `line` (without its newline) to the host's chain if the
+    /// chain there is still `len` bytes long. `Ok(Err(why))`: the host
+    /// answered and refused (the chain moved); `Err`: it was not reached.
+    pub fn append_chain(&self, len: u64, line: &str) -> Result<std::result::Result<(), String>> {
+        let c = self.sh(Effect::Mutating, APPEND_SH, &[&len.to_string(), line], 30)?;
+        let o = super::output(&c)?;
+        match o.code {
+            Some(0) => Ok(Ok(())),
+            Some(75) => Ok(Err(super::explain(&o.stderr))),
+            _ => bail!(
+                "appending to the audit chain in {} on {}: {}",
+                self.dir,
+                self.at,
+                super::explain(&o.stderr)
+            ),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

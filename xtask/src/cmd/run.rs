@@ -411,3 +411,107 @@ fn kill_groups(groups: &[Vec<u32>]) {
     }
     signal(libc::SIGKILL);
 }
+
+/// A child kept running for as long as we hold it (a lock held on another
+/// host): its stdin is a pipe we keep open, so it sees end-of-file when we
+/// let go or die, and its whole process group is killed if it does not end
+/// by itself within a grace period after that.
+pub struct Held {
+    running: Option<Running>,
+    stdin: Option<std::io::PipeWriter>,
+}
+
+impl Held {
+    /// Lets go: closes its stdin, waits (bounded) for it to end, then kills
+    /// its process group.
+    pub fn release(mut self) {
+        self.end();
+    }
+
+    /// Has it ended on its own (the link dropped, the far side died)?
+    pub fn finished(&self) -> bool {
+        self.running.as_ref().is_none_or(Running::finished)
+    }
+
+    fn end(&mut self) {
+        drop(self.stdin.take());
+        if let Some(r) = self.running.take() {
+            let deadline = Instant::now() + GRACE;
+            while !r.finished() && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+            r.stop();
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.end();
+    }
+}
+
+/// Starts `c` with its stdin a pipe we hold, and waits, within the
+/// command's limit, for the first line it prints. Returns the child (still
+/// running, unless it ended just after) with that line, or, when it ended
+/// without printing one, how it ended (`Err` of the inner result).
+#[allow(clippy::type_complexity)]
+pub fn hold(c: &Command) -> Result<std::result::Result<(Held, String), Output>> {
+    use std::io::BufRead as _;
+    let (in_r, in_w) = std::io::pipe().context("creating a pipe")?;
+    let (out_r, out_w) = std::io::pipe().context("creating a pipe")?;
+    let e = c
+        .expression()
+        .stdin_file(in_r)
+        .stdout_file(out_w)
+        .stderr_capture();
+    let running = launch(c, e)?;
+    // The line is read on a thread, so the wait stays bounded whatever the
+    // child does with its stdout.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(out_r).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let limit = c.limit();
+    loop {
+        // After it ended, a line it printed may still be on its way.
+        let wait = if running.finished() {
+            Duration::from_millis(300)
+        } else {
+            Duration::ZERO
+        };
+        match rx.recv_timeout(wait) {
+            Ok(line) if !line.trim().is_empty() => {
+                let held = Held {
+                    running: Some(running),
+                    stdin: Some(in_w),
+                };
+                return Ok(Ok((held, line.trim_end().to_string())));
+            }
+            Ok(_) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                drop(in_w);
+                return Ok(Err(running.wait_output()?));
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if !wait.is_zero() => {
+                drop(in_w);
+                return Ok(Err(running.wait_output()?));
+            }
+            Err(_) => {}
+        }
+        if let Err(e) = check_interrupt(running.since) {
+            running.kill_group();
+            return Err(e.context(format!("stopped `{}`", c.display())));
+        }
+        if running.started.elapsed() >= limit {
+            running.kill_group();
+            bail!(
+                "`{}` printed nothing within its limit of {}s; its process group was killed",
+                c.display(),
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(POLL);
+    }
+}

@@ -180,6 +180,14 @@ fn record(log: &Log, action: &str, reason: String) -> RecordSpec {
 pub fn acquire(ctx: &Ctx, env: &str, msg: &str, wait: u64) -> Result<()> {
     message(msg)?;
     let cfg = ctx.config()?;
+    if let Some((at, _)) = cfg.env(env)?.host_state(env)? {
+        // The hold is a file beside this machine's lock: another
+        // operator's deploy, locking on the host, would never see it.
+        return Err(crate::exit::refuse(
+            crate::exit::Refusal::Config,
+            format!("`{env}` keeps its deploy lock on {at}, and maintenance holds are kept on this machine only, so another operator would not see one; not supported for an environment on an SSH host yet (nothing was changed)"),
+        ));
+    }
     let log = ctx.log(&cfg, env)?;
     let lock = lock_path(&log);
     let what = format!(

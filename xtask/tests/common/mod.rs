@@ -269,6 +269,27 @@ vars = {{ {extra}API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MO
         }
     }
 
+    /// Another operator's checkout of this stack: a copy of its config
+    /// (its proxy's admin directory pointed at this one's, the same stack)
+    /// with a state directory of its own.
+    pub fn another_checkout(&self) -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = std::fs::read_to_string(&self.config).unwrap().replace(
+            "admin_dir = \"",
+            &format!("admin_dir = \"{}/", self.dir.path().display()),
+        );
+        let config = dir.path().join("deploy.toml");
+        std::fs::write(&config, cfg).unwrap();
+        let state = dir.path().join("state");
+        Stack {
+            dir,
+            config,
+            state,
+            name: self.name.clone(),
+            ports: self.ports,
+        }
+    }
+
     /// `xtask --config C --state-dir S <args>`.
     pub fn cmd(&self) -> Command {
         let mut c = xtask_bin();
