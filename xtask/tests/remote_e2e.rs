@@ -30,17 +30,7 @@ struct Node {
 
 impl Node {
     fn up() -> Node {
-        let path = xtask::engine::cluster::lock_path();
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        if lock.try_lock().is_err() {
-            eprintln!("waiting for the swarm session lock {}", path.display());
-            lock.lock().unwrap();
-        }
+        let lock = xtask::engine::cluster::hold_lock().expect("the swarm session lock");
         let o = xtask_bin()
             .args(["setup", "--swarm-nodes", "2"])
             .output()

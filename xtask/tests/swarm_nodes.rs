@@ -49,17 +49,7 @@ struct Cluster {
 
 impl Cluster {
     fn lock() -> Cluster {
-        let path = xtask::engine::cluster::lock_path();
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .unwrap();
-        if lock.try_lock().is_err() {
-            eprintln!("waiting for the swarm session lock {}", path.display());
-            lock.lock().unwrap();
-        }
+        let lock = xtask::engine::cluster::hold_lock().expect("the swarm session lock");
         Cluster {
             services: Vec::new(),
             torn_down: false,
