@@ -340,11 +340,18 @@ fn a_maintenance_hold_on_an_environment_kept_on_another_host_is_refused() {
         1,
     );
     std::fs::write(&s.config, cfg).unwrap();
-    let o = s.run(&["lock", "acquire", "staging", "-m", "db migration"]);
-    assert_eq!(exit_code(&o), 5, "{}", text(&o));
-    assert_eq!(
-        first_error_line(&o),
-        "error: `staging` keeps its deploy lock on ssh://ops@10.255.0.9, and maintenance holds are kept on this machine only, so another operator would not see one; not supported for an environment on an SSH host yet (nothing was changed)"
-    );
-    assert!(!s.state.exists(), "a refused hold wrote state");
+    // The dry run refuses the same way, with the same code and line.
+    for dry in [true, false] {
+        let mut args = vec!["lock", "acquire", "staging", "-m", "db migration"];
+        if dry {
+            args.push("--dry-run");
+        }
+        let o = s.run(&args);
+        assert_eq!(exit_code(&o), 5, "dry run {dry}: {}", text(&o));
+        assert_eq!(
+            first_error_line(&o),
+            "error: `staging` keeps its deploy lock on ssh://ops@10.255.0.9, and maintenance holds are kept on this machine only, so another operator would not see one; not supported for an environment on an SSH host yet (nothing was changed)"
+        );
+        assert!(!s.state.exists(), "a refused hold wrote state");
+    }
 }

@@ -257,6 +257,11 @@ vars = {{ {extra}API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MO
                 registry = o.registry,
             ));
         }
+        Stack::in_dir(dir, &cfg, unique, ports)
+    }
+
+    /// The stack whose config `cfg` is written to `dir`, with its state beside it.
+    fn in_dir(dir: tempfile::TempDir, cfg: &str, name: String, ports: [(u16, u16); 2]) -> Stack {
         let config = dir.path().join("deploy.toml");
         std::fs::write(&config, cfg).unwrap();
         let state = dir.path().join("state");
@@ -264,7 +269,7 @@ vars = {{ {extra}API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MO
             dir,
             config,
             state,
-            name: unique,
+            name,
             ports,
         }
     }
@@ -278,16 +283,7 @@ vars = {{ {extra}API_PORT = "{api}", PROXY_ADMIN_PORT = "{admin}", COMPLIANCE_MO
             "admin_dir = \"",
             &format!("admin_dir = \"{}/", self.dir.path().display()),
         );
-        let config = dir.path().join("deploy.toml");
-        std::fs::write(&config, cfg).unwrap();
-        let state = dir.path().join("state");
-        Stack {
-            dir,
-            config,
-            state,
-            name: self.name.clone(),
-            ports: self.ports,
-        }
+        Stack::in_dir(dir, &cfg, self.name.clone(), self.ports)
     }
 
     /// `xtask --config C --state-dir S <args>`.
